@@ -1,0 +1,94 @@
+-- columnist's ClickHouse schema. Applied idempotently by `streams.store.Store.create_schema`.
+-- ${ON_CLUSTER} becomes `ON CLUSTER name` and ${REPLICATED} `Replicated` when
+-- COLUMNIST_CLUSTER is set (Replicated engines then take the server's default replica path).
+-- Every table is a ReplacingMergeTree: a replayed write replaces, never duplicates
+-- (read with FINAL).
+
+CREATE DATABASE IF NOT EXISTS columnist ${ON_CLUSTER};
+
+CREATE TABLE IF NOT EXISTS columnist.images ${ON_CLUSTER}
+(
+    image_id    String,
+    uri         String,
+    collection  LowCardinality(String),
+    width       UInt32,
+    height      UInt32,
+    sha256      String,
+    ingested_at DateTime64(3, 'UTC')
+)
+ENGINE = ${REPLICATED}ReplacingMergeTree(ingested_at)
+ORDER BY image_id;
+
+CREATE TABLE IF NOT EXISTS columnist.image_embedding ${ON_CLUSTER}
+(
+    model      LowCardinality(String),
+    image_id   String,
+    embedding  Array(Float32),
+    created_at DateTime64(3, 'UTC')
+)
+ENGINE = ${REPLICATED}ReplacingMergeTree(created_at)
+ORDER BY (model, image_id);
+
+CREATE TABLE IF NOT EXISTS columnist.feature_image_attribute ${ON_CLUSTER}
+(
+    attribute     LowCardinality(String),
+    image_id      String,
+    score         Float32,
+    logit         Float32,
+    source        LowCardinality(String),
+    model         LowCardinality(String),
+    vocab_name    LowCardinality(String),
+    vocab_version UInt32,
+    updated_at    DateTime64(3, 'UTC')
+)
+ENGINE = ${REPLICATED}ReplacingMergeTree(updated_at)
+ORDER BY (attribute, image_id);
+
+-- One row per attribute per applied vocabulary version: what each column meant, when.
+CREATE TABLE IF NOT EXISTS columnist.vocabulary ${ON_CLUSTER}
+(
+    vocab_name    LowCardinality(String),
+    vocab_version UInt32,
+    content_hash  String,
+    code          String,
+    label         String,
+    description   String,
+    type          LowCardinality(String),
+    prompts       Array(String),
+    centre        Nullable(Float32),
+    scale         Nullable(Float32),
+    accept        Float32,
+    reject        Float32,
+    rule          String,
+    model         LowCardinality(String),
+    applied_at    DateTime64(3, 'UTC')
+)
+ENGINE = ${REPLICATED}ReplacingMergeTree(applied_at)
+ORDER BY (vocab_name, vocab_version, code);
+
+-- The whole document last applied per vocabulary name: what the next version is diffed against.
+CREATE TABLE IF NOT EXISTS columnist.vocabulary_applied ${ON_CLUSTER}
+(
+    vocab_name    LowCardinality(String),
+    vocab_version UInt32,
+    content_hash  String,
+    document      String,
+    model         LowCardinality(String),
+    applied_at    DateTime64(3, 'UTC')
+)
+ENGINE = ${REPLICATED}ReplacingMergeTree(applied_at)
+ORDER BY vocab_name;
+
+-- The attributes of each vocabulary's applied version, with their thresholds.
+CREATE VIEW IF NOT EXISTS columnist.vocabulary_current ${ON_CLUSTER} AS
+SELECT v.*
+FROM columnist.vocabulary AS v FINAL
+INNER JOIN (SELECT vocab_name, vocab_version, content_hash FROM columnist.vocabulary_applied FINAL) AS a
+    ON v.vocab_name = a.vocab_name AND v.vocab_version = a.vocab_version AND v.content_hash = a.content_hash;
+
+-- Tier helper: accepted / tentative / rejected from each attribute's current thresholds.
+CREATE VIEW IF NOT EXISTS columnist.image_attribute_tier ${ON_CLUSTER} AS
+SELECT f.image_id AS image_id, f.attribute AS attribute, f.score AS score,
+       multiIf(f.score >= c.accept, 'accepted', f.score <= c.reject, 'rejected', 'tentative') AS tier
+FROM columnist.feature_image_attribute AS f FINAL
+INNER JOIN columnist.vocabulary_current AS c ON c.code = f.attribute;

@@ -1,0 +1,1 @@
+"""The CLIP runtime: encoders behind one interface, image loading, and the model registry."""

@@ -1,0 +1,30 @@
+"""The encoder interface every model implements (mock, ONNX CLIP, ...).
+
+Embeddings come back as float32 rows of unit length, so a dot product is a cosine.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL.Image import Image
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    name: str
+    """Stored with every embedding and score, so a model change is never mixed up."""
+    dim: int
+    logit_scale: float
+    source: str
+    """The ``source`` written with scores: 'clip' for a real model, 'mock' for the mock."""
+
+    def encode_images(self, images: Sequence["Image"]) -> "np.ndarray":
+        """(len(images), dim) unit-length float32 embeddings of decoded RGB images."""
+        ...
+
+    def encode_texts(self, texts: Sequence[str]) -> "np.ndarray":
+        """(len(texts), dim) unit-length float32 embeddings."""
+        ...

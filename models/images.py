@@ -1,0 +1,77 @@
+"""Opening untrusted image bytes: every failure becomes an ImageError naming the image.
+
+What people's collections contain: truncated files, zero bytes, things that are not images,
+decompression bombs, CMYK, 16-bit, palette and alpha images, animations, EXIF rotation. Each
+is either turned into a correct RGB image or refused with a reason, and the size is checked
+from the header before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+DEFAULT_MAX_PIXELS = 60_000_000  # ~ 8000 x 7500; far above any photo CLIP needs
+SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; ``reason`` is for people, ``name`` says which image."""
+
+    def __init__(self, name: str, reason: str):
+        self.name = name
+        self.reason = reason
+        super().__init__(f"{name}: {reason}")
+
+
+def open_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> "Image":
+    """Decode ``data`` into an upright RGB image (first frame of an animation)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise ImageError(name, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError(name, "not an image (format not recognised)") from None
+    except Image.DecompressionBombError as err:
+        raise ImageError(name, f"refused before decoding: {err}") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(
+            name, f"refused before decoding: {width}x{height} is {width * height:,} pixels, "
+            f"over the limit of {max_pixels:,}"
+        )
+    try:
+        image.seek(0)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageError(name, f"cannot decode {image.format or 'image'}: {err}") from None
+    return to_rgb(image)
+
+
+def to_rgb(image: "Image") -> "Image":
+    """RGB as CLIP expects; 16-bit greyscale is scaled down rather than clipped to white."""
+    from PIL import Image
+
+    if image.mode in SIXTEEN_BIT_MODES:
+        import numpy as np
+
+        pixels = np.asarray(image, dtype=np.float64)
+        pixels = np.clip(pixels / 257.0, 0, 255).round().astype(np.uint8)
+        return Image.fromarray(pixels, mode="L").convert("RGB")
+    if image.mode == "F":
+        import numpy as np
+
+        pixels = np.clip(np.asarray(image, dtype=np.float64), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(pixels, mode="L").convert("RGB")
+    if image.mode == "RGB":
+        return image
+    return image.convert("RGB")

@@ -1,0 +1,39 @@
+"""Model names to encoders: ``mock``, a built-in model directory, or any directory path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from models.encoder import Encoder
+
+BUILTIN_DIR = Path(__file__).parent
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+def load_encoder(name: str, **options) -> Encoder:
+    """The encoder for ``name``: 'mock', a built-in model (e.g. 'tiny-clip') or a directory."""
+    if name == "mock":
+        from models.mock import MockEncoder
+
+        return MockEncoder()
+    directory = resolve_model_dir(name)
+    from models.clip import ClipEncoder
+
+    return ClipEncoder.from_directory(directory, **options)
+
+
+def resolve_model_dir(name: str) -> Path:
+    for candidate in (BUILTIN_DIR / name, Path(name).expanduser()):
+        if (candidate / "model.json").is_file():
+            return candidate.resolve()
+    raise ModelNotFound(
+        f"model {name!r} not found: expected 'mock', a built-in model "
+        f"({', '.join(builtin_models()) or 'none'}) or a directory holding model.json"
+    )
+
+
+def builtin_models() -> list[str]:
+    return sorted(p.parent.name for p in BUILTIN_DIR.glob("*/model.json"))

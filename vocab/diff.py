@@ -1,0 +1,72 @@
+"""What a new vocabulary version changes, and so which attributes must be re-scored.
+
+A base attribute is re-scored when it is new, or when its rendered prompts or its
+calibration changed; a derived one when it is new, its rule changed, or it reads (directly
+or through other derived attributes) any attribute that is re-scored. Labels and thresholds
+change no score: tiers are computed from thresholds at query time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vocab.prompts import render_prompts
+from vocab.rules import parse_rule, references
+from vocab.schema import Attribute, Vocabulary
+
+
+@dataclass(frozen=True)
+class VocabularyDiff:
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    dependents: tuple[str, ...] = ()
+
+    @property
+    def rescore(self) -> tuple[str, ...]:
+        """Every code whose scores must be (re)written, in vocabulary order."""
+        return self.added + self.changed + self.dependents
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.added or self.changed or self.removed or self.dependents)
+
+
+def _base_signature(vocab: Vocabulary, attribute: Attribute) -> tuple:
+    calibration = vocab.calibration_for(attribute)
+    return tuple(render_prompts(vocab, attribute)), calibration.centre, calibration.scale
+
+
+def diff_vocabularies(old: Vocabulary | None, new: Vocabulary) -> VocabularyDiff:
+    """The diff from ``old`` (None: nothing applied yet) to ``new``."""
+    old_base = {a.code: _base_signature(old, a) for a in old.attributes} if old else {}
+    old_rules = {d.code: d.rule for d in old.derived} if old else {}
+    old_codes = set(old_base) | set(old_rules)
+
+    added, changed = [], []
+    for attribute in new.attributes:
+        if attribute.code not in old_codes:
+            added.append(attribute.code)
+        elif old_base.get(attribute.code) != _base_signature(new, attribute):
+            changed.append(attribute.code)
+    for derived in new.derived:
+        if derived.code not in old_codes:
+            added.append(derived.code)
+        elif old_rules.get(derived.code) != derived.rule:
+            changed.append(derived.code)
+    removed = [c for c in (old.codes if old else []) if c not in set(new.codes)]
+
+    touched = set(added) | set(changed) | set(removed)
+    dependents = []
+    for derived in new.derived_in_order():
+        if derived.code in touched:
+            continue
+        if references(parse_rule(derived.rule)) & (touched | set(dependents)):
+            dependents.append(derived.code)
+    order = {code: i for i, code in enumerate(new.codes)}
+    return VocabularyDiff(
+        added=tuple(sorted(added, key=order.get)),
+        changed=tuple(sorted(changed, key=order.get)),
+        removed=tuple(removed),
+        dependents=tuple(sorted(dependents, key=order.get)),
+    )

@@ -1,0 +1,51 @@
+"""Prompts: descriptions rendered into templates, and prompt-ensemble text embeddings.
+
+Each attribute's description is rendered into every template (the vocabulary's, or the
+attribute's own). With several templates the text embeddings are a prompt ensemble, as in
+CLIP's zero-shot recipe: normalise each, average, normalise again.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from vocab.schema import Attribute, Vocabulary
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from models.encoder import Encoder
+
+
+def render_prompts(vocab: Vocabulary, attribute: Attribute) -> list[str]:
+    """The prompt texts for one attribute, in template order."""
+    return [t.format(description=attribute.description) for t in vocab.templates_for(attribute)]
+
+
+def l2_normalise(matrix: "np.ndarray") -> "np.ndarray":
+    import numpy as np
+
+    norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
+    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def text_embeddings(
+    encoder: "Encoder", vocab: Vocabulary, codes: Iterable[str] | None = None
+) -> dict[str, "np.ndarray"]:
+    """One unit-length text embedding per base attribute (all of them, or ``codes``).
+
+    All prompts go through the text tower in one call; each attribute then averages its own.
+    """
+    wanted = set(codes) if codes is not None else None
+    attributes = [a for a in vocab.attributes if wanted is None or a.code in wanted]
+    prompts = {a.code: render_prompts(vocab, a) for a in attributes}
+    flat = [p for a in attributes for p in prompts[a.code]]
+    if not flat:
+        return {}
+    encoded = l2_normalise(encoder.encode_texts(flat))
+    out, start = {}, 0
+    for attribute in attributes:
+        count = len(prompts[attribute.code])
+        out[attribute.code] = l2_normalise(encoded[start:start + count].mean(axis=0))
+        start += count
+    return out

@@ -1,0 +1,309 @@
+"""The vocabulary document: what a YAML vocabulary may say, and every way it can be wrong.
+
+Field shapes are checked by pydantic; the checks that span entries (duplicate codes,
+derived rules naming unknown codes, cycles) run afterwards. Every problem becomes one line
+of a VocabularyError that names the file, the entry (index and code) and what is wrong, so
+a person editing YAML can fix it without reading code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import keyword
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vocab.rules import RuleError, parse_rule, references
+
+CODE_PATTERN = r"^[a-z][a-z0-9_]*$"
+RESERVED_CODES = {"and", "or", "not", "image_id"}
+DEFAULT_TEMPLATES = ["a photo of {description}"]
+
+
+class VocabularyError(ValueError):
+    """An invalid vocabulary; ``problems`` holds one message per problem."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: invalid vocabulary\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Calibration(_Strict):
+    """Sigmoid centre and scale in logit units: score = sigmoid((logit - centre) / scale)."""
+
+    centre: float = 25.0
+    scale: float = Field(2.5, gt=0)
+
+
+class CalibrationOverride(_Strict):
+    centre: Optional[float] = None
+    scale: Optional[float] = Field(None, gt=0)
+
+
+class Thresholds(_Strict):
+    """Scores at or above ``accept`` are accepted, at or below ``reject`` rejected."""
+
+    accept: float = Field(0.8, ge=0, le=1)
+    reject: float = Field(0.2, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.reject >= self.accept:
+            raise ValueError(f"reject ({self.reject}) must be below accept ({self.accept})")
+        return self
+
+
+class ThresholdsOverride(_Strict):
+    accept: Optional[float] = Field(None, ge=0, le=1)
+    reject: Optional[float] = Field(None, ge=0, le=1)
+
+
+def _check_templates(templates: Optional[list[str]]) -> Optional[list[str]]:
+    if templates is None:
+        return None
+    if not templates:
+        raise ValueError("must list at least one template")
+    for template in templates:
+        if "{description}" not in template:
+            raise ValueError(f"template {template!r} has no {{description}} placeholder")
+    return templates
+
+
+class _Entry(_Strict):
+    code: str = Field(pattern=CODE_PATTERN)
+    label: str = ""
+    thresholds: ThresholdsOverride = ThresholdsOverride()
+
+    @field_validator("code")
+    @classmethod
+    def _not_reserved(cls, code: str) -> str:
+        if code in RESERVED_CODES or keyword.iskeyword(code):
+            raise ValueError(f"{code!r} is a reserved word")
+        return code
+
+
+class Attribute(_Entry):
+    """A base attribute, scored by CLIP from its description."""
+
+    description: str
+    type: Literal["clip"] = "clip"
+    templates: Optional[list[str]] = None
+    calibration: CalibrationOverride = CalibrationOverride()
+
+    @field_validator("description")
+    @classmethod
+    def _not_empty(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("must not be empty")
+        return " ".join(text.split())
+
+    @field_validator("templates")
+    @classmethod
+    def _placeholders(cls, templates: Optional[list[str]]) -> Optional[list[str]]:
+        return _check_templates(templates)
+
+
+class DerivedAttribute(_Entry):
+    """An attribute computed from others by a boolean rule with fuzzy logic."""
+
+    rule: str
+    type: Literal["derived"] = "derived"
+
+    @field_validator("rule")
+    @classmethod
+    def _parses(cls, text: str) -> str:
+        try:
+            parse_rule(text)
+        except RuleError as err:
+            raise ValueError(str(err)) from None
+        return " ".join(text.split())
+
+
+class Vocabulary(_Strict):
+    name: str = Field(pattern=CODE_PATTERN)
+    version: int = Field(ge=1)
+    description: str = ""
+    templates: list[str] = DEFAULT_TEMPLATES
+    calibration: Calibration = Calibration()
+    thresholds: Thresholds = Thresholds()
+    attributes: list[Attribute] = Field(min_length=1)
+    derived: list[DerivedAttribute] = []
+
+    @field_validator("templates")
+    @classmethod
+    def _placeholders(cls, templates: list[str]) -> list[str]:
+        return _check_templates(templates)
+
+    @property
+    def codes(self) -> list[str]:
+        """Base codes then derived codes, in document order."""
+        return [a.code for a in self.attributes] + [d.code for d in self.derived]
+
+    def entry(self, code: str) -> Attribute | DerivedAttribute:
+        for item in (*self.attributes, *self.derived):
+            if item.code == code:
+                return item
+        raise KeyError(f"vocabulary {self.name!r} has no attribute {code!r}")
+
+    def templates_for(self, attribute: Attribute) -> list[str]:
+        return attribute.templates or self.templates
+
+    def calibration_for(self, attribute: Attribute) -> Calibration:
+        override = attribute.calibration
+        return Calibration(
+            centre=self.calibration.centre if override.centre is None else override.centre,
+            scale=self.calibration.scale if override.scale is None else override.scale,
+        )
+
+    def thresholds_for(self, entry: Attribute | DerivedAttribute) -> Thresholds:
+        override = entry.thresholds
+        return Thresholds(
+            accept=self.thresholds.accept if override.accept is None else override.accept,
+            reject=self.thresholds.reject if override.reject is None else override.reject,
+        )
+
+    def derived_in_order(self) -> list[DerivedAttribute]:
+        """Derived attributes ordered so each comes after the derived ones it reads."""
+        by_code = {d.code: d for d in self.derived}
+        ordered: list[DerivedAttribute] = []
+        done: set[str] = set()
+
+        def visit(code: str) -> None:
+            if code in done or code not in by_code:
+                return
+            done.add(code)
+            for ref in sorted(references(parse_rule(by_code[code].rule))):
+                visit(ref)
+            ordered.append(by_code[code])
+
+        for d in self.derived:
+            visit(d.code)
+        return ordered
+
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON document: equal hashes mean equal vocabularies."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _entry_name(doc: Any, loc: tuple) -> str:
+    """'attributes[3] (porthole)' for a location inside an entry, else the dotted field path."""
+    if len(loc) >= 2 and loc[0] in ("attributes", "derived") and isinstance(loc[1], int):
+        code = None
+        try:
+            code = doc[loc[0]][loc[1]].get("code")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            pass
+        name = f"{loc[0]}[{loc[1]}]" + (f" ({code})" if code else "")
+        rest = ".".join(str(part) for part in loc[2:])
+        return f"{name}: {rest}" if rest else name
+    return ".".join(str(part) for part in loc) or "document"
+
+
+def _cross_entry_problems(vocab: Vocabulary) -> list[str]:
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    entries = [("attributes", i, a) for i, a in enumerate(vocab.attributes)]
+    entries += [("derived", i, d) for i, d in enumerate(vocab.derived)]
+    for section, index, entry in entries:
+        where = f"{section}[{index}] ({entry.code})"
+        if entry.code in seen:
+            problems.append(f"{where}: duplicate code {entry.code!r}, already used by {seen[entry.code]}")
+        else:
+            seen[entry.code] = where
+        thresholds = entry.thresholds
+        accept = vocab.thresholds.accept if thresholds.accept is None else thresholds.accept
+        reject = vocab.thresholds.reject if thresholds.reject is None else thresholds.reject
+        if reject >= accept:
+            problems.append(f"{where}: thresholds: reject ({reject}) must be below accept ({accept})")
+    for index, derived in enumerate(vocab.derived):
+        unknown = sorted(references(parse_rule(derived.rule)) - set(seen))
+        if unknown:
+            problems.append(
+                f"derived[{index}] ({derived.code}): rule {derived.rule!r} names unknown code(s) "
+                + ", ".join(repr(u) for u in unknown)
+            )
+    cycle = _find_cycle(vocab)
+    if cycle:
+        problems.append(f"derived rules form a cycle: {' -> '.join(cycle)}")
+    return problems
+
+
+def _find_cycle(vocab: Vocabulary) -> list[str] | None:
+    edges = {d.code: sorted(references(parse_rule(d.rule))) for d in vocab.derived}
+    state: dict[str, str] = {}
+
+    def walk(code: str, path: list[str]) -> list[str] | None:
+        if state.get(code) == "active":
+            return path[path.index(code):] + [code]
+        if state.get(code) == "done" or code not in edges:
+            return None
+        state[code] = "active"
+        for ref in edges[code]:
+            found = walk(ref, path + [code])
+            if found:
+                return found
+        state[code] = "done"
+        return None
+
+    for code in edges:
+        found = walk(code, [])
+        if found:
+            return found
+    return None
+
+
+def parse_vocabulary(text: str, source: str = "<vocabulary>") -> Vocabulary:
+    """Parse and validate a YAML (or JSON) vocabulary document; raise VocabularyError."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise VocabularyError(source, [f"invalid YAML{where}: {problem}"]) from None
+    return vocabulary_from_dict(doc, source)
+
+
+def vocabulary_from_dict(doc: Any, source: str = "<vocabulary>") -> Vocabulary:
+    if not isinstance(doc, dict):
+        raise VocabularyError(source, [f"expected a mapping at the top level, got {type(doc).__name__}"])
+    try:
+        vocab = Vocabulary.model_validate(doc)
+    except ValidationError as err:
+        problems = [f"{_entry_name(doc, e['loc'])}: {_message(e)}" for e in err.errors()]
+        raise VocabularyError(source, problems) from None
+    problems = _cross_entry_problems(vocab)
+    if problems:
+        raise VocabularyError(source, problems)
+    return vocab
+
+
+def _message(error: dict) -> str:
+    if error["type"] == "missing":
+        return "required field is missing"
+    if error["type"] == "extra_forbidden":
+        return "unknown field"
+    if error["type"] == "string_pattern_mismatch":
+        return f"{error['input']!r} is not a lower-case identifier (letters, digits, _; starting with a letter)"
+    return error["msg"].removeprefix("Value error, ")
+
+
+def load_vocabulary(path: str | Path) -> Vocabulary:
+    """Read and validate a vocabulary file; errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise VocabularyError(str(path), [f"cannot read file: {err.strerror}"]) from None
+    return parse_vocabulary(text, source=str(path))
