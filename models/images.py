@@ -42,6 +42,8 @@ def open_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         raise ImageError(name, "not an image (format not recognised)") from None
     except Image.DecompressionBombError as err:
         raise ImageError(name, f"refused before decoding: {err}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageError(name, f"cannot decode image header: {err}") from None
     width, height = image.size
     if width * height > max_pixels:
         raise ImageError(
@@ -74,4 +76,6 @@ def to_rgb(image: "Image") -> "Image":
         return Image.fromarray(pixels, mode="L").convert("RGB")
     if image.mode == "RGB":
         return image
+    if image.mode == "P":  # palette transparency is only honoured through RGBA
+        image = image.convert("RGBA")
     return image.convert("RGB")

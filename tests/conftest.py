@@ -1,0 +1,41 @@
+"""Shared fixtures. The ClickHouse engine is real: chdb, the ClickHouse engine in-process.
+
+chdb lets one process open one database path, so the whole test session shares one path and
+each test starts from emptied tables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PHOTOS = REPO / "tests" / "data" / "photos"
+SPACE_YAML = REPO / "vocab" / "space.yaml"
+TABLES = ["images", "image_embedding", "feature_image_attribute", "vocabulary", "vocabulary_applied"]
+
+
+@pytest.fixture(scope="session")
+def session_store(tmp_path_factory):
+    from streams.store import Store
+
+    store = Store.connect(f"chdb://{tmp_path_factory.mktemp('chdb') / 'db'}")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def store(session_store):
+    """The session's store with every table emptied."""
+    for table in TABLES:
+        session_store.client.command(f"TRUNCATE TABLE IF EXISTS columnist.{table}")
+    session_store.client.command("DROP VIEW IF EXISTS columnist.image_columns")
+    return session_store
+
+
+@pytest.fixture
+def space_vocab():
+    from vocab.schema import load_vocabulary
+
+    return load_vocabulary(SPACE_YAML)

@@ -1,0 +1,80 @@
+"""The command line as a user runs it: a separate process per command (chdb allows one
+database path per process, and this is how people call it)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import PHOTOS, REPO, SPACE_YAML
+
+pytestmark = pytest.mark.integration
+
+
+def columnist(*args, check=True):
+    result = subprocess.run([sys.executable, "-m", "streams.cli", *args], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def count(db, sql):
+    out = columnist("query", "--db", db, "--format", "json", sql).stdout
+    return json.loads(out.splitlines()[0])["n"]
+
+
+def test_tag_writes_images_times_attributes_and_is_idempotent(tmp_path, space_vocab):
+    db = f"chdb://{tmp_path / 'db'}"
+    images = len(list(PHOTOS.glob("*.jpg")))
+    expected = images * len(space_vocab.codes)
+    result = columnist("tag", str(PHOTOS), "--model", "mock", "--vocab", str(SPACE_YAML), "--db", db)
+    assert f"{expected}" in result.stdout
+    sql = "SELECT count() AS n FROM columnist.feature_image_attribute FINAL"
+    assert count(db, sql) == expected
+    columnist("tag", str(PHOTOS), "--model", "mock", "--db", db)
+    assert count(db, sql) == expected
+    assert count(db, "SELECT count() AS n FROM columnist.images FINAL") == images
+    derived = len(space_vocab.derived)
+    assert count(db, "SELECT count() AS n FROM columnist.feature_image_attribute FINAL WHERE source = 'derived'") == images * derived
+
+    query = columnist("query", "--db", db, "--format", "csv",
+                      "SELECT image_id FROM columnist.image_columns WHERE earth > 0.5 ORDER BY image_id")
+    lines = query.stdout.splitlines()
+    assert lines[0] == "image_id"
+    assert set(lines[1:]) <= {p.name for p in PHOTOS.glob("*.jpg")}
+    table = columnist("query", "--db", db, "SELECT count() FROM columnist.image_columns")
+    assert str(images) in table.stdout
+
+
+def test_query_error_is_reported(tmp_path):
+    result = columnist("query", "--db", f"chdb://{tmp_path / 'db'}", "SELECT nope FROM columnist.images", check=False)
+    assert result.returncode == 1
+    assert "query failed" in result.stderr and "nope" in result.stderr
+
+
+def test_tag_of_only_bad_files_fails_naming_them(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really")
+    result = columnist("tag", str(bad), "--model", "mock", "--db", f"chdb://{tmp_path / 'db'}", check=False)
+    assert result.returncode == 1
+    assert "broken.jpg" in result.stderr
+
+
+HEAVY = ("onnxruntime", "faust", "chdb", "clickhouse_connect", "aiokafka", "torch")
+PROBE = """
+import sys
+from streams.cli import app
+try:
+    app(sys.argv[1:])
+except SystemExit:
+    pass
+print("LOADED", sorted({m.split('.')[0] for m in sys.modules} & set(%r)))
+""" % (HEAVY,)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["vocab", "validate", str(SPACE_YAML)], ["tag", "--help"]])
+def test_light_commands_do_not_import_heavy_modules(args):
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert "LOADED []" in result.stdout, result.stdout + result.stderr

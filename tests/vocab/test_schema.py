@@ -1,0 +1,101 @@
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from streams.cli import app
+from tests.conftest import SPACE_YAML
+from vocab.schema import VocabularyError, load_vocabulary, parse_vocabulary
+
+GOOD = """
+name: demo
+version: 1
+attributes:
+  - {code: earth, label: Earth, description: "the planet Earth"}
+  - {code: moon, description: "the Moon"}
+derived:
+  - {code: both, rule: "earth and moon"}
+"""
+
+
+def test_space_vocabulary_is_valid_and_large_enough():
+    vocab = load_vocabulary(SPACE_YAML)
+    assert vocab.name == "space"
+    assert len(vocab.attributes) >= 37
+    for code in ("earth", "moon", "spacecraft", "crew", "porthole", "hand", "mission_control", "photograph"):
+        vocab.entry(code)
+    assert {"earth_and_moon", "spacewalk"} <= {d.code for d in vocab.derived}
+
+
+def test_defaults_and_overrides():
+    vocab = parse_vocabulary(GOOD + "calibration: {centre: 20, scale: 2}\n")
+    earth = vocab.entry("earth")
+    assert vocab.templates_for(earth) == ["a photo of {description}"]
+    assert vocab.calibration_for(earth).centre == 20
+    overridden = parse_vocabulary(GOOD.replace(
+        'description: "the Moon"}', 'description: "the Moon", calibration: {scale: 4}, thresholds: {accept: 0.9}}'))
+    moon = overridden.entry("moon")
+    assert overridden.calibration_for(moon).scale == 4
+    assert overridden.calibration_for(moon).centre == 25.0
+    assert overridden.thresholds_for(moon).accept == 0.9
+    assert overridden.thresholds_for(moon).reject == 0.2
+
+
+def test_content_hash_changes_with_content_only():
+    a, b = parse_vocabulary(GOOD), parse_vocabulary(GOOD)
+    assert a.content_hash() == b.content_hash()
+    assert parse_vocabulary(GOOD.replace("the Moon", "the Moon at night")).content_hash() != a.content_hash()
+
+
+BROKEN = {
+    "invalid yaml": (GOOD + "  - {code: [unclosed\n", ["invalid YAML at line"]),
+    "missing field": (GOOD.replace('description: "the Moon"', 'label: Moon'), ["attributes[1] (moon): description: required field is missing"]),
+    "duplicate code": (GOOD.replace("code: moon", "code: earth"), ["attributes[1] (earth): duplicate code 'earth'"]),
+    "not an identifier": (GOOD.replace("code: moon", "code: Big-Moon"), ["attributes[1] (Big-Moon): code: 'Big-Moon' is not a lower-case identifier"]),
+    "empty description": (GOOD.replace('"the Moon"', '"   "'), ["attributes[1] (moon): description: must not be empty"]),
+    "thresholds out of order": (GOOD + "thresholds: {accept: 0.3, reject: 0.6}\n", ["thresholds: reject (0.6) must be below accept (0.3)"]),
+    "attribute thresholds out of order": (
+        GOOD.replace('description: "the Moon"', 'description: "the Moon", thresholds: {reject: 0.9}'),
+        ["attributes[1] (moon): thresholds: reject (0.9) must be below accept (0.8)"]),
+    "unknown code in rule": (GOOD.replace('"earth and moon"', '"earth and mars"'), ["derived[0] (both): rule 'earth and mars' names unknown code(s) 'mars'"]),
+    "rule syntax": (GOOD.replace('"earth and moon"', '"earth and (moon"'), ["derived[0] (both): rule: syntax error at column"]),
+    "cycle": (GOOD + '  - {code: a, rule: "b or earth"}\n  - {code: b, rule: "not a"}\n', ["derived rules form a cycle: a -> b -> a"]),
+    "template without placeholder": (GOOD.replace('description: "the Moon"}', 'description: "the Moon", templates: ["a moon"]}'),
+                                     ["attributes[1] (moon): templates: Value error, template 'a moon' has no {description} placeholder"]),
+    "unknown field": (GOOD.replace('label: Earth,', 'lable: Earth,'), ["attributes[0] (earth): lable: unknown field"]),
+    "no attributes": ("name: demo\nversion: 1\nattributes: []\n", ["attributes: List should have at least 1 item"]),
+    "not a mapping": ("- just\n- a list\n", ["expected a mapping at the top level, got list"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_each_error_names_entry_and_problem(case):
+    text, expected = BROKEN[case]
+    with pytest.raises(VocabularyError) as info:
+        parse_vocabulary(text, source="bad.yaml")
+    message = str(info.value)
+    assert message.startswith("bad.yaml: invalid vocabulary")
+    for fragment in expected:
+        assert fragment.replace("Value error, ", "") in message
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_cli_validate_exits_nonzero_naming_file_and_entry(case, tmp_path):
+    text, expected = BROKEN[case]
+    file = tmp_path / "bad.yaml"
+    file.write_text(textwrap.dedent(text))
+    result = CliRunner().invoke(app, ["vocab", "validate", str(file)])
+    assert result.exit_code == 1
+    assert str(file) in result.output
+    assert expected[0].replace("Value error, ", "") in result.output
+
+
+def test_cli_validate_good_file():
+    result = CliRunner().invoke(app, ["vocab", "validate", str(SPACE_YAML)])
+    assert result.exit_code == 0, result.output
+    assert "ok: vocabulary 'space'" in result.output
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(VocabularyError, match="nope.yaml: invalid vocabulary\n  - cannot read file"):
+        load_vocabulary(tmp_path / "nope.yaml")
