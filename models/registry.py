@@ -13,8 +13,10 @@ class ModelNotFound(LookupError):
     pass
 
 
-def load_encoder(name: str, **options) -> Encoder:
-    """The encoder for ``name``: 'mock', a built-in model (e.g. 'tiny-clip') or a directory."""
+def load_encoder(name: str, threads: int = 0, batch_size: int = 32) -> Encoder:
+    """The encoder for ``name``: 'mock', a built-in model (e.g. 'tiny-clip') or a directory.
+
+    ``threads`` (0: one per core) and ``batch_size`` apply to ONNX models."""
     if name == "mock":
         from models.mock import MockEncoder
 
@@ -22,7 +24,7 @@ def load_encoder(name: str, **options) -> Encoder:
     directory = resolve_model_dir(name)
     from models.clip import ClipEncoder
 
-    return ClipEncoder.from_directory(directory, **options)
+    return ClipEncoder.from_directory(directory, threads=threads, batch_size=batch_size)
 
 
 def resolve_model_dir(name: str) -> Path:

@@ -12,10 +12,13 @@ from typing import List, Optional
 
 import typer
 
+from streams.cli_model import model_app
+
 app = typer.Typer(help="Turn a CLIP model into ClickHouse columns: one confidence per attribute, per image.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 vocab_app = typer.Typer(help="Validate and inspect vocabularies.", no_args_is_help=True)
 app.add_typer(vocab_app, name="vocab")
+app.add_typer(model_app, name="model")
 
 DbOption = typer.Option(None, "--db", help="ClickHouse DSN (default: $COLUMNIST_DB or chdb://./.columnist/db).")
 ModelOption = typer.Option(None, "--model", help="'mock', a built-in model or a model directory (default: $COLUMNIST_MODEL).")
@@ -95,7 +98,7 @@ def tag(
     files = find_images(paths)
     if not files:
         _fail(f"no images found in {', '.join(map(str, paths))}")
-    encoder = load_encoder(model or settings.model)
+    encoder = load_encoder(model or settings.model, threads=settings.threads, batch_size=settings.batch_size)
     store = _open_store(db)
     console = Console(stderr=True)
     with Progress(console=console, transient=False) as progress:
@@ -108,7 +111,7 @@ def tag(
     summary.add_row(str(report.tagged), str(len(report.failed)), str(len(vocabulary.codes)), str(report.score_rows))
     Console().print(summary)
     for path, reason in report.failed:
-        console.print(f"[red]failed[/red] {path}: {reason}", highlight=False)
+        console.print(f"[red]failed[/red] {path}: {reason}", highlight=False, soft_wrap=True)
     store.close()
     if report.failed and not report.tagged:
         raise typer.Exit(1)

@@ -15,7 +15,7 @@ class Settings(BaseSettings):
     """ClickHouse DSN: chdb://PATH (embedded engine, relative paths allowed) or http://host:8123."""
     cluster: Optional[str] = None
     """When set, DDL runs ON CLUSTER with Replicated engines."""
-    model: str = "mock"
+    model: str = "tiny-clip"
     """'mock', a built-in model name, or a model directory."""
     vocab: str = "space"
     """A built-in vocabulary name or a YAML file."""

@@ -78,3 +78,36 @@ print("LOADED", sorted({m.split('.')[0] for m in sys.modules} & set(%r)))
 def test_light_commands_do_not_import_heavy_modules(args):
     result = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert "LOADED []" in result.stdout, result.stdout + result.stderr
+
+
+def test_model_info_and_embed(tmp_path):
+    import numpy as np
+
+    info = columnist("model", "info", "tiny-clip")
+    assert "embedding_dim   512" in info.stdout and "visual.onnx" in info.stdout
+    out = tmp_path / "images.npy"
+    columnist("model", "embed", "--model", "tiny-clip", "--image", str(PHOTOS / "moon.jpg"),
+              "--image", str(PHOTOS / "rocket.jpg"), "--out", str(out))
+    vectors = np.load(out)
+    assert vectors.shape == (2, 512)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    columnist("model", "embed", "--model", "tiny-clip", "--text", "the Moon", "--out", str(out))
+    assert np.load(out).shape == (1, 512)
+    bad = columnist("model", "embed", "--image", str(tmp_path / "missing.jpg"), "--out", str(out), check=False)
+    assert bad.returncode == 1 and "missing.jpg" in bad.stderr
+
+
+def test_tag_with_the_default_model_over_good_and_bad_files(tmp_path):
+    import shutil
+
+    folder = tmp_path / "photos"
+    shutil.copytree(PHOTOS, folder)
+    (folder / "zero.jpg").write_bytes(b"")
+    (folder / "text.png").write_text("hello")
+    db = f"chdb://{tmp_path / 'db'}"
+    result = columnist("tag", str(folder), "--db", db)
+    assert "zero.jpg: empty file (0 bytes)" in result.stderr
+    assert "text.png: not an image" in result.stderr
+    good = len(list(PHOTOS.glob("*.jpg")))
+    assert count(db, "SELECT count() AS n FROM columnist.image_embedding FINAL WHERE model = 'tiny-clip'") == good
+    assert count(db, "SELECT count() AS n FROM columnist.feature_image_attribute FINAL WHERE source = 'clip'") > 0

@@ -1,0 +1,86 @@
+"""CLIP's byte-level BPE tokenizer on the ``tokenizers`` package.
+
+A model directory carries ``tokenizer.json``; ``build_clip_tokenizer`` makes one from the
+original ``bpe_simple_vocab_16e6.txt.gz`` (MIT, shipped in open-clip-torch's wheel) exactly
+as CLIP defines it: 49,408 tokens, start 49406, end 49407, NFC + whitespace clean-up +
+lower-casing, context 77 with the end token kept when a text is truncated. Every text is
+padded to the full context the same way every time (int8 towers shift if padding varies).
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
+    from tokenizers import Tokenizer
+
+START, END = "<|startoftext|>", "<|endoftext|>"
+SPLIT_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character map, which CLIP's BPE is built on."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, chars)))
+
+
+def clip_vocab_and_merges(bpe_gz: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The vocabulary and merges CLIP derives from its BPE file (openai/CLIP's SimpleTokenizer)."""
+    lines = gzip.open(bpe_gz, "rt", encoding="utf-8").read().split("\n")
+    merges = [tuple(line.split()) for line in lines[1:49152 - 256 - 2 + 1]]
+    symbols = list(_bytes_to_unicode().values())
+    symbols = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + [START, END]
+    return {s: i for i, s in enumerate(symbols)}, merges
+
+
+def build_clip_tokenizer(bpe_gz: Path) -> "Tokenizer":
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import BPE
+
+    vocab, merges = clip_vocab_and_merges(bpe_gz)
+    tokenizer = Tokenizer(BPE(vocab=vocab, merges=merges, dropout=None, continuing_subword_prefix="",
+                              end_of_word_suffix="</w>", fuse_unk=False, unk_token=END))
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([START, END])
+    tokenizer.post_processor = processors.RobertaProcessing(
+        (END, vocab[END]), (START, vocab[START]), trim_offsets=False, add_prefix_space=False)
+    return tokenizer
+
+
+class ClipTokenizer:
+    """Texts -> (n, context_length) int64 token ids, padded with the end token."""
+
+    def __init__(self, tokenizer: "Tokenizer", context_length: int = 77):
+        self.context_length = context_length
+        self._tokenizer = tokenizer
+        end_id = tokenizer.token_to_id(END)
+        tokenizer.enable_truncation(max_length=context_length)
+        tokenizer.enable_padding(length=context_length, pad_id=end_id, pad_token=END)
+
+    @classmethod
+    def from_file(cls, path: Path, context_length: int = 77) -> "ClipTokenizer":
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_file(str(path)), context_length)
+
+    def __call__(self, texts: Sequence[str]) -> "np.ndarray":
+        import numpy as np
+
+        encodings = self._tokenizer.encode_batch(list(texts))
+        return np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(texts), self.context_length)

@@ -1,0 +1,89 @@
+"""The ONNX CLIP runtime on the committed tiny-clip (no torch needed)."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.encoder import Encoder
+from models.registry import ModelNotFound, builtin_models, load_encoder
+from models.tokenizer import ClipTokenizer
+from tests.conftest import PHOTOS
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_encoder("tiny-clip", threads=1, batch_size=4)
+
+
+def load_photos():
+    from models.images import open_image
+
+    return [open_image(p.read_bytes(), p.name) for p in sorted(PHOTOS.glob("*.jpg"))]
+
+
+def test_registry():
+    assert "tiny-clip" in builtin_models()
+    with pytest.raises(ModelNotFound, match="model 'nope' not found"):
+        load_encoder("nope")
+
+
+def test_tokenizer_matches_known_ids(encoder):
+    ids = encoder.text_tower.tokenizer(["a photo of a cat", "x " * 200])
+    assert ids.shape == (2, 77) and ids.dtype == np.int64
+    assert ids[0, :8].tolist() == [49406, 320, 1125, 539, 320, 2368, 49407, 49407]
+    assert ids[1, 0] == 49406 and ids[1, -1] == 49407
+
+
+def test_image_embeddings_are_unit_length_and_batch_independent(encoder):
+    assert isinstance(encoder, Encoder) and encoder.dim == 512
+    photos = load_photos()
+    together = encoder.encode_images(photos)  # batches of 4 then 3
+    assert together.shape == (len(photos), 512) and together.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, rtol=1e-5)
+    one_by_one = np.concatenate([encoder.encode_images([p]) for p in photos])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    assert len({tuple(np.round(v, 4)) for v in together}) == len(photos)
+
+
+def test_text_embeddings(encoder):
+    texts = ["a photo of the Moon", "a photo of the Earth", "a photo of the Moon"]
+    embedded = encoder.encode_texts(texts)
+    assert embedded.shape == (3, 512)
+    np.testing.assert_array_equal(embedded[0], embedded[2])
+    assert not np.allclose(embedded[0], embedded[1])
+    assert encoder.encode_texts([]).shape == (0, 512)
+
+
+def test_preprocessing_shape_and_normalisation(encoder):
+    white = Image.new("RGB", (300, 200), "white")
+    pixels = encoder.image_tower.pixels([white])
+    assert pixels.shape == (1, 3, 224, 224)
+    expected = (1 - np.array(encoder.spec.mean)) / np.array(encoder.spec.std)
+    np.testing.assert_allclose(pixels[0, :, 100, 100], expected, rtol=1e-5)
+
+
+def test_small_images_are_upscaled(encoder):
+    pixels = encoder.image_tower.pixels([Image.new("RGB", (10, 30), "red")])
+    assert pixels.shape == (1, 3, 224, 224)
+
+
+def test_quantize_writes_an_int8_model(tmp_path):
+    from models.quantize import quantize_model_dir
+    from models.registry import resolve_model_dir
+
+    spec = quantize_model_dir(resolve_model_dir("tiny-clip"), tmp_path / "int8")
+    assert spec.dtype == "int8" and spec.name == "tiny-clip-int8"
+    int8 = load_encoder(str(tmp_path / "int8"))
+    fp32 = load_encoder("tiny-clip")
+    photos = load_photos()[:2]
+    cos = (int8.encode_images(photos) * fp32.encode_images(photos)).sum(axis=1)
+    assert cos.min() > 0.99
+    with pytest.raises(ValueError, match="already int8"):
+        quantize_model_dir(tmp_path / "int8", tmp_path / "again")
+
+
+def test_tokenizer_pads_every_text_to_the_context():
+    from models.registry import resolve_model_dir
+
+    tokenizer = ClipTokenizer.from_file(resolve_model_dir("tiny-clip") / "tokenizer.json")
+    assert tokenizer([""]).tolist()[0][:3] == [49406, 49407, 49407]
