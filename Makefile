@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DB ?= chdb://./.columnist/demo-db
 
-.PHONY: setup test demo clean
+.PHONY: setup setup-export test test-parity demo tiny-clip bench-model clean
 
 setup: $(VENV)/.installed
 
@@ -16,8 +16,28 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
+# torch, transformers and open-clip-torch: only to export models and run the parity tests
+# (torch from PyPI is a multi-GB CUDA build; it runs on the CPU)
+setup-export: $(VENV)/.export-installed
+
+$(VENV)/.export-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev,export]'
+	touch $@
+
 test: setup
 	$(BIN)/pytest
+
+test-parity: setup-export
+	$(BIN)/pytest -s tests/models/test_parity.py
+
+# regenerate the committed tiny-clip bit-for-bit (same seed, same torch/transformers versions)
+tiny-clip: setup-export
+	$(BIN)/columnist model export --random tiny --seed 0 --name tiny-clip --out models/tiny-clip
+
+# speed of the full ViT-B/32 shape, fp32 and int8 (exports a random one on first use)
+bench-model: setup
+	@test -f .columnist/models/vit-b-32/model.json || $(MAKE) setup-export
+	$(BIN)/python -m bench.model
 
 demo: setup
 	rm -rf .columnist/demo-db

@@ -1,0 +1,123 @@
+"""Model speed on the full ViT-B/32 shape, fp32 and dynamic int8: ``make bench-model``.
+
+Prints images/s of the image tower at batch 1, 16, 32 and 64, text-tower ms per prompt and
+peak RSS per dtype, each also as a ratio to fp32 at batch 1 measured in the same run (the
+machine is shared and noisy; ratios travel better than absolute numbers). Each dtype runs in
+its own process so its peak RSS is its own. Random weights: speed does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = REPO / ".columnist" / "models"
+BATCHES = (1, 16, 32, 64)
+PROMPTS = [f"a photo of {thing}" for thing in (
+    "the planet Earth seen from space", "the Moon", "an astronaut", "a rocket launching", "a porthole",
+    "mission control", "a galaxy", "a space station", "solar panels", "a human hand", "a nebula",
+    "a satellite", "a spacesuit helmet", "city lights at night", "clouds from above", "a robotic arm")] * 2
+
+
+def ensure_models() -> tuple[Path, Path]:
+    fp32, int8 = MODELS / "vit-b-32", MODELS / "vit-b-32-int8"
+    if not (fp32 / "model.json").exists():
+        print(f"exporting a random ViT-B/32 to {fp32} (needs the [export] extra) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "streams.cli", "model", "export", "--random", "vit-b-32",
+                        "--name", "clip-vit-b-32-random", "--out", str(fp32)], check=True, cwd=REPO)
+    if not (int8 / "model.json").exists():
+        from models.quantize import quantize_model_dir
+
+        quantize_model_dir(fp32, int8)
+    return fp32, int8
+
+
+def timed_runs(run, min_seconds: float, min_runs: int = 3) -> list[float]:
+    run()  # warm-up: first run allocates and plans
+    times, start = [], time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def measure(directory: Path, threads: int, seconds: float) -> dict:
+    """Run in a child process: one model's speeds and this process's peak RSS."""
+    import numpy as np
+
+    from models.clip import ClipEncoder
+
+    encoder = ClipEncoder.from_directory(directory, threads=threads)
+    pixels = np.random.default_rng(0).standard_normal((max(BATCHES), 3, 224, 224)).astype(np.float32)
+    session, feed = encoder.image_tower.session, encoder.image_tower.input_name
+    images_per_s = {}
+    for batch in BATCHES:
+        times = timed_runs(lambda: session.run(None, {feed: pixels[:batch]}), seconds)
+        images_per_s[batch] = batch / statistics.median(times)
+    ids = encoder.text_tower.tokenizer(PROMPTS)
+    text_session, text_feed = encoder.text_tower.session, encoder.text_tower.input_name
+    text_times = timed_runs(lambda: text_session.run(None, {text_feed: ids}), seconds / 2)
+    return {
+        "images_per_s": images_per_s,
+        "text_ms_per_prompt": 1000 * statistics.median(text_times) / len(PROMPTS),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def machine() -> dict:
+    import onnxruntime
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    from models.sessions import cpu_count
+
+    return {"cpu": cpu, "cores": cpu_count(), "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: one per core)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="minimum timing per measurement")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args.threads, args.seconds)))
+        return
+
+    results = {}
+    for dtype, directory in zip(("fp32", "int8"), ensure_models()):
+        print(f"measuring {dtype} ({directory.name}) ...", flush=True)
+        out = subprocess.run([sys.executable, "-m", "bench.model", "--child", str(directory),
+                              "--threads", str(args.threads), "--seconds", str(args.seconds)],
+                             check=True, cwd=REPO, capture_output=True, text=True).stdout
+        results[dtype] = json.loads(out.strip().splitlines()[-1])
+    report(results)
+
+
+def report(results: dict) -> None:
+    baseline = results["fp32"]["images_per_s"]["1"]
+    print(f"\nimage tower, full ViT-B/32 shape; ratio = images/s over fp32 batch 1 ({baseline:.1f} img/s) in this run")
+    print(f"{'dtype':6} " + " ".join(f"{'batch ' + str(b):>18}" for b in BATCHES) + f" {'text ms/prompt':>16} {'peak RSS MB':>12}")
+    for dtype, r in results.items():
+        cells = " ".join(f"{r['images_per_s'][str(b)]:8.1f} ({r['images_per_s'][str(b)] / baseline:4.2f}x)" for b in BATCHES)
+        text_ratio = results["fp32"]["text_ms_per_prompt"] / r["text_ms_per_prompt"]
+        rss_ratio = r["peak_rss_mb"] / results["fp32"]["peak_rss_mb"]
+        print(f"{dtype:6} {cells} {r['text_ms_per_prompt']:7.1f} ({text_ratio:4.2f}x) {r['peak_rss_mb']:6.0f} ({rss_ratio:4.2f}x)")
+    out_dir = REPO / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"model-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({"machine": machine(), "model": results}, indent=2))
+    print(f"\nwrote {path.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
