@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Optional
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -11,17 +12,53 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COLUMNIST_", extra="ignore")
 
+    # storage
     db: str = "chdb://./.columnist/db"
     """ClickHouse DSN: chdb://PATH (embedded engine, relative paths allowed) or http://host:8123."""
     cluster: Optional[str] = None
     """When set, DDL runs ON CLUSTER with Replicated engines."""
+
+    # model and vocabulary
     model: str = "tiny-clip"
-    """'mock', a built-in model name, or a model directory."""
+    """'tiny-clip' (built in), 'mock', or a model directory."""
     vocab: str = "space"
-    """A built-in vocabulary name or a YAML file."""
+    """A built-in vocabulary name or a YAML file; the worker serves this vocabulary's name."""
     batch_size: int = 32
     threads: int = 0
     """onnxruntime intra-op threads; 0 means one per core."""
+
+    # Kafka
+    kafka: str = "127.0.0.1:9092"
+    group: str = "columnist"
+    topic_images: str = "columnist.images"
+    topic_vocab: str = "columnist.vocab"
+    topic_deadletter: str = "columnist.deadletter"
+    partitions: int = 2
+    """Partitions of the images topic (the vocabulary and dead-letter topics have one)."""
+    batch_within: float = 1.0
+    """Seconds the worker waits to fill a batch before processing what it has."""
+
+    # where images may come from
+    image_roots: str = ""
+    """Folders that file:// URIs may read, separated by ':' (empty: none)."""
+    http_allow: str = ""
+    """Hosts that http(s):// URIs may fetch from, separated by ',' (empty: http is off)."""
+    max_image_bytes: int = 50_000_000
+    """Largest image accepted from any URI, data: URIs included."""
+
+    # the worker
+    worker_port: int = 6066
+    """The worker's HTTP port on 127.0.0.1 (status, and queries while it owns a chdb path)."""
+    replay_chunks: int = 16
+    """Replays run in this many checkpointed chunks (by a hash of image_id)."""
+
+    @property
+    def roots(self) -> list[Path]:
+        return [Path(p).expanduser().resolve() for p in self.image_roots.split(":") if p.strip()]
+
+    @property
+    def allowed_hosts(self) -> set[str]:
+        return {h.strip().lower() for h in self.http_allow.split(",") if h.strip()}
 
 
 @lru_cache(maxsize=1)

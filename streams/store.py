@@ -16,6 +16,7 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any, Sequence
 
+from streams import faults
 from vocab.prompts import render_prompts
 from vocab.schema import Attribute, Vocabulary, vocabulary_from_dict
 
@@ -109,8 +110,10 @@ class Store:
         """Write images, embeddings and scores of a batch; return the number of score rows."""
         if not batch.images:
             return 0
+        faults.point("store_write")
         self.write_images(batch.images)
         self.write_embeddings(batch.model, [i.image_id for i in batch.images], batch.embeddings)
+        faults.point("after_embeddings")
         return self.write_scores(
             [i.image_id for i in batch.images], batch.scores, batch.model, batch.vocab
         )

@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = REPO / "tests" / "data" / "photos"
 SPACE_YAML = REPO / "vocab" / "space.yaml"
-TABLES = ["images", "image_embedding", "feature_image_attribute", "vocabulary", "vocabulary_applied"]
+TABLES = ["images", "image_embedding", "feature_image_attribute", "vocabulary", "vocabulary_applied", "replay_checkpoint"]
 
 
 @pytest.fixture(scope="session")

@@ -92,3 +92,16 @@ SELECT f.image_id AS image_id, f.attribute AS attribute, f.score AS score,
        multiIf(f.score >= c.accept, 'accepted', f.score <= c.reject, 'rejected', 'tentative') AS tier
 FROM columnist.feature_image_attribute AS f FINAL
 INNER JOIN columnist.vocabulary_current AS c ON c.code = f.attribute;
+
+-- Replay progress: a chunk of a vocabulary version's replay that has been written.
+CREATE TABLE IF NOT EXISTS columnist.replay_checkpoint ${ON_CLUSTER}
+(
+    vocab_name   LowCardinality(String),
+    content_hash String,
+    chunks       UInt32,
+    chunk        UInt32,
+    score_rows   UInt64,
+    done_at      DateTime64(3, 'UTC')
+)
+ENGINE = ${REPLICATED}ReplacingMergeTree(done_at)
+ORDER BY (vocab_name, content_hash, chunks, chunk);
