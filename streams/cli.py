@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from streams.cli_model import model_app
+from streams.cli_stream import register as register_stream_commands
 
 app = typer.Typer(help="Turn a CLIP model into ClickHouse columns: one confidence per attribute, per image.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -37,24 +38,22 @@ def _settings():
 
 
 def _load_vocab(name_or_path: Optional[str]):
-    from vocab import builtin_vocabulary_path
-    from vocab.schema import VocabularyError, load_vocabulary
+    from streams.cli_support import load_vocabulary_arg
+    from vocab.schema import VocabularyError
 
-    name_or_path = name_or_path or _settings().vocab
-    path = Path(name_or_path)
-    if not path.exists() and builtin_vocabulary_path(name_or_path).exists():
-        path = builtin_vocabulary_path(name_or_path)
     try:
-        return load_vocabulary(path)
+        return load_vocabulary_arg(name_or_path or _settings().vocab)
     except VocabularyError as err:
         _fail(str(err))
 
 
 def _open_store(db: Optional[str]):
-    from streams.store import Store
+    from streams.reader import StoreLocked, connect_store
 
-    settings = _settings()
-    return Store.connect(db or settings.db, cluster=settings.cluster)
+    try:
+        return connect_store(db or _settings().db, _settings())
+    except StoreLocked as err:
+        _fail(f"{err}: stop the worker first, or push a vocabulary for it to apply")
 
 
 @vocab_app.command("validate")
@@ -123,19 +122,23 @@ def query(
     db: Optional[str] = DbOption,
     format: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
 ) -> None:
-    """Run a SQL query against the store and print the result."""
+    """Run a SQL query and print the result (through the worker while it owns an embedded database)."""
     from streams.output import print_rows
+    from streams.reader import QueryFailed, Reader
 
     if format not in ("table", "csv", "json"):
         _fail(f"--format must be table, csv or json, not {format!r}", 2)
-    store = _open_store(db)
+    reader = Reader(db or _settings().db, _settings())
     try:
-        columns, rows = store.query(sql)
-    except Exception as err:  # the database's own message is the useful part
+        columns, rows = reader.query(sql)
+    except (QueryFailed, ConnectionError) as err:
         _fail(f"query failed: {err}")
     finally:
-        store.close()
+        reader.close()
     print_rows(columns, rows, format)
+
+
+register_stream_commands(app, vocab_app)
 
 
 def main() -> None:

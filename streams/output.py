@@ -8,11 +8,12 @@ import sys
 from typing import Sequence
 
 
-def _plain(value):
+def plain(value):
+    """A JSON-friendly value: rounded floats, lists, ISO timestamps."""
     if isinstance(value, float):
         return round(value, 6)
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return value
@@ -22,15 +23,15 @@ def print_rows(columns: Sequence[str], rows: Sequence[Sequence], fmt: str = "tab
     if fmt == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
-        writer.writerows([[_plain(v) for v in row] for row in rows])
+        writer.writerows([[plain(v) for v in row] for row in rows])
     elif fmt == "json":
         for row in rows:
-            print(json.dumps({c: _plain(v) for c, v in zip(columns, row)}, default=str))
+            print(json.dumps({c: plain(v) for c, v in zip(columns, row)}, default=str))
     else:
         from rich.console import Console
         from rich.table import Table
 
         table = Table(*columns, caption=f"{len(rows)} row(s)")
         for row in rows:
-            table.add_row(*(str(_plain(v)) for v in row))
+            table.add_row(*(str(plain(v)) for v in row))
         Console().print(table)

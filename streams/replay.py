@@ -23,6 +23,8 @@ from vocab.schema import Vocabulary
 if TYPE_CHECKING:
     import numpy as np
 
+    from models.encoder import Encoder
+
 ATTRIBUTES_TYPE = "Array(Tuple(String, Array(Float32), Float64, Float64))"
 
 INSERT_SCORES = """
@@ -72,31 +74,56 @@ class ReplayReport:
 
 
 class Replayer:
-    def __init__(self, store: Store, model: str, logit_scale: float, source: str, chunks: int = 16):
+    """Replays one job: a vocabulary change (job = its content hash) or a backfill."""
+
+    def __init__(self, store: Store, model: str, logit_scale: float, source: str, chunks: int = 16,
+                 job: str | None = None):
         self.store, self.model, self.logit_scale, self.source, self.chunks = store, model, logit_scale, source, chunks
+        self.job = job
+
+    def job_of(self, vocab: Vocabulary) -> str:
+        return self.job or vocab.content_hash()
+
+    def forget_checkpoints(self, vocab: Vocabulary) -> None:
+        self.store.client.command("DELETE FROM columnist.replay_checkpoint WHERE vocab_name = {v:String} AND job = {j:String}",
+                                  parameters={"v": vocab.name, "j": self.job_of(vocab)})
 
     def run(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"],
             on_chunk: Callable[[int], None] | None = None) -> ReplayReport:
         """Write every affected attribute for every stored embedding of this model."""
-        base = [c for c in diff.rescore if c in texts]
-        derived = [d.code for d in vocab.derived_in_order() if d.code in diff.rescore]
-        done = self._finished_chunks(vocab)
+        done = self.finished_chunks(vocab)
         rows = 0
         for chunk in range(self.chunks):
             if chunk not in done:
-                where = {"chunks": self.chunks, "chunk": chunk}
-                chunk_rows = self._write(vocab, base, derived, texts, CHUNK_WHERE, where)
-                self._checkpoint(vocab, chunk, chunk_rows)
-                rows += chunk_rows
-                faults.point("after_replay_chunk")
+                rows += self.replay_chunk(vocab, diff, texts, chunk)
             if on_chunk:
                 on_chunk(chunk)
-        late = sum(self._write(vocab, [c] if c in texts else [], [] if c in texts else [c], texts,
-                               MISSING_WHERE, {"missing": c}) for c in (*base, *derived))
+        late = self.final_pass(vocab, diff, texts)
+        return ReplayReport(self.chunks, len(done), rows, late)
+
+    def replay_chunk(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"], chunk: int) -> int:
+        """Score one chunk's images for the affected attributes and checkpoint it."""
+        base, derived = self._split(vocab, diff, texts)
+        rows = self._write(vocab, base, derived, texts, CHUNK_WHERE, {"chunks": self.chunks, "chunk": chunk})
+        self._checkpoint(vocab, chunk, rows)
+        faults.point("after_replay_chunk")
+        return rows
+
+    def final_pass(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"]) -> int:
+        """Score images still lacking an affected attribute; delete removed attributes' rows."""
+        base, derived = self._split(vocab, diff, texts)
+        late = sum(self._write(vocab, [c], [], texts, MISSING_WHERE, {"missing": c}) for c in base)
+        late += sum(self._write(vocab, [], [c], texts, MISSING_WHERE, {"missing": c}) for c in derived)
         for code in diff.removed:
             self.store.client.command("DELETE FROM columnist.feature_image_attribute WHERE attribute = {c:String}",
                                       parameters={"c": code})
-        return ReplayReport(self.chunks, len(done), rows, late)
+        return late
+
+    @staticmethod
+    def _split(vocab: Vocabulary, diff: VocabularyDiff, texts) -> tuple[list[str], list[str]]:
+        base = [c for c in diff.rescore if c in texts]
+        derived = [d.code for d in vocab.derived_in_order() if d.code in diff.rescore]
+        return base, derived
 
     def _write(self, vocab: Vocabulary, base: list[str], derived: list[str], texts, where: str, where_params: dict) -> int:
         common = {"model": self.model, "vocab": vocab.name, "version": vocab.version, **where_params}
@@ -137,15 +164,48 @@ class Replayer:
         return (DERIVED_SQL.replace("{rule}", to_sql(rule, lambda c: f"`{c}`"))
                 .replace("{columns}", columns).replace("{where}", where))
 
-    def _finished_chunks(self, vocab: Vocabulary) -> set[int]:
+    def finished_chunks(self, vocab: Vocabulary) -> set[int]:
         _, rows = self.store.query(
             "SELECT chunk FROM columnist.replay_checkpoint FINAL WHERE vocab_name = {v:String} "
-            "AND content_hash = {h:String} AND chunks = {n:UInt32}",
-            {"v": vocab.name, "h": vocab.content_hash(), "n": self.chunks})
+            "AND job = {j:String} AND chunks = {n:UInt32}",
+            {"v": vocab.name, "j": self.job_of(vocab), "n": self.chunks})
         return {r[0] for r in rows}
 
     def _checkpoint(self, vocab: Vocabulary, chunk: int, rows: int) -> None:
         self.store.client.command(
-            "INSERT INTO columnist.replay_checkpoint (vocab_name, content_hash, chunks, chunk, score_rows, done_at) "
-            "VALUES ({v:String}, {h:String}, {n:UInt32}, {c:UInt32}, {r:UInt64}, now64(3))",
-            parameters={"v": vocab.name, "h": vocab.content_hash(), "n": self.chunks, "c": chunk, "r": rows})
+            "INSERT INTO columnist.replay_checkpoint (vocab_name, job, chunks, chunk, score_rows, done_at) "
+            "VALUES ({v:String}, {j:String}, {n:UInt32}, {c:UInt32}, {r:UInt64}, now64(3))",
+            parameters={"v": vocab.name, "j": self.job_of(vocab), "n": self.chunks, "c": chunk, "r": rows})
+
+
+@dataclass
+class ApplyReport:
+    diff: VocabularyDiff
+    replay: ReplayReport
+
+
+def apply_vocabulary(
+    store: Store, encoder: "Encoder", old: Vocabulary | None, new: Vocabulary, chunks: int,
+    old_texts: dict[str, "np.ndarray"] | None = None,
+    on_switch: Callable[[dict[str, "np.ndarray"]], None] | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> ApplyReport:
+    """Move from ``old`` to ``new``: encode only the new or changed prompts, replay stored
+    embeddings for the affected attributes, then record ``new`` as applied.
+
+    ``on_switch(texts)`` receives every base attribute's text embedding once they are
+    known, before the replay starts (the worker switches its ingest path there).
+    """
+    from vocab.diff import diff_vocabularies
+    from vocab.prompts import text_embeddings
+
+    diff = diff_vocabularies(old, new)
+    new_texts = text_embeddings(encoder, new, diff.rescore)
+    if on_switch:
+        kept = {a.code: old_texts[a.code] for a in new.attributes
+                if old_texts and a.code in old_texts and a.code not in new_texts}
+        on_switch({**kept, **new_texts})
+    replayer = Replayer(store, encoder.name, encoder.logit_scale, encoder.source, chunks)
+    report = replayer.run(new, diff, new_texts, on_chunk)
+    store.apply_vocabulary(new, encoder.name)
+    return ApplyReport(diff, report)

@@ -93,15 +93,16 @@ SELECT f.image_id AS image_id, f.attribute AS attribute, f.score AS score,
 FROM columnist.feature_image_attribute AS f FINAL
 INNER JOIN columnist.vocabulary_current AS c ON c.code = f.attribute;
 
--- Replay progress: a chunk of a vocabulary version's replay that has been written.
+-- Replay progress: a chunk of a replay job that has been written. The job of a vocabulary
+-- change is the new document's content hash, so a crashed worker resumes where it stopped.
 CREATE TABLE IF NOT EXISTS columnist.replay_checkpoint ${ON_CLUSTER}
 (
     vocab_name   LowCardinality(String),
-    content_hash String,
+    job          String,
     chunks       UInt32,
     chunk        UInt32,
     score_rows   UInt64,
     done_at      DateTime64(3, 'UTC')
 )
 ENGINE = ${REPLICATED}ReplacingMergeTree(done_at)
-ORDER BY (vocab_name, content_hash, chunks, chunk);
+ORDER BY (vocab_name, job, chunks, chunk);
