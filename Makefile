@@ -4,9 +4,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEMO_DB ?= chdb://./.columnist/demo-db
+DEMO_DB ?= chdb://./.columnist/demo-tag-db
 
-.PHONY: setup setup-export test test-parity demo tiny-clip bench-model clean
+.PHONY: setup setup-export test test-parity demo demo-tag kafka-up kafka-down tiny-clip bench-model clean
 
 setup: $(VENV)/.installed
 
@@ -39,11 +39,22 @@ bench-model: setup
 	@test -f .columnist/models/vit-b-32/model.json || $(MAKE) setup-export
 	$(BIN)/python -m bench.model
 
+# Kafka + worker + publish + vocabulary change, then everything stopped (deploy/demo.py)
 demo: setup
-	rm -rf .columnist/demo-db
+	$(BIN)/python deploy/demo.py
+
+# the batch path without Kafka: tag the sample photos into an embedded database
+demo-tag: setup
+	rm -rf .columnist/demo-tag-db
 	$(BIN)/columnist tag tests/data/photos --vocab vocab/space.yaml --db $(DEMO_DB)
 	$(BIN)/columnist query --db $(DEMO_DB) \
 	  "SELECT image_id, round(earth, 3) AS earth, round(moon, 3) AS moon, round(astronaut, 3) AS astronaut, round(spacewalk, 3) AS spacewalk FROM columnist.image_columns ORDER BY image_id"
+
+kafka-up: setup
+	deploy/kafka/kafka.sh up
+
+kafka-down:
+	deploy/kafka/kafka.sh down
 
 clean:
 	rm -rf .columnist .pytest_cache

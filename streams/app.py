@@ -34,6 +34,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Service]:
         topic_allow_declare=False,  # topics are created explicitly (streams.kafka_admin)
         topic_disable_leader=True,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
     )
     images = app.topic(settings.topic_images, value_serializer="raw", key_serializer="raw")
     vocabularies = app.topic(settings.topic_vocab, value_serializer="raw", key_serializer="raw")

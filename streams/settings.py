@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     """Partitions of the images topic (the vocabulary and dead-letter topics have one)."""
     batch_within: float = 1.0
     """Seconds the worker waits to fill a batch before processing what it has."""
+    session_timeout: float = 10.0
+    """Seconds before Kafka gives a silent (crashed) worker's partitions to another."""
 
     # where images may come from
     image_roots: str = ""
