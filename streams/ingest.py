@@ -7,6 +7,7 @@ on its own; a bad one is rejected with its reason and the rest of the batch goes
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
@@ -50,6 +51,11 @@ class Counters:
     replays: int = 0
     replayed_score_rows: int = 0
     store_retries: int = 0
+    # seconds spent per stage of ingest (where the time goes: `make bench`)
+    fetch_decode_s: float = 0.0
+    encode_s: float = 0.0
+    score_s: float = 0.0
+    write_s: float = 0.0
 
 
 @dataclass
@@ -63,6 +69,7 @@ def process_events(
     policy: FetchPolicy, counters: Counters,
 ) -> IngestResult:
     records, images, rejected = [], [], []
+    started = time.perf_counter()
     for event in events:
         image_id = None
         try:
@@ -78,9 +85,14 @@ def process_events(
                                    collection=parsed.collection, width=image.width, height=image.height,
                                    sha256=hashlib.sha256(data).hexdigest()))
         images.append(image)
+    decoded = time.perf_counter()
+    counters.fetch_decode_s += decoded - started
     if not images:
         return IngestResult(None, rejected)
     embeddings = encoder.encode_images(images)
     counters.images_encoded += len(images)
+    encoded = time.perf_counter()
+    counters.encode_s += encoded - decoded
     scores = score_vocabulary(embeddings, texts, vocab, encoder.logit_scale, encoder.source)
+    counters.score_s += time.perf_counter() - encoded
     return IngestResult(ScoredBatch(encoder.name, vocab, records, embeddings, scores), rejected)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Awaitable, Callable
@@ -90,7 +91,9 @@ class Service:
         vocab, texts = self.vocab, self.texts
         result = await self.run(process_events, events, vocab, texts, self.encoder, self.policy, self.counters)
         if result.batch is not None:
+            started = time.perf_counter()
             self.counters.score_rows += await self._write_with_retry(result.batch)
+            self.counters.write_s += time.perf_counter() - started
         for rejected in result.rejected:
             await self._dead_letter(rejected)
         self.counters.batches += 1

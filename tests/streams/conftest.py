@@ -11,37 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-
-KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+from streams.processes import LocalKafka, WorkerProcess, free_port, wait_until  # noqa: F401 - re-exported
 
 
 @pytest.fixture(scope="session")
@@ -56,16 +31,11 @@ def kafka_backend(tmp_path_factory):
                   f"{clickhouse.get_exposed_port(8123)}"
             yield kafka.get_bootstrap_server(), dsn
         return
-    port = free_port()
-    env = {**os.environ, "KAFKA_DATA": str(tmp_path_factory.mktemp("kafka")), "KAFKA_PORT": str(port),
-           "KAFKA_CONTROLLER_PORT": str(free_port()), "PYTHON": sys.executable,
-           "COLUMNIST_KAFKA": f"127.0.0.1:{port}"}
-    started = subprocess.run([str(KAFKA_SH), "up"], env=env, capture_output=True, text=True, timeout=600)
-    assert started.returncode == 0, f"local Kafka did not start:\n{started.stdout}\n{started.stderr}"
+    kafka = LocalKafka(tmp_path_factory.mktemp("kafka")).start()
     try:
-        yield f"127.0.0.1:{port}", None
+        yield kafka.bootstrap, None
     finally:
-        subprocess.run([str(KAFKA_SH), "down"], env=env, capture_output=True, timeout=120)
+        kafka.stop()
 
 
 @pytest.fixture
@@ -94,67 +64,13 @@ def stream_env(kafka_backend, tmp_path):
     return env, settings
 
 
-class WorkerProcess:
-    """A `columnist worker` subprocess; its pages answer on 127.0.0.1."""
-
-    def __init__(self, env: dict, log_path: Path, extra_env: dict | None = None):
-        from streams.reader import WorkerClient
-
-        self.env = {**os.environ, **env, **(extra_env or {})}
-        self.log_path = log_path
-        self.client = WorkerClient(int(env["COLUMNIST_WORKER_PORT"]), timeout=30)
-        self.log = open(log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=REPO, env=self.env,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
-
-    def status(self) -> dict | None:
-        try:
-            return self.client.status()
-        except (ConnectionError, OSError, ValueError):
-            return None
-
-    def wait_ready(self, timeout: float = 90) -> dict:
-        def ready():
-            if self.process.poll() is not None:
-                raise AssertionError(f"worker exited with {self.process.returncode}; log:\n{self.tail()}")
-            status = self.status()
-            return status if status and status["ready"] else None
-        return wait_until(ready, timeout, "the worker to become ready")
-
-    def query(self, sql: str) -> list[list]:
-        return self.client.query(sql)[1]
-
-    def scalar(self, sql: str):
-        return self.query(sql)[0][0]
-
-    def counters(self) -> dict:
-        return self.client.status()["counters"]
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def wait_exit(self, timeout: float = 60) -> int:
-        return self.process.wait(timeout=timeout)
-
-    def stop(self, timeout: float = 30) -> None:
-        """SIGTERM, then SIGKILL if shutdown hangs (a known Faust behaviour)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
-
-
 @pytest.fixture
 def start_worker(stream_env, tmp_path):
     env, _ = stream_env
     workers: list[WorkerProcess] = []
 
     def start(**extra_env) -> WorkerProcess:
-        worker = WorkerProcess(env, tmp_path / "worker.log", {k: str(v) for k, v in extra_env.items()})
+        worker = WorkerProcess({**env, **extra_env}, tmp_path / "worker.log")
         workers.append(worker)
         return worker
 
