@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DB ?= chdb://./.columnist/demo-tag-db
 
-.PHONY: setup setup-export test test-parity demo demo-tag kafka-up kafka-down tiny-clip bench-model clean
+.PHONY: setup setup-export test test-parity demo demo-tag kafka-up kafka-down tiny-clip bench bench-model clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ test-parity: setup-export
 # regenerate the committed tiny-clip bit-for-bit (same seed, same torch/transformers versions)
 tiny-clip: setup-export
 	$(BIN)/columnist model export --random tiny --seed 0 --name tiny-clip --out models/tiny-clip
+
+# the service end to end: encode path vs raw onnxruntime, replay, latency, memory (< 20 min)
+bench: setup
+	@test -f .columnist/models/vit-b-32/model.json || $(MAKE) setup-export
+	$(BIN)/python bench/service.py
 
 # speed of the full ViT-B/32 shape, fp32 and int8 (exports a random one on first use)
 bench-model: setup
