@@ -14,6 +14,7 @@ import typer
 
 from streams.cli_model import model_app
 from streams.cli_stream import register as register_stream_commands
+from streams.cli_workbench import register as register_workbench_commands
 
 app = typer.Typer(help="Turn a CLIP model into ClickHouse columns: one confidence per attribute, per image.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -139,6 +140,7 @@ def query(
 
 
 register_stream_commands(app, vocab_app)
+register_workbench_commands(app)
 
 
 def main() -> None:

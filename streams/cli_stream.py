@@ -61,12 +61,13 @@ def vocab_push(file: Path = typer.Argument(..., help="A vocabulary YAML file."))
                f"to {settings.topic_vocab}")
 
 
-def _progress_chunks(label: str, total: int):
+def _progress_chunks(label: str):
+    """A progress bar over replay chunks, and the callback that moves it: (done, total)."""
     from rich.progress import Progress
 
     progress = Progress(transient=False)
-    task = progress.add_task(label, total=total)
-    return progress, (lambda _chunk: progress.advance(task, 1))
+    task = progress.add_task(label, total=None)
+    return progress, (lambda done, total: progress.update(task, completed=done, total=total))
 
 
 def replay(
@@ -84,7 +85,7 @@ def replay(
     store = _open_store(db)
     encoder = load_encoder(model or settings.model, settings.threads, settings.batch_size)
     old = store.applied_vocabulary(new.name)
-    progress, advance = _progress_chunks(f"replaying {new.name} v{new.version}", settings.replay_chunks)
+    progress, advance = _progress_chunks(f"replaying {new.name} v{new.version}")
     with progress:
         report = apply_vocabulary(store, encoder, old, new, settings.replay_chunks, on_chunk=advance)
     d, r = report.diff, report.replay
@@ -127,7 +128,7 @@ def backfill(
                         job=f"backfill {applied.content_hash()[:16]} {' '.join(ordered)}")
     if not resume:
         replayer.forget_checkpoints(applied)
-    progress, advance = _progress_chunks(f"backfilling {len(ordered)} attributes", settings.replay_chunks)
+    progress, advance = _progress_chunks(f"backfilling {len(ordered)} attributes")
     with progress:
         report = replayer.run(applied, VocabularyDiff(changed=ordered), text_embeddings(encoder, applied, ordered), advance)
     typer.echo(f"backfilled {', '.join(ordered)}: {report.score_rows + report.late_score_rows} scores written "

@@ -5,12 +5,13 @@ parameters; ClickHouse computes logit = logit_scale x dotProduct(embedding, text
 sigmoid where the embeddings already are (one INSERT ... SELECT per chunk, ARRAY JOIN over
 the affected attributes), then the affected derived attributes from the stored base scores
 (least / greatest / 1 - x). Chunks are a hash of image_id; each finished chunk is
-checkpointed, so a crash resumes instead of restarting. A final pass scores images that
-arrived during the replay and still lack an affected attribute.
+checkpointed, so a crash resumes instead of restarting. A final pass re-scores the images
+stored since the job's first chunk started: they may have missed their chunk.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -60,9 +61,9 @@ FROM (
 )
 """
 
-CHUNK_WHERE = "cityHash64(image_id) % {chunks:UInt32} = {chunk:UInt32}"
-MISSING_WHERE = ("image_id NOT IN (SELECT image_id FROM columnist.feature_image_attribute FINAL "
-                 "WHERE attribute = {missing:String})")
+BUCKETS = 64  # image_embedding.bucket = cityHash64(image_id) % 64
+CHUNK_WHERE = "bucket IN {buckets:Array(UInt8)}"
+LATE_WHERE = "toUnixTimestamp64Milli(created_at) > {since_ms:Int64}"
 
 
 @dataclass
@@ -74,12 +75,22 @@ class ReplayReport:
 
 
 class Replayer:
-    """Replays one job: a vocabulary change (job = its content hash) or a backfill."""
+    """Replays one job: a vocabulary change (job = its content hash) or a backfill.
 
-    def __init__(self, store: Store, model: str, logit_scale: float, source: str, chunks: int = 16,
-                 job: str | None = None):
-        self.store, self.model, self.logit_scale, self.source, self.chunks = store, model, logit_scale, source, chunks
+    ``chunks`` = 0 sizes chunks to about ROWS_PER_CHUNK stored embeddings (at most BUCKETS
+    chunks): fewer, larger statements are faster, more chunks lose less work to a crash."""
+
+    ROWS_PER_CHUNK = 250_000
+
+    def __init__(self, store: Store, model: str, logit_scale: float, source: str, chunks: int = 0,
+                 job: str | None = None, clock_slack_ms: int = 5_000):
+        self.store, self.model, self.logit_scale, self.source = store, model, logit_scale, source
         self.job = job
+        self.clock_slack_ms = clock_slack_ms  # writers' clocks may disagree (created_at is the writer's time)
+        if chunks <= 0:
+            embeddings = store.scalar("SELECT count() FROM columnist.image_embedding WHERE model = {m:String}", {"m": model})
+            chunks = -(-embeddings // self.ROWS_PER_CHUNK)
+        self.chunks = max(1, min(BUCKETS, chunks))
 
     def job_of(self, vocab: Vocabulary) -> str:
         return self.job or vocab.content_hash()
@@ -89,7 +100,7 @@ class Replayer:
                                   parameters={"v": vocab.name, "j": self.job_of(vocab)})
 
     def run(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"],
-            on_chunk: Callable[[int], None] | None = None) -> ReplayReport:
+            on_chunk: Callable[[int, int], None] | None = None) -> ReplayReport:
         """Write every affected attribute for every stored embedding of this model."""
         done = self.finished_chunks(vocab)
         rows = 0
@@ -97,23 +108,36 @@ class Replayer:
             if chunk not in done:
                 rows += self.replay_chunk(vocab, diff, texts, chunk)
             if on_chunk:
-                on_chunk(chunk)
+                on_chunk(chunk + 1, self.chunks)
         late = self.final_pass(vocab, diff, texts)
         return ReplayReport(self.chunks, len(done), rows, late)
 
     def replay_chunk(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"], chunk: int) -> int:
-        """Score one chunk's images for the affected attributes and checkpoint it."""
+        """Score one chunk's images for the affected attributes and checkpoint it; return
+        images in the chunk x attributes written."""
+        started_ms = int(time.time() * 1000)
         base, derived = self._split(vocab, diff, texts)
-        rows = self._write(vocab, base, derived, texts, CHUNK_WHERE, {"chunks": self.chunks, "chunk": chunk})
-        self._checkpoint(vocab, chunk, rows)
+        where = {"buckets": [b for b in range(BUCKETS) if b % self.chunks == chunk]}
+        images = self.store.scalar("SELECT count() FROM columnist.image_embedding FINAL WHERE model = {model:String} "
+                                   f"AND {CHUNK_WHERE}", {"model": self.model, **where})
+        self._write(vocab, base, derived, texts, CHUNK_WHERE, where, count=False)
+        rows = images * (len(base) + len(derived))
+        self._checkpoint(vocab, chunk, rows, started_ms)
         faults.point("after_replay_chunk")
         return rows
 
     def final_pass(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"]) -> int:
-        """Score images still lacking an affected attribute; delete removed attributes' rows."""
+        """Re-score every affected attribute of the images stored since this job's first
+        chunk started (they may have missed their chunk); delete removed attributes' rows."""
         base, derived = self._split(vocab, diff, texts)
-        late = sum(self._write(vocab, [c], [], texts, MISSING_WHERE, {"missing": c}) for c in base)
-        late += sum(self._write(vocab, [], [c], texts, MISSING_WHERE, {"missing": c}) for c in derived)
+        _, rows = self.store.query(
+            "SELECT toUnixTimestamp64Milli(min(started_at)) FROM columnist.replay_checkpoint FINAL "
+            "WHERE vocab_name = {v:String} AND job = {j:String} AND chunks = {n:UInt32}",
+            {"v": vocab.name, "j": self.job_of(vocab), "n": self.chunks})
+        since = {"since_ms": (rows[0][0] if rows and rows[0][0] else int(time.time() * 1000)) - self.clock_slack_ms}
+        late_images = self.store.scalar("SELECT count() FROM columnist.image_embedding FINAL WHERE model = {model:String} "
+                                        f"AND {LATE_WHERE}", {"model": self.model, **since})
+        late = self._write(vocab, base, derived, texts, LATE_WHERE, since) if late_images else 0
         for code in diff.removed:
             self.store.client.command("DELETE FROM columnist.feature_image_attribute WHERE attribute = {c:String}",
                                       parameters={"c": code})
@@ -125,7 +149,8 @@ class Replayer:
         derived = [d.code for d in vocab.derived_in_order() if d.code in diff.rescore]
         return base, derived
 
-    def _write(self, vocab: Vocabulary, base: list[str], derived: list[str], texts, where: str, where_params: dict) -> int:
+    def _write(self, vocab: Vocabulary, base: list[str], derived: list[str], texts, where: str, where_params: dict,
+               count: bool = True) -> int:
         common = {"model": self.model, "vocab": vocab.name, "version": vocab.version, **where_params}
         written = 0
         if base:
@@ -135,18 +160,20 @@ class Replayer:
                 attributes.append((code, texts[code].tolist(), calibration.centre, calibration.scale))
             written += self._insert(BASE_SQL.replace("{where}", where),
                                     {**common, "attributes": attributes, "logit_scale": self.logit_scale,
-                                     "source": self.source})
+                                     "source": self.source}, count)
         for code in derived:
-            written += self._insert(self._derived_sql(vocab, code, where), {**common, "code": code, **self._refs(vocab, code)})
+            written += self._insert(self._derived_sql(vocab, code, where),
+                                    {**common, "code": code, **self._refs(vocab, code)}, count)
         return written
 
-    def _insert(self, select: str, parameters: dict) -> int:
-        """INSERT the rows of ``select``; return how many. They are counted first (the
-        embedded engine reports no written_rows); counting computes no dot product."""
-        count = int(self.store.scalar(f"SELECT count() FROM ({select})", parameters))
-        if count:
-            self.store.client.command(INSERT_SCORES + select, parameters=parameters)
-        return count
+    def _insert(self, select: str, parameters: dict, count: bool) -> int:
+        """INSERT the rows of ``select``; with ``count``, count them first and return how
+        many (the embedded engine reports no written_rows)."""
+        rows = int(self.store.scalar(f"SELECT count() FROM ({select})", parameters)) if count else -1
+        if rows:
+            # each (attribute, image_id) occurs once per statement: skip the insert-time dedup
+            self.store.client.command(INSERT_SCORES + select, parameters=parameters, settings={"optimize_on_insert": 0})
+        return max(rows, 0)
 
     @staticmethod
     def _refs(vocab: Vocabulary, code: str) -> dict:
@@ -171,11 +198,12 @@ class Replayer:
             {"v": vocab.name, "j": self.job_of(vocab), "n": self.chunks})
         return {r[0] for r in rows}
 
-    def _checkpoint(self, vocab: Vocabulary, chunk: int, rows: int) -> None:
+    def _checkpoint(self, vocab: Vocabulary, chunk: int, rows: int, started_ms: int) -> None:
         self.store.client.command(
-            "INSERT INTO columnist.replay_checkpoint (vocab_name, job, chunks, chunk, score_rows, done_at) "
-            "VALUES ({v:String}, {j:String}, {n:UInt32}, {c:UInt32}, {r:UInt64}, now64(3))",
-            parameters={"v": vocab.name, "j": self.job_of(vocab), "n": self.chunks, "c": chunk, "r": rows})
+            "INSERT INTO columnist.replay_checkpoint (vocab_name, job, chunks, chunk, score_rows, started_at, done_at) "
+            "VALUES ({v:String}, {j:String}, {n:UInt32}, {c:UInt32}, {r:UInt64}, fromUnixTimestamp64Milli({s:Int64}), now64(3))",
+            parameters={"v": vocab.name, "j": self.job_of(vocab), "n": self.chunks, "c": chunk, "r": rows,
+                        "s": started_ms})
 
 
 @dataclass
@@ -188,7 +216,7 @@ def apply_vocabulary(
     store: Store, encoder: "Encoder", old: Vocabulary | None, new: Vocabulary, chunks: int,
     old_texts: dict[str, "np.ndarray"] | None = None,
     on_switch: Callable[[dict[str, "np.ndarray"]], None] | None = None,
-    on_chunk: Callable[[int], None] | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
 ) -> ApplyReport:
     """Move from ``old`` to ``new``: encode only the new or changed prompts, replay stored
     embeddings for the affected attributes, then record ``new`` as applied.

@@ -51,8 +51,9 @@ class Settings(BaseSettings):
     # the worker
     worker_port: int = 6066
     """The worker's HTTP port on 127.0.0.1 (status, and queries while it owns a chdb path)."""
-    replay_chunks: int = 16
-    """Replays run in this many checkpointed chunks (by a hash of image_id)."""
+    replay_chunks: int = 0
+    """Replays run in this many checkpointed chunks (by a hash of image_id, at most 64);
+    0 sizes them to about 250,000 stored embeddings each."""
 
     @property
     def roots(self) -> list[Path]:

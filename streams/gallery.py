@@ -1,0 +1,104 @@
+"""Seeing what a column means: `columnist try` (an ad-hoc description over every stored
+embedding) and `columnist gallery` (one attribute's accepted, tentative and rejected images),
+both with an HTML page of thumbnails."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+from urllib.parse import unquote, urlparse
+
+from vocab.prompts import l2_normalise
+from vocab.schema import Vocabulary
+from vocab.scoring import clip_logits, sigmoid
+
+if TYPE_CHECKING:
+    from models.encoder import Encoder
+    from streams.store import Store
+
+
+@dataclass(frozen=True)
+class Scored:
+    image_id: str
+    score: float
+    logit: float
+
+
+def try_description(store: "Store", encoder: "Encoder", vocab: Vocabulary, description: str,
+                    templates: Sequence[str] | None = None) -> list[Scored]:
+    """Score ``description`` against every stored embedding: one matrix product, no decoding.
+    Uses the vocabulary-wide templates and calibration; best first."""
+    import numpy as np
+
+    prompts = [t.format(description=description) for t in (templates or vocab.templates)]
+    text = l2_normalise(l2_normalise(encoder.encode_texts(prompts)).mean(axis=0))
+    ids, embeddings = store.read_embeddings(encoder.name)
+    if not ids:
+        raise LookupError(f"no stored embeddings for model {encoder.name!r}: tag or ingest images first")
+    logits = clip_logits(embeddings, text, encoder.logit_scale)
+    scores = sigmoid(logits, vocab.calibration.centre, vocab.calibration.scale)
+    order = np.argsort(-scores, kind="stable")
+    return [Scored(ids[i], float(scores[i]), float(logits[i])) for i in order]
+
+
+def borderline(results: list[Scored], count: int, around: float = 0.5) -> list[Scored]:
+    return sorted(results, key=lambda r: abs(r.score - around))[:count]
+
+
+def gallery_sections(store: "Store", vocab: Vocabulary, code: str, count: int) -> list[tuple[str, list[Scored]]]:
+    """Accepted (best first), tentative (closest to a threshold first), rejected (nearest misses first)."""
+    thresholds = vocab.thresholds_for(vocab.entry(code))
+    _, rows = store.query("SELECT image_id, score, logit FROM columnist.feature_image_attribute FINAL "
+                          "WHERE attribute = {a:String}", {"a": code})
+    if not rows:
+        raise LookupError(f"attribute {code!r} has no scores yet")
+    scored = [Scored(i, float(s), float(lg)) for i, s, lg in rows]
+    accepted = sorted((r for r in scored if r.score >= thresholds.accept), key=lambda r: -r.score)
+    rejected = sorted((r for r in scored if r.score <= thresholds.reject), key=lambda r: -r.score)
+    tentative = sorted((r for r in scored if thresholds.reject < r.score < thresholds.accept),
+                       key=lambda r: min(thresholds.accept - r.score, r.score - thresholds.reject))
+    return [(f"accepted (score ≥ {thresholds.accept}): {len(accepted)}", accepted[:count]),
+            (f"tentative (closest to a threshold first): {len(tentative)}", tentative[:count]),
+            (f"rejected (score ≤ {thresholds.reject}; nearest misses first): {len(rejected)}", rejected[:count])]
+
+
+def thumbnail(uri: str, size: int = 160) -> str | None:
+    """A data: URI of a small JPEG of the image at a file:// ``uri``, or None."""
+    from PIL import Image
+
+    from models.images import ImageError, open_image
+
+    if not uri.startswith("file:"):
+        return None
+    path = Path(unquote(urlparse(uri).path))
+    try:
+        image = open_image(path.read_bytes(), str(path))
+    except (OSError, ImageError):
+        return None
+    image.thumbnail((size, size), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def write_html(path: Path, title: str, sections: list[tuple[str, list[Scored]]], uris: dict[str, str]) -> None:
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;margin:1.5em}figure{display:inline-block;margin:6px;width:170px;"
+             "vertical-align:top;font-size:12px}img{max-width:160px;max-height:160px;display:block}"
+             ".missing{width:160px;height:100px;background:#eee;color:#888;display:flex;align-items:center;"
+             "justify-content:center}</style>", f"<h1>{html.escape(title)}</h1>"]
+    for heading, items in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2><div>")
+        for item in items:
+            source = thumbnail(uris.get(item.image_id, ""))
+            picture = (f"<img src='{source}' alt='{html.escape(item.image_id)}'>" if source
+                       else "<div class='missing'>no preview</div>")
+            parts.append(f"<figure class='image' data-image-id='{html.escape(item.image_id)}'>{picture}"
+                         f"<figcaption>{html.escape(item.image_id)}<br>score {item.score:.3f} · logit {item.logit:.2f}"
+                         f"</figcaption></figure>")
+        parts.append("</div>")
+    path.write_text("\n".join(parts))
