@@ -194,6 +194,43 @@ def replay(embeddings: int, encode_rate: float) -> dict:
     return results
 
 
+def try_speed(embeddings: int) -> dict:
+    """`columnist try` over stored embeddings: the read out of ClickHouse and the compute."""
+    from models.mock import MockEncoder
+    from streams.gallery import try_description
+    from streams.store import Store
+    from vocab.schema import vocabulary_from_dict
+
+    db = STATE / "db-try"
+    shutil.rmtree(db, ignore_errors=True)
+    store = Store.connect(f"chdb://{db}")
+    encoder = MockEncoder()
+    vectors = np.random.default_rng(1).standard_normal((embeddings, encoder.dim), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    for offset in range(0, embeddings, 100_000):
+        chunk = vectors[offset:offset + 100_000]
+        store.write_embeddings(encoder.name, [f"t{offset + i:07d}" for i in range(len(chunk))], chunk)
+    vocab = vocabulary_from_dict({"name": "t", "version": 1, "attributes": [{"code": "a", "description": "a"}]})
+    start = time.perf_counter()
+    results = try_description(store, encoder, vocab, "a spacecraft window or porthole")
+    results.top(10), results.borderline(10)
+    total = time.perf_counter() - start
+    start = time.perf_counter()
+    _, stored = store.read_embeddings(encoder.name)
+    read = time.perf_counter() - start
+    store.close()
+    from vocab.scoring import clip_logits, sigmoid
+
+    start = time.perf_counter()  # the compute alone: one matrix product, the sigmoid, top and borderline
+    text = encoder.encode_texts(["a photo of a spacecraft window or porthole"])[0]
+    scores = sigmoid(clip_logits(stored, text, encoder.logit_scale), 25.0, 2.5)
+    np.argsort(-scores)[:10], np.argsort(np.abs(scores - 0.5))[:10]
+    compute = time.perf_counter() - start
+    assert len(results.ids) == embeddings
+    log(f"  try over {embeddings:,}: {total:.2f} s in all; reading the embeddings {read:.2f} s, compute {compute:.3f} s")
+    return {"embeddings": embeddings, "total_s": total, "read_s": read, "compute_s": compute}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=512, help="images per encode-path run")
@@ -220,6 +257,8 @@ def main() -> None:
     log(f"replay over {args.embeddings:,} stored embeddings ...")
     results["replay"] = replay(args.embeddings, results["encode_path_int8"]["raw_onnxruntime_images_per_s"])
     results["replay"]["scores_per_s"] = results["replay"]["add_1"]["scores_per_s"]
+    log("columnist try over 100,000 stored embeddings ...")
+    results["try"] = try_speed(100_000)
     report(results)
 
 
@@ -236,6 +275,9 @@ def report(r: dict) -> None:
         p = r["replay"][f"add_{added}"]
         log(f"| replay, +{added} attribute(s), {r['replay']['embeddings']:,} embeddings | {p['scores_per_s']:,.0f} scores/s "
             f"({p['seconds']:.1f} s) | {p['speedup_vs_reencode']:.0f} x faster than re-encoding (int8 raw rate) |")
+    t = r["try"]
+    log(f"| `columnist try`, {t['embeddings']:,} embeddings | {t['total_s']:.2f} s (compute {t['compute_s']:.2f} s, "
+        f"read {t['read_s']:.2f} s) | compute is {t['compute_s'] / t['total_s']:.0%} of the answer |")
     lat = r["latency"]
     log(f"| latency at {lat['rate_images_per_s']:.1f} img/s (half of peak) | p50 {lat['p50_s']:.2f} s, p99 {lat['p99_s']:.2f} s "
         f"| {lat['events']} events |")

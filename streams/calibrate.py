@@ -124,6 +124,8 @@ def write_calibration(path: Path, vocab_wide: LogisticFit | None, reports: list[
 
     yaml = YAML()
     yaml.preserve_quotes = True
+    yaml.width = 4096  # never re-wrap long descriptions
+    yaml.indent(mapping=2, sequence=4, offset=2)  # the layout of the shipped vocabularies
     original = path.read_text()
     document = yaml.load(original)
 
@@ -165,12 +167,16 @@ def plot(path: Path, vocab: Vocabulary, reports: list[AttributeReport], vocab_wi
         entry = vocab.entry(report.code)
         current = vocab.calibration_for(entry)
         thresholds = vocab.thresholds_for(entry)
-        axis.hist(report.logits, bins=40, color="#9bb7d4")
-        twin = axis.twinx()
-        xs = np.linspace(min(report.logits.min(), current.centre - 3 * current.scale),
-                         max(report.logits.max(), current.centre + 3 * current.scale), 200)
-        twin.plot(xs, sigmoid(xs, current.centre, current.scale), color="#555555", lw=1, label="current")
         fit = report.fit or vocab_wide
+        low, high = float(report.logits.min()), float(report.logits.max())
+        if fit:
+            low, high = min(low, fit.centre - 3 * fit.scale), max(high, fit.centre + 3 * fit.scale)
+        pad = 0.1 * (high - low or 1.0)
+        xs = np.linspace(low - pad, high + pad, 300)
+        axis.hist(report.logits, bins=40, range=(low - pad, high + pad), color="#9bb7d4")
+        axis.set_xlim(low - pad, high + pad)
+        twin = axis.twinx()
+        twin.plot(xs, sigmoid(xs, current.centre, current.scale), color="#555555", lw=1, label="current")
         if fit:
             twin.plot(xs, sigmoid(xs, fit.centre, fit.scale), color="#d62728", lw=1.5, label="fitted")
             for level, style in ((thresholds.accept, "--"), (thresholds.reject, ":")):
@@ -182,8 +188,8 @@ def plot(path: Path, vocab: Vocabulary, reports: list[AttributeReport], vocab_wi
         twin.tick_params(labelsize=7)
     for axis in list(axes.flat)[len(shown):]:
         axis.axis("off")
-    figure.suptitle(f"{vocab.name} v{vocab.version}: logit histograms, sigmoid (grey: current, red: fitted), "
-                    "accept -- / reject :", fontsize=10)
-    figure.tight_layout()
+    figure.suptitle(f"{vocab.name} v{vocab.version}: logit histograms (blue), sigmoid (grey: current, red: fitted), "
+                    "fitted accept -- / reject ··· thresholds", fontsize=11)
+    figure.tight_layout(rect=(0, 0, 1, 0.97))
     figure.savefig(path, dpi=90)
     plt.close(figure)

@@ -79,7 +79,7 @@ def try_(
 ) -> None:
     """Score a description against every stored embedding (one matrix product) before adding it."""
     from streams.cli import _fail
-    from streams.gallery import borderline, try_description, write_html
+    from streams.gallery import try_description, write_html
     from streams.output import print_rows
 
     if any("{description}" not in t for t in template):
@@ -87,18 +87,19 @@ def try_(
     store, encoder, vocabulary = _context(db, model, vocab)
     try:
         results = try_description(store, encoder, vocabulary, description, template or None)
-        uris = store.image_uris([r.image_id for r in results[:top] + borderline(results, top)]) if html_out else {}
+        best, borderline = results.top(top), results.borderline(top)
+        uris = store.image_uris([r.image_id for r in best + borderline]) if html_out else {}
     except LookupError as err:
         _fail(str(err))
     finally:
         store.close()
     rows = lambda items: [[r.image_id, f"{r.score:.4f}", f"{r.logit:.3f}"] for r in items]  # noqa: E731
-    typer.echo(f"{description!r} over {len(results)} stored embeddings (centre {vocabulary.calibration.centre}, "
+    typer.echo(f"{description!r} over {len(results.ids)} stored embeddings (centre {vocabulary.calibration.centre}, "
                f"scale {vocabulary.calibration.scale}):")
-    print_rows(["top image", "score", "logit"], rows(results[:top]))
-    print_rows(["borderline image", "score", "logit"], rows(borderline(results, top)))
+    print_rows(["top image", "score", "logit"], rows(best))
+    print_rows(["borderline image", "score", "logit"], rows(borderline))
     if html_out:
-        write_html(html_out, f"try: {description}", [("top", results[:top]), ("borderline", borderline(results, top))], uris)
+        write_html(html_out, f"try: {description}", [("top", best), ("borderline", borderline)], uris)
         typer.echo(f"wrote {html_out}")
 
 

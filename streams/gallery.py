@@ -17,6 +17,8 @@ from vocab.schema import Vocabulary
 from vocab.scoring import clip_logits, sigmoid
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from models.encoder import Encoder
     from streams.store import Store
 
@@ -28,25 +30,39 @@ class Scored:
     logit: float
 
 
-def try_description(store: "Store", encoder: "Encoder", vocab: Vocabulary, description: str,
-                    templates: Sequence[str] | None = None) -> list[Scored]:
-    """Score ``description`` against every stored embedding: one matrix product, no decoding.
-    Uses the vocabulary-wide templates and calibration; best first."""
-    import numpy as np
+@dataclass
+class TryResult:
+    """An ad-hoc description's score for every stored embedding (arrays, not objects: 100k+)."""
 
+    ids: list[str]
+    scores: "np.ndarray"
+    logits: "np.ndarray"
+
+    def _pick(self, order) -> list[Scored]:
+        return [Scored(self.ids[i], float(self.scores[i]), float(self.logits[i])) for i in order]
+
+    def top(self, count: int) -> list[Scored]:
+        import numpy as np
+
+        return self._pick(np.argsort(-self.scores, kind="stable")[:count])
+
+    def borderline(self, count: int, around: float = 0.5) -> list[Scored]:
+        import numpy as np
+
+        return self._pick(np.argsort(np.abs(self.scores - around), kind="stable")[:count])
+
+
+def try_description(store: "Store", encoder: "Encoder", vocab: Vocabulary, description: str,
+                    templates: Sequence[str] | None = None) -> TryResult:
+    """Score ``description`` against every stored embedding: one matrix product, no decoding.
+    Uses the vocabulary-wide templates and calibration."""
     prompts = [t.format(description=description) for t in (templates or vocab.templates)]
     text = l2_normalise(l2_normalise(encoder.encode_texts(prompts)).mean(axis=0))
     ids, embeddings = store.read_embeddings(encoder.name)
     if not ids:
         raise LookupError(f"no stored embeddings for model {encoder.name!r}: tag or ingest images first")
     logits = clip_logits(embeddings, text, encoder.logit_scale)
-    scores = sigmoid(logits, vocab.calibration.centre, vocab.calibration.scale)
-    order = np.argsort(-scores, kind="stable")
-    return [Scored(ids[i], float(scores[i]), float(logits[i])) for i in order]
-
-
-def borderline(results: list[Scored], count: int, around: float = 0.5) -> list[Scored]:
-    return sorted(results, key=lambda r: abs(r.score - around))[:count]
+    return TryResult(ids, sigmoid(logits, vocab.calibration.centre, vocab.calibration.scale), logits)
 
 
 def gallery_sections(store: "Store", vocab: Vocabulary, code: str, count: int) -> list[tuple[str, list[Scored]]]:
