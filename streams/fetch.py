@@ -48,7 +48,7 @@ def _fetch_file(uri: str, policy: FetchPolicy) -> bytes:
     try:
         size = path.stat().st_size
         if size > policy.max_bytes:
-            raise FetchError(f"{path} is {size:,} bytes, over the limit of {policy.max_bytes:,}")
+            raise FetchError(f"{path} is {size:,} bytes, over the limit of {policy.max_bytes:,} bytes")
         return path.read_bytes()
     except FileNotFoundError:
         raise FetchError(f"{path}: file not found") from None
