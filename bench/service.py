@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path

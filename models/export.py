@@ -10,7 +10,6 @@ tests and the demo); both are seeded, so an export is reproducible.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +105,3 @@ def export_clip(model: Any, tokenizer: Any, out: Path, name: str, source: str, o
     tokenizer.save(str(out / spec.tokenizer), pretty=False)
     spec.write(out)
     return spec
-
-
-def copy_model_dir(source: Path, out: Path) -> None:
-    shutil.copytree(source, out, dirs_exist_ok=True)

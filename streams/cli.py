@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from streams.cli_model import model_app
+from streams.cli_support import fail, settings, store_or_exit, vocabulary_or_exit
 from streams.cli_stream import register as register_stream_commands
 from streams.cli_workbench import register as register_workbench_commands
 
@@ -25,36 +26,6 @@ app.add_typer(model_app, name="model")
 DbOption = typer.Option(None, "--db", help="ClickHouse DSN (default: $COLUMNIST_DB or chdb://./.columnist/db).")
 ModelOption = typer.Option(None, "--model", help="'mock', a built-in model or a model directory (default: $COLUMNIST_MODEL).")
 VocabOption = typer.Option(None, "--vocab", help="A vocabulary YAML file or built-in name (default: $COLUMNIST_VOCAB).")
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(message, err=True)
-    raise typer.Exit(code)
-
-
-def _settings():
-    from streams.settings import get_settings
-
-    return get_settings()
-
-
-def _load_vocab(name_or_path: Optional[str]):
-    from streams.cli_support import load_vocabulary_arg
-    from vocab.schema import VocabularyError
-
-    try:
-        return load_vocabulary_arg(name_or_path or _settings().vocab)
-    except VocabularyError as err:
-        _fail(str(err))
-
-
-def _open_store(db: Optional[str]):
-    from streams.reader import StoreLocked, connect_store
-
-    try:
-        return connect_store(db or _settings().db, _settings())
-    except StoreLocked as err:
-        _fail(f"{err}: stop the worker first, or push a vocabulary for it to apply")
 
 
 @vocab_app.command("validate")
@@ -93,17 +64,17 @@ def tag(
     from models.registry import load_encoder
     from streams.tagger import find_images, tag as run_tag
 
-    settings = _settings()
-    vocabulary = _load_vocab(vocab)
+    config = settings()
+    vocabulary = vocabulary_or_exit(vocab)
     files = find_images(paths)
     if not files:
-        _fail(f"no images found in {', '.join(map(str, paths))}")
-    encoder = load_encoder(model or settings.model, threads=settings.threads, batch_size=settings.batch_size)
-    store = _open_store(db)
+        fail(f"no images found in {', '.join(map(str, paths))}")
+    encoder = load_encoder(model or config.model, threads=config.threads, batch_size=config.batch_size)
+    store = store_or_exit(db)
     console = Console(stderr=True)
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task(f"tagging with {encoder.name}", total=len(files))
-        report = run_tag(files, vocabulary, encoder, store, batch_size or settings.batch_size,
+        report = run_tag(files, vocabulary, encoder, store, batch_size or config.batch_size,
                          collection, on_progress=lambda n: progress.advance(task, n))
     summary = Table(title=f"columnist tag: vocabulary {vocabulary.name} v{vocabulary.version}")
     for column in ("images tagged", "failed", "attributes", "score rows written"):
@@ -128,12 +99,12 @@ def query(
     from streams.reader import QueryFailed, Reader
 
     if format not in ("table", "csv", "json"):
-        _fail(f"--format must be table, csv or json, not {format!r}", 2)
-    reader = Reader(db or _settings().db, _settings())
+        fail(f"--format must be table, csv or json, not {format!r}", 2)
+    reader = Reader(db or settings().db, settings())
     try:
         columns, rows = reader.query(sql)
     except (QueryFailed, ConnectionError) as err:
-        _fail(f"query failed: {err}")
+        fail(f"query failed: {err}")
     finally:
         reader.close()
     print_rows(columns, rows, format)

@@ -7,20 +7,16 @@ from typing import List, Optional
 
 import typer
 
+from streams.cli_support import settings as current_settings
+
 publish_app = typer.Typer(help="Publish events to Kafka.", no_args_is_help=True)
-
-
-def _settings():
-    from streams.settings import get_settings
-
-    return get_settings()
 
 
 def worker(loglevel: str = typer.Option("info", help="Log level.")) -> None:
     """Run the streaming worker: ingest images, apply vocabulary changes (COLUMNIST_* settings)."""
     from streams.app import run_worker
 
-    run_worker(_settings(), loglevel)
+    run_worker(current_settings(), loglevel)
 
 
 @publish_app.command("images")
@@ -38,7 +34,7 @@ def publish_images(
     if not files:
         typer.echo(f"no images found in {', '.join(map(str, paths))}", err=True)
         raise typer.Exit(1)
-    settings = _settings()
+    settings = current_settings()
     with Progress(transient=True) as progress:
         task = progress.add_task(f"publishing to {settings.topic_images}", total=len(files))
         count = publish(files, settings, collection, on_sent=lambda n: progress.advance(task, n))
@@ -55,7 +51,7 @@ def vocab_push(file: Path = typer.Argument(..., help="A vocabulary YAML file."))
     except VocabularyError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(1)
-    settings = _settings()
+    settings = current_settings()
     push_vocabulary(vocab, settings)
     typer.echo(f"pushed vocabulary {vocab.name!r} v{vocab.version} ({len(vocab.codes)} attributes) "
                f"to {settings.topic_vocab}")
@@ -77,21 +73,21 @@ def replay(
 ) -> None:
     """Apply a vocabulary by hand: diff against the applied one, score only what changed from stored embeddings."""
     from models.registry import load_encoder
-    from streams.cli import _load_vocab, _open_store
+    from streams.cli_support import store_or_exit, vocabulary_or_exit
     from streams.replay import apply_vocabulary
 
-    settings = _settings()
-    new = _load_vocab(vocab)
-    store = _open_store(db)
+    settings = current_settings()
+    new = vocabulary_or_exit(vocab)
+    store = store_or_exit(db)
     encoder = load_encoder(model or settings.model, settings.threads, settings.batch_size)
     old = store.applied_vocabulary(new.name)
     progress, advance = _progress_chunks(f"replaying {new.name} v{new.version}")
     with progress:
         report = apply_vocabulary(store, encoder, old, new, settings.replay_chunks, on_chunk=advance)
-    d, r = report.diff, report.replay
+    d = report.diff
     typer.echo(f"applied {new.name} v{new.version}: added {list(d.added)}, changed {list(d.changed)}, "
                f"removed {list(d.removed)}, dependents {list(d.dependents)}; "
-               f"{r.score_rows + r.late_score_rows} scores written, no image decoded")
+               f"{report.stored_scores} scores of {len(d.rescore)} attribute(s) now stored, no image decoded")
     store.close()
 
 
@@ -104,20 +100,20 @@ def backfill(
 ) -> None:
     """Re-score attributes of the applied vocabulary for every stored embedding (and their derived dependents)."""
     from models.registry import load_encoder
-    from streams.cli import _fail, _open_store
+    from streams.cli_support import fail, store_or_exit
     from streams.replay import Replayer
     from vocab.diff import VocabularyDiff
     from vocab.prompts import text_embeddings
     from vocab.rules import parse_rule, references
 
-    settings = _settings()
-    store = _open_store(db)
+    settings = current_settings()
+    store = store_or_exit(db)
     applied = store.applied_vocabulary(vocab)
     if applied is None:
-        _fail(f"no vocabulary named {vocab!r} has been applied to {db or settings.db}")
+        fail(f"no vocabulary named {vocab!r} has been applied to {db or settings.db}")
     unknown = [a for a in attribute if a not in applied.codes]
     if unknown:
-        _fail(f"vocabulary {vocab!r} v{applied.version} has no attribute(s) {', '.join(unknown)}")
+        fail(f"vocabulary {vocab!r} v{applied.version} has no attribute(s) {', '.join(unknown)}")
     codes = set(attribute or applied.codes)
     for derived in applied.derived_in_order():  # derived attributes reading a re-scored one
         if references(parse_rule(derived.rule)) & codes:
@@ -142,7 +138,7 @@ def status(db: Optional[str] = typer.Option(None, "--db", help="ClickHouse DSN."
     from streams.reader import Reader
     from streams.status import kafka_status
 
-    settings = _settings()
+    settings = current_settings()
     try:
         lag = kafka_status(settings)
         typer.echo(f"kafka {settings.kafka}: consumer group {settings.group!r} lag {lag['lag']} "

@@ -13,12 +13,13 @@ VocabOption = typer.Option(None, "--vocab", help="Vocabulary YAML file or built-
 
 
 def _context(db, model, vocab):
+    """(store, encoder, vocabulary) for a workbench command."""
     from models.registry import load_encoder
-    from streams.cli import _load_vocab, _open_store
-    from streams.settings import get_settings
+    from streams.cli_support import settings, store_or_exit, vocabulary_or_exit
 
-    settings = get_settings()
-    return _open_store(db), load_encoder(model or settings.model, settings.threads, settings.batch_size), _load_vocab(vocab)
+    config = settings()
+    encoder = load_encoder(model or config.model, config.threads, config.batch_size)
+    return store_or_exit(db), encoder, vocabulary_or_exit(vocab)
 
 
 def calibrate(
@@ -33,7 +34,7 @@ def calibrate(
 ) -> None:
     """Logit statistics per attribute on stored embeddings, and a fitted sigmoid centre and scale."""
     from streams import calibrate as cal
-    from streams.cli import _fail
+    from streams.cli_support import fail
     from streams.output import print_rows
 
     store, encoder, vocabulary = _context(db, model, vocab)
@@ -51,7 +52,7 @@ def calibrate(
             typer.echo(f"suggested from the logit distribution (two-Gaussian mixture, {len(next(iter(logits.values())))} "
                        f"images x {len(logits)} attributes): centre {vocab_wide.centre:.3f}, scale {vocab_wide.scale:.3f}")
     except (LookupError, ValueError) as err:
-        _fail(str(err))
+        fail(str(err))
     finally:
         store.close()
     typer.echo("\n# paste into the vocabulary:\n" + cal.calibration_yaml(vocab_wide, reports))
@@ -62,7 +63,7 @@ def calibrate(
     if write:
         source = Path(vocab or "")
         if not source.is_file():
-            _fail("--write needs --vocab FILE (a built-in vocabulary is not edited in place)")
+            fail("--write needs --vocab FILE (a built-in vocabulary is not edited in place)")
         updated = cal.write_calibration(source, vocab_wide, reports)
         typer.echo(f"wrote the calibration into {source} (still valid: {len(updated.codes)} attributes); "
                    "bump its version and push it to re-score")
@@ -78,19 +79,19 @@ def try_(
     model: Optional[str] = ModelOption,
 ) -> None:
     """Score a description against every stored embedding (one matrix product) before adding it."""
-    from streams.cli import _fail
+    from streams.cli_support import fail
     from streams.gallery import try_description, write_html
     from streams.output import print_rows
 
     if any("{description}" not in t for t in template):
-        _fail("each --template must contain {description}", 2)
+        fail("each --template must contain {description}", 2)
     store, encoder, vocabulary = _context(db, model, vocab)
     try:
         results = try_description(store, encoder, vocabulary, description, template or None)
         best, borderline = results.top(top), results.borderline(top)
         uris = store.image_uris([r.image_id for r in best + borderline]) if html_out else {}
     except LookupError as err:
-        _fail(str(err))
+        fail(str(err))
     finally:
         store.close()
     rows = lambda items: [[r.image_id, f"{r.score:.4f}", f"{r.logit:.3f}"] for r in items]  # noqa: E731
@@ -111,18 +112,18 @@ def gallery(
     db: Optional[str] = DbOption,
 ) -> None:
     """Thumbnails of an attribute's accepted, tentative and rejected images with their scores."""
-    from streams.cli import _fail, _load_vocab, _open_store
+    from streams.cli_support import fail, store_or_exit, vocabulary_or_exit
     from streams.gallery import gallery_sections, write_html
 
-    vocabulary = _load_vocab(vocab)
+    vocabulary = vocabulary_or_exit(vocab)
     if attribute not in vocabulary.codes:
-        _fail(f"vocabulary {vocabulary.name!r} has no attribute {attribute!r}")
-    store = _open_store(db)
+        fail(f"vocabulary {vocabulary.name!r} has no attribute {attribute!r}")
+    store = store_or_exit(db)
     try:
         sections = gallery_sections(store, vocabulary, attribute, count)
         uris = store.image_uris([r.image_id for _, items in sections for r in items])
     except LookupError as err:
-        _fail(str(err))
+        fail(str(err))
     finally:
         store.close()
     write_html(out, f"{attribute}: {vocabulary.entry(attribute).label or attribute}", sections, uris)

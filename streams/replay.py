@@ -210,6 +210,8 @@ class Replayer:
 class ApplyReport:
     diff: VocabularyDiff
     replay: ReplayReport
+    stored_scores: int
+    """Scores of the re-scored attributes in the store afterwards (counted with FINAL)."""
 
 
 def apply_vocabulary(
@@ -236,4 +238,6 @@ def apply_vocabulary(
     replayer = Replayer(store, encoder.name, encoder.logit_scale, encoder.source, chunks)
     report = replayer.run(new, diff, new_texts, on_chunk)
     store.apply_vocabulary(new, encoder.name)
-    return ApplyReport(diff, report)
+    stored = store.scalar("SELECT count() FROM columnist.feature_image_attribute FINAL WHERE attribute IN {c:Array(String)}",
+                          {"c": list(diff.rescore)}) if diff.rescore else 0
+    return ApplyReport(diff, report, stored)

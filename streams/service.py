@@ -182,10 +182,10 @@ class Service:
             vocab.entry(c).type == "clip")
         self.counters.replays += 1
         self.counters.replayed_score_rows += replay.score_rows + replay.late_score_rows
-        log.info("vocabulary %s v%d applied: added %s, changed %s, removed %s, dependents %s; %d scores "
-                 "written from stored embeddings (%d of %d chunks were already done)", vocab.name, vocab.version,
-                 list(diff.added), list(diff.changed), list(diff.removed), list(diff.dependents),
-                 replay.score_rows + replay.late_score_rows, replay.chunks_skipped, replay.chunks)
+        log.info("vocabulary %s v%d applied: added %s, changed %s, removed %s, dependents %s; %d scores of "
+                 "those attributes stored, computed from stored embeddings (%d of %d chunks were already done)",
+                 vocab.name, vocab.version, list(diff.added), list(diff.changed), list(diff.removed),
+                 list(diff.dependents), report.stored_scores, replay.chunks_skipped, replay.chunks)
 
     # -- reads for the CLI ---------------------------------------------------------------
 

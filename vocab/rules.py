@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Mapping, Union
+from typing import TYPE_CHECKING, Callable, Mapping, Union
+
+if TYPE_CHECKING:
+    import numpy as np
 
 GRAMMAR = r"""
 ?start: or_

@@ -17,7 +17,6 @@ skimage_data = pytest.importorskip("skimage.data")
 
 from models.clip import ClipEncoder  # noqa: E402
 from models.export import bundled_bpe_path, random_clip  # noqa: E402
-from models.images import open_image  # noqa: E402
 from models.registry import resolve_model_dir  # noqa: E402
 from models.tokenizer import clip_vocab_and_merges  # noqa: E402
 

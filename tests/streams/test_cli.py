@@ -111,3 +111,31 @@ def test_tag_with_the_default_model_over_good_and_bad_files(tmp_path):
     good = len(list(PHOTOS.glob("*.jpg")))
     assert count(db, "SELECT count() AS n FROM columnist.image_embedding FINAL WHERE model = 'tiny-clip'") == good
     assert count(db, "SELECT count() AS n FROM columnist.feature_image_attribute FINAL WHERE source = 'clip'") > 0
+
+
+def test_replay_and_backfill_by_hand(tmp_path, space_vocab):
+    import yaml
+
+    db = f"chdb://{tmp_path / 'db'}"
+    columnist("tag", str(PHOTOS), "--model", "mock", "--db", db)
+    document = yaml.safe_load(SPACE_YAML.read_text())
+    document["version"] = 2
+    document["attributes"].append({"code": "solar_eclipse", "description": "a solar eclipse"})
+    v2 = tmp_path / "space-v2.yaml"
+    v2.write_text(yaml.safe_dump(document))
+    images = len(list(PHOTOS.glob("*.jpg")))
+
+    replayed = columnist("replay", "--vocab", str(v2), "--model", "mock", "--db", db)
+    assert "added ['solar_eclipse']" in replayed.stdout and f"{images} scores of 1 attribute(s)" in replayed.stdout
+    assert count(db, "SELECT count() AS n FROM columnist.feature_image_attribute FINAL "
+                     "WHERE attribute = 'solar_eclipse'") == images
+    assert count(db, "SELECT max(vocab_version) AS n FROM columnist.vocabulary_applied FINAL") == 2
+
+    stamp = "SELECT attribute, max(updated_at) AS t FROM columnist.feature_image_attribute FINAL GROUP BY attribute"
+    before = {r["attribute"]: r["t"] for r in map(json.loads, columnist("query", "--db", db, "-f", "json", stamp).stdout.splitlines())}
+    filled = columnist("backfill", "--vocab", "space", "--attribute", "moon", "--model", "mock", "--db", db)
+    assert "backfilled moon, earth_and_moon, view_from_window" in filled.stdout
+    after = {r["attribute"]: r["t"] for r in map(json.loads, columnist("query", "--db", db, "-f", "json", stamp).stdout.splitlines())}
+    assert {a for a in after if after[a] != before[a]} == {"moon", "earth_and_moon", "view_from_window"}
+    unknown = columnist("backfill", "--vocab", "space", "--attribute", "nope", "--model", "mock", "--db", db, check=False)
+    assert unknown.returncode == 1 and "no attribute(s) nope" in unknown.stderr

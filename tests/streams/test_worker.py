@@ -14,7 +14,7 @@ import yaml
 from streams.events import image_event, vocab_event
 from tests.conftest import PHOTOS, REPO, SPACE_YAML
 from tests.streams.conftest import consume_all, produce, wait_until
-from vocab.schema import load_vocabulary, vocabulary_from_dict
+from vocab.schema import Vocabulary, load_vocabulary, vocabulary_from_dict
 
 pytestmark = pytest.mark.integration
 PHOTO_FILES = sorted(PHOTOS.glob("*.jpg"))
@@ -39,7 +39,7 @@ def publish_copies(settings, count: int, prefix: str = "img") -> list[str]:
     return ids
 
 
-def space_version(version: int, edit=None) -> "Vocabulary":
+def space_version(version: int, edit=None) -> Vocabulary:
     document = yaml.safe_load(SPACE_YAML.read_text())
     document["version"] = version
     if edit:
