@@ -153,12 +153,15 @@ def test_int8_towers_cosine_to_fp32_is_reported(encoder, tmp_path):
 
 
 def test_tiny_clip_regenerates_bit_for_bit(tmp_path):
+    """`make tiny-clip`'s command, in a process of its own as make runs it."""
     import hashlib
+    import os
+    import subprocess
+    import sys
 
-    from models.export import export_clip
-    from models.tokenizer import build_clip_tokenizer
-
-    export_clip(random_clip("tiny", 0), build_clip_tokenizer(bundled_bpe_path()), tmp_path, "tiny-clip", "random tiny seed 0")
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    subprocess.run([sys.executable, "-m", "streams.cli", "model", "export", "--random", "tiny", "--seed", "0",
+                    "--name", "tiny-clip", "--out", str(tmp_path)], env=env, check=True, capture_output=True)
     committed = resolve_model_dir("tiny-clip")
     for file in ("visual.onnx", "textual.onnx", "tokenizer.json", "model.json"):
         digest = [hashlib.sha256((d / file).read_bytes()).hexdigest() for d in (committed, tmp_path)]
