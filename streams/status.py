@@ -8,8 +8,12 @@ from streams.settings import Settings
 
 
 async def _kafka_status(settings: Settings) -> dict:
+    import logging
+
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # a broker that is down is reported below
 
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=5000)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, request_timeout_ms=5000)

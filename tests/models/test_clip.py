@@ -87,3 +87,28 @@ def test_tokenizer_pads_every_text_to_the_context():
 
     tokenizer = ClipTokenizer.from_file(resolve_model_dir("tiny-clip") / "tokenizer.json")
     assert tokenizer([""]).tolist()[0][:3] == [49406, 49407, 49407]
+
+
+def test_unusual_images_get_correct_embeddings(encoder):
+    """CMYK, 16-bit, palette+alpha, animated, multi-page and EXIF-rotated images all embed."""
+    from models.images import open_image
+    from tests.models.test_images import encode, photo
+
+    frames = [Image.new("RGB", (16, 16), c) for c in ("red", "blue")]
+    palette = photo().convert("P", palette=Image.ADAPTIVE)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    samples = {
+        "cmyk.jpg": encode(photo().convert("CMYK"), "JPEG"),
+        "deep.png": encode(Image.fromarray(np.full((40, 60), 40000, np.uint16)), "PNG"),
+        "palette.png": encode(palette, "PNG", transparency=0),
+        "anim.gif": encode(frames[0], "GIF", save_all=True, append_images=frames[1:]),
+        "pages.tif": encode(frames[0], "TIFF", save_all=True, append_images=frames[1:]),
+        "rotated.jpg": encode(photo(), "JPEG", exif=exif.tobytes()),
+    }
+    images = [open_image(data, name) for name, data in samples.items()]
+    embedded = encoder.encode_images(images)
+    assert embedded.shape == (len(samples), 512) and np.isfinite(embedded).all()
+    np.testing.assert_allclose(np.linalg.norm(embedded, axis=1), 1.0, rtol=1e-5)
+    rgb = encoder.encode_images([Image.new("RGB", (16, 16), "red")])[0]
+    np.testing.assert_allclose(embedded[3], rgb, atol=1e-5)  # the GIF's first frame is plain red
