@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -56,16 +58,33 @@ class Service:
     # -- start-up ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store, load the model, and take up the last applied vocabulary (or apply
-        the configured one if none was applied yet)."""
+        """Open the store (retrying while ClickHouse is unavailable), load the model, and take
+        up the last applied vocabulary, or apply the configured one if none was applied yet.
+        A configuration that cannot work (bad vocabulary file, unknown model) stops the worker."""
+        try:
+            await self._start()
+        except Exception as err:
+            log.critical("worker cannot start: %s: %s", type(err).__name__, err)
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise
+
+    async def _start(self) -> None:
+        from tenacity import AsyncRetrying, retry_if_not_exception_type, wait_exponential
+
         from models.registry import load_encoder
         from streams.cli_support import load_vocabulary_arg
         from streams.store import Store
 
         settings = self.settings
-        self.store = await self.run(lambda: Store.connect(settings.db, settings.cluster))
-        self.encoder = await self.run(lambda: load_encoder(settings.model, settings.threads, settings.batch_size))
         configured = load_vocabulary_arg(settings.vocab)
+        self.encoder = await self.run(lambda: load_encoder(settings.model, settings.threads, settings.batch_size))
+        async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.5, max=30), reraise=True,
+                                           retry=retry_if_not_exception_type((ValueError, TypeError)),
+                                           before_sleep=lambda state: log.warning(
+                                               "ClickHouse at %s unavailable (attempt %d): %s", settings.db,
+                                               state.attempt_number, state.outcome.exception())):
+            with attempt:
+                self.store = await self.run(lambda: Store.connect(settings.db, settings.cluster))
         applied = await self.run(self.store.applied_vocabulary, configured.name)
         if applied is None:
             log.info("no vocabulary %r applied yet: applying %s", configured.name, settings.vocab)

@@ -244,3 +244,11 @@ def test_failing_store_stalls_the_stream_and_loses_nothing(stream_env, start_wor
     assert counters["dead_letters"] == 0
     assert_invariant(worker, SPACE)
     assert "ClickHouse write of" in worker.tail(400)
+
+
+def test_a_worker_with_an_invalid_vocabulary_file_stops_and_says_why(stream_env, start_worker, tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: space\nversion: 1\nattributes:\n  - {code: Bad-Code, description: x}\n")
+    worker = start_worker(COLUMNIST_VOCAB=str(broken))
+    assert worker.wait_exit(60) is not None
+    assert "worker cannot start" in worker.tail(200) and "Bad-Code" in worker.tail(200)
