@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from models.encoder import l2_normalise
 from models.preprocess import preprocess
 from models.sessions import make_session
 from models.spec import ModelSpec
@@ -18,13 +19,6 @@ from models.tokenizer import ClipTokenizer
 if TYPE_CHECKING:
     import numpy as np
     from PIL.Image import Image
-
-
-def _normalise(matrix: "np.ndarray") -> "np.ndarray":
-    import numpy as np
-
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def _run_in_batches(session: Any, feed_name: str, inputs: "np.ndarray", batch_size: int) -> "np.ndarray":
@@ -43,7 +37,7 @@ class ImageTower:
         return preprocess(images, self.spec.image_size, self.spec.mean, self.spec.std)
 
     def encode_pixels(self, pixels: "np.ndarray") -> "np.ndarray":
-        return _normalise(_run_in_batches(self.session, self.input_name, pixels, self.batch_size))
+        return l2_normalise(_run_in_batches(self.session, self.input_name, pixels, self.batch_size))
 
     def __call__(self, images: Sequence["Image"]) -> "np.ndarray":
         return self.encode_pixels(self.pixels(images))
@@ -55,7 +49,7 @@ class TextTower:
         self.input_name = session.get_inputs()[0].name
 
     def __call__(self, texts: Sequence[str]) -> "np.ndarray":
-        return _normalise(_run_in_batches(self.session, self.input_name, self.tokenizer(texts), self.batch_size))
+        return l2_normalise(_run_in_batches(self.session, self.input_name, self.tokenizer(texts), self.batch_size))
 
 
 class ClipEncoder:

@@ -12,6 +12,14 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 
+def l2_normalise(matrix: "np.ndarray") -> "np.ndarray":
+    """Rows (or a vector) scaled to unit length, as float32."""
+    import numpy as np
+
+    norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
+    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
 @runtime_checkable
 class Encoder(Protocol):
     name: str

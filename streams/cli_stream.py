@@ -102,9 +102,8 @@ def backfill(
     from models.registry import load_encoder
     from streams.cli_support import fail, store_or_exit
     from streams.replay import Replayer
-    from vocab.diff import VocabularyDiff
+    from vocab.diff import VocabularyDiff, dependents
     from vocab.prompts import text_embeddings
-    from vocab.rules import parse_rule, references
 
     settings = current_settings()
     store = store_or_exit(db)
@@ -115,9 +114,7 @@ def backfill(
     if unknown:
         fail(f"vocabulary {vocab!r} v{applied.version} has no attribute(s) {', '.join(unknown)}")
     codes = set(attribute or applied.codes)
-    for derived in applied.derived_in_order():  # derived attributes reading a re-scored one
-        if references(parse_rule(derived.rule)) & codes:
-            codes.add(derived.code)
+    codes |= set(dependents(applied, codes))
     ordered = tuple(c for c in applied.codes if c in codes)
     encoder = load_encoder(model or settings.model, settings.threads, settings.batch_size)
     replayer = Replayer(store, encoder.name, encoder.logit_scale, encoder.source, settings.replay_chunks,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 from urllib.parse import unquote, urlparse
 
-from vocab.prompts import l2_normalise
+from vocab.prompts import prompt_ensemble
 from vocab.schema import Vocabulary
 from vocab.scoring import clip_logits, sigmoid
 
@@ -56,8 +56,7 @@ def try_description(store: "Store", encoder: "Encoder", vocab: Vocabulary, descr
                     templates: Sequence[str] | None = None) -> TryResult:
     """Score ``description`` against every stored embedding: one matrix product, no decoding.
     Uses the vocabulary-wide templates and calibration."""
-    prompts = [t.format(description=description) for t in (templates or vocab.templates)]
-    text = l2_normalise(l2_normalise(encoder.encode_texts(prompts)).mean(axis=0))
+    text = prompt_ensemble(encoder, [t.format(description=description) for t in (templates or vocab.templates)])
     ids, embeddings = store.read_embeddings(encoder.name)
     if not ids:
         raise LookupError(f"no stored embeddings for model {encoder.name!r}: tag or ingest images first")

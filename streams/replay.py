@@ -169,11 +169,11 @@ class Replayer:
     def _insert(self, select: str, parameters: dict, count: bool) -> int:
         """INSERT the rows of ``select``; with ``count``, count them first and return how
         many (the embedded engine reports no written_rows)."""
-        rows = int(self.store.scalar(f"SELECT count() FROM ({select})", parameters)) if count else -1
-        if rows:
+        rows = int(self.store.scalar(f"SELECT count() FROM ({select})", parameters)) if count else None
+        if rows != 0:
             # each (attribute, image_id) occurs once per statement: skip the insert-time dedup
             self.store.client.command(INSERT_SCORES + select, parameters=parameters, settings={"optimize_on_insert": 0})
-        return max(rows, 0)
+        return rows or 0
 
     @staticmethod
     def _refs(vocab: Vocabulary, code: str) -> dict:

@@ -99,8 +99,11 @@ class Service:
 
     def _encode_prompts(self, vocab: Vocabulary, codes) -> dict[str, "np.ndarray"]:
         texts = text_embeddings(self.encoder, vocab, codes)
-        self.counters.prompts_encoded += sum(len(vocab.templates_for(vocab.entry(c))) for c in texts)
+        self._count_prompts(vocab, texts)
         return texts
+
+    def _count_prompts(self, vocab: Vocabulary, codes) -> None:
+        self.counters.prompts_encoded += sum(len(vocab.templates_for(vocab.entry(c))) for c in codes)
 
     # -- ingest --------------------------------------------------------------------------
 
@@ -196,9 +199,7 @@ class Service:
         report = await self.run(lambda: apply_vocabulary(
             self.store, self.encoder, old, vocab, self.settings.replay_chunks, self.texts, on_switch=switch))
         diff, replay = report.diff, report.replay
-        self.counters.prompts_encoded += sum(
-            len(vocab.templates_for(vocab.entry(c))) for c in diff.rescore if c in self.texts and
-            vocab.entry(c).type == "clip")
+        self._count_prompts(vocab, [c for c in diff.rescore if c in self.texts])
         self.counters.replays += 1
         self.counters.replayed_score_rows += replay.score_rows + replay.late_score_rows
         log.info("vocabulary %s v%d applied: added %s, changed %s, removed %s, dependents %s; %d scores of "

@@ -37,6 +37,16 @@ def _base_signature(vocab: Vocabulary, attribute: Attribute) -> tuple:
     return tuple(render_prompts(vocab, attribute)), calibration.centre, calibration.scale
 
 
+def dependents(vocab: Vocabulary, codes: set[str]) -> list[str]:
+    """Derived attributes not in ``codes`` that read any of them, directly or through
+    other derived attributes, in evaluation order."""
+    found: list[str] = []
+    for derived in vocab.derived_in_order():
+        if derived.code not in codes and references(parse_rule(derived.rule)) & (codes | set(found)):
+            found.append(derived.code)
+    return found
+
+
 def diff_vocabularies(old: Vocabulary | None, new: Vocabulary) -> VocabularyDiff:
     """The diff from ``old`` (None: nothing applied yet) to ``new``."""
     old_base = {a.code: _base_signature(old, a) for a in old.attributes} if old else {}
@@ -56,17 +66,11 @@ def diff_vocabularies(old: Vocabulary | None, new: Vocabulary) -> VocabularyDiff
             changed.append(derived.code)
     removed = [c for c in (old.codes if old else []) if c not in set(new.codes)]
 
-    touched = set(added) | set(changed) | set(removed)
-    dependents = []
-    for derived in new.derived_in_order():
-        if derived.code in touched:
-            continue
-        if references(parse_rule(derived.rule)) & (touched | set(dependents)):
-            dependents.append(derived.code)
+    affected = dependents(new, set(added) | set(changed) | set(removed))
     order = {code: i for i, code in enumerate(new.codes)}
     return VocabularyDiff(
         added=tuple(sorted(added, key=order.get)),
         changed=tuple(sorted(changed, key=order.get)),
         removed=tuple(removed),
-        dependents=tuple(sorted(dependents, key=order.get)),
+        dependents=tuple(sorted(affected, key=order.get)),
     )

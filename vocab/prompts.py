@@ -7,7 +7,9 @@ CLIP's zero-shot recipe: normalise each, average, normalise again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+from models.encoder import l2_normalise  # noqa: F401 - re-exported for callers of vocab.prompts
 
 from vocab.schema import Attribute, Vocabulary
 
@@ -22,11 +24,13 @@ def render_prompts(vocab: Vocabulary, attribute: Attribute) -> list[str]:
     return [t.format(description=attribute.description) for t in vocab.templates_for(attribute)]
 
 
-def l2_normalise(matrix: "np.ndarray") -> "np.ndarray":
-    import numpy as np
+def ensemble(embeddings: "np.ndarray") -> "np.ndarray":
+    """One direction from several prompts' embeddings: normalise each, average, normalise."""
+    return l2_normalise(l2_normalise(embeddings).mean(axis=0))
 
-    norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
-    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+
+def prompt_ensemble(encoder: "Encoder", prompts: Sequence[str]) -> "np.ndarray":
+    return ensemble(encoder.encode_texts(prompts))
 
 
 def text_embeddings(
@@ -42,10 +46,10 @@ def text_embeddings(
     flat = [p for a in attributes for p in prompts[a.code]]
     if not flat:
         return {}
-    encoded = l2_normalise(encoder.encode_texts(flat))
+    encoded = encoder.encode_texts(flat)
     out, start = {}, 0
     for attribute in attributes:
         count = len(prompts[attribute.code])
-        out[attribute.code] = l2_normalise(encoded[start:start + count].mean(axis=0))
+        out[attribute.code] = ensemble(encoded[start:start + count])
         start += count
     return out

@@ -63,8 +63,10 @@ def _parser():
     return Lark(GRAMMAR, parser="lalr")
 
 
+@lru_cache(maxsize=4096)
 def parse_rule(text: str) -> Rule:
-    """Parse ``text`` into a rule tree, or raise RuleError naming the position."""
+    """Parse ``text`` into a rule tree, or raise RuleError naming the position. Cached: the
+    trees are immutable and every ingest batch evaluates the same rules."""
     from lark.exceptions import LarkError, UnexpectedInput
 
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import keyword
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -188,10 +189,15 @@ class Vocabulary(_Strict):
             visit(d.code)
         return ordered
 
-    def content_hash(self) -> str:
-        """sha256 of the canonical JSON document: equal hashes mean equal vocabularies."""
+    @cached_property
+    def _canonical_hash(self) -> str:
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON document: equal hashes mean equal vocabularies.
+        Computed once per (frozen) document."""
+        return self._canonical_hash
 
 
 def _entry_name(doc: Any, loc: tuple) -> str:
