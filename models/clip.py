@@ -83,6 +83,16 @@ class ClipEncoder:
             self._text_tower = TextTower(session, tokenizer, self.batch_size)
         return self._text_tower
 
+    def prepare_image(self, image: "Image") -> "np.ndarray":
+        return preprocess([image], self.spec.image_size, self.spec.mean, self.spec.std)[0]
+
+    def encode_prepared(self, prepared: Sequence["np.ndarray"]) -> "np.ndarray":
+        import numpy as np
+
+        if not len(prepared):
+            return np.zeros((0, self.dim), np.float32)
+        return self.image_tower.encode_pixels(np.stack(prepared))
+
     def encode_images(self, images: Sequence["Image"]) -> "np.ndarray":
         import numpy as np
 

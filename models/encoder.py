@@ -29,6 +29,17 @@ class Encoder(Protocol):
     source: str
     """The ``source`` written with scores: 'clip' for a real model, 'mock' for the mock."""
 
+    def prepare_image(self, image: "Image") -> "np.ndarray":
+        """What the image tower needs of one decoded image (CLIP: its normalised pixels).
+
+        The worker prepares each image as soon as it is decoded and keeps only this, so a
+        batch never holds more than one full-size decoded image."""
+        ...
+
+    def encode_prepared(self, prepared: Sequence["np.ndarray"]) -> "np.ndarray":
+        """(len(prepared), dim) unit-length float32 embeddings of prepared images."""
+        ...
+
     def encode_images(self, images: Sequence["Image"]) -> "np.ndarray":
         """(len(images), dim) unit-length float32 embeddings of decoded RGB images."""
         ...

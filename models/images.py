@@ -42,9 +42,11 @@ def open_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         raise ImageError(name, "not an image (format not recognised)") from None
     except Image.DecompressionBombError as err:
         raise ImageError(name, f"refused before decoding: {err}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise ImageError(name, f"cannot decode image header: {err}") from None
+    except Exception as err:  # a fuzzed file can make Pillow raise anything (TypeError, struct.error, ...)
+        raise ImageError(name, f"cannot decode image header: {_describe(err)}") from None
     width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageError(name, f"has no pixels ({width}x{height})")
     if width * height > max_pixels:
         raise ImageError(
             name, f"refused before decoding: {width}x{height} is {width * height:,} pixels, "
@@ -53,10 +55,22 @@ def open_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     try:
         image.seek(0)
         image.load()
-        image = ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise ImageError(name, f"cannot decode {image.format or 'image'}: {err}") from None
-    return to_rgb(image)
+        ImageOps.exif_transpose(image, in_place=True)  # a copy would double the peak of a large image
+    except Exception as err:
+        raise ImageError(name, f"cannot decode {image.format or 'image'}: {_describe(err)}") from None
+    try:
+        return to_rgb(image)
+    except Exception as err:
+        raise ImageError(name, f"cannot convert {image.format or 'image'} mode {image.mode} to RGB: "
+                               f"{_describe(err)}") from None
+
+
+def _describe(err: Exception) -> str:
+    """Pillow's own errors speak for themselves; anything else also says what it was."""
+    message = str(err)[:300]
+    if isinstance(err, (OSError, SyntaxError, ValueError, EOFError)) and message:
+        return message
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
 
 
 def to_rgb(image: "Image") -> "Image":

@@ -38,11 +38,17 @@ class MockEncoder:
         vector = w * shared + np.sqrt(1 - w * w) * noise / np.linalg.norm(noise)
         return (vector / np.linalg.norm(vector)).astype(np.float32)
 
-    def encode_images(self, images: Sequence["Image"]) -> "np.ndarray":
+    def prepare_image(self, image: "Image") -> "np.ndarray":
+        """The mock's whole encoding happens here: a vector from the decoded pixels."""
+        return self._vector(b"image:" + image.convert("RGB").tobytes())
+
+    def encode_prepared(self, prepared: Sequence["np.ndarray"]) -> "np.ndarray":
         import numpy as np
 
-        rows = [self._vector(b"image:" + image.convert("RGB").tobytes()) for image in images]
-        return np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
+        return np.stack(prepared) if len(prepared) else np.zeros((0, self.dim), np.float32)
+
+    def encode_images(self, images: Sequence["Image"]) -> "np.ndarray":
+        return self.encode_prepared([self.prepare_image(image) for image in images])
 
     def encode_texts(self, texts: Sequence[str]) -> "np.ndarray":
         import numpy as np

@@ -1,19 +1,27 @@
-"""The Faust app: topics, the two agents, and the worker's loopback HTTP pages.
+"""The Faust app: topics, the two agents, and the worker's control page.
 
-- ``ingest``: image events in batches (``take_events``), handed to the Service; Faust acks
-  a batch only after the agent returns from it, i.e. after the ClickHouse write.
-- ``vocabularies``: whole vocabulary documents, one at a time.
-- ``/status/`` and ``/query/`` on 127.0.0.1: how the CLI reads an embedded (chdb)
-  database while this worker owns it.
+- ``ingest``: image events in batches (``take_events``), handed to the Service.
+  ``take_events`` acknowledges a batch in a ``finally``, whatever happened to it; so each
+  event's message is held (one more reference) while its batch is processed and released
+  only when the Service has stored or dead-lettered every event. A batch that fails as a
+  whole stays unacknowledged: its offsets are never committed and Kafka delivers it again
+  after a restart or a rebalance.
+- ``vocabularies``: whole vocabulary documents, one at a time; the Service dead-letters
+  any it cannot apply.
+- the control page (streams.control) on 127.0.0.1, behind a secret: how the CLI reads an
+  embedded (chdb) database while this worker owns it. Faust's own web server is off.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
+import tempfile
 
 import faust
-from faust.web import View
 
+from streams.control import ControlPage
 from streams.ingest import RawEvent
 from streams.service import Service
 from streams.settings import Settings
@@ -22,14 +30,14 @@ log = logging.getLogger("columnist.worker")
 
 
 def create_app(settings: Settings) -> tuple[faust.App, Service]:
+    datadir = tempfile.mkdtemp(prefix="columnist-faust-")  # tables live in memory: nothing here outlives us
+    atexit.register(shutil.rmtree, datadir, ignore_errors=True)
     app = faust.App(
         settings.group,
         broker=f"kafka://{settings.kafka}",
         store="memory://",
-        web_enabled=True,
-        web_bind="127.0.0.1",
-        web_host="127.0.0.1",
-        web_port=settings.worker_port,
+        datadir=datadir,
+        web_enabled=False,
         consumer_auto_offset_reset="earliest",
         topic_allow_declare=False,  # topics are created explicitly (streams.kafka_admin)
         topic_disable_leader=True,
@@ -45,38 +53,41 @@ def create_app(settings: Settings) -> tuple[faust.App, Service]:
         await dead_letters.send(value=value)
 
     service = Service(settings, send_dead_letter)
+    control = ControlPage(service, settings)
 
     @app.task
     async def start() -> None:
+        await control.start()
         await service.start()
+
+    @app.on_before_shutdown.connect
+    async def stop(app, **kwargs) -> None:
+        await control.stop()
 
     @app.agent(images, name="ingest")
     async def ingest(stream):
         await service.started.wait()
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
-            await service.ingest([RawEvent(e.message.value, e.message.partition, e.message.offset) for e in events])
+            for event in events:
+                event.message.incref()  # held until stored: the finally in take_events must not ack it
+            try:
+                await service.ingest([RawEvent(e.message.value, e.message.partition, e.message.offset)
+                                      for e in events])
+            except Exception:
+                service.counters.batches_held += 1
+                log.exception("a batch of %d events from %s (partition %s, offsets %s-%s) was not stored; it stays "
+                              "unacknowledged and is delivered again after a restart", len(events),
+                              settings.topic_images, events[0].message.partition, events[0].message.offset,
+                              events[-1].message.offset)
+                continue
+            for event in events:
+                event.message.decref()
 
     @app.agent(vocabularies, name="vocabularies")
     async def apply_vocabularies(stream):
         await service.started.wait()
         async for event in stream.events():
             await service.vocabulary_event(RawEvent(event.message.value, event.message.partition, event.message.offset))
-
-    @app.page("/status/")
-    async def status(web, request):
-        return web.json(await service.status())
-
-    @app.page("/query/")
-    class Query(View):
-        async def post(self, request):
-            from streams.output import plain
-
-            body = await request.json()
-            try:
-                columns, rows = await service.query(body["sql"])
-            except Exception as err:  # the database's message is what the user needs
-                return self.json({"error": str(err)}, status=400)
-            return self.json({"columns": columns, "rows": [[plain(v) for v in row] for row in rows]})
 
     return app, service
 

@@ -1,21 +1,32 @@
 """The JSON events on columnist's topics, and their parsing into typed records.
 
 Plain JSON with a ``schema`` version, so any producer works (kcat, another service).
-Every parse failure becomes an EventError whose message says what is wrong, for the
-dead-letter topic.
+Every event is hostile until bounded: its size, its nesting depth, the digits of its numbers
+and the size of its ``meta`` are checked before anything uses it, and every parse failure
+becomes an EventError whose message says what is wrong, for the dead-letter topic.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SCHEMA_VERSION = 1
+MAX_EVENT_BYTES = 1_048_576
+"""Kafka's default message size: nothing larger can be a columnist event (data: URIs included)."""
+MAX_DEPTH = 32
+"""Nesting of JSON objects and arrays; ``meta`` is for flat facts such as a mission name."""
+MAX_META_BYTES = 16_384
+MAX_DEAD_LETTER_EVENT = 65_536
+"""The original event is kept whole up to this size in a dead letter; beyond it, its head,
+its size and its sha256 (a dead letter must itself fit in a Kafka message)."""
+MAX_REASON = 2_000
 
 
 class EventError(ValueError):
@@ -30,8 +41,15 @@ class ImageEvent(BaseModel):
     schema_: Literal[1] = Field(1, alias="schema")
     image_id: str = Field(min_length=1, max_length=1024)
     uri: str = Field(min_length=1)
-    collection: str = ""
+    collection: str = Field("", max_length=256)
     meta: dict[str, Any] = {}
+
+    @field_validator("meta")
+    @classmethod
+    def _bounded_meta(cls, meta: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(meta)) > MAX_META_BYTES:
+            raise ValueError(f"over {MAX_META_BYTES:,} bytes of JSON")
+        return meta
 
 
 class VocabEvent(BaseModel):
@@ -40,9 +58,9 @@ class VocabEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     schema_: Literal[1] = Field(1, alias="schema")
-    name: str
+    name: str = Field(max_length=256)
     version: int
-    content_hash: str
+    content_hash: str = Field(max_length=128)
     document: dict[str, Any]
 
 
@@ -54,24 +72,55 @@ def _describe(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _parse(raw: bytes | str, model: type[BaseModel]) -> Any:
+def nesting_depth(raw: bytes) -> int:
+    """How deeply objects and arrays nest, counted without parsing (strings skipped), so a
+    document nested 100,000 deep is refused before the recursive JSON parser sees it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x7B, 0x5B):  # { [
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x7D, 0x5D):  # } ]
+            depth -= 1
+    return deepest
+
+
+def _parse(raw: bytes | str | None, model: type[BaseModel]) -> Any:
+    if raw is None:
+        raise EventError("empty event (a tombstone: a key with no value)")
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", errors="surrogatepass")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventError(f"event is {len(raw):,} bytes, over the limit of {MAX_EVENT_BYTES:,}")
+    if nesting_depth(raw) > MAX_DEPTH:
+        raise EventError(f"JSON nested more than {MAX_DEPTH} levels deep")
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise EventError(f"not valid JSON: {err}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # ValueError: bad JSON, 4,300+ digit integers
+        raise EventError(f"not valid JSON: {str(err)[:200]}") from None
     if not isinstance(data, dict):
         raise EventError(f"expected a JSON object, got {type(data).__name__}")
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise EventError(_describe(err)) from None
+        raise EventError(_describe(err)[:MAX_REASON]) from None
 
 
-def parse_image_event(raw: bytes | str) -> ImageEvent:
+def parse_image_event(raw: bytes | str | None) -> ImageEvent:
     return _parse(raw, ImageEvent)
 
 
-def parse_vocab_event(raw: bytes | str) -> VocabEvent:
+def parse_vocab_event(raw: bytes | str | None) -> VocabEvent:
     return _parse(raw, VocabEvent)
 
 
@@ -85,15 +134,29 @@ def vocab_event(vocab) -> bytes:
                        "content_hash": vocab.content_hash(), "document": vocab.model_dump(mode="json")}).encode()
 
 
-def dead_letter(raw: bytes, topic: str, error: Exception, partition: int | None = None,
+def _original(raw: bytes | None) -> dict[str, Any]:
+    """The original event as text (hex when it is not UTF-8); a large one is cut to its head,
+    with its size and sha256 kept."""
+    if raw is None:
+        return {"event": None}
+    if len(raw) <= MAX_DEAD_LETTER_EVENT:
+        try:
+            return {"event": raw.decode("utf-8")}
+        except UnicodeDecodeError:
+            if len(raw) <= MAX_DEAD_LETTER_EVENT // 2:
+                return {"event": raw.hex()}
+    head = raw[:MAX_DEAD_LETTER_EVENT // 4].decode("utf-8", errors="replace")
+    return {"event": head, "event_truncated": True, "event_bytes": len(raw),
+            "event_sha256": hashlib.sha256(raw).hexdigest()}
+
+
+def dead_letter(raw: bytes | None, topic: str, error: Exception, partition: int | None = None,
                 offset: int | None = None, image_id: str | None = None) -> bytes:
-    """The original event with the error class and message, the worker and the time."""
-    try:
-        original: Any = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        original = raw.hex()
+    """The original event (bounded), the error class and message, where it came from, the
+    worker and the time. Always well under Kafka's message size, whatever the event was."""
     return json.dumps({
         "schema": SCHEMA_VERSION, "topic": topic, "partition": partition, "offset": offset,
-        "image_id": image_id, "event": original, "error": type(error).__name__, "reason": str(error),
+        "image_id": image_id[:1024] if image_id else image_id, **_original(raw),
+        "error": type(error).__name__, "reason": str(error)[:MAX_REASON],
         "worker": f"{socket.gethostname()}:{os.getpid()}", "time": datetime.now(timezone.utc).isoformat(),
     }).encode()

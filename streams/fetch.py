@@ -1,17 +1,29 @@
 """Fetching an image's bytes from its URI, within the limits the operator configured.
 
-``file://`` only inside the configured roots (after resolving symlinks and ``..``),
-``data:`` up to the size cap, ``http(s)://`` only to allow-listed hosts (none by default).
-Anything else is refused with a FetchError that says why.
+``file://`` only inside the configured roots, ``data:`` up to the size cap, ``http(s)://``
+only to allow-listed hosts (none by default). Anything else is refused with a FetchError
+that says why, naming the URI as the producer wrote it (never where a link points).
+
+Files are opened first and checked afterwards, on the opened descriptor: it must be a
+regular file (a FIFO or a device would block or never end), its real path (the kernel's,
+from /proc/self/fd) must lie inside a root, so renaming a folder between a check and the
+open cannot lead outside, and a hard link to an outside file is refused. At most the cap is
+read. An http fetch has one deadline for the whole exchange, so a server that drips a byte
+every few seconds cannot hold the worker.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+MAX_URI_CHARS = 8_192
+"""Longest file:// or http(s):// URI (data: URIs are bounded by the image size cap)."""
 
 
 class FetchError(ValueError):
@@ -23,75 +35,174 @@ class FetchPolicy:
     roots: list[Path] = field(default_factory=list)
     allowed_hosts: set[str] = field(default_factory=set)
     max_bytes: int = 50_000_000
-    http_timeout: float = 10.0
+    http_timeout: float = 20.0
+    """Seconds for a whole http exchange: connect, headers and body."""
+    allow_hard_links: bool = False
+    """Read files that have several names (a hard link can name a file outside the roots)."""
 
 
 def fetch(uri: str, policy: FetchPolicy) -> bytes:
     scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
-    if scheme == "file":
-        return _fetch_file(uri, policy)
     if scheme == "data":
         return _fetch_data(uri, policy)
+    if len(uri) > MAX_URI_CHARS:
+        raise FetchError(f"URI of {len(uri):,} characters is over the limit of {MAX_URI_CHARS:,}")
+    if scheme == "file":
+        return _fetch_file(uri, policy)
     if scheme in ("http", "https"):
         return _fetch_http(uri, policy)
-    raise FetchError(f"unsupported URI scheme {scheme or '(none)'!r} in {uri[:100]!r}: use file://, data: or http(s)://")
+    raise FetchError(f"unsupported URI scheme {scheme[:20] or '(none)'!r} in {uri[:100]!r}: "
+                     "use file://, data: or http(s)://")
+
+
+# -- file:// -------------------------------------------------------------------------------
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
 
 
 def _fetch_file(uri: str, policy: FetchPolicy) -> bytes:
-    parsed = urlparse(uri)
-    if parsed.netloc not in ("", "localhost"):
-        raise FetchError(f"file URI {uri!r} names a host; only local files can be read")
-    path = Path(unquote(parsed.path)).resolve()
-    if not any(path.is_relative_to(root) for root in policy.roots):
-        roots = ", ".join(map(str, policy.roots)) or "none configured (set COLUMNIST_IMAGE_ROOTS)"
-        raise FetchError(f"{path} is outside the image roots ({roots})")
     try:
-        size = path.stat().st_size
-        if size > policy.max_bytes:
-            raise FetchError(f"{path} is {size:,} bytes, over the limit of {policy.max_bytes:,} bytes")
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise FetchError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise FetchError(f"{path}: is a directory") from None
-    except PermissionError:
-        raise FetchError(f"{path}: permission denied") from None
+        parsed = urlparse(uri)
+    except ValueError as err:
+        raise FetchError(f"malformed file URI {uri[:200]!r}: {err}") from None
+    if parsed.netloc not in ("", "localhost"):
+        raise FetchError(f"file URI {uri[:200]!r} names a host; only local files can be read")
+    given = unquote(parsed.path)
+    if "\x00" in given:
+        raise FetchError(f"file URI {uri[:200]!r} contains a NUL byte")
+    if not policy.roots:
+        raise FetchError(f"{given[:200]} cannot be read: no image roots are configured (set COLUMNIST_IMAGE_ROOTS)")
+    try:
+        resolved = Path(given).resolve()
+    except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop
+        raise FetchError(f"{given[:200]}: cannot resolve the path ({err.__class__.__name__})") from None
+    if not _inside(resolved, policy.roots):  # refuse early, before touching the file
+        raise FetchError(f"{given[:200]} is outside the image roots ({', '.join(map(str, policy.roots))})")
+    fd = _open(resolved, given)
+    try:
+        return _read_regular_file(fd, given, policy)
+    finally:
+        os.close(fd)
 
+
+_OPEN_ERRORS = {"ENOENT": "file not found", "ENOTDIR": "a part of the path is not a folder",
+                "ELOOP": "the path changed into a symbolic link while it was opened",
+                "ENAMETOOLONG": "the file name is too long", "EACCES": "permission denied",
+                "ENXIO": "not a regular file (a socket or an unconnected FIFO)"}
+
+
+def _open(path: Path, given: str) -> int:
+    """Open without blocking (a FIFO would) and without following a final symlink."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        return os.open(path, flags)
+    except OSError as err:
+        import errno
+
+        reason = _OPEN_ERRORS.get(errno.errorcode.get(err.errno or 0, ""), err.strerror or type(err).__name__)
+        raise FetchError(f"{given[:200]}: {reason}") from None
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _read_regular_file(fd: int, given: str, policy: FetchPolicy) -> bytes:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise FetchError(f"{given[:200]} is {_kind(info.st_mode)}, not a regular file")
+    real = _real_path(fd)
+    if real is not None and not _inside(real, policy.roots):
+        raise FetchError(f"{given[:200]} is outside the image roots (it moved while it was opened)")
+    if info.st_nlink > 1 and not policy.allow_hard_links:
+        raise FetchError(f"{given[:200]} has {info.st_nlink} hard links; files with several names are not read "
+                         "(one may lie outside the roots; COLUMNIST_ALLOW_HARD_LINKS=1 allows them)")
+    if info.st_size > policy.max_bytes:
+        raise FetchError(f"{given[:200]} is {info.st_size:,} bytes, over the limit of {policy.max_bytes:,} bytes")
+    chunks, total = [], 0
+    while total <= policy.max_bytes:  # the file may grow after fstat: read at most the cap + 1
+        chunk = os.read(fd, min(1 << 20, policy.max_bytes + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > policy.max_bytes:
+        raise FetchError(f"{given[:200]} grew over the limit of {policy.max_bytes:,} bytes while it was read")
+    return b"".join(chunks)
+
+
+def _real_path(fd: int) -> Path | None:
+    """Where the opened descriptor really is (Linux); None where /proc is not available."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return None
+
+
+# -- data: ---------------------------------------------------------------------------------
 
 def _fetch_data(uri: str, policy: FetchPolicy) -> bytes:
     header, sep, payload = uri.partition(",")
     if not sep:
         raise FetchError("data URI has no ',' before its payload")
-    if len(payload) > policy.max_bytes * 4 // 3 + 4:
+    if len(payload) > policy.max_bytes * 3 + 4:  # no encoding is longer than 3 characters a byte
         raise FetchError(f"data URI payload is over the limit of {policy.max_bytes:,} bytes")
     if header.endswith(";base64"):
         try:
-            return base64.b64decode(payload, validate=True)
+            data = base64.b64decode(payload, validate=True)
         except binascii.Error as err:
             raise FetchError(f"data URI is not valid base64: {err}") from None
-    return unquote(payload).encode("latin-1", errors="replace")
+    else:
+        data = unquote(payload).encode("latin-1", errors="replace")
+    if len(data) > policy.max_bytes:
+        raise FetchError(f"data URI holds {len(data):,} bytes, over the limit of {policy.max_bytes:,} bytes")
+    return data
 
+
+# -- http(s):// ----------------------------------------------------------------------------
 
 def _fetch_http(uri: str, policy: FetchPolicy) -> bytes:
-    import urllib.request
-
-    host = (urlparse(uri).hostname or "").lower()
-    if host not in policy.allowed_hosts:
-        raise FetchError(f"host {host!r} is not on the http allow-list (COLUMNIST_HTTP_ALLOW)")
-
-    class NoRedirects(urllib.request.HTTPRedirectHandler):
-        """A redirect could lead off the allow-list: refuse it."""
-
-        def redirect_request(self, req, fp, code, msg, headers, newurl):
-            raise FetchError(f"{uri} redirects to {newurl}; redirects are not followed")
-
-    opener = urllib.request.build_opener(NoRedirects)
-    request = urllib.request.Request(uri, headers={"User-Agent": "columnist"})
     try:
-        with opener.open(request, timeout=policy.http_timeout) as response:
-            data = response.read(policy.max_bytes + 1)
-    except OSError as err:
-        raise FetchError(f"cannot fetch {uri}: {err}") from None
-    if len(data) > policy.max_bytes:
-        raise FetchError(f"{uri} is over the limit of {policy.max_bytes:,} bytes")
-    return data
+        parsed = urlparse(uri)
+        host, port = (parsed.hostname or "").lower(), parsed.port
+    except ValueError as err:  # a bad port, an unclosed [IPv6 bracket
+        raise FetchError(f"malformed URL {uri[:200]!r}: {err}") from None
+    if parsed.username is not None or parsed.password is not None:
+        raise FetchError(f"URL {parsed.scheme}://…@{host}{':' + str(port) if port else ''}{parsed.path[:100]} carries "
+                         "credentials; they are not supported (they would be stored and logged with the URI)")
+    if host not in policy.allowed_hosts:
+        raise FetchError(f"host {host[:100]!r} is not on the http allow-list (COLUMNIST_HTTP_ALLOW)")
+    import asyncio
+
+    return asyncio.run(_get(uri, policy))
+
+
+async def _get(uri: str, policy: FetchPolicy) -> bytes:
+    import asyncio
+
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=policy.http_timeout)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": "columnist"}) as session:
+            async with session.get(uri, allow_redirects=False) as response:
+                if 300 <= response.status < 400:
+                    raise FetchError(f"{uri[:200]} redirects to {response.headers.get('Location', '?')[:200]}; "
+                                     "redirects are not followed")
+                if response.status != 200:
+                    raise FetchError(f"{uri[:200]} answered HTTP {response.status}")
+                data = bytearray()
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    data += chunk
+                    if len(data) > policy.max_bytes:
+                        raise FetchError(f"{uri[:200]} is over the limit of {policy.max_bytes:,} bytes")
+                return bytes(data)
+    except asyncio.TimeoutError:
+        raise FetchError(f"{uri[:200]} did not answer in full within {policy.http_timeout:g} s") from None
+    except (aiohttp.ClientError, OSError, ValueError) as err:
+        raise FetchError(f"cannot fetch {uri[:200]}: {type(err).__name__}: {str(err)[:200]}") from None

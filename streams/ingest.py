@@ -1,32 +1,27 @@
-"""One batch of image events -> a scored batch for the store, plus the events it rejects.
+"""One batch of image events -> prepared images for the pipeline, plus the events it rejects.
 
-Runs off the event loop (it decodes and encodes). Each event is parsed, fetched and decoded
-on its own; a bad one is rejected with its reason and the rest of the batch goes on.
+Runs off the event loop (it fetches and decodes). Each event is parsed, fetched, decoded
+and preprocessed on its own, and any exception it raises, whatever its class, makes it a
+rejected event with its reason: one bad event never costs its batch-mates.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
-from models.images import ImageError, open_image
-from streams.events import EventError, parse_image_event
-from streams.fetch import FetchError, FetchPolicy, fetch
-from streams.store import ImageRecord, ScoredBatch
-from vocab.scoring import score_vocabulary
+from streams.events import parse_image_event
+from streams.fetch import FetchPolicy, fetch
+from streams.pipeline import PreparedImage, prepare
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from models.encoder import Encoder
-    from vocab.schema import Vocabulary
 
 
 @dataclass(frozen=True)
 class RawEvent:
-    value: bytes
+    value: bytes | None
     partition: int | None = None
     offset: int | None = None
 
@@ -51,24 +46,25 @@ class Counters:
     replays: int = 0
     replayed_score_rows: int = 0
     store_retries: int = 0
+    batches_held: int = 0
+    """Batches that failed as a whole: left unacknowledged, delivered again after a restart."""
     # seconds spent per stage of ingest (where the time goes: `make bench`)
     fetch_decode_s: float = 0.0
+    """Fetch, decode and preprocess."""
     encode_s: float = 0.0
-    score_s: float = 0.0
+    """Image tower and scoring."""
     write_s: float = 0.0
 
 
 @dataclass
-class IngestResult:
-    batch: ScoredBatch | None
+class Prepared:
+    images: list[PreparedImage] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
 
 
-def process_events(
-    events: Sequence[RawEvent], vocab: "Vocabulary", texts: dict[str, "np.ndarray"], encoder: "Encoder",
-    policy: FetchPolicy, counters: Counters,
-) -> IngestResult:
-    records, images, rejected = [], [], []
+def prepare_events(events: Sequence[RawEvent], encoder: "Encoder", policy: FetchPolicy, counters: Counters,
+                   max_pixels: int) -> Prepared:
+    out = Prepared()
     started = time.perf_counter()
     for event in events:
         image_id = None
@@ -76,23 +72,12 @@ def process_events(
             parsed = parse_image_event(event.value)
             image_id = parsed.image_id
             data = fetch(parsed.uri, policy)
-            image = open_image(data, f"image {image_id!r} ({parsed.uri[:200]})")
-        except (EventError, FetchError, ImageError) as err:
-            rejected.append(Rejected(event, err, image_id))
+            uri = parsed.uri if not parsed.uri.startswith("data:") else "data:"
+            out.images.append(prepare(data, f"image {image_id!r} ({parsed.uri[:200]})", encoder, image_id, uri,
+                                      parsed.collection, max_pixels))
+        except Exception as err:  # any failure of one event is that event's dead letter
+            out.rejected.append(Rejected(event, err, image_id))
             continue
         counters.images_decoded += 1
-        records.append(ImageRecord(image_id=image_id, uri=parsed.uri if not parsed.uri.startswith("data:") else "data:",
-                                   collection=parsed.collection, width=image.width, height=image.height,
-                                   sha256=hashlib.sha256(data).hexdigest()))
-        images.append(image)
-    decoded = time.perf_counter()
-    counters.fetch_decode_s += decoded - started
-    if not images:
-        return IngestResult(None, rejected)
-    embeddings = encoder.encode_images(images)
-    counters.images_encoded += len(images)
-    encoded = time.perf_counter()
-    counters.encode_s += encoded - decoded
-    scores = score_vocabulary(embeddings, texts, vocab, encoder.logit_scale, encoder.source)
-    counters.score_s += time.perf_counter() - encoded
-    return IngestResult(ScoredBatch(encoder.name, vocab, records, embeddings, scores), rejected)
+    counters.fetch_decode_s += time.perf_counter() - started
+    return out

@@ -65,11 +65,15 @@ class WorkerProcess:
     """A `columnist worker` subprocess, configured by COLUMNIST_* variables in ``env``."""
 
     def __init__(self, env: dict, log_path: Path):
+        from streams.control import token_path
         from streams.reader import WorkerClient
+        from streams.settings import Settings
 
         self.env = {**os.environ, **{k: str(v) for k, v in env.items()}}
         self.log_path = log_path
-        self.client = WorkerClient(int(self.env["COLUMNIST_WORKER_PORT"]), timeout=60)
+        port = int(self.env["COLUMNIST_WORKER_PORT"])
+        run_dir = self.env.get("COLUMNIST_RUN_DIR", Settings.model_fields["run_dir"].default)
+        self.client = WorkerClient(port, token_path(Settings(run_dir=run_dir), port), timeout=60)
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=REPO, env=self.env,
                                         stdout=self._log, stderr=subprocess.STDOUT)
@@ -81,7 +85,7 @@ class WorkerProcess:
     def status(self) -> dict | None:
         try:
             return self.client.status()
-        except (ConnectionError, OSError, ValueError):
+        except (ConnectionError, OSError, ValueError, RuntimeError):
             return None
 
     def wait_ready(self, timeout: float = 120) -> dict:

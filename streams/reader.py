@@ -13,6 +13,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from streams.settings import Settings
@@ -57,14 +58,22 @@ def connect_store(dsn: str, settings: Settings):
 
 
 class WorkerClient:
-    """The worker's loopback HTTP pages."""
+    """The worker's control page (streams.control), with the secret from its token file."""
 
-    def __init__(self, port: int, timeout: float = 60):
-        self.base, self.timeout = f"http://127.0.0.1:{port}", timeout
+    def __init__(self, port: int, token_file: Path, timeout: float = 60):
+        self.base, self.token_file, self.timeout = f"http://127.0.0.1:{port}", token_file, timeout
+
+    def _token(self) -> str:
+        try:
+            return self.token_file.read_text().strip()
+        except OSError as err:
+            raise ConnectionError(f"no worker secret at {self.token_file} ({err.strerror}): is a worker running "
+                                  f"on port {self.base.rsplit(':', 1)[1]} as this user?") from None
 
     def _call(self, path: str, body: dict | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(self.base + path, data=data, headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {self._token()}"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read())
@@ -79,10 +88,10 @@ class WorkerClient:
             raise ConnectionError(f"no worker answers at {self.base}: {err}") from None
 
     def status(self) -> dict:
-        return self._call("/status/")
+        return self._call("/status")
 
     def query(self, sql: str) -> tuple[list[str], list[list]]:
-        answer = self._call("/query/", {"sql": sql})
+        answer = self._call("/query", {"sql": sql})
         return answer["columns"], answer["rows"]
 
 
@@ -94,7 +103,9 @@ class Reader:
         try:
             self.store = connect_store(dsn, settings)
         except StoreLocked:
-            self.worker = WorkerClient(settings.worker_port)
+            from streams.control import token_path
+
+            self.worker = WorkerClient(settings.worker_port, token_path(settings))
 
     @property
     def via(self) -> str:

@@ -1,10 +1,10 @@
 """The worker's state and the two things it does: ingest a batch, apply a vocabulary.
 
 Kept apart from the Faust wiring (streams.app) so it reads as plain asyncio. Blocking work
-(decoding, encoding, ClickHouse) runs on one worker thread, in submission order: a replay
-chunk and an ingest batch never run at the same time, and an ingest batch that started
-with the old vocabulary is written before the replay's final pass looks for images that
-lack the new attributes.
+(decoding, encoding, ClickHouse) runs on one worker thread, in submission order. Scoring a
+batch and writing it, and applying a vocabulary, each hold the vocabulary lock: a batch
+scored with the old vocabulary is written before the switch, so the replay's final pass
+and the removal of dropped attributes see it, and no batch mixes two versions.
 """
 
 from __future__ import annotations
@@ -18,18 +18,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Awaitable, Callable
 
-from streams.events import EventError, dead_letter, parse_vocab_event
+from streams import faults
+from streams.events import dead_letter, parse_vocab_event
 from streams.fetch import FetchPolicy
-from streams.ingest import Counters, RawEvent, Rejected, process_events
+from streams.ingest import Counters, RawEvent, Rejected, prepare_events
+from streams.pipeline import embed_and_score
 from streams.settings import Settings
 from vocab.prompts import text_embeddings
-from vocab.schema import Vocabulary, VocabularyError, vocabulary_from_dict
+from vocab.schema import Vocabulary, vocabulary_from_dict
 
 if TYPE_CHECKING:
     import numpy as np
 
     from models.encoder import Encoder
-    from streams.store import ScoredBatch, Store
+    from streams.store import Store
 
 log = logging.getLogger("columnist.worker")
 SendDeadLetter = Callable[[bytes], Awaitable[None]]
@@ -44,9 +46,11 @@ class Service:
         self.settings = settings
         self.send_dead_letter = send_dead_letter
         self.counters = Counters()
-        self.policy = FetchPolicy(settings.roots, settings.allowed_hosts, settings.max_image_bytes)
+        self.policy = FetchPolicy(settings.roots, settings.allowed_hosts, settings.max_image_bytes,
+                                  settings.http_timeout, settings.allow_hard_links)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-work")
         self.started = asyncio.Event()
+        self.vocab_lock = asyncio.Lock()
         self.store: Store | None = None
         self.encoder: Encoder | None = None
         self.vocab: Vocabulary | None = None
@@ -108,48 +112,67 @@ class Service:
     # -- ingest --------------------------------------------------------------------------
 
     async def ingest(self, events: list[RawEvent]) -> None:
-        """Score and store a batch; dead-letter what cannot be used. Returns only when the
-        batch is stored, so offsets are committed only after the write succeeded."""
-        vocab, texts = self.vocab, self.texts
-        result = await self.run(process_events, events, vocab, texts, self.encoder, self.policy, self.counters)
-        if result.batch is not None:
-            started = time.perf_counter()
-            self.counters.score_rows += await self._write_with_retry(result.batch)
-            self.counters.write_s += time.perf_counter() - started
-        for rejected in result.rejected:
+        """Score and store a batch; dead-letter what cannot be used. Returns only when every
+        event is stored or dead-lettered (offsets are committed after that, not before).
+
+        Each event is prepared on its own (any exception: its dead letter). Encoding, scoring
+        and writing concern the whole batch: they are retried with backoff until they succeed
+        (the stream pauses, nothing is lost), under the vocabulary lock, so a batch is scored
+        and written under one vocabulary version whatever is pushed meanwhile."""
+        faults.point("ingest_batch")
+        s = self.settings
+        prepared = await self.run(prepare_events, events, self.encoder, self.policy, self.counters, s.max_image_pixels)
+        if prepared.images:
+            first = prepared.images[0].record.image_id
+            async with self.vocab_lock:
+                started = time.perf_counter()
+                batch = await self._until_done(
+                    lambda: self.run(embed_and_score, prepared.images, self.vocab, self.texts, self.encoder),
+                    f"encoding {len(prepared.images)} images (first {first!r})")
+                self.counters.images_encoded += len(prepared.images)
+                written = time.perf_counter()
+                self.counters.encode_s += written - started
+                self.counters.score_rows += await self._until_done(
+                    lambda: self.run(self.store.write, batch),
+                    f"ClickHouse write of {len(batch.images)} images (first {first!r})", counted=True)
+                self.counters.write_s += time.perf_counter() - written
+        for rejected in prepared.rejected:
             await self._dead_letter(rejected)
         self.counters.batches += 1
 
-    async def _write_with_retry(self, batch: "ScoredBatch") -> int:
-        """Retry with backoff until the store takes the batch: the stream pauses, nothing is lost."""
-        from tenacity import AsyncRetrying, retry_if_not_exception_type, wait_exponential
+    async def _until_done(self, job: Callable[[], Awaitable], what: str, counted: bool = False,
+                          retry_if: Callable[[BaseException], bool] = lambda err: True):
+        """Await ``job()`` until it succeeds, with backoff (at most 30 s between attempts)."""
+        from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
         def report(state) -> None:
-            self.counters.store_retries += 1
-            log.warning("ClickHouse write of %d images (first %r) failed (attempt %d): %s; retrying in %.1f s",
-                        len(batch.images), batch.images[0].image_id, state.attempt_number,
-                        state.outcome.exception(), state.next_action.sleep)
+            if counted:
+                self.counters.store_retries += 1
+            log.warning("%s failed (attempt %d): %s: %s; retrying in %.1f s", what, state.attempt_number,
+                        type(state.outcome.exception()).__name__, state.outcome.exception(), state.next_action.sleep)
 
-        async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.2, max=30),
-                                           retry=retry_if_not_exception_type((TypeError, AttributeError)),
-                                           before_sleep=report, reraise=True):
+        async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.2, max=30), reraise=True,
+                                           retry=retry_if_exception(retry_if), before_sleep=report):
             with attempt:
-                return await self.run(self.store.write, batch)
+                return await job()
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _dead_letter(self, rejected: Rejected) -> None:
         event = rejected.event
         log.warning("dead letter: %s event at partition %s offset %s (image %r): %s: %s",
-                    self.settings.topic_images, event.partition, event.offset, rejected.image_id,
-                    type(rejected.error).__name__, rejected.error)
-        await self.send_dead_letter(dead_letter(event.value, self.settings.topic_images, rejected.error,
-                                                event.partition, event.offset, rejected.image_id))
+                    self.settings.topic_images, event.partition, event.offset,
+                    rejected.image_id[:200] if rejected.image_id else None,
+                    type(rejected.error).__name__, str(rejected.error)[:500])
+        letter = dead_letter(event.value, self.settings.topic_images, rejected.error,
+                             event.partition, event.offset, rejected.image_id)
+        await self._until_done(lambda: self.send_dead_letter(letter), "sending a dead letter")
         self.counters.dead_letters += 1
 
     # -- vocabularies --------------------------------------------------------------------
 
     async def vocabulary_event(self, event: RawEvent) -> None:
-        """Apply a pushed vocabulary document, or dead-letter it and keep the last good one."""
+        """Apply a pushed vocabulary document, or dead-letter it and keep the last good one.
+        Whatever the document holds, the worker goes on."""
         try:
             vocab = self._parse_vocabulary(event.value)
             if vocab.content_hash() == self.vocab.content_hash() or await self._applied_before(vocab):
@@ -158,13 +181,13 @@ class Service:
             if vocab.version <= self.vocab.version:
                 raise VocabularyRejected(
                     f"version {vocab.version} is not newer than the applied version {self.vocab.version}")
-        except (EventError, VocabularyError, VocabularyRejected) as err:
-            log.warning("vocabulary event at %s offset %s rejected: %s", self.settings.topic_vocab, event.offset, err)
-            await self.send_dead_letter(dead_letter(event.value, self.settings.topic_vocab, err,
-                                                    event.partition, event.offset))
+            await self.apply_vocabulary(vocab)
+        except Exception as err:
+            log.warning("vocabulary event at %s partition %s offset %s rejected: %s: %s", self.settings.topic_vocab,
+                        event.partition, event.offset, type(err).__name__, str(err)[:1000])
+            letter = dead_letter(event.value, self.settings.topic_vocab, err, event.partition, event.offset)
+            await self._until_done(lambda: self.send_dead_letter(letter), "sending a dead letter")
             self.counters.dead_letters += 1
-            return
-        await self.apply_vocabulary(vocab)
 
     async def _applied_before(self, vocab: Vocabulary) -> bool:
         """True for a document applied in the past (a redelivered, older event)."""
@@ -173,9 +196,9 @@ class Service:
                                "AND content_hash = {h:String}", {"n": vocab.name, "h": vocab.content_hash()})
         return count > 0 and vocab.version < self.vocab.version
 
-    def _parse_vocabulary(self, raw: bytes) -> Vocabulary:
+    def _parse_vocabulary(self, raw: bytes | None) -> Vocabulary:
         event = parse_vocab_event(raw)
-        vocab = vocabulary_from_dict(event.document, f"vocabulary event {event.name!r} v{event.version}")
+        vocab = vocabulary_from_dict(event.document, f"vocabulary event {event.name[:100]!r} v{event.version}")
         served = self.vocab.name if self.vocab else None
         if served and vocab.name != served:
             raise VocabularyRejected(f"this worker serves vocabulary {served!r}, not {vocab.name!r}")
@@ -188,16 +211,26 @@ class Service:
         """Encode only new or changed prompts, switch ingest to the new vocabulary, replay
         stored embeddings in checkpointed chunks, then record the vocabulary as applied.
 
-        It runs on the work thread as one job: ingest batches queued meanwhile wait for it
-        and then use the new vocabulary, so none is scored with a mix of the two."""
+        It holds the vocabulary lock: a batch being scored finishes its write first, batches
+        after it use the new vocabulary, so no batch mixes the two and the final pass and
+        the removal of dropped attributes see every row written under the old one. While
+        ClickHouse is unavailable it retries (the job resumes from its checkpoints); on any
+        other failure the worker goes back to the vocabulary it had."""
         from streams.replay import apply_vocabulary
+        from streams.store import is_unavailable
 
         def switch(texts: dict[str, "np.ndarray"]) -> None:
             self.vocab, self.texts = vocab, texts
 
-        old = self.vocab
-        report = await self.run(lambda: apply_vocabulary(
-            self.store, self.encoder, old, vocab, self.settings.replay_chunks, self.texts, on_switch=switch))
+        async with self.vocab_lock:
+            old, old_texts = self.vocab, self.texts
+            try:
+                report = await self._until_done(lambda: self.run(lambda: apply_vocabulary(
+                    self.store, self.encoder, old, vocab, self.settings.replay_chunks, old_texts, on_switch=switch)),
+                    f"applying vocabulary {vocab.name} v{vocab.version}", retry_if=is_unavailable)
+            except BaseException:
+                self.vocab, self.texts = old, old_texts
+                raise
         diff, replay = report.diff, report.replay
         self._count_prompts(vocab, [c for c in diff.rescore if c in self.texts])
         self.counters.replays += 1
@@ -218,11 +251,3 @@ class Service:
             if self.vocab else None,
             "counters": asdict(self.counters),
         }
-
-    async def query(self, sql: str) -> tuple[list[str], list[tuple]]:
-        """A read-only query, for `columnist query` while this worker owns an embedded database."""
-        def run():
-            result = self.store.client.query(sql, settings={"readonly": 1})
-            return list(result.column_names), [tuple(r) for r in result.result_rows]
-
-        return await self.run(run)

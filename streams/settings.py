@@ -47,10 +47,23 @@ class Settings(BaseSettings):
     """Hosts that http(s):// URIs may fetch from, separated by ',' (empty: http is off)."""
     max_image_bytes: int = 50_000_000
     """Largest image accepted from any URI, data: URIs included."""
+    max_image_pixels: int = 60_000_000
+    """Largest image (width x height, read from its header before decoding)."""
+    http_timeout: float = 20.0
+    """Seconds for a whole http(s) fetch: connect, headers and body."""
+    allow_hard_links: bool = False
+    """Read files with several hard links (one of their names may lie outside the roots)."""
 
     # the worker
     worker_port: int = 6066
-    """The worker's HTTP port on 127.0.0.1 (status, and queries while it owns a chdb path)."""
+    """The worker's control page on 127.0.0.1 (status, and queries while it owns a chdb path)."""
+    run_dir: str = "~/.columnist/run"
+    """Where a worker writes the secret of its control page (mode 0600, in a 0700 folder)."""
+    query_timeout: float = 30.0
+    """Seconds a query through the control page may run."""
+    query_max_rows: int = 100_000
+    query_max_bytes: int = 100_000_000
+    """Largest result of a query through the control page (it fails beyond, never truncates)."""
     replay_chunks: int = 0
     """Replays run in this many checkpointed chunks (by a hash of image_id, at most 64);
     0 sizes them to about 250,000 stored embeddings each."""
@@ -58,6 +71,10 @@ class Settings(BaseSettings):
     @property
     def roots(self) -> list[Path]:
         return [Path(p).expanduser().resolve() for p in self.image_roots.split(":") if p.strip()]
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir).expanduser()
 
     @property
     def allowed_hosts(self) -> set[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from string import Template
@@ -24,31 +23,19 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
+    from streams.pipeline import ImageRecord, ScoredBatch
     from vocab.scoring import Scores
 
 SCHEMA_SQL = Path(__file__).resolve().parent.parent / "deploy" / "clickhouse" / "schema.sql"
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-@dataclass(frozen=True)
-class ImageRecord:
-    image_id: str
-    uri: str
-    collection: str
-    width: int
-    height: int
-    sha256: str
+def is_unavailable(err: BaseException) -> bool:
+    """True when ClickHouse could not be reached (try again later), as opposed to a
+    statement it refused."""
+    from clickhouse_connect.driver.exceptions import OperationalError
 
-
-@dataclass
-class ScoredBatch:
-    """What one batch of images produced: metadata, embeddings and attribute scores."""
-
-    model: str
-    vocab: Vocabulary
-    images: list[ImageRecord]
-    embeddings: "np.ndarray"
-    scores: "Scores"
+    return isinstance(err, (ConnectionError, TimeoutError, OperationalError))
 
 
 def normalise_dsn(dsn: str) -> str:
@@ -176,6 +163,7 @@ class Store:
         rows = [self._vocabulary_row(vocab, entry, model) for entry in (*vocab.attributes, *vocab.derived)]
         table = pa.Table.from_pylist(rows, schema=_VOCABULARY_SCHEMA())
         self.client.insert_arrow("columnist.vocabulary", table)
+        self.create_columns_view(vocab)  # before the record: 'applied' means the view is there too
         self.client.insert_arrow("columnist.vocabulary_applied", pa.table({
             "vocab_name": [vocab.name],
             "vocab_version": pa.array([vocab.version], pa.uint32()),
@@ -184,7 +172,6 @@ class Store:
             "model": [model],
             "applied_at": _timestamps(1),
         }))
-        self.create_columns_view(vocab)
 
     @staticmethod
     def _vocabulary_row(vocab: Vocabulary, entry, model: str) -> dict:

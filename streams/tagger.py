@@ -6,16 +6,15 @@ reported with its reason and the rest of its batch goes on.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
-from models.images import ImageError, open_image
-from streams.store import ImageRecord, ScoredBatch, Store
+from models.images import ImageError
+from streams.pipeline import embed_and_score, prepare
+from streams.store import Store
 from vocab.prompts import text_embeddings
 from vocab.schema import Vocabulary
-from vocab.scoring import score_vocabulary
 
 if TYPE_CHECKING:
     from models.encoder import Encoder
@@ -63,27 +62,18 @@ def tag(
     store.apply_vocabulary(vocab, encoder.name)
     report = TagReport()
     for batch in _batches(files, batch_size):
-        records, images = [], []
+        prepared = []
         for image_id, path in batch:
             try:
                 data = path.read_bytes()
-                image = open_image(data, str(path))
+                prepared.append(prepare(data, str(path), encoder, image_id, path.resolve().as_uri(), collection))
             except ImageError as err:
                 report.failed.append((str(path), err.reason))
-                continue
             except OSError as err:
                 report.failed.append((str(path), f"cannot read file: {err.strerror}"))
-                continue
-            records.append(ImageRecord(
-                image_id=image_id, uri=path.resolve().as_uri(), collection=collection,
-                width=image.width, height=image.height, sha256=hashlib.sha256(data).hexdigest(),
-            ))
-            images.append(image)
-        if images:
-            embeddings = encoder.encode_images(images)
-            scores = score_vocabulary(embeddings, texts, vocab, encoder.logit_scale, encoder.source)
-            report.score_rows += store.write(ScoredBatch(encoder.name, vocab, records, embeddings, scores))
-            report.tagged += len(images)
+        if prepared:
+            report.score_rows += store.write(embed_and_score(prepared, vocab, texts, encoder))
+            report.tagged += len(prepared)
         if on_progress:
             on_progress(len(batch))
     return report

@@ -69,13 +69,40 @@ def parse_rule(text: str) -> Rule:
     trees are immutable and every ingest batch evaluates the same rules."""
     from lark.exceptions import LarkError, UnexpectedInput
 
+    if nesting(text) > MAX_NESTING:
+        raise RuleError(f"rule nests 'not' and parentheses more than {MAX_NESTING} deep: {text[:80]!r}...")
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as err:
-        raise RuleError(f"syntax error at column {err.column} of {text!r}") from None
+        raise RuleError(f"syntax error at column {err.column} of {text[:200]!r}") from None
     except LarkError as err:  # pragma: no cover - other lark failures
-        raise RuleError(f"cannot parse {text!r}: {err}") from None
+        raise RuleError(f"cannot parse {text[:200]!r}: {err}") from None
     return _from_tree(tree)
+
+
+MAX_NESTING = 50
+
+
+def nesting(text: str) -> int:
+    """How deeply a rule nests ('not' and parentheses), counted without parsing, so a rule
+    of 3,000 nots is refused before the recursive steps see it."""
+    import re
+
+    level = deepest = 0
+    opened: list[int] = []  # the level at each open parenthesis
+    for token in re.findall(r"\(|\)|[a-z][a-z0-9_]*", text):
+        if token == "not":
+            level += 1
+        elif token == "(":
+            opened.append(level)
+            level += 1
+        elif token == ")" and opened:
+            opened.pop()
+            level = opened[-1] + 1 if opened else 0
+        elif token not in ("and", "or"):  # an operand ends the chain of nots before it
+            level = opened[-1] + 1 if opened else 0
+        deepest = max(deepest, level)
+    return deepest
 
 
 def _from_tree(node) -> Rule:

@@ -22,6 +22,9 @@ from vocab.rules import RuleError, parse_rule, references
 CODE_PATTERN = r"^[a-z][a-z0-9_]*$"
 RESERVED_CODES = {"and", "or", "not", "image_id"}
 DEFAULT_TEMPLATES = ["a photo of {description}"]
+MAX_VERSION = 2**32 - 1  # vocab_version is a UInt32 column
+MAX_TEXT = 1_000  # characters of a description, template or rule (CLIP reads 77 tokens)
+MAX_ENTRIES = 2_000
 
 
 class VocabularyError(ValueError):
@@ -34,7 +37,8 @@ class VocabularyError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN or infinity in a centre, scale or threshold would be stored as NaN scores
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Calibration(_Strict):
@@ -72,15 +76,38 @@ def _check_templates(templates: Optional[list[str]]) -> Optional[list[str]]:
         return None
     if not templates:
         raise ValueError("must list at least one template")
+    if len(templates) > 50:
+        raise ValueError(f"{len(templates)} templates; at most 50")
     for template in templates:
-        if "{description}" not in template:
-            raise ValueError(f"template {template!r} has no {{description}} placeholder")
+        _check_template(template)
     return templates
 
 
+def _check_template(template: str) -> None:
+    """Exactly the placeholder ``{description}`` (once or more), nothing else: other names
+    would fail when rendered, and ``{{description}}`` is an escaped brace, not a placeholder."""
+    from string import Formatter
+
+    if len(template) > MAX_TEXT:
+        raise ValueError(f"template of {len(template)} characters; at most {MAX_TEXT}")
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in Formatter().parse(template)
+                  if name is not None]
+    except ValueError as err:
+        raise ValueError(f"template {template!r}: {err} (write a literal brace as {{{{ or }}}})") from None
+    others = sorted({name or "{}" for name, _, _ in fields if name != "description"})
+    if others:
+        raise ValueError(f"template {template!r} has unknown placeholder(s) {', '.join(others)}; "
+                         "only {description} is filled in")
+    if any(spec or conversion for _, spec, conversion in fields):
+        raise ValueError(f"template {template!r}: write the placeholder as plain {{description}}")
+    if not fields:
+        raise ValueError(f"template {template!r} has no {{description}} placeholder")
+
+
 class _Entry(_Strict):
-    code: str = Field(pattern=CODE_PATTERN)
-    label: str = ""
+    code: str = Field(pattern=CODE_PATTERN, max_length=64)
+    label: str = Field("", max_length=MAX_TEXT)
     thresholds: ThresholdsOverride = ThresholdsOverride()
 
     @field_validator("code")
@@ -94,7 +121,7 @@ class _Entry(_Strict):
 class Attribute(_Entry):
     """A base attribute, scored by CLIP from its description."""
 
-    description: str
+    description: str = Field(max_length=MAX_TEXT)
     type: Literal["clip"] = "clip"
     templates: Optional[list[str]] = None
     calibration: CalibrationOverride = CalibrationOverride()
@@ -115,7 +142,7 @@ class Attribute(_Entry):
 class DerivedAttribute(_Entry):
     """An attribute computed from others by a boolean rule with fuzzy logic."""
 
-    rule: str
+    rule: str = Field(max_length=MAX_TEXT)
     type: Literal["derived"] = "derived"
 
     @field_validator("rule")
@@ -129,14 +156,14 @@ class DerivedAttribute(_Entry):
 
 
 class Vocabulary(_Strict):
-    name: str = Field(pattern=CODE_PATTERN)
-    version: int = Field(ge=1)
-    description: str = ""
+    name: str = Field(pattern=CODE_PATTERN, max_length=64)
+    version: int = Field(ge=1, le=MAX_VERSION)
+    description: str = Field("", max_length=10 * MAX_TEXT)
     templates: list[str] = DEFAULT_TEMPLATES
     calibration: Calibration = Calibration()
     thresholds: Thresholds = Thresholds()
-    attributes: list[Attribute] = Field(min_length=1)
-    derived: list[DerivedAttribute] = []
+    attributes: list[Attribute] = Field(min_length=1, max_length=MAX_ENTRIES)
+    derived: list[DerivedAttribute] = Field([], max_length=MAX_ENTRIES // 4)
 
     @field_validator("templates")
     @classmethod

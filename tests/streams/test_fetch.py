@@ -34,7 +34,7 @@ def test_file_refusals(root, name, reason):
 
 
 def test_no_roots_means_no_files(root):
-    with pytest.raises(FetchError, match="none configured"):
+    with pytest.raises(FetchError, match="no image roots are configured"):
         fetch((root / "a.jpg").as_uri(), FetchPolicy([]))
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from models.mock import MockEncoder
 from streams.replay import Replayer
-from streams.store import ImageRecord, ScoredBatch
+from streams.pipeline import ImageRecord, ScoredBatch
 from vocab.diff import diff_vocabularies
 from vocab.prompts import l2_normalise, text_embeddings
 from vocab.schema import parse_vocabulary

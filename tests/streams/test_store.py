@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from models.mock import MockEncoder
-from streams.store import ImageRecord, ScoredBatch, normalise_dsn, render_schema
+from streams.pipeline import ImageRecord, ScoredBatch
+from streams.store import normalise_dsn, render_schema
 from vocab.prompts import l2_normalise, text_embeddings
 from vocab.schema import parse_vocabulary
 from vocab.scoring import score_vocabulary

@@ -99,3 +99,33 @@ def test_cli_validate_good_file():
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(VocabularyError, match="nope.yaml: invalid vocabulary\n  - cannot read file"):
         load_vocabulary(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("edit, problem", [
+    ("templates: ['{description} at {place}']", "unknown placeholder(s) place"),
+    ("templates: ['a photo of {{description}}']", "no {description} placeholder"),
+    ("templates: ['a photo of {description!r}']", "plain {description}"),
+    ("templates: ['a photo of {}']", "unknown placeholder(s) {}"),
+    ("templates: ['a photo of {description']", "write a literal brace"),
+    ("version: 1099511627776", "less than or equal to 4294967295"),
+    ("calibration: {centre: .nan, scale: 2.5}", "finite number"),
+    ("thresholds: {accept: .inf, reject: 0.2}", "finite number"),
+])
+def test_documents_that_would_break_the_worker_are_refused(edit, problem):
+    text = GOOD.replace("version: 1\n", f"version: 1\n{edit}\n") if not edit.startswith("version") \
+        else GOOD.replace("version: 1", edit)
+    with pytest.raises(VocabularyError) as caught:
+        parse_vocabulary(text, "demo.yaml")
+    assert problem in str(caught.value) and "demo.yaml" in str(caught.value)
+
+
+def test_deeply_nested_rules_are_refused_naming_the_entry():
+    for rule, problem in (("not " * 3000 + "earth", "at most 1000 characters"),
+                          ("not " * 60 + "earth", "more than 50 deep"),
+                          ("(" * 60 + "earth" + ")" * 60, "more than 50 deep")):
+        text = GOOD + f'  - {{code: deep, rule: "{rule}"}}\n'
+        with pytest.raises(VocabularyError) as caught:
+            parse_vocabulary(text, "demo.yaml")
+        assert problem in str(caught.value) and "derived[1] (deep)" in str(caught.value)
+    flat = " and ".join(["not earth"] * 60)  # long, but flat: accepted
+    parse_vocabulary(GOOD + f'  - {{code: flat, rule: "{flat}"}}\n', "demo.yaml")

@@ -1,0 +1,137 @@
+"""A corpus of hostile inputs: what careless producers and attackers send the worker.
+
+Each case is an event (raw bytes as they would arrive from Kafka) and the words its dead
+letter's reason must contain. Cases that need files make them under ``root`` (an image
+root) and ``outside`` (a folder that is not one). Grow this list whenever a new way to
+break the worker is found: the unit tests run every case through ingest preparation, the
+integration test through a real broker and worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+
+MAX_BYTES = 30_000
+"""The image size cap the corpus is run with (the sample photos are under it)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    event: bytes | None
+    reason: str
+
+
+def event(image_id: str, uri: str, **extra) -> bytes:
+    return json.dumps({"schema": 1, "image_id": image_id, "uri": uri, **extra}).encode()
+
+
+def fuzzed_tiff(seed: int = 3) -> bytes:
+    """A TIFF whose tag bytes are scrambled: Pillow raises all sorts of classes on these."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(buffer, "TIFF")
+    data = bytearray(buffer.getvalue())
+    rng = random.Random(seed)
+    for _ in range(12):
+        data[rng.randrange(8, min(len(data), 200))] = rng.randrange(256)
+    return bytes(data)
+
+
+def image_cases(root: Path, outside: Path) -> list[Case]:
+    """Events that must each be dead-lettered with a reason, never crash or hang the worker."""
+    root.mkdir(parents=True, exist_ok=True)
+    outside.mkdir(parents=True, exist_ok=True)
+    (outside / "secret.jpg").write_bytes(b"outside content")
+    (root / "ok.jpg").write_bytes(b"not really a jpeg")
+    (root / "link-out.jpg").symlink_to(outside / "secret.jpg")
+    (root / "loop-a.jpg").symlink_to(root / "loop-b.jpg")
+    (root / "loop-b.jpg").symlink_to(root / "loop-a.jpg")
+    os.mkfifo(root / "fifo.jpg")
+    os.link(outside / "secret.jpg", root / "hardlink.jpg")
+    (root / "folder.jpg").mkdir()
+    (root / "fuzzed.tif").write_bytes(fuzzed_tiff())
+    (root / "empty.jpg").write_bytes(b"")
+    uri = (root / "x").as_uri()[:-1]  # file:///…/root/
+    deep = b"[" * 100_000 + b"]" * 100_000
+    meta = {"m": 0}
+    for _ in range(3_000):
+        meta = {"m": meta}
+    return [
+        Case("tombstone", None, "tombstone"),
+        Case("JSON nested 100,000 deep", deep, "nested more than"),
+        Case("meta nested 3,000 deep", b'{"schema": 1, "image_id": "m", "uri": "file:///a", "meta": '
+             + b'{"m": ' * 3000 + b"0" + b"}" * 3000 + b"}", "nested more than"),
+        Case("a 5,000-digit integer", b'{"schema": 1, "image_id": "n", "uri": "file:///a", "meta": {"n": '
+             + b"9" * 5000 + b"}}", "not valid JSON"),
+        Case("event over the size limit", event("big", "file:///a", meta={"x": "\"" * 1_100_000}), "over the limit"),
+        Case("not JSON", b"{this is not json", "not valid JSON"),
+        Case("not UTF-8", b"\xff\xfe\x00", "not valid JSON"),
+        Case("a JSON list", b"[1, 2, 3]", "expected a JSON object"),
+        Case("schema 2", b'{"schema": 2, "image_id": "s", "uri": "file:///a"}', "schema"),
+        Case("no uri", b'{"schema": 1, "image_id": "u"}', "uri: missing"),
+        Case("image_id not a string", b'{"schema": 1, "image_id": 5, "uri": "file:///a"}', "image_id"),
+        Case("meta too large", event("mb", "file:///a", meta={"x": "a" * 20_000}), "meta"),
+        Case("NUL byte in a file URI", event("nul", uri + "ok.jpg%00.png"), "NUL byte"),
+        Case("a file used as a folder", event("nd", uri + "ok.jpg/x"), "not a folder"),
+        Case("a 300-character file name", event("long", uri + "a" * 300 + ".jpg"), "too long"),
+        Case("a symlink loop", event("loop", uri + "loop-a.jpg"), "cannot resolve"),
+        Case("a symlink out of the roots", event("link", uri + "link-out.jpg"), "outside the image roots"),
+        Case("dot-dot out of the roots", event("dots", uri + "../outside/secret.jpg"), "outside the image roots"),
+        Case("outside the roots", event("out", (outside / "secret.jpg").as_uri()), "outside the image roots"),
+        Case("a FIFO", event("fifo", uri + "fifo.jpg"), "FIFO"),
+        Case("a directory", event("dir", uri + "folder.jpg"), "a directory"),
+        Case("a hard link to an outside file", event("hard", uri + "hardlink.jpg"), "hard links"),
+        Case("a device", event("dev", "file:///dev/zero"), "outside the image roots"),
+        Case("a missing file", event("missing", uri + "nope.jpg"), "file not found"),
+        Case("a file with a host", event("host", "file://example.com/etc/passwd"), "names a host"),
+        Case("not an image", event("notimg", uri + "ok.jpg"), "not an image"),
+        Case("an empty file", event("empty", uri + "empty.jpg"), "empty file"),
+        Case("a fuzzed TIFF", event("tiff", uri + "fuzzed.tif"), "image 'tiff'"),
+        Case("a bad http port", event("port", "http://127.0.0.1:abc/a.jpg"), "malformed URL"),
+        Case("an unclosed IPv6 bracket", event("v6", "http://[::1/a.jpg"), "malformed URL"),
+        Case("credentials in a URL", event("cred", "http://user:pw@127.0.0.1:9/a.jpg"), "credentials"),
+        Case("http off by default", event("http", "http://127.0.0.1:9/a.jpg"), "not on the http allow-list"),
+        Case("unknown scheme", event("ftp", "ftp://example.com/a.jpg"), "unsupported URI scheme"),
+        Case("raw data: over the cap", event("raw", "data:," + "A" * (MAX_BYTES + 6_000)), "over the limit"),
+        Case("base64 data: not an image", event("b64", "data:image/png;base64," + base64.b64encode(b"x" * 50).decode()),
+             "not an image"),
+        Case("bad base64", event("badb64", "data:image/png;base64,@@@"), "not valid base64"),
+        Case("a huge URI", event("hugeuri", "file:///" + "a/" * 10_000), "over the limit"),
+    ]
+
+
+def vocabulary_cases(valid_document: dict) -> list[Case]:
+    """Vocabulary events that must be dead-lettered while the worker keeps its vocabulary."""
+    def document_event(edit) -> bytes:
+        document = json.loads(json.dumps(valid_document))
+        document["version"] = 90
+        edit(document)
+        return json.dumps({"schema": 1, "name": document.get("name"), "version": document.get("version"),
+                           "content_hash": "x" * 64, "document": document}).encode()
+
+    def set_template(template):
+        return lambda d: d.update(templates=[template])
+
+    return [
+        Case("tombstone", None, "tombstone"),
+        Case("deep JSON", b"[" * 50_000 + b"]" * 50_000, "nested more than"),
+        Case("unknown placeholder", document_event(set_template("{description} at {place}")), "unknown placeholder"),
+        Case("escaped braces only", document_event(set_template("a photo of {{description}}")), "no {description}"),
+        Case("version beyond UInt32", document_event(lambda d: d.update(version=1_099_511_627_776)),
+             "less than or equal to 4294967295"),
+        Case("3,000 nots", document_event(lambda d: d.setdefault("derived", []).append(
+            {"code": "deep_not", "rule": "not " * 3000 + "earth"})), "at most 1000 characters"),
+        Case("60 nested nots", document_event(lambda d: d.setdefault("derived", []).append(
+            {"code": "deep_not", "rule": "not " * 60 + "earth"})), "more than 50 deep"),
+        Case("NaN centre", document_event(lambda d: d.update(calibration={"centre": float("nan"), "scale": 2.5})),
+             "finite number"),
+    ]
