@@ -60,7 +60,7 @@ class ControlPage:
         from aiohttp import web
 
         self.token = write_token(token_path(self.settings))
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard])
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[web.middleware(self._guard)])
         app.router.add_get("/status", self._status)
         app.router.add_post("/query", self._query)
         self.runner = web.AppRunner(app, access_log=None)
@@ -78,19 +78,17 @@ class ControlPage:
 
         return web.json_response({"error": message}, status=status)
 
-    async def _guard(self, app, handler):
-        async def guarded(request):
-            if request.headers.get("Host") not in self.hosts:
-                return self._refuse(403, "Host must be this worker's loopback address")
-            if "Origin" in request.headers:
-                return self._refuse(403, "requests from web pages are refused")
-            offered = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
-            if not hmac.compare_digest(offered, self.token.encode()):
-                return self._refuse(401, f"missing or wrong secret: read it from {token_path(self.settings)}")
-            if request.method == "POST" and request.content_type != "application/json":
-                return self._refuse(415, "POST a JSON body")
-            return await handler(request)
-        return guarded
+    async def _guard(self, request, handler):
+        if request.headers.get("Host") not in self.hosts:
+            return self._refuse(403, "Host must be this worker's loopback address")
+        if "Origin" in request.headers:
+            return self._refuse(403, "requests from web pages are refused")
+        offered = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(offered, self.token.encode()):
+            return self._refuse(401, f"missing or wrong secret: read it from {token_path(self.settings)}")
+        if request.method == "POST" and request.content_type != "application/json":
+            return self._refuse(415, "POST a JSON body")
+        return await handler(request)
 
     async def _status(self, request):
         from aiohttp import web

@@ -17,10 +17,16 @@ TABLES = ["images", "image_embedding", "feature_image_attribute", "vocabulary", 
 
 
 @pytest.fixture(scope="session")
-def session_store(tmp_path_factory):
+def session_dsn(tmp_path_factory):
+    """The one embedded database this test process may open (chdb: one path a process)."""
+    return f"chdb://{tmp_path_factory.mktemp('chdb') / 'db'}"
+
+
+@pytest.fixture(scope="session")
+def session_store(session_dsn):
     from streams.store import Store
 
-    store = Store.connect(f"chdb://{tmp_path_factory.mktemp('chdb') / 'db'}")
+    store = Store.connect(session_dsn)
     yield store
     store.close()
 

@@ -3,6 +3,7 @@
 import base64
 import http.server
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,89 @@ def test_http_to_an_allowed_host_without_redirects(loopback_server):
     assert fetch(f"{loopback_server}/a.jpg", policy) == b"image from loopback"
     with pytest.raises(FetchError, match="redirects are not followed"):
         fetch(f"{loopback_server}/redirect", policy)
+
+
+def test_only_regular_files_are_read_and_nothing_blocks(tmp_path):
+    import os
+
+    root = tmp_path / "root"
+    root.mkdir()
+    os.mkfifo(root / "fifo.jpg")  # opening it for reading would block until a writer came
+    with pytest.raises(FetchError, match="is a FIFO, not a regular file"):
+        fetch((root / "fifo.jpg").as_uri(), FetchPolicy([root.resolve()]))
+    with pytest.raises(FetchError, match="is a character device, not a regular file"):
+        fetch("file:///dev/zero", FetchPolicy([Path("/dev")]))  # it would read forever
+
+
+def test_the_root_check_holds_for_the_opened_descriptor(tmp_path):
+    """What a rename race would produce: a descriptor of a file outside the roots."""
+    import os
+
+    from streams.fetch import _read_regular_file
+
+    (tmp_path / "outside.jpg").write_bytes(b"outside")
+    (tmp_path / "root").mkdir()
+    fd = os.open(tmp_path / "outside.jpg", os.O_RDONLY)
+    try:
+        with pytest.raises(FetchError, match="moved while it was opened"):
+            _read_regular_file(fd, "/root/a.jpg", FetchPolicy([(tmp_path / "root").resolve()]))
+    finally:
+        os.close(fd)
+
+
+def test_hard_links_are_refused_unless_allowed(tmp_path):
+    import os
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "outside.jpg").write_bytes(b"outside")
+    os.link(tmp_path / "outside.jpg", root / "a.jpg")
+    with pytest.raises(FetchError, match="2 hard links"):
+        fetch((root / "a.jpg").as_uri(), FetchPolicy([root.resolve()]))
+    assert fetch((root / "a.jpg").as_uri(), FetchPolicy([root.resolve()], allow_hard_links=True)) == b"outside"
+
+
+def test_refusals_name_the_uri_not_a_link_target(root):
+    with pytest.raises(FetchError) as caught:
+        fetch(f"file://{root}/link.jpg", FetchPolicy([root.resolve()]))
+    assert "link.jpg" in str(caught.value) and "secret" not in str(caught.value)
+
+
+def test_raw_data_uris_are_capped_after_decoding():
+    with pytest.raises(FetchError, match="holds 26,000 bytes, over the limit of 20,000"):
+        fetch("data:," + "A" * 26_000, FetchPolicy(max_bytes=20_000))
+
+
+@pytest.fixture
+def dripping_server():
+    """An http server that sends one byte every 0.3 s for as long as the client listens."""
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+
+    def serve():
+        connection, _ = listener.accept()
+        connection.recv(4096)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+        with connection:
+            while not stop.is_set():
+                try:
+                    connection.sendall(b"x")
+                except OSError:
+                    return
+                time.sleep(0.3)  # the drip itself, not a synchronisation
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    listener.close()
+
+
+def test_a_dripping_http_server_is_cut_off_at_the_deadline(dripping_server):
+    with pytest.raises(FetchError, match="did not answer in full within 1.5 s"):
+        fetch(f"{dripping_server}/slow.jpg", FetchPolicy(allowed_hosts={"127.0.0.1"}, http_timeout=1.5))
