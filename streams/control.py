@@ -60,7 +60,11 @@ class ControlPage:
         from aiohttp import web
 
         self.token = write_token(token_path(self.settings))
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[web.middleware(self._guard)])
+        @web.middleware
+        async def guard(request, handler):
+            return await self._guard(request, handler)
+
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[guard])
         app.router.add_get("/status", self._status)
         app.router.add_post("/query", self._query)
         self.runner = web.AppRunner(app, access_log=None)
