@@ -1,11 +1,12 @@
 """The Faust app: topics, the two agents, and the worker's control page.
 
 - ``ingest``: image events in batches (``take_events``), handed to the Service.
-  ``take_events`` acknowledges a batch in a ``finally``, whatever happened to it; so each
+  The Service returns only when every event of the batch is stored or dead-lettered (it
+  retries what fails for the whole batch). ``take_events`` acknowledges a batch in a
+  ``finally``, even when the agent is cancelled at shutdown in the middle of a retry; so each
   event's message is held (one more reference) while its batch is processed and released
-  only when the Service has stored or dead-lettered every event. A batch that fails as a
-  whole stays unacknowledged: its offsets are never committed and Kafka delivers it again
-  after a restart or a rebalance.
+  only after the Service returned: an unfinished batch is never committed and Kafka delivers
+  it again to the next worker.
 - ``vocabularies``: whole vocabulary documents, one at a time; the Service dead-letters
   any it cannot apply.
 - the control page (streams.control) on 127.0.0.1, behind a secret: how the CLI reads an
@@ -70,16 +71,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Service]:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
             for event in events:
                 event.message.incref()  # held until stored: the finally in take_events must not ack it
-            try:
-                await service.ingest([RawEvent(e.message.value, e.message.partition, e.message.offset)
-                                      for e in events])
-            except Exception:
-                service.counters.batches_held += 1
-                log.exception("a batch of %d events from %s (partition %s, offsets %s-%s) was not stored; it stays "
-                              "unacknowledged and is delivered again after a restart", len(events),
-                              settings.topic_images, events[0].message.partition, events[0].message.offset,
-                              events[-1].message.offset)
-                continue
+            await service.ingest([RawEvent(e.message.value, e.message.partition, e.message.offset) for e in events])
             for event in events:
                 event.message.decref()
 

@@ -46,8 +46,8 @@ class Counters:
     replays: int = 0
     replayed_score_rows: int = 0
     store_retries: int = 0
-    batches_held: int = 0
-    """Batches that failed as a whole: left unacknowledged, delivered again after a restart."""
+    batch_retries: int = 0
+    """Attempts at a batch that failed as a whole (it is retried until stored, never skipped)."""
     # seconds spent per stage of ingest (where the time goes: `make bench`)
     fetch_decode_s: float = 0.0
     """Fetch, decode and preprocess."""

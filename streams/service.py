@@ -115,9 +115,17 @@ class Service:
         """Score and store a batch; dead-letter what cannot be used. Returns only when every
         event is stored or dead-lettered (offsets are committed after that, not before).
 
-        Each event is prepared on its own (any exception: its dead letter). Encoding, scoring
-        and writing concern the whole batch: they are retried with backoff until they succeed
-        (the stream pauses, nothing is lost), under the vocabulary lock, so a batch is scored
+        Each event is prepared on its own (any exception: its dead letter). What fails for
+        the batch as a whole (encoding, the store, a bug) is retried with backoff until it
+        succeeds: the stream pauses, nothing is lost, and no later batch is acknowledged
+        past a hole (Faust would commit past one at the head of a new consumer group)."""
+        first = events[0] if events else RawEvent(None)
+        await self._until_done(lambda: self._ingest_once(events),
+                               f"batch of {len(events)} events (partition {first.partition}, offset {first.offset})",
+                               on_retry=lambda: setattr(self.counters, "batch_retries", self.counters.batch_retries + 1))
+
+    async def _ingest_once(self, events: list[RawEvent]) -> None:
+        """Encoding, scoring and writing run under the vocabulary lock, so a batch is scored
         and written under one vocabulary version whatever is pushed meanwhile."""
         faults.point("ingest_batch")
         s = self.settings
@@ -134,20 +142,23 @@ class Service:
                 self.counters.encode_s += written - started
                 self.counters.score_rows += await self._until_done(
                     lambda: self.run(self.store.write, batch),
-                    f"ClickHouse write of {len(batch.images)} images (first {first!r})", counted=True)
+                    f"ClickHouse write of {len(batch.images)} images (first {first!r})", on_retry=self._count_store_retry)
                 self.counters.write_s += time.perf_counter() - written
         for rejected in prepared.rejected:
             await self._dead_letter(rejected)
         self.counters.batches += 1
 
-    async def _until_done(self, job: Callable[[], Awaitable], what: str, counted: bool = False,
+    def _count_store_retry(self) -> None:
+        self.counters.store_retries += 1
+
+    async def _until_done(self, job: Callable[[], Awaitable], what: str, on_retry: Callable[[], None] | None = None,
                           retry_if: Callable[[BaseException], bool] = lambda err: True):
         """Await ``job()`` until it succeeds, with backoff (at most 30 s between attempts)."""
         from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
         def report(state) -> None:
-            if counted:
-                self.counters.store_retries += 1
+            if on_retry:
+                on_retry()
             log.warning("%s failed (attempt %d): %s: %s; retrying in %.1f s", what, state.attempt_number,
                         type(state.outcome.exception()).__name__, state.outcome.exception(), state.next_action.sleep)
 

@@ -80,6 +80,7 @@ def image_cases(root: Path, outside: Path) -> list[Case]:
         Case("no uri", b'{"schema": 1, "image_id": "u"}', "uri: missing"),
         Case("image_id not a string", b'{"schema": 1, "image_id": 5, "uri": "file:///a"}', "image_id"),
         Case("meta too large", event("mb", "file:///a", meta={"x": "a" * 20_000}), "meta"),
+        Case("700 kB of escaped quotes", event("quotes", "file:///a", meta={"q": '"' * 350_000}), "meta"),
         Case("NUL byte in a file URI", event("nul", uri + "ok.jpg%00.png"), "NUL byte"),
         Case("a file used as a folder", event("nd", uri + "ok.jpg/x"), "not a folder"),
         Case("a 300-character file name", event("long", uri + "a" * 300 + ".jpg"), "too long"),

@@ -13,6 +13,7 @@ import yaml
 
 from streams.events import image_event, vocab_event
 from tests.conftest import PHOTOS, REPO, SPACE_YAML
+from tests.hostile import MAX_BYTES, image_cases, vocabulary_cases
 from tests.streams.conftest import consume_all, produce, wait_until
 from vocab.schema import Vocabulary, load_vocabulary, vocabulary_from_dict
 
@@ -252,3 +253,87 @@ def test_a_worker_with_an_invalid_vocabulary_file_stops_and_says_why(stream_env,
     worker = start_worker(COLUMNIST_VOCAB=str(broken))
     assert worker.wait_exit(60) is not None
     assert "worker cannot start" in worker.tail(200) and "Bad-Code" in worker.tail(200)
+
+
+def test_a_hostile_batch_is_dead_lettered_event_by_event_and_its_good_events_stored(stream_env, start_worker, tmp_path):
+    """The hostile corpus through a real broker, mixed with good events in the same batches:
+    no crash, no hang, every good event stored, every bad one dead-lettered with its reason."""
+    env, settings = stream_env
+    root = images_dir(settings)
+    cases = [c for c in image_cases(root, tmp_path / "outside") if len(c.event or b"") < 1_000_000]
+    good = [(f"good{i}", (root / p.name).as_uri()) for i, p in enumerate(PHOTO_FILES)]
+    messages = [(b"hostile", case.event) for case in cases]  # a tombstone needs a key
+    for i, (image_id, uri) in enumerate(good):
+        messages.insert(i * 5, (image_id.encode(), image_event(image_id, uri)))
+    produce(settings, settings.topic_images, messages)
+    worker = start_worker(COLUMNIST_BATCH_SIZE=64, COLUMNIST_BATCH_WITHIN=1.0, COLUMNIST_MAX_IMAGE_BYTES=MAX_BYTES,
+                          COLUMNIST_HTTP_TIMEOUT=2)
+    worker.wait_ready()
+    wait_for_scores(worker, len(good) * len(SPACE.codes))
+    letters = consume_all(settings, settings.topic_deadletter, len(cases))
+    assert len(letters) == len(cases)
+    assert len({letter["partition"] for letter in letters}) == 1  # one key: one partition, in order
+    for case, letter in zip(cases, sorted(letters, key=lambda letter: letter["offset"])):
+        assert case.reason in letter["reason"], (case.name, letter["reason"])
+    assert {i for (i,) in worker.query("SELECT image_id FROM columnist.images FINAL")} == {i for i, _ in good}
+    counters = worker.counters()
+    assert counters["batch_retries"] == 0 and counters["dead_letters"] == len(cases)
+    assert worker.process.poll() is None
+
+
+def test_a_batch_that_fails_as_a_whole_is_retried_and_never_committed(stream_env, start_worker):
+    """An exception outside any one event (injected where a bug would be) stalls the batch,
+    retried with backoff; stopping the worker then commits nothing: the next one stores it."""
+    env, settings = stream_env
+    ids = publish_copies(settings, 16)
+    worker = start_worker(COLUMNIST_BATCH_SIZE=8, COLUMNIST_FAULTS="fail:ingest_batch:1000")
+    worker.wait_ready()
+    wait_until(lambda: worker.counters()["batch_retries"] >= 2, 120, "the batch to be retried")
+    assert worker.scalar("SELECT count() FROM columnist.image_embedding FINAL") == 0
+    worker.stop()
+    worker = start_worker(COLUMNIST_BATCH_SIZE=8, COLUMNIST_FAULTS="fail:ingest_batch:1")
+    worker.wait_ready()
+    wait_for_scores(worker, len(ids) * len(SPACE.codes))
+    assert worker.counters()["batch_retries"] == 1
+    assert_invariant(worker, SPACE)
+
+
+def test_a_vocabulary_push_during_ingest_never_mixes_versions(stream_env, start_worker):
+    env, settings = stream_env
+    ids = publish_copies(settings, 96)
+    worker = start_worker(COLUMNIST_BATCH_SIZE=8)
+    worker.wait_ready()
+    wait_until(lambda: worker.scalar("SELECT count() FROM columnist.image_embedding FINAL") >= 8, 120, "a first batch")
+
+    def edit(document):
+        document["attributes"] = [a for a in document["attributes"] if a["code"] != "blurry"]
+        document["attributes"].append({"code": "new_one", "description": "a brand new attribute"})
+        next(a for a in document["attributes"] if a["code"] == "earth").update(description="our home planet")
+
+    v2 = space_version(2, edit)
+    push(settings, v2)
+    wait_for_version(worker, 2)
+    wait_until(lambda: worker.scalar("SELECT count() FROM columnist.image_embedding FINAL") == len(ids), 180,
+               "every image")
+    wait_for_scores(worker, len(ids) * len(v2.codes))
+    assert_invariant(worker, v2)
+    assert worker.scalar("SELECT count() FROM columnist.feature_image_attribute FINAL WHERE attribute = 'blurry'") == 0
+    assert worker.query("SELECT DISTINCT vocab_version FROM columnist.feature_image_attribute FINAL "
+                        "WHERE attribute IN ('earth', 'new_one')") == [[2]]
+
+
+def test_hostile_vocabulary_events_are_dead_lettered_and_the_worker_keeps_its_vocabulary(stream_env, start_worker):
+    env, settings = stream_env
+    worker = start_worker()
+    worker.wait_ready()
+    cases = vocabulary_cases(yaml.safe_load(SPACE_YAML.read_text()))
+    produce(settings, settings.topic_vocab, [(b"space", case.event) for case in cases])
+    letters = consume_all(settings, settings.topic_deadletter, len(cases))
+    assert [letter["topic"] for letter in letters] == [settings.topic_vocab] * len(cases)
+    for case, letter in zip(cases, sorted(letters, key=lambda letter: letter["offset"])):
+        assert case.reason in letter["reason"], (case.name, letter["reason"])
+    assert worker.status()["vocabulary"]["version"] == 1
+    v2 = space_version(2, lambda d: d["attributes"].append({"code": "after_all", "description": "still alive"}))
+    push(settings, v2)
+    wait_for_version(worker, 2)
+    assert worker.process.poll() is None
