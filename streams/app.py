@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import atexit
-import logging
 import shutil
 import tempfile
 
@@ -27,7 +26,6 @@ from streams.ingest import RawEvent
 from streams.service import Service
 from streams.settings import Settings
 
-log = logging.getLogger("columnist.worker")
 
 
 def create_app(settings: Settings) -> tuple[faust.App, Service]:
