@@ -31,10 +31,10 @@ def ensure_models() -> tuple[Path, Path]:
     fp32, int8 = MODELS / "vit-b-32", MODELS / "vit-b-32-int8"
     if not (fp32 / "model.json").exists():
         print(f"exporting a random ViT-B/32 to {fp32} (needs the [export] extra) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "streams.cli", "model", "export", "--random", "vit-b-32",
+        subprocess.run([sys.executable, "-m", "columnist", "model", "export", "--random", "vit-b-32",
                         "--name", "clip-vit-b-32-random", "--out", str(fp32)], check=True, cwd=REPO)
     if not (int8 / "model.json").exists():
-        from models.quantize import quantize_model_dir
+        from columnist.models.quantize import quantize_model_dir
 
         quantize_model_dir(fp32, int8)
     return fp32, int8
@@ -54,7 +54,7 @@ def measure(directory: Path, threads: int, seconds: float) -> dict:
     """Run in a child process: one model's speeds and this process's peak RSS."""
     import numpy as np
 
-    from models.clip import ClipEncoder
+    from columnist.models.clip import ClipEncoder
 
     encoder = ClipEncoder.from_directory(directory, threads=threads)
     pixels = np.random.default_rng(0).standard_normal((max(BATCHES), 3, 224, 224)).astype(np.float32)
@@ -78,7 +78,7 @@ def machine() -> dict:
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    from models.sessions import cpu_count
+    from columnist.models.sessions import cpu_count
 
     return {"cpu": cpu, "cores": cpu_count(), "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
 

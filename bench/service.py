@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.model import ensure_models, machine  # noqa: E402
-from streams.events import image_event  # noqa: E402
-from streams.processes import LocalKafka, WorkerProcess, free_port, wait_until  # noqa: E402
+from columnist.streams.worker.events import image_event  # noqa: E402
+from deploy.local import LocalKafka, WorkerProcess, free_port, wait_until  # noqa: E402
 
 STATE = REPO / ".columnist" / "bench"
 PHOTOS = sorted((REPO / "tests" / "data" / "photos").glob("*.jpg"))
@@ -46,8 +46,8 @@ def log(text: str) -> None:
 
 def raw_onnxruntime_rate(model_dir: Path, images: int) -> float:
     """images/s of the image tower alone on the same photos, batch size and threads."""
-    from models.clip import ClipEncoder
-    from models.images import open_image
+    from columnist.models.clip import ClipEncoder
+    from columnist.models.images import open_image
 
     encoder = ClipEncoder.from_directory(model_dir, batch_size=BATCH)
     decoded = [open_image(p.read_bytes(), p.name) for p in PHOTOS]
@@ -85,8 +85,8 @@ def publish(bootstrap: str, topic: str, ids: list[str], root: Path, rate: float 
 
 
 def start_worker(kafka: LocalKafka, name: str, model_dir: Path, extra: dict | None = None) -> tuple[WorkerProcess, dict]:
-    from streams.kafka_admin import create_topics
-    from streams.settings import Settings
+    from columnist.streams.kafka.admin import create_topics
+    from columnist.streams.settings import Settings
 
     db = STATE / f"db-{name}"
     shutil.rmtree(db, ignore_errors=True)
@@ -148,11 +148,11 @@ def latency(kafka: LocalKafka, model_dir: Path, peak: float, seconds: float) -> 
 # -- 2. replay ---------------------------------------------------------------------------
 
 def replay(embeddings: int, encode_rate: float) -> dict:
-    """The worker's replay path (streams.replay.apply_vocabulary) over synthetic embeddings."""
-    from models.mock import MockEncoder
-    from streams.replay import apply_vocabulary
-    from streams.store import Store
-    from vocab.schema import vocabulary_from_dict
+    """The worker's replay path (columnist.streams.store.replay.apply_vocabulary) over synthetic embeddings."""
+    from columnist.models.mock import MockEncoder
+    from columnist.streams.store.replay import apply_vocabulary
+    from columnist.streams.store.clickhouse import Store
+    from columnist.vocab.schema import vocabulary_from_dict
 
     db = STATE / "db-replay"
     shutil.rmtree(db, ignore_errors=True)
@@ -195,10 +195,10 @@ def replay(embeddings: int, encode_rate: float) -> dict:
 
 def try_speed(embeddings: int) -> dict:
     """`columnist try` over stored embeddings: the read out of ClickHouse and the compute."""
-    from models.mock import MockEncoder
-    from streams.gallery import try_description
-    from streams.store import Store
-    from vocab.schema import vocabulary_from_dict
+    from columnist.models.mock import MockEncoder
+    from columnist.streams.workbench.gallery import try_description
+    from columnist.streams.store.clickhouse import Store
+    from columnist.vocab.schema import vocabulary_from_dict
 
     db = STATE / "db-try"
     shutil.rmtree(db, ignore_errors=True)
@@ -218,7 +218,7 @@ def try_speed(embeddings: int) -> dict:
     _, stored = store.read_embeddings(encoder.name)
     read = time.perf_counter() - start
     store.close()
-    from vocab.scoring import clip_logits, sigmoid
+    from columnist.vocab.scoring import clip_logits, sigmoid
 
     start = time.perf_counter()  # the compute alone: one matrix product, the sigmoid, top and borderline
     text = encoder.encode_texts(["a photo of a spacecraft window or porthole"])[0]

@@ -18,7 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from streams.processes import LocalKafka, WorkerProcess, free_port, wait_until  # noqa: E402
+from deploy.local import LocalKafka, WorkerProcess, free_port, wait_until  # noqa: E402
 
 STATE = REPO / ".columnist"
 PHOTOS = REPO / "tests" / "data" / "photos"
@@ -47,7 +47,7 @@ def main() -> None:
 
 def run(worker: WorkerProcess) -> None:
     def columnist(*args: str) -> None:
-        subprocess.run([sys.executable, "-m", "streams.cli", *args], cwd=REPO, env=worker.env, check=True)
+        subprocess.run([sys.executable, "-m", "columnist", *args], cwd=REPO, env=worker.env, check=True)
 
     worker.wait_ready()
     step("publishing the sample photos")

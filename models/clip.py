@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from models.encoder import l2_normalise
-from models.preprocess import preprocess
-from models.sessions import make_session
-from models.spec import ModelSpec
-from models.tokenizer import ClipTokenizer
+from columnist.models.encoder import l2_normalise
+from columnist.models.preprocess import preprocess
+from columnist.models.sessions import open_session
+from columnist.models.spec import ModelSpec
+from columnist.models.tokenizer import ClipTokenizer
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,14 +71,14 @@ class ClipEncoder:
     @property
     def image_tower(self) -> ImageTower:
         if self._image_tower is None:
-            session = make_session(self.directory / self.spec.visual, self.threads)
+            session = open_session(self.spec.runtime, self.directory / self.spec.visual, self.threads)
             self._image_tower = ImageTower(session, self.spec, self.batch_size)
         return self._image_tower
 
     @property
     def text_tower(self) -> TextTower:
         if self._text_tower is None:
-            session = make_session(self.directory / self.spec.textual, self.threads)
+            session = open_session(self.spec.runtime, self.directory / self.spec.textual, self.threads)
             tokenizer = ClipTokenizer.from_file(self.directory / self.spec.tokenizer, self.spec.context_length)
             self._text_tower = TextTower(session, tokenizer, self.batch_size)
         return self._text_tower

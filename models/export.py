@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models.spec import ModelSpec
+from columnist.models.spec import ModelSpec
 
 RANDOM_SHAPES: dict[str, dict] = {
     # transformers.CLIPConfig() defaults are the openai/clip-vit-base-patch32 shape
@@ -102,6 +102,31 @@ def export_clip(model: Any, tokenizer: Any, out: Path, name: str, source: str, o
                                         input_names=[input_name], output_names=[output_name],
                                         dynamic_shapes={input_name: {0: batch}}, optimize=True)
             program.save(str(out / file), external_data=False)
+            strip_source_locations(out / file)
     tokenizer.save(str(out / spec.tokenizer), pretty=False)
     spec.write(out)
     return spec
+
+
+def strip_source_locations(path: Path) -> None:
+    """Drop the exporter's per-node metadata (stack traces with the exporting machine's
+    absolute paths, Python module names, FX node dumps): it changes nothing the runtime does
+    and made the committed files depend on the folder they were exported from."""
+    import onnx
+
+    model = onnx.load(str(path))
+
+    def strip(nodes) -> None:
+        for node in nodes:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            for attribute in node.attribute:
+                if attribute.HasField("g"):
+                    strip(attribute.g.node)
+                for graph in attribute.graphs:
+                    strip(graph.node)
+
+    strip(model.graph.node)
+    for function in model.functions:
+        strip(function.node)
+    onnx.save(model, str(path))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from models.spec import ModelSpec
+from columnist.models.spec import ModelSpec
 
 
 def quantize_model_dir(source: Path, out: Path) -> ModelSpec:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.encoder import Encoder
+from columnist.models.encoder import Encoder
 
 BUILTIN_DIR = Path(__file__).parent
 
@@ -18,11 +18,11 @@ def load_encoder(name: str, threads: int = 0, batch_size: int = 32) -> Encoder:
 
     ``threads`` (0: one per core) and ``batch_size`` apply to ONNX models."""
     if name == "mock":
-        from models.mock import MockEncoder
+        from columnist.models.mock import MockEncoder
 
         return MockEncoder()
     directory = resolve_model_dir(name)
-    from models.clip import ClipEncoder
+    from columnist.models.clip import ClipEncoder
 
     return ClipEncoder.from_directory(directory, threads=threads, batch_size=batch_size)
 

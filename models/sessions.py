@@ -1,4 +1,4 @@
-"""onnxruntime sessions, kept apart from the models that use them.
+"""onnxruntime and other runtimes' sessions, kept apart from the models that use them.
 
 CPU only; intra-op threads default to one per core; full graph optimisation (about 1.4x
 faster than none on this kind of machine).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 
 def cpu_count() -> int:
@@ -18,7 +18,10 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def make_session(path: Path, threads: int = 0) -> Any:
+def onnxruntime_session(path: Path, threads: int = 0, providers: Sequence[str] = ("CPUExecutionProvider",),
+                        provider_options: Sequence[dict] | None = None) -> Any:
+    """An onnxruntime session (the default runtime). ``providers`` and their options go
+    straight to onnxruntime, e.g. ``["OpenVINOExecutionProvider"]`` where it is installed."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -28,4 +31,20 @@ def make_session(path: Path, threads: int = 0) -> Any:
     options.log_severity_level = 3
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: ONNX model file not found")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=list(providers), provider_options=provider_options)
+
+
+RUNTIMES: dict[str, Callable[..., Any]] = {
+    "onnxruntime": onnxruntime_session,
+}
+"""Runtimes by the name a model.json gives (``runtime``). Each opens a session over an ONNX
+file with ``(path, threads)`` and returns something with ``get_inputs()`` and
+``run(None, feeds)``; a new runtime is one function (or module) and one entry here."""
+
+
+def open_session(runtime: str, path: Path, threads: int = 0) -> Any:
+    try:
+        factory = RUNTIMES[runtime]
+    except KeyError:
+        raise ValueError(f"unknown runtime {runtime!r} for {path}: known runtimes are {', '.join(RUNTIMES)}") from None
+    return factory(path, threads)

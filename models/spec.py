@@ -24,6 +24,8 @@ class ModelSpec(BaseModel):
     context_length: int = 77
     opset: int = 18
     dtype: Literal["fp32", "int8"] = "fp32"
+    runtime: str = "onnxruntime"
+    """Which runtime opens the towers (models.sessions.RUNTIMES)."""
     source: str = ""
     """Where the weights came from (a Hugging Face id, 'random vit-b-32 seed 0', ...)."""
     visual: str = "visual.onnx"

@@ -1,1 +1,2 @@
-"""The service: settings, the ClickHouse store, the batch tagger, the CLI (and later the stream)."""
+"""The service around the model: settings, the embed-and-score pipeline, the batch tagger, the
+streaming worker, Kafka helpers, the store, the workbench and the command line."""

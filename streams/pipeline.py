@@ -12,15 +12,15 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from models.images import DEFAULT_MAX_PIXELS, open_image
-from vocab.scoring import score_vocabulary
+from columnist.models.images import DEFAULT_MAX_PIXELS, open_image
+from columnist.vocab.scoring import score_vocabulary
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from models.encoder import Encoder
-    from vocab.schema import Vocabulary
-    from vocab.scoring import Scores
+    from columnist.models.encoder import Encoder
+    from columnist.vocab.schema import Vocabulary
+    from columnist.vocab.scoring import Scores
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
-from models.images import ImageError
-from streams.pipeline import embed_and_score, prepare
-from streams.store import Store
-from vocab.prompts import text_embeddings
-from vocab.schema import Vocabulary
+from columnist.models.images import ImageError
+from columnist.streams.pipeline import embed_and_score, prepare
+from columnist.vocab.prompts import text_embeddings
+from columnist.vocab.schema import Vocabulary
 
 if TYPE_CHECKING:
-    from models.encoder import Encoder
+    from columnist.models.encoder import Encoder
+    from columnist.streams.store import Store
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -52,7 +52,7 @@ def tag(
     files: Sequence[tuple[str, Path]],
     vocab: Vocabulary,
     encoder: "Encoder",
-    store: Store,
+    store: "Store",
     batch_size: int = 32,
     collection: str = "",
     on_progress: Callable[[int], None] | None = None,

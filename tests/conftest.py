@@ -24,9 +24,9 @@ def session_dsn(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def session_store(session_dsn):
-    from streams.store import Store
+    from columnist.streams.store import connect
 
-    store = Store.connect(session_dsn)
+    store = connect(session_dsn)
     yield store
     store.close()
 
@@ -42,6 +42,6 @@ def store(session_store):
 
 @pytest.fixture
 def space_vocab():
-    from vocab.schema import load_vocabulary
+    from columnist.vocab.schema import load_vocabulary
 
     return load_vocabulary(SPACE_YAML)

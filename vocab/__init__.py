@@ -8,3 +8,13 @@ BUILTIN_DIR = Path(__file__).parent
 def builtin_vocabulary_path(name: str = "space") -> Path:
     """Path of a vocabulary that ships with columnist (``vocab/NAME.yaml``)."""
     return BUILTIN_DIR / f"{name}.yaml"
+
+
+def load_vocabulary_arg(name_or_path: str):
+    """A YAML file path, or the name of a built-in vocabulary ('space'); raises VocabularyError."""
+    from columnist.vocab.schema import load_vocabulary
+
+    path = Path(name_or_path)
+    if not path.exists() and builtin_vocabulary_path(name_or_path).exists():
+        path = builtin_vocabulary_path(name_or_path)
+    return load_vocabulary(path)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vocab.scoring import sigmoid
+from columnist.vocab.scoring import sigmoid
 
 if TYPE_CHECKING:
     import numpy as np

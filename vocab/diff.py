@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vocab.prompts import render_prompts
-from vocab.rules import parse_rule, references
-from vocab.schema import Attribute, Vocabulary
+from columnist.vocab.prompts import render_prompts
+from columnist.vocab.rules import parse_rule, references
+from columnist.vocab.schema import Attribute, Vocabulary
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from models.encoder import l2_normalise  # noqa: F401 - re-exported for callers of vocab.prompts
+from columnist.models.encoder import l2_normalise  # noqa: F401 - re-exported for callers of vocab.prompts
 
-from vocab.schema import Attribute, Vocabulary
+from columnist.vocab.schema import Attribute, Vocabulary
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from models.encoder import Encoder
+    from columnist.models.encoder import Encoder
 
 
 def render_prompts(vocab: Vocabulary, attribute: Attribute) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from vocab.rules import RuleError, parse_rule, references
+from columnist.vocab.rules import RuleError, parse_rule, references
 
 CODE_PATTERN = r"^[a-z][a-z0-9_]*$"
 RESERVED_CODES = {"and", "or", "not", "image_id"}

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
-from vocab.rules import evaluate, parse_rule
-from vocab.schema import Vocabulary
+from columnist.vocab.rules import evaluate, parse_rule
+from columnist.vocab.schema import Vocabulary
 
 if TYPE_CHECKING:
     import numpy as np

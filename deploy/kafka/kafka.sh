@@ -42,7 +42,7 @@ up() {
     > "$data/kafka.log" 2>&1 < /dev/null &
   echo $! > "$pidfile"
   echo "kafka starting (pid $(cat "$pidfile")) on 127.0.0.1:$port, log $data/kafka.log"
-  if ! COLUMNIST_KAFKA="127.0.0.1:$port" "$python" -m streams.kafka_admin wait-and-create --timeout 120; then
+  if ! COLUMNIST_KAFKA="127.0.0.1:$port" "$python" -m columnist.streams.kafka.admin wait-and-create --timeout 120; then
     echo "kafka did not become ready; last log lines:" >&2
     tail -n 30 "$data/kafka.log" >&2
     down

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.encoder import Encoder
-from models.registry import ModelNotFound, builtin_models, load_encoder
-from models.tokenizer import ClipTokenizer
+from columnist.models.encoder import Encoder
+from columnist.models.registry import ModelNotFound, builtin_models, load_encoder
+from columnist.models.tokenizer import ClipTokenizer
 from tests.conftest import PHOTOS
 
 
@@ -16,7 +16,7 @@ def encoder():
 
 
 def load_photos():
-    from models.images import open_image
+    from columnist.models.images import open_image
 
     return [open_image(p.read_bytes(), p.name) for p in sorted(PHOTOS.glob("*.jpg"))]
 
@@ -68,8 +68,8 @@ def test_small_images_are_upscaled(encoder):
 
 
 def test_quantize_writes_an_int8_model(tmp_path):
-    from models.quantize import quantize_model_dir
-    from models.registry import resolve_model_dir
+    from columnist.models.quantize import quantize_model_dir
+    from columnist.models.registry import resolve_model_dir
 
     spec = quantize_model_dir(resolve_model_dir("tiny-clip"), tmp_path / "int8")
     assert spec.dtype == "int8" and spec.name == "tiny-clip-int8"
@@ -83,7 +83,7 @@ def test_quantize_writes_an_int8_model(tmp_path):
 
 
 def test_tokenizer_pads_every_text_to_the_context():
-    from models.registry import resolve_model_dir
+    from columnist.models.registry import resolve_model_dir
 
     tokenizer = ClipTokenizer.from_file(resolve_model_dir("tiny-clip") / "tokenizer.json")
     assert tokenizer([""]).tolist()[0][:3] == [49406, 49407, 49407]
@@ -91,7 +91,7 @@ def test_tokenizer_pads_every_text_to_the_context():
 
 def test_unusual_images_get_correct_embeddings(encoder):
     """CMYK, 16-bit, palette+alpha, animated, multi-page and EXIF-rotated images all embed."""
-    from models.images import open_image
+    from columnist.models.images import open_image
     from tests.models.test_images import encode, photo
 
     frames = [Image.new("RGB", (16, 16), c) for c in ("red", "blue")]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.images import ImageError, open_image
+from columnist.models.images import ImageError, open_image
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:

@@ -1,8 +1,8 @@
 import numpy as np
 from PIL import Image
 
-from models.encoder import Encoder
-from models.mock import MockEncoder
+from columnist.models.encoder import Encoder
+from columnist.models.mock import MockEncoder
 
 
 def test_mock_is_deterministic_unit_length_and_an_encoder():

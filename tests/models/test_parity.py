@@ -15,10 +15,10 @@ torch = pytest.importorskip("torch", reason="parity tests need torch: pip instal
 transformers = pytest.importorskip("transformers", reason="parity tests need transformers: pip install -e '.[export]'")
 skimage_data = pytest.importorskip("skimage.data")
 
-from models.clip import ClipEncoder  # noqa: E402
-from models.export import bundled_bpe_path, random_clip  # noqa: E402
-from models.registry import resolve_model_dir  # noqa: E402
-from models.tokenizer import clip_vocab_and_merges  # noqa: E402
+from columnist.models.clip import ClipEncoder  # noqa: E402
+from columnist.models.export import bundled_bpe_path, random_clip  # noqa: E402
+from columnist.models.registry import resolve_model_dir  # noqa: E402
+from columnist.models.tokenizer import clip_vocab_and_merges  # noqa: E402
 
 PHOTOS = ["astronaut", "rocket", "hubble_deep_field", "coffee", "chelsea", "moon", "camera"]
 PROMPTS = [
@@ -140,7 +140,7 @@ def test_text_embeddings_match_clip_model(encoder, reference_model):
 
 
 def test_int8_towers_cosine_to_fp32_is_reported(encoder, tmp_path):
-    from models.quantize import quantize_model_dir
+    from columnist.models.quantize import quantize_model_dir
 
     quantize_model_dir(resolve_model_dir("tiny-clip"), tmp_path / "int8")
     int8 = ClipEncoder.from_directory(tmp_path / "int8", threads=2)
@@ -160,7 +160,7 @@ def test_tiny_clip_regenerates_bit_for_bit(tmp_path):
     import sys
 
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    subprocess.run([sys.executable, "-m", "streams.cli", "model", "export", "--random", "tiny", "--seed", "0",
+    subprocess.run([sys.executable, "-m", "columnist", "model", "export", "--random", "tiny", "--seed", "0",
                     "--name", "tiny-clip", "--out", str(tmp_path)], env=env, check=True, capture_output=True)
     committed = resolve_model_dir("tiny-clip")
     for file in ("visual.onnx", "textual.onnx", "tokenizer.json", "model.json"):

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from streams.processes import LocalKafka, WorkerProcess, free_port, wait_until  # noqa: F401 - re-exported
+from deploy.local import LocalKafka, WorkerProcess, free_port, wait_until  # noqa: F401 - re-exported
 
 
 @pytest.fixture(scope="session")
@@ -41,8 +41,8 @@ def kafka_backend(tmp_path_factory):
 @pytest.fixture
 def stream_env(kafka_backend, tmp_path):
     """COLUMNIST_* settings of one isolated test: own topics, group, database, port."""
-    from streams.kafka_admin import create_topics
-    from streams.settings import Settings
+    from columnist.streams.kafka.admin import create_topics
+    from columnist.streams.settings import Settings
 
     bootstrap, dsn = kafka_backend
     tag = uuid.uuid4().hex[:8]
@@ -80,7 +80,7 @@ def start_worker(stream_env, tmp_path):
 
 
 def produce(settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
-    from streams.publish import _produce
+    from columnist.streams.kafka.publish import _produce
 
     asyncio.run(_produce(settings, topic, messages))
 

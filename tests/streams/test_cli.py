@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 
 def columnist(*args, check=True):
-    result = subprocess.run([sys.executable, "-m", "streams.cli", *args], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "columnist", *args], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     if check:
         assert result.returncode == 0, result.stderr
@@ -65,7 +65,7 @@ def test_tag_of_only_bad_files_fails_naming_them(tmp_path):
 HEAVY = ("onnxruntime", "faust", "chdb", "clickhouse_connect", "aiokafka", "torch")
 PROBE = """
 import sys
-from streams.cli import app
+from columnist.streams.cli.main import app
 try:
     app(sys.argv[1:])
 except SystemExit:

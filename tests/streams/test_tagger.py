@@ -2,8 +2,8 @@ import shutil
 
 import pytest
 
-from models.mock import MockEncoder
-from streams.tagger import find_images, tag
+from columnist.models.mock import MockEncoder
+from columnist.streams.tagger import find_images, tag
 from tests.conftest import PHOTOS
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from PIL import Image
 
 from tests.conftest import PHOTOS, SPACE_YAML
 from tests.streams.test_cli import columnist
-from vocab.schema import load_vocabulary
+from columnist.vocab.schema import load_vocabulary
 
 pytestmark = pytest.mark.integration
 NAMES = sorted(p.name for p in PHOTOS.glob("*.jpg"))

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from vocab.calibration import fit_labelled, fit_logistic, suggest_unlabelled
-from vocab.scoring import sigmoid, tier
+from columnist.vocab.calibration import fit_labelled, fit_logistic, suggest_unlabelled
+from columnist.vocab.scoring import sigmoid, tier
 
 
 def test_unlabelled_suggestion_separates_two_gaussians():

@@ -1,5 +1,5 @@
-from vocab.diff import diff_vocabularies
-from vocab.schema import parse_vocabulary
+from columnist.vocab.diff import diff_vocabularies
+from columnist.vocab.schema import parse_vocabulary
 
 BASE = """
 name: t

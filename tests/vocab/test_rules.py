@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vocab.rules import And, Not, Or, Ref, RuleError, evaluate, parse_rule, references, to_sql
+from columnist.vocab.rules import And, Not, Or, Ref, RuleError, evaluate, parse_rule, references, to_sql
 
 
 def test_precedence_not_binds_tighter_than_and_than_or():

@@ -3,9 +3,9 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from streams.cli import app
+from columnist.streams.cli.main import app
 from tests.conftest import SPACE_YAML
-from vocab.schema import VocabularyError, load_vocabulary, parse_vocabulary
+from columnist.vocab.schema import VocabularyError, load_vocabulary, parse_vocabulary
 
 GOOD = """
 name: demo

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from models.mock import MockEncoder
-from vocab.prompts import l2_normalise, render_prompts, text_embeddings
-from vocab.schema import parse_vocabulary
-from vocab.scoring import score_vocabulary, sigmoid, tier
+from columnist.models.mock import MockEncoder
+from columnist.vocab.prompts import l2_normalise, render_prompts, text_embeddings
+from columnist.vocab.schema import parse_vocabulary
+from columnist.vocab.scoring import score_vocabulary, sigmoid, tier
 
 VOCAB = """
 name: t

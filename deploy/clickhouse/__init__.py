@@ -1,0 +1,1 @@
+"""columnist's ClickHouse DDL (schema.sql), shipped inside the package as ``columnist.ddl``."""

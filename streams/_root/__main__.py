@@ -1,0 +1,5 @@
+"""``python -m columnist``: the command line."""
+
+from columnist.streams.cli.main import main
+
+main()

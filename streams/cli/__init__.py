@@ -1,0 +1,1 @@
+"""The ``columnist`` command line: one module per command group, composed in ``main``."""

@@ -1,0 +1,42 @@
+"""Helpers shared by the CLI commands: settings, vocabularies, the store,
+and failing with a clear message and a non-zero exit."""
+
+from __future__ import annotations
+
+from typing import NoReturn, Optional
+
+from columnist.vocab import load_vocabulary_arg
+from columnist.vocab.schema import Vocabulary
+
+
+def settings():
+    from columnist.streams.settings import get_settings
+
+    return get_settings()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    import typer
+
+    typer.echo(message, err=True)
+    raise typer.Exit(code)
+
+
+def vocabulary_or_exit(name_or_path: Optional[str]) -> Vocabulary:
+    """The vocabulary argument (default: $COLUMNIST_VOCAB), or exit naming every problem."""
+    from columnist.vocab.schema import VocabularyError
+
+    try:
+        return load_vocabulary_arg(name_or_path or settings().vocab)
+    except VocabularyError as err:
+        fail(str(err))
+
+
+def store_or_exit(db: Optional[str]):
+    """The store for --db (default: $COLUMNIST_DB), or exit when a worker owns it."""
+    from columnist.streams.store.reader import StoreLocked, connect_store
+
+    try:
+        return connect_store(db or settings().db, settings())
+    except StoreLocked as err:
+        fail(f"{err}: stop the worker first, or push a vocabulary for it to apply")

@@ -1,0 +1,99 @@
+"""``columnist model ...``: inspect, export, quantize and run models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+model_app = typer.Typer(help="Inspect, export, quantize and run CLIP models.", no_args_is_help=True)
+
+
+@model_app.command("info")
+def info(name: str = typer.Argument(..., help="'mock', a built-in model or a model directory.")) -> None:
+    """Print a model's description and files."""
+    from columnist.models.registry import resolve_model_dir
+    from columnist.models.spec import ModelSpec
+
+    if name == "mock":
+        typer.echo("mock: deterministic hash encoder, 512-d, logit_scale 100, no files")
+        return
+    directory = resolve_model_dir(name)
+    spec = ModelSpec.read(directory)
+    typer.echo(f"{spec.name} ({directory})")
+    for key, value in spec.model_dump().items():
+        typer.echo(f"  {key:15} {value}")
+    for file in sorted(directory.iterdir()):
+        typer.echo(f"  file {file.name:20} {file.stat().st_size / 1e6:8.2f} MB")
+
+
+@model_app.command("export")
+def export(
+    out: Path = typer.Option(..., "--out", help="Directory to write the model into."),
+    source: Optional[str] = typer.Option(None, "--from", help="A Hugging Face id or directory with a CLIPModel."),
+    random: Optional[str] = typer.Option(None, "--random", help="A random model of this shape: vit-b-32 or tiny."),
+    seed: int = typer.Option(0, help="Seed of the random weights."),
+    name: Optional[str] = typer.Option(None, help="Model name stored with embeddings (default from the source)."),
+) -> None:
+    """Export a CLIP model to ONNX towers (needs: pip install -e '.[export]')."""
+    if (source is None) == (random is None):
+        raise typer.BadParameter("give exactly one of --from or --random")
+    try:
+        from columnist.models import export as exporter
+        from columnist.models.tokenizer import build_clip_tokenizer
+    except ModuleNotFoundError as err:
+        typer.echo(f"export needs torch and transformers ({err}): pip install -e '.[export]'", err=True)
+        raise typer.Exit(1)
+    if random:
+        model = exporter.random_clip(random, seed)
+        tokenizer = build_clip_tokenizer(exporter.bundled_bpe_path())
+        name, origin = name or f"random-{random}-seed{seed}", f"random {random} seed {seed}"
+    else:
+        model, tokenizer = exporter.pretrained_clip(source)
+        name, origin = name or Path(source).name, source
+    spec = exporter.export_clip(model, tokenizer, out, name, origin)
+    typer.echo(f"wrote {spec.name} to {out}")
+
+
+@model_app.command("quantize")
+def quantize(
+    source: Path = typer.Argument(..., help="An fp32 model directory."),
+    out: Path = typer.Option(..., "--out", help="Directory for the int8 model."),
+) -> None:
+    """Write dynamic-int8 towers (MatMul and Gemm weights) beside a copy of the tokenizer."""
+    from columnist.models.quantize import quantize_model_dir
+    from columnist.models.registry import resolve_model_dir
+
+    spec = quantize_model_dir(resolve_model_dir(str(source)), out)
+    typer.echo(f"wrote {spec.name} to {out}")
+
+
+@model_app.command("embed")
+def embed(
+    out: Path = typer.Option(..., "--out", help="The .npy file to write."),
+    model: Optional[str] = typer.Option(None, "--model", help="'mock', a built-in model or a directory."),
+    image: List[Path] = typer.Option([], "--image", help="An image file (repeatable)."),
+    text: List[str] = typer.Option([], "--text", help="A text (repeatable)."),
+) -> None:
+    """Write L2-normalised embeddings, one row per input in order, to a .npy file."""
+    import numpy as np
+
+    from columnist.models.images import ImageError, open_image
+    from columnist.models.registry import load_encoder
+    from columnist.streams.settings import get_settings
+
+    if bool(image) == bool(text):
+        raise typer.BadParameter("give --image files or --text strings (not both)")
+    encoder = load_encoder(model or get_settings().model)
+    if image:
+        try:
+            images = [open_image(path.read_bytes(), str(path)) for path in image]
+        except (ImageError, OSError) as err:
+            typer.echo(f"cannot embed: {err}", err=True)
+            raise typer.Exit(1)
+        vectors = encoder.encode_images(images)
+    else:
+        vectors = encoder.encode_texts(text)
+    np.save(out, vectors)
+    typer.echo(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings from {encoder.name} to {out}")

@@ -1,0 +1,159 @@
+"""The CLI commands of the streaming service: worker, publish, vocab push, replay, backfill, status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from columnist.streams.cli.common import settings as current_settings
+
+publish_app = typer.Typer(help="Publish events to Kafka.", no_args_is_help=True)
+
+
+def worker(loglevel: str = typer.Option("info", help="Log level.")) -> None:
+    """Run the streaming worker: ingest images, apply vocabulary changes (COLUMNIST_* settings)."""
+    from columnist.streams.worker.app import run_worker
+
+    run_worker(current_settings(), loglevel)
+
+
+@publish_app.command("images")
+def publish_images(
+    paths: List[Path] = typer.Argument(..., help="Image files and folders (walked recursively)."),
+    collection: str = typer.Option("", help="Collection name carried by each event."),
+) -> None:
+    """Publish one ingest event per image (file:// URIs; the worker's COLUMNIST_IMAGE_ROOTS must cover them)."""
+    from rich.progress import Progress
+
+    from columnist.streams.kafka.publish import publish_images as publish
+    from columnist.streams.tagger import find_images
+
+    files = find_images(paths)
+    if not files:
+        typer.echo(f"no images found in {', '.join(map(str, paths))}", err=True)
+        raise typer.Exit(1)
+    settings = current_settings()
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"publishing to {settings.topic_images}", total=len(files))
+        count = publish(files, settings, collection, on_sent=lambda n: progress.advance(task, n))
+    typer.echo(f"published {count} image events to {settings.topic_images} at {settings.kafka}")
+
+
+def vocab_push(file: Path = typer.Argument(..., help="A vocabulary YAML file.")) -> None:
+    """Validate a vocabulary and publish it for the worker to apply (an invalid one is refused here)."""
+    from columnist.streams.kafka.publish import push_vocabulary
+    from columnist.vocab.schema import VocabularyError, load_vocabulary
+
+    try:
+        vocab = load_vocabulary(file)
+    except VocabularyError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1)
+    settings = current_settings()
+    push_vocabulary(vocab, settings)
+    typer.echo(f"pushed vocabulary {vocab.name!r} v{vocab.version} ({len(vocab.codes)} attributes) "
+               f"to {settings.topic_vocab}")
+
+
+def _progress_chunks(label: str):
+    """A progress bar over replay chunks, and the callback that moves it: (done, total)."""
+    from rich.progress import Progress
+
+    progress = Progress(transient=False)
+    task = progress.add_task(label, total=None)
+    return progress, (lambda done, total: progress.update(task, completed=done, total=total))
+
+
+def replay(
+    vocab: str = typer.Option(..., "--vocab", help="The vocabulary file (or built-in name) to apply."),
+    db: Optional[str] = typer.Option(None, "--db", help="ClickHouse DSN."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model whose stored embeddings to replay."),
+) -> None:
+    """Apply a vocabulary by hand: diff against the applied one, score only what changed from stored embeddings."""
+    from columnist.models.registry import load_encoder
+    from columnist.streams.cli.common import store_or_exit, vocabulary_or_exit
+    from columnist.streams.vocabulary_change import apply_vocabulary
+
+    settings = current_settings()
+    new = vocabulary_or_exit(vocab)
+    store = store_or_exit(db)
+    encoder = load_encoder(model or settings.model, settings.threads, settings.batch_size)
+    old = store.applied_vocabulary(new.name)
+    progress, advance = _progress_chunks(f"replaying {new.name} v{new.version}")
+    with progress:
+        report = apply_vocabulary(store, encoder, old, new, settings.replay_chunks, on_chunk=advance)
+    d = report.diff
+    typer.echo(f"applied {new.name} v{new.version}: added {list(d.added)}, changed {list(d.changed)}, "
+               f"removed {list(d.removed)}, dependents {list(d.dependents)}; "
+               f"{report.stored_scores} scores of {len(d.rescore)} attribute(s) now stored, no image decoded")
+    store.close()
+
+
+def backfill(
+    vocab: str = typer.Option(..., "--vocab", help="Name of an applied vocabulary."),
+    attribute: List[str] = typer.Option([], "--attribute", help="Attribute code to re-score (repeatable; default: all)."),
+    db: Optional[str] = typer.Option(None, "--db", help="ClickHouse DSN."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model whose stored embeddings to use."),
+    resume: bool = typer.Option(False, help="Continue an interrupted backfill instead of starting over."),
+) -> None:
+    """Re-score attributes of the applied vocabulary for every stored embedding (and their derived dependents)."""
+    from columnist.models.registry import load_encoder
+    from columnist.streams.cli.common import fail, store_or_exit
+    from columnist.vocab.diff import VocabularyDiff, dependents
+    from columnist.vocab.prompts import text_embeddings
+
+    settings = current_settings()
+    store = store_or_exit(db)
+    applied = store.applied_vocabulary(vocab)
+    if applied is None:
+        fail(f"no vocabulary named {vocab!r} has been applied to {db or settings.db}")
+    unknown = [a for a in attribute if a not in applied.codes]
+    if unknown:
+        fail(f"vocabulary {vocab!r} v{applied.version} has no attribute(s) {', '.join(unknown)}")
+    codes = set(attribute or applied.codes)
+    codes |= set(dependents(applied, codes))
+    ordered = tuple(c for c in applied.codes if c in codes)
+    encoder = load_encoder(model or settings.model, settings.threads, settings.batch_size)
+    replayer = store.replayer(encoder.name, encoder.logit_scale, encoder.source, settings.replay_chunks,
+                        job=f"backfill {applied.content_hash()[:16]} {' '.join(ordered)}")
+    if not resume:
+        replayer.forget_checkpoints(applied)
+    progress, advance = _progress_chunks(f"backfilling {len(ordered)} attributes")
+    with progress:
+        report = replayer.run(applied, VocabularyDiff(changed=ordered), text_embeddings(encoder, applied, ordered), advance)
+    typer.echo(f"backfilled {', '.join(ordered)}: {report.score_rows + report.late_score_rows} scores written "
+               f"({report.chunks_skipped} chunks resumed)")
+    store.close()
+
+
+def status(db: Optional[str] = typer.Option(None, "--db", help="ClickHouse DSN.")) -> None:
+    """Consumer lag, images, embeddings, scores per attribute and dead letters."""
+    from columnist.streams.cli.output import print_rows
+    from columnist.streams.store.reader import Reader
+    from columnist.streams.kafka.lag import kafka_status
+
+    settings = current_settings()
+    try:
+        lag = kafka_status(settings)
+        typer.echo(f"kafka {settings.kafka}: consumer group {settings.group!r} lag {lag['lag']} "
+                   f"({lag['per_partition']}), dead letters {lag['dead_letters']}")
+    except Exception as err:  # Kafka down is a status, not a crash
+        typer.echo(f"kafka {settings.kafka}: unavailable ({err})")
+    reader = Reader(db or settings.db, settings)
+    try:
+        typer.echo(f"database {db or settings.db} (read via {reader.via})")
+        for table in reader.summary().values():
+            print_rows(table["columns"], table["rows"])
+    finally:
+        reader.close()
+
+
+def register(app: typer.Typer, vocab_app: typer.Typer) -> None:
+    app.command()(worker)
+    app.add_typer(publish_app, name="publish")
+    vocab_app.command("push")(vocab_push)
+    app.command()(replay)
+    app.command()(backfill)
+    app.command()(status)

@@ -1,0 +1,136 @@
+"""The vocabulary workbench: `columnist calibrate`, `columnist try`, `columnist gallery`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+DbOption = typer.Option(None, "--db", help="ClickHouse DSN (default: $COLUMNIST_DB).")
+ModelOption = typer.Option(None, "--model", help="Model whose stored embeddings to use (default: $COLUMNIST_MODEL).")
+VocabOption = typer.Option(None, "--vocab", help="Vocabulary YAML file or built-in name (default: $COLUMNIST_VOCAB).")
+
+
+def _context(db, model, vocab):
+    """(store, encoder, vocabulary) for a workbench command."""
+    from columnist.models.registry import load_encoder
+    from columnist.streams.cli.common import settings, store_or_exit, vocabulary_or_exit
+
+    config = settings()
+    encoder = load_encoder(model or config.model, config.threads, config.batch_size)
+    return store_or_exit(db), encoder, vocabulary_or_exit(vocab)
+
+
+def calibrate(
+    vocab: Optional[str] = VocabOption,
+    sample: int = typer.Option(10_000, help="Stored embeddings to sample."),
+    labels: Optional[Path] = typer.Option(None, help="CSV of human labels: image_id,attribute,label (0/1)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: logit histograms with the sigmoid."),
+    per_attribute: bool = typer.Option(False, "--per-attribute", help="Also suggest a centre/scale per attribute."),
+    write: bool = typer.Option(False, "--write", help="Write the suggestion into the vocabulary file."),
+    db: Optional[str] = DbOption,
+    model: Optional[str] = ModelOption,
+) -> None:
+    """Logit statistics per attribute on stored embeddings, and a fitted sigmoid centre and scale."""
+    from columnist.streams.workbench import calibrate as cal
+    from columnist.streams.cli.common import fail
+    from columnist.streams.cli.output import print_rows
+
+    store, encoder, vocabulary = _context(db, model, vocab)
+    try:
+        _, logits = cal.sample_logits(store, encoder, vocabulary, sample)
+        print_rows(["attribute", "min", "mean", "max", "std", "accepted", "tentative", "rejected"],
+                   cal.statistics_rows(vocabulary, logits))
+        if labels:
+            reports, vocab_wide = cal.fit_from_labels(store, encoder, vocabulary, cal.read_labels(labels)), None
+            print_rows(["attribute", "labels", "centre", "scale", "log-loss before", "log-loss after"],
+                       [[r.code, r.labels, f"{r.fit.centre:.3f}", f"{r.fit.scale:.3f}", f"{r.loss_before:.4f}",
+                         f"{r.loss_after:.4f}"] for r in reports])
+        else:
+            vocab_wide, reports = cal.fit_unlabelled(logits, per_attribute)
+            typer.echo(f"suggested from the logit distribution (two-Gaussian mixture, {len(next(iter(logits.values())))} "
+                       f"images x {len(logits)} attributes): centre {vocab_wide.centre:.3f}, scale {vocab_wide.scale:.3f}")
+    except (LookupError, ValueError) as err:
+        fail(str(err))
+    finally:
+        store.close()
+    typer.echo("\n# paste into the vocabulary:\n" + cal.calibration_yaml(vocab_wide, reports))
+    if plot:
+        by_code = {r.code: r for r in reports}
+        cal.plot(plot, vocabulary, [by_code.get(c) or cal.AttributeReport(c, v) for c, v in logits.items()], vocab_wide)
+        typer.echo(f"wrote {plot}")
+    if write:
+        source = Path(vocab or "")
+        if not source.is_file():
+            fail("--write needs --vocab FILE (a built-in vocabulary is not edited in place)")
+        updated = cal.write_calibration(source, vocab_wide, reports)
+        typer.echo(f"wrote the calibration into {source} (still valid: {len(updated.codes)} attributes); "
+                   "bump its version and push it to re-score")
+
+
+def try_(
+    description: str = typer.Argument(..., help="An ad-hoc description, e.g. 'a spacecraft window or porthole'."),
+    template: List[str] = typer.Option([], "--template", help="Prompt template(s) with {description}."),
+    top: int = typer.Option(10, help="How many top and borderline images to show."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Write a page of thumbnails with scores."),
+    vocab: Optional[str] = VocabOption,
+    db: Optional[str] = DbOption,
+    model: Optional[str] = ModelOption,
+) -> None:
+    """Score a description against every stored embedding (one matrix product) before adding it."""
+    from columnist.streams.cli.common import fail
+    from columnist.streams.workbench.gallery import try_description, write_html
+    from columnist.streams.cli.output import print_rows
+
+    if any("{description}" not in t for t in template):
+        fail("each --template must contain {description}", 2)
+    store, encoder, vocabulary = _context(db, model, vocab)
+    try:
+        results = try_description(store, encoder, vocabulary, description, template or None)
+        best, borderline = results.top(top), results.borderline(top)
+        uris = store.image_uris([r.image_id for r in best + borderline]) if html_out else {}
+    except LookupError as err:
+        fail(str(err))
+    finally:
+        store.close()
+    rows = lambda items: [[r.image_id, f"{r.score:.4f}", f"{r.logit:.3f}"] for r in items]  # noqa: E731
+    typer.echo(f"{description!r} over {len(results.ids)} stored embeddings (centre {vocabulary.calibration.centre}, "
+               f"scale {vocabulary.calibration.scale}):")
+    print_rows(["top image", "score", "logit"], rows(best))
+    print_rows(["borderline image", "score", "logit"], rows(borderline))
+    if html_out:
+        write_html(html_out, f"try: {description}", [("top", best), ("borderline", borderline)], uris)
+        typer.echo(f"wrote {html_out}")
+
+
+def gallery(
+    attribute: str = typer.Option(..., "--attribute", help="The attribute code."),
+    out: Path = typer.Option(..., "--out", help="The HTML file to write."),
+    count: int = typer.Option(24, help="Images per section."),
+    vocab: Optional[str] = VocabOption,
+    db: Optional[str] = DbOption,
+) -> None:
+    """Thumbnails of an attribute's accepted, tentative and rejected images with their scores."""
+    from columnist.streams.cli.common import fail, store_or_exit, vocabulary_or_exit
+    from columnist.streams.workbench.gallery import gallery_sections, write_html
+
+    vocabulary = vocabulary_or_exit(vocab)
+    if attribute not in vocabulary.codes:
+        fail(f"vocabulary {vocabulary.name!r} has no attribute {attribute!r}")
+    store = store_or_exit(db)
+    try:
+        sections = gallery_sections(store, vocabulary, attribute, count)
+        uris = store.image_uris([r.image_id for _, items in sections for r in items])
+    except LookupError as err:
+        fail(str(err))
+    finally:
+        store.close()
+    write_html(out, f"{attribute}: {vocabulary.entry(attribute).label or attribute}", sections, uris)
+    typer.echo(f"wrote {out}: " + "; ".join(heading for heading, _ in sections))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(calibrate)
+    app.command("try")(try_)
+    app.command()(gallery)

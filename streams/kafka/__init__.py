@@ -1,0 +1,1 @@
+"""Kafka from the outside: creating topics, publishing events, reading lag."""

@@ -1,0 +1,44 @@
+"""Consumer lag and dead-letter count, read from Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+
+from columnist.streams.settings import Settings
+
+
+async def _kafka_status(settings: Settings) -> dict:
+    import logging
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # a broker that is down is reported below
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=5000)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, request_timeout_ms=5000)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(settings.group)
+        partitions = [TopicPartition(settings.topic_images, p)
+                      for p in sorted(consumer.partitions_for_topic(settings.topic_images) or
+                                      await _partitions(consumer, settings.topic_images))]
+        ends = await consumer.end_offsets(partitions)
+        per_partition = {tp.partition: ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions}
+        dead = TopicPartition(settings.topic_deadletter, 0)
+        dead_end = (await consumer.end_offsets([dead]))[dead]
+        dead_begin = (await consumer.beginning_offsets([dead]))[dead]
+        return {"lag": sum(per_partition.values()), "per_partition": per_partition, "dead_letters": dead_end - dead_begin}
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def _partitions(consumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()  # aiokafka learns a topic's partitions lazily
+    return consumer.partitions_for_topic(topic) or set()
+
+
+def kafka_status(settings: Settings) -> dict:
+    return asyncio.run(_kafka_status(settings))

@@ -1,0 +1,85 @@
+"""The store: every statement against ``columnist.*`` lives in this subpackage.
+
+``Store`` is what the rest of columnist may ask of it; ``ClickHouseStore``
+(store.clickhouse) answers for the embedded engine (``chdb://PATH``) and a server
+(``http://host:8123``) alike, with the replay statements in store.replay and the guard of
+the worker's read-only queries in store.query_guard. A store that cannot be reached raises
+``StoreUnavailable``, the one exception callers retry on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from columnist.streams.pipeline import ScoredBatch
+    from columnist.streams.store.replay import Replayer
+    from columnist.vocab.schema import Vocabulary
+
+Rows = tuple[list[str], list[tuple]]
+"""Column names and rows of a query result."""
+
+
+class StoreUnavailable(ConnectionError):
+    """ClickHouse could not be reached: try again later (as opposed to a statement it refused)."""
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """Bounds of a query run for someone else (the worker's control page)."""
+
+    seconds: float = 30.0
+    rows: int = 100_000
+    bytes: int = 100_000_000
+
+
+class Store(Protocol):
+    # -- writes --------------------------------------------------------------------------
+    def write(self, batch: "ScoredBatch") -> int:
+        """Images, embeddings and scores of a batch, idempotently; returns the score rows."""
+
+    # -- vocabularies --------------------------------------------------------------------
+    def apply_vocabulary(self, vocab: "Vocabulary", model: str) -> None:
+        """Record ``vocab`` as applied and regenerate its view."""
+
+    def applied_vocabulary(self, name: str) -> "Vocabulary | None": ...
+
+    def was_applied(self, name: str, content_hash: str) -> bool:
+        """Whether this exact document was applied at some time."""
+
+    def count_scores(self, codes: Sequence[str]) -> int:
+        """Current scores of these attributes (counted with FINAL)."""
+
+    def replayer(self, model: str, logit_scale: float, source: str, chunks: int = 0,
+                 job: str | None = None) -> "Replayer":
+        """The in-engine replay of attributes over stored embeddings, with checkpoints."""
+
+    # -- reads ---------------------------------------------------------------------------
+    def read_embeddings(self, model: str, image_ids: Sequence[str] | None = None,
+                        sample: int | None = None) -> tuple[list[str], "np.ndarray"]: ...
+
+    def image_uris(self, image_ids: Sequence[str]) -> dict[str, str]: ...
+
+    def attribute_scores(self, code: str) -> list[tuple[str, float, float]]:
+        """(image_id, score, logit) of every image for one attribute."""
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, applied vocabularies and scores per attribute, for `columnist status`."""
+
+    def query(self, sql: str, parameters: dict | None = None) -> Rows:
+        """The operator's own SQL, with the operator's own rights (`columnist query`)."""
+
+    def select(self, sql: str, limits: QueryLimits) -> Rows:
+        """One SELECT checked by store.query_guard, run read-only within ``limits``."""
+
+    def close(self) -> None: ...
+
+
+def connect(dsn: str, cluster: str | None = None) -> Store:
+    """The store at ``dsn`` (its schema created if missing); StoreUnavailable if unreachable."""
+    from columnist.streams.store.clickhouse import ClickHouseStore
+
+    return ClickHouseStore.connect(dsn, cluster)

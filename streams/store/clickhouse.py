@@ -1,0 +1,344 @@
+"""The ClickHouse store: schema, idempotent writes, vocabulary bookkeeping, the column view.
+
+One code path for the embedded engine (``chdb://PATH``) and a server (``http://host:8123``);
+only the DSN differs. Every table is a ReplacingMergeTree, so writing a batch twice replaces
+rows instead of duplicating them. The wide view ``image_columns`` is regenerated whenever a
+vocabulary is applied, with one column per attribute code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from string import Template
+from typing import TYPE_CHECKING, Any, Sequence
+
+from columnist.streams import faults
+from columnist.streams.store import QueryLimits, Rows, StoreUnavailable
+from columnist.vocab.prompts import render_prompts
+from columnist.vocab.schema import Attribute, Vocabulary, vocabulary_from_dict
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+
+    from columnist.streams.pipeline import ImageRecord, ScoredBatch
+    from columnist.streams.store.replay import Replayer
+    from columnist.vocab.scoring import Scores
+
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class _Client:
+    """The clickhouse-connect client with one change: an unreachable server (or an injected
+    fault) raises StoreUnavailable, so callers retry on one exception type."""
+
+    def __init__(self, client: Any):
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args, **kwargs):
+            with unavailable_as_store_error():
+                return attribute(*args, **kwargs)
+        return call
+
+
+@contextmanager
+def unavailable_as_store_error():
+    from clickhouse_connect.driver.exceptions import OperationalError
+
+    try:
+        yield
+    except StoreUnavailable:
+        raise
+    except (OperationalError, ConnectionError, TimeoutError) as err:
+        raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
+
+
+def normalise_dsn(dsn: str) -> str:
+    """Make ``chdb://relative/path`` absolute (clickhouse-connect reads its first part as a host)."""
+    if not dsn.startswith("chdb://") or dsn.startswith("chdb:///") or dsn.startswith("chdb://memory"):
+        return dsn
+    path = Path(dsn[len("chdb://"):]).expanduser().resolve()
+    return f"chdb://{path}"
+
+
+def render_schema(cluster: str | None = None) -> list[str]:
+    """The DDL statements, for a single server or ON CLUSTER with Replicated engines."""
+    if cluster is not None and not re.fullmatch(r"[A-Za-z0-9_\-]+", cluster):
+        raise ValueError(f"cluster name {cluster!r} is not a plain identifier")
+    from importlib.resources import files
+
+    text = Template(files("columnist.ddl").joinpath("schema.sql").read_text()).substitute(
+        ON_CLUSTER=f"ON CLUSTER `{cluster}`" if cluster else "",
+        REPLICATED="Replicated" if cluster else "",
+    )
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _timestamps(count: int) -> "pa.Array":
+    import pyarrow as pa
+
+    return pa.array([_now()] * count, type=pa.timestamp("ms", tz="UTC"))
+
+
+class ClickHouseStore:
+    """The Store protocol (columnist.streams.store) on clickhouse-connect."""
+
+    def __init__(self, client: Any, cluster: str | None = None, dsn: str = ""):
+        self.client = _Client(client)
+        self.cluster = cluster
+        self.dsn = dsn
+
+    @classmethod
+    def connect(cls, dsn: str, cluster: str | None = None) -> "ClickHouseStore":
+        import clickhouse_connect
+
+        dsn = normalise_dsn(dsn)
+        if dsn.startswith("chdb:///"):
+            Path(dsn[len("chdb://"):]).mkdir(parents=True, exist_ok=True)
+        with unavailable_as_store_error():
+            store = cls(clickhouse_connect.get_client(dsn=dsn), cluster, dsn)
+        store.create_schema()
+        return store
+
+    def close(self) -> None:
+        self.client.close()
+
+    def create_schema(self) -> None:
+        for statement in render_schema(self.cluster):
+            self.client.command(statement)
+
+    # -- writes ------------------------------------------------------------------------
+
+    def write(self, batch: "ScoredBatch") -> int:
+        """Write images, embeddings and scores of a batch; return the number of score rows."""
+        if not batch.images:
+            return 0
+        with unavailable_as_store_error():  # an injected fault looks like a lost connection
+            faults.point("store_write")
+        self.write_images(batch.images)
+        self.write_embeddings(batch.model, [i.image_id for i in batch.images], batch.embeddings)
+        faults.point("after_embeddings")
+        return self.write_scores(
+            [i.image_id for i in batch.images], batch.scores, batch.model, batch.vocab
+        )
+
+    def write_images(self, images: Sequence[ImageRecord]) -> None:
+        import pyarrow as pa
+
+        table = pa.table({
+            "image_id": [i.image_id for i in images],
+            "uri": [i.uri for i in images],
+            "collection": [i.collection for i in images],
+            "width": pa.array([i.width for i in images], pa.uint32()),
+            "height": pa.array([i.height for i in images], pa.uint32()),
+            "sha256": [i.sha256 for i in images],
+            "ingested_at": _timestamps(len(images)),
+        })
+        self.client.insert_arrow("columnist.images", table)
+
+    def write_embeddings(self, model: str, image_ids: Sequence[str], embeddings: "np.ndarray") -> None:
+        import numpy as np
+        import pyarrow as pa
+
+        flat = pa.array(np.ascontiguousarray(embeddings, dtype=np.float32).ravel())
+        table = pa.table({
+            "model": [model] * len(image_ids),
+            "image_id": list(image_ids),
+            "embedding": pa.FixedSizeListArray.from_arrays(flat, embeddings.shape[1]).cast(
+                pa.list_(pa.float32())
+            ),
+            "created_at": _timestamps(len(image_ids)),
+        })
+        self.client.insert_arrow("columnist.image_embedding", table)
+
+    def write_scores(self, image_ids: Sequence[str], scores: "Scores", model: str, vocab: Vocabulary) -> int:
+        import numpy as np
+        import pyarrow as pa
+
+        codes = scores.codes
+        n = len(image_ids)
+        table = pa.table({
+            "attribute": np.repeat(codes, n).tolist(),
+            "image_id": list(image_ids) * len(codes),
+            "score": np.concatenate([scores.scores[c] for c in codes]).astype(np.float32),
+            "logit": np.concatenate([scores.logits[c] for c in codes]).astype(np.float32),
+            "source": [scores.sources[c] for c in codes for _ in range(n)],
+            "model": [model] * (n * len(codes)),
+            "vocab_name": [vocab.name] * (n * len(codes)),
+            "vocab_version": pa.array([vocab.version] * (n * len(codes)), pa.uint32()),
+            "updated_at": _timestamps(n * len(codes)),
+        })
+        self.client.insert_arrow("columnist.feature_image_attribute", table)
+        return table.num_rows
+
+    # -- vocabularies --------------------------------------------------------------------
+
+    def apply_vocabulary(self, vocab: Vocabulary, model: str) -> None:
+        """Record ``vocab`` as applied (its rows and whole document) and regenerate the view."""
+        import pyarrow as pa
+
+        rows = [self._vocabulary_row(vocab, entry, model) for entry in (*vocab.attributes, *vocab.derived)]
+        table = pa.Table.from_pylist(rows, schema=_VOCABULARY_SCHEMA())
+        self.client.insert_arrow("columnist.vocabulary", table)
+        self.create_columns_view(vocab)  # before the record: 'applied' means the view is there too
+        self.client.insert_arrow("columnist.vocabulary_applied", pa.table({
+            "vocab_name": [vocab.name],
+            "vocab_version": pa.array([vocab.version], pa.uint32()),
+            "content_hash": [vocab.content_hash()],
+            "document": [json.dumps(vocab.model_dump(mode="json"))],
+            "model": [model],
+            "applied_at": _timestamps(1),
+        }))
+
+    @staticmethod
+    def _vocabulary_row(vocab: Vocabulary, entry, model: str) -> dict:
+        thresholds = vocab.thresholds_for(entry)
+        is_base = isinstance(entry, Attribute)
+        calibration = vocab.calibration_for(entry) if is_base else None
+        return {
+            "vocab_name": vocab.name, "vocab_version": vocab.version,
+            "content_hash": vocab.content_hash(), "code": entry.code, "label": entry.label,
+            "description": entry.description if is_base else "", "type": entry.type,
+            "prompts": render_prompts(vocab, entry) if is_base else [],
+            "centre": calibration.centre if calibration else None,
+            "scale": calibration.scale if calibration else None,
+            "accept": thresholds.accept, "reject": thresholds.reject,
+            "rule": "" if is_base else entry.rule, "model": model, "applied_at": _now(),
+        }
+
+    def applied_vocabulary(self, name: str) -> Vocabulary | None:
+        """The document last applied under ``name``, or None."""
+        result = self.client.query(
+            "SELECT document FROM columnist.vocabulary_applied FINAL WHERE vocab_name = {name:String}",
+            parameters={"name": name},
+        )
+        if not result.result_rows:
+            return None
+        return vocabulary_from_dict(json.loads(result.result_rows[0][0]), f"applied vocabulary {name!r}")
+
+    def was_applied(self, name: str, content_hash: str) -> bool:
+        return self.scalar("SELECT count() FROM columnist.vocabulary WHERE vocab_name = {n:String} "
+                           "AND content_hash = {h:String}", {"n": name, "h": content_hash}) > 0
+
+    def count_scores(self, codes: Sequence[str]) -> int:
+        if not codes:
+            return 0
+        return self.scalar("SELECT count() FROM columnist.feature_image_attribute FINAL "
+                           "WHERE attribute IN {c:Array(String)}", {"c": list(codes)})
+
+    def replayer(self, model: str, logit_scale: float, source: str, chunks: int = 0,
+                 job: str | None = None) -> "Replayer":
+        from columnist.streams.store.replay import Replayer
+
+        return Replayer(self, model, logit_scale, source, chunks, job)
+
+    def create_columns_view(self, vocab: Vocabulary) -> None:
+        """``columnist.image_columns``: one row per image, one Nullable(Float32) per code.
+
+        Codes are validated identifiers (checked again here), so they are safe as column
+        names and literals; no other text reaches this statement.
+        """
+        codes = vocab.codes
+        for code in codes:
+            if not IDENTIFIER.match(code):
+                raise ValueError(f"attribute code {code!r} is not an identifier")
+        columns = ",\n  ".join(f"maxIfOrNull(score, attribute = '{c}') AS `{c}`" for c in codes)
+        on_cluster = f" ON CLUSTER `{self.cluster}`" if self.cluster else ""
+        in_list = ", ".join(f"'{c}'" for c in codes)
+        self.client.command(
+            f"CREATE OR REPLACE VIEW columnist.image_columns{on_cluster} AS\n"
+            f"SELECT image_id,\n  {columns}\n"
+            f"FROM columnist.feature_image_attribute FINAL\n"
+            f"WHERE attribute IN ({in_list})\nGROUP BY image_id"
+        )
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def read_embeddings(self, model: str, image_ids: Sequence[str] | None = None,
+                        sample: int | None = None) -> tuple[list[str], "np.ndarray"]:
+        """Stored embeddings of ``model`` (all, the given ids, or a deterministic sample of
+        ``sample`` images), read through Arrow: the fast way out of ClickHouse."""
+        import numpy as np
+
+        sql = "SELECT image_id, embedding FROM columnist.image_embedding FINAL WHERE model = {model:String}"
+        parameters: dict[str, Any] = {"model": model}
+        if image_ids is not None:
+            sql += " AND image_id IN {ids:Array(String)}"
+            parameters["ids"] = list(image_ids)
+        if sample is not None:
+            sql += " ORDER BY cityHash64(image_id) LIMIT {sample:UInt64}"
+            parameters["sample"] = sample
+        table = self.client.query_arrow(sql, parameters=parameters)
+        ids = table.column("image_id").to_pylist()
+        if not ids:
+            return [], np.zeros((0, 0), np.float32)
+        flat = np.asarray(table.column("embedding").combine_chunks().flatten(), dtype=np.float32)
+        return ids, flat.reshape(len(ids), -1)
+
+    def attribute_scores(self, code: str) -> list[tuple[str, float, float]]:
+        _, rows = self.query("SELECT image_id, score, logit FROM columnist.feature_image_attribute FINAL "
+                             "WHERE attribute = {a:String}", {"a": code})
+        return [(i, float(s), float(lg)) for i, s, lg in rows]
+
+    def summary(self) -> dict[str, Any]:
+        from columnist.streams.store.rows import plain
+
+        def rows(sql: str) -> dict:
+            columns, found = self.query(sql)
+            return {"columns": columns, "rows": [[plain(v) for v in row] for row in found]}
+
+        return {
+            "counts": rows("SELECT (SELECT count() FROM columnist.images FINAL) AS images, "
+                           "(SELECT count() FROM columnist.image_embedding FINAL) AS embeddings, "
+                           "(SELECT count() FROM columnist.feature_image_attribute FINAL) AS scores"),
+            "vocabularies": rows("SELECT vocab_name, vocab_version, model, applied_at "
+                                 "FROM columnist.vocabulary_applied FINAL ORDER BY vocab_name"),
+            "attributes": rows("SELECT attribute, source, count() AS scores, round(avg(score), 3) AS mean_score "
+                               "FROM columnist.feature_image_attribute FINAL GROUP BY attribute, source "
+                               "ORDER BY attribute"),
+        }
+
+    def select(self, sql: str, limits: QueryLimits) -> Rows:
+        from columnist.streams.store.query_guard import canonical_select, query_settings
+
+        statement = canonical_select(self.client, sql)
+        result = self.client.query(statement, settings=query_settings(limits.seconds, limits.rows, limits.bytes))
+        return list(result.column_names), [tuple(r) for r in result.result_rows]
+
+    def image_uris(self, image_ids: Sequence[str]) -> dict[str, str]:
+        _, rows = self.query("SELECT image_id, uri FROM columnist.images FINAL WHERE image_id IN {ids:Array(String)}",
+                             {"ids": list(image_ids)})
+        return dict(rows)
+
+    def query(self, sql: str, parameters: dict | None = None) -> Rows:
+        result = self.client.query(sql, parameters=parameters or {})
+        return list(result.column_names), [tuple(row) for row in result.result_rows]
+
+    def scalar(self, sql: str, parameters: dict | None = None) -> Any:
+        return self.query(sql, parameters)[1][0][0]
+
+
+def _VOCABULARY_SCHEMA():
+    import pyarrow as pa
+
+    return pa.schema([
+        ("vocab_name", pa.string()), ("vocab_version", pa.uint32()), ("content_hash", pa.string()),
+        ("code", pa.string()), ("label", pa.string()), ("description", pa.string()),
+        ("type", pa.string()), ("prompts", pa.list_(pa.string())), ("centre", pa.float32()),
+        ("scale", pa.float32()), ("accept", pa.float32()), ("reject", pa.float32()),
+        ("rule", pa.string()), ("model", pa.string()), ("applied_at", pa.timestamp("ms", tz="UTC")),
+    ])

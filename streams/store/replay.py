@@ -1,0 +1,206 @@
+"""Replay: score new or changed attributes from stored embeddings, inside ClickHouse.
+
+No image is decoded or encoded. The new text embeddings, centres and scales go in as query
+parameters; ClickHouse computes logit = logit_scale x dotProduct(embedding, text) and the
+sigmoid where the embeddings already are (one INSERT ... SELECT per chunk, ARRAY JOIN over
+the affected attributes), then the affected derived attributes from the stored base scores
+(least / greatest / 1 - x). Chunks are a hash of image_id; each finished chunk is
+checkpointed, so a crash resumes instead of restarting. A final pass re-scores the images
+stored since the job's first chunk started: they may have missed their chunk.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from columnist.streams import faults
+from columnist.streams.store.clickhouse import IDENTIFIER
+from columnist.vocab.diff import VocabularyDiff
+from columnist.vocab.rules import parse_rule, references, to_sql
+from columnist.vocab.schema import Vocabulary
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from columnist.streams.store.clickhouse import ClickHouseStore
+
+ATTRIBUTES_TYPE = "Array(Tuple(String, Array(Float32), Float64, Float64))"
+
+INSERT_SCORES = """
+INSERT INTO columnist.feature_image_attribute
+    (attribute, image_id, score, logit, source, model, vocab_name, vocab_version, updated_at)
+"""
+
+BASE_SQL = f"""
+SELECT a.1, image_id, toFloat32(1 / (1 + exp(-(logit - a.3) / a.4))), logit,
+       {{source:String}}, {{model:String}}, {{vocab:String}}, {{version:UInt32}}, now64(3)
+FROM (
+    SELECT image_id, a, toFloat32({{logit_scale:Float32}} * dotProduct(embedding, a.2)) AS logit
+    FROM columnist.image_embedding FINAL
+    ARRAY JOIN {{attributes:{ATTRIBUTES_TYPE}}} AS a
+    WHERE model = {{model:String}} AND {{where}}
+)
+"""
+
+DERIVED_SQL = """
+SELECT {code:String}, image_id, toFloat32(rule_value), nan, 'derived', {model:String},
+       {vocab:String}, {version:UInt32}, now64(3)
+FROM (
+    SELECT image_id, {rule} AS rule_value
+    FROM (
+        SELECT image_id, {columns}, uniqExact(attribute) AS present
+        FROM columnist.feature_image_attribute FINAL
+        WHERE attribute IN {refs:Array(String)}
+          AND image_id IN (SELECT image_id FROM columnist.image_embedding FINAL
+                           WHERE model = {model:String} AND {where})
+        GROUP BY image_id
+    )
+    WHERE present = {ref_count:UInt32}
+)
+"""
+
+BUCKETS = 64  # image_embedding.bucket = cityHash64(image_id) % 64
+CHUNK_WHERE = "bucket IN {buckets:Array(UInt8)}"
+LATE_WHERE = "toUnixTimestamp64Milli(created_at) > {since_ms:Int64}"
+
+
+@dataclass
+class ReplayReport:
+    chunks: int
+    chunks_skipped: int
+    score_rows: int
+    late_score_rows: int
+
+
+class Replayer:
+    """Replays one job: a vocabulary change (job = its content hash) or a backfill.
+
+    ``chunks`` = 0 sizes chunks to about ROWS_PER_CHUNK stored embeddings (at most BUCKETS
+    chunks): fewer, larger statements are faster, more chunks lose less work to a crash."""
+
+    ROWS_PER_CHUNK = 250_000
+
+    def __init__(self, store: "ClickHouseStore", model: str, logit_scale: float, source: str, chunks: int = 0,
+                 job: str | None = None, clock_slack_ms: int = 5_000):
+        self.store, self.model, self.logit_scale, self.source = store, model, logit_scale, source
+        self.job = job
+        self.clock_slack_ms = clock_slack_ms  # writers' clocks may disagree (created_at is the writer's time)
+        if chunks <= 0:
+            embeddings = store.scalar("SELECT count() FROM columnist.image_embedding WHERE model = {m:String}", {"m": model})
+            chunks = -(-embeddings // self.ROWS_PER_CHUNK)
+        self.chunks = max(1, min(BUCKETS, chunks))
+
+    def job_of(self, vocab: Vocabulary) -> str:
+        return self.job or vocab.content_hash()
+
+    def forget_checkpoints(self, vocab: Vocabulary) -> None:
+        self.store.client.command("DELETE FROM columnist.replay_checkpoint WHERE vocab_name = {v:String} AND job = {j:String}",
+                                  parameters={"v": vocab.name, "j": self.job_of(vocab)})
+
+    def run(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"],
+            on_chunk: Callable[[int, int], None] | None = None) -> ReplayReport:
+        """Write every affected attribute for every stored embedding of this model."""
+        done = self.finished_chunks(vocab)
+        rows = 0
+        for chunk in range(self.chunks):
+            if chunk not in done:
+                rows += self.replay_chunk(vocab, diff, texts, chunk)
+            if on_chunk:
+                on_chunk(chunk + 1, self.chunks)
+        late = self.final_pass(vocab, diff, texts)
+        return ReplayReport(self.chunks, len(done), rows, late)
+
+    def replay_chunk(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"], chunk: int) -> int:
+        """Score one chunk's images for the affected attributes and checkpoint it; return
+        images in the chunk x attributes written."""
+        started_ms = int(time.time() * 1000)
+        base, derived = self._split(vocab, diff, texts)
+        where = {"buckets": [b for b in range(BUCKETS) if b % self.chunks == chunk]}
+        images = self.store.scalar("SELECT count() FROM columnist.image_embedding FINAL WHERE model = {model:String} "
+                                   f"AND {CHUNK_WHERE}", {"model": self.model, **where})
+        self._write(vocab, base, derived, texts, CHUNK_WHERE, where, count=False)
+        rows = images * (len(base) + len(derived))
+        self._checkpoint(vocab, chunk, rows, started_ms)
+        faults.point("after_replay_chunk")
+        return rows
+
+    def final_pass(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"]) -> int:
+        """Re-score every affected attribute of the images stored since this job's first
+        chunk started (they may have missed their chunk); delete removed attributes' rows."""
+        base, derived = self._split(vocab, diff, texts)
+        _, rows = self.store.query(
+            "SELECT toUnixTimestamp64Milli(min(started_at)) FROM columnist.replay_checkpoint FINAL "
+            "WHERE vocab_name = {v:String} AND job = {j:String} AND chunks = {n:UInt32}",
+            {"v": vocab.name, "j": self.job_of(vocab), "n": self.chunks})
+        since = {"since_ms": (rows[0][0] if rows and rows[0][0] else int(time.time() * 1000)) - self.clock_slack_ms}
+        late_images = self.store.scalar("SELECT count() FROM columnist.image_embedding FINAL WHERE model = {model:String} "
+                                        f"AND {LATE_WHERE}", {"model": self.model, **since})
+        late = self._write(vocab, base, derived, texts, LATE_WHERE, since) if late_images else 0
+        for code in diff.removed:
+            self.store.client.command("DELETE FROM columnist.feature_image_attribute WHERE attribute = {c:String}",
+                                      parameters={"c": code})
+        return late
+
+    @staticmethod
+    def _split(vocab: Vocabulary, diff: VocabularyDiff, texts) -> tuple[list[str], list[str]]:
+        base = [c for c in diff.rescore if c in texts]
+        derived = [d.code for d in vocab.derived_in_order() if d.code in diff.rescore]
+        return base, derived
+
+    def _write(self, vocab: Vocabulary, base: list[str], derived: list[str], texts, where: str, where_params: dict,
+               count: bool = True) -> int:
+        common = {"model": self.model, "vocab": vocab.name, "version": vocab.version, **where_params}
+        written = 0
+        if base:
+            attributes = []
+            for code in base:
+                calibration = vocab.calibration_for(vocab.entry(code))
+                attributes.append((code, texts[code].tolist(), calibration.centre, calibration.scale))
+            written += self._insert(BASE_SQL.replace("{where}", where),
+                                    {**common, "attributes": attributes, "logit_scale": self.logit_scale,
+                                     "source": self.source}, count)
+        for code in derived:
+            written += self._insert(self._derived_sql(vocab, code, where),
+                                    {**common, "code": code, **self._refs(vocab, code)}, count)
+        return written
+
+    def _insert(self, select: str, parameters: dict, count: bool) -> int:
+        """INSERT the rows of ``select``; with ``count``, count them first and return how
+        many (the embedded engine reports no written_rows)."""
+        rows = int(self.store.scalar(f"SELECT count() FROM ({select})", parameters)) if count else None
+        if rows != 0:
+            # each (attribute, image_id) occurs once per statement: skip the insert-time dedup
+            self.store.client.command(INSERT_SCORES + select, parameters=parameters, settings={"optimize_on_insert": 0})
+        return rows or 0
+
+    @staticmethod
+    def _refs(vocab: Vocabulary, code: str) -> dict:
+        refs = sorted(references(parse_rule(vocab.entry(code).rule)))
+        return {"refs": refs, "ref_count": len(refs)}
+
+    @staticmethod
+    def _derived_sql(vocab: Vocabulary, code: str, where: str) -> str:
+        rule = parse_rule(vocab.entry(code).rule)
+        refs = sorted(references(rule))
+        for ref in refs:  # codes are validated identifiers; checked again before they enter SQL
+            if not IDENTIFIER.match(ref):
+                raise ValueError(f"attribute code {ref!r} is not an identifier")
+        columns = ", ".join(f"maxIf(score, attribute = '{r}') AS `{r}`" for r in refs)
+        return (DERIVED_SQL.replace("{rule}", to_sql(rule, lambda c: f"`{c}`"))
+                .replace("{columns}", columns).replace("{where}", where))
+
+    def finished_chunks(self, vocab: Vocabulary) -> set[int]:
+        _, rows = self.store.query(
+            "SELECT chunk FROM columnist.replay_checkpoint FINAL WHERE vocab_name = {v:String} "
+            "AND job = {j:String} AND chunks = {n:UInt32}",
+            {"v": vocab.name, "j": self.job_of(vocab), "n": self.chunks})
+        return {r[0] for r in rows}
+
+    def _checkpoint(self, vocab: Vocabulary, chunk: int, rows: int, started_ms: int) -> None:
+        self.store.client.command(
+            "INSERT INTO columnist.replay_checkpoint (vocab_name, job, chunks, chunk, score_rows, started_at, done_at) "
+            "VALUES ({v:String}, {j:String}, {n:UInt32}, {c:UInt32}, {r:UInt64}, fromUnixTimestamp64Milli({s:Int64}), now64(3))",
+            parameters={"v": vocab.name, "j": self.job_of(vocab), "n": self.chunks, "c": chunk, "r": rows,
+                        "s": started_ms})

@@ -1,0 +1,1 @@
+"""The vocabulary workbench: calibration, trying a description, galleries."""

@@ -1,0 +1,132 @@
+"""The Faust app: topics, the two agents, and the worker's control page.
+
+- ``ingest``: image events in batches (``take_events``), handed to the Service.
+  The Service returns only when every event of the batch is stored or dead-lettered (it
+  retries what fails for the whole batch). ``take_events`` acknowledges a batch in a
+  ``finally``, even when the agent is cancelled at shutdown in the middle of a retry; so each
+  event's message is held (one more reference) while its batch is processed and released
+  only after the Service returned: an unfinished batch is never committed and Kafka delivers
+  it again to the next worker.
+- ``vocabularies``: whole vocabulary documents, one at a time; the Service dead-letters
+  any it cannot apply.
+- the control page (columnist.streams.worker.control) on 127.0.0.1, behind a secret: how the CLI reads an
+  embedded (chdb) database while this worker owns it. Faust's own web server is off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+import faust
+
+from columnist.streams.settings import Settings
+from columnist.streams.worker.control import ControlPage
+from columnist.streams.worker.fetch import FetchPolicy
+from columnist.streams.worker.ingest import RawEvent
+from columnist.streams.worker.service import Service
+
+log = logging.getLogger("columnist.worker")
+
+
+
+async def build_service(settings: Settings, send_dead_letter) -> Service:
+    """The Service with what it works with: the configured vocabulary, the model, the store
+    (retried while ClickHouse is unavailable) and the fetch policy."""
+    from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+    from columnist.models.registry import load_encoder
+    from columnist.streams.store import StoreUnavailable, connect
+    from columnist.vocab import load_vocabulary_arg
+
+    configured = load_vocabulary_arg(settings.vocab)
+    encoder = await asyncio.to_thread(load_encoder, settings.model, settings.threads, settings.batch_size)
+    async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.5, max=30), reraise=True,
+                                       retry=retry_if_exception_type(StoreUnavailable),
+                                       before_sleep=lambda state: log.warning(
+                                           "ClickHouse at %s unavailable (attempt %d): %s", settings.db,
+                                           state.attempt_number, state.outcome.exception())):
+        with attempt:
+            store = await asyncio.to_thread(connect, settings.db, settings.cluster)
+    policy = FetchPolicy(settings.roots, settings.allowed_hosts, settings.max_image_bytes, settings.http_timeout,
+                         settings.allow_hard_links)
+    return Service(store, encoder, configured, policy, send_dead_letter, settings)
+
+
+def create_app(settings: Settings) -> faust.App:
+    datadir = settings.run_path / "faust"  # tables live in memory; Faust only wants the folder to exist
+    datadir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    app = faust.App(
+        settings.group,
+        broker=f"kafka://{settings.kafka}",
+        store="memory://",
+        datadir=datadir,
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        topic_allow_declare=False,  # topics are created explicitly (columnist.streams.kafka.admin)
+        topic_disable_leader=True,
+        broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
+    )
+    images = app.topic(settings.topic_images, value_serializer="raw", key_serializer="raw")
+    vocabularies = app.topic(settings.topic_vocab, value_serializer="raw", key_serializer="raw")
+    dead_letters = app.topic(settings.topic_deadletter, value_serializer="raw", key_serializer="raw")
+    built: list[Service] = []  # the Service, once start() has built it
+    ready = asyncio.Event()
+
+    async def send_dead_letter(value: bytes) -> None:
+        await dead_letters.send(value=value)
+
+    async def status() -> dict:
+        return await built[0].status() if built else {"ready": False}
+
+    control = ControlPage(status, ready, settings)
+
+    @app.task
+    async def start() -> None:
+        """Build and start the Service; a configuration that cannot work (a bad vocabulary
+        file, an unknown model) stops the worker with the reason."""
+        await control.start()
+        try:
+            built.append(await build_service(settings, send_dead_letter))
+            await built[0].start()
+        except Exception as err:
+            log.critical("worker cannot start: %s: %s", type(err).__name__, err)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        ready.set()
+
+    @app.on_before_shutdown.connect
+    async def stop(app, **kwargs) -> None:
+        await control.stop()
+
+    @app.agent(images, name="ingest")
+    async def ingest(stream):
+        await ready.wait()
+        service = built[0]
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+            for event in events:
+                event.message.incref()  # held until stored: the finally in take_events must not ack it
+            await service.ingest([RawEvent(e.message.value, e.message.partition, e.message.offset) for e in events])
+            for event in events:
+                event.message.decref()
+
+    @app.agent(vocabularies, name="vocabularies")
+    async def apply_vocabularies(stream):
+        await ready.wait()
+        async for event in stream.events():
+            await built[0].vocabulary_event(RawEvent(event.message.value, event.message.partition,
+                                                     event.message.offset))
+
+    return app
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Run the worker in this process until SIGTERM/SIGINT."""
+    from faust.worker import Worker
+
+    app = create_app(settings)
+    Worker(app, loglevel=loglevel).execute_from_commandline()

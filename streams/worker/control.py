@@ -1,0 +1,148 @@
+"""The worker's control page: its status, and guarded read-only queries, for the CLI.
+
+chdb lets one process open a database path, so while a worker owns an embedded database
+the CLI reads through it. The page listens on 127.0.0.1 only and answers only a request that
+- carries the worker's secret (``Authorization: Bearer …``), a random token written at start
+  to a file only the user can read (``<run_dir>/worker-<port>.token``, mode 0600);
+- names the worker in ``Host`` (127.0.0.1 or localhost with its port: no DNS rebinding);
+- has no ``Origin`` header (no web page in a browser reaches it) and, for POST, a JSON body.
+
+It serves ``GET /status`` (the worker), ``GET /summary`` (the store's counts) and
+``POST /query`` (one SELECT, checked by store.query_guard, run with time, row, byte and
+memory limits on its own thread and its own connection, so a slow query never stalls
+ingest). Nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+if TYPE_CHECKING:
+    from columnist.streams.store import Store
+    from columnist.streams.settings import Settings
+
+log = logging.getLogger("columnist.worker")
+MAX_BODY = 256 * 1024
+
+
+def token_path(settings: "Settings", port: int | None = None) -> Path:
+    return settings.run_path / f"worker-{port or settings.worker_port}.token"
+
+
+def write_token(path: Path) -> str:
+    """A new random secret in a file only this user can read."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token = secrets.token_urlsafe(32)
+    path.unlink(missing_ok=True)  # a file left by a killed worker, perhaps with other modes
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(token)
+    return token
+
+
+class ControlPage:
+    """``status()`` is the worker's status; ``ready`` is set once the worker can serve reads."""
+
+    def __init__(self, status: Callable[[], Awaitable[dict]], ready: asyncio.Event, settings: "Settings"):
+        self.status, self.ready, self.settings = status, ready, settings
+        self.port = settings.worker_port
+        self.hosts = {f"127.0.0.1:{self.port}", f"localhost:{self.port}"}
+        self.token = ""
+        self.runner = None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-query")
+        self.store: "Store | None" = None
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        self.token = write_token(token_path(self.settings))
+        @web.middleware
+        async def guard(request, handler):
+            return await self._guard(request, handler)
+
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[guard])
+        app.router.add_get("/status", self._status)
+        app.router.add_get("/summary", self._summary)
+        app.router.add_post("/query", self._query)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        log.info("control page on http://127.0.0.1:%d (secret in %s)", self.port, token_path(self.settings))
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        token_path(self.settings).unlink(missing_ok=True)
+
+    def _refuse(self, status: int, message: str):
+        from aiohttp import web
+
+        return web.json_response({"error": message}, status=status)
+
+    async def _guard(self, request, handler):
+        if request.headers.get("Host") not in self.hosts:
+            return self._refuse(403, "Host must be this worker's loopback address")
+        if "Origin" in request.headers:
+            return self._refuse(403, "requests from web pages are refused")
+        offered = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(offered, self.token.encode()):
+            return self._refuse(401, f"missing or wrong secret: read it from {token_path(self.settings)}")
+        if request.method == "POST" and request.content_type != "application/json":
+            return self._refuse(415, "POST a JSON body")
+        return await handler(request)
+
+    async def _status(self, request):
+        from aiohttp import web
+
+        return web.json_response(await self.status())
+
+    async def _summary(self, request):
+        from aiohttp import web
+
+        if not self.ready.is_set():
+            return self._refuse(503, "the worker is still starting")
+        return web.json_response(await self._in_query_thread(lambda: self._store().summary()))
+
+    async def _query(self, request):
+        from aiohttp import web
+
+        from columnist.streams.store import QueryLimits
+        from columnist.streams.store.query_guard import QueryRefused
+        from columnist.streams.store.rows import plain
+
+        if not self.ready.is_set():
+            return self._refuse(503, "the worker is still starting")
+        try:
+            body = await request.json()
+            sql = body["sql"]
+            if not isinstance(sql, str):
+                raise TypeError
+        except Exception:
+            return self._refuse(400, 'expected a JSON object {"sql": "SELECT …"}')
+        s = self.settings
+        limits = QueryLimits(s.query_timeout, s.query_max_rows, s.query_max_bytes)
+        try:
+            columns, rows = await self._in_query_thread(lambda: self._store().select(sql, limits))
+        except QueryRefused as err:
+            return self._refuse(403, f"refused: {err}")
+        except Exception as err:  # the database's message is what the user needs
+            return self._refuse(400, str(err).strip()[:2000])
+        return web.json_response({"columns": columns, "rows": [[plain(v) for v in row] for row in rows]})
+
+    async def _in_query_thread(self, job):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, job)
+
+    def _store(self) -> "Store":
+        """Its own connection: a query never waits for ingest's."""
+        if self.store is None:
+            from columnist.streams.store import connect
+
+            self.store = connect(self.settings.db, self.settings.cluster)
+        return self.store

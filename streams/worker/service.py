@@ -1,0 +1,238 @@
+"""The worker's state and the two things it does: ingest a batch, apply a vocabulary.
+
+Kept apart from the Faust wiring (columnist.streams.worker.app) so it reads as plain asyncio. Blocking work
+(decoding, encoding, ClickHouse) runs on one worker thread, in submission order. Scoring a
+batch and writing it, and applying a vocabulary, each hold the vocabulary lock: a batch
+scored with the old vocabulary is written before the switch, so the replay's final pass
+and the removal of dropped attributes see it, and no batch mixes two versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+from columnist.streams import faults
+from columnist.streams.worker.events import dead_letter, parse_vocab_event
+from columnist.streams.worker.fetch import FetchPolicy
+from columnist.streams.worker.ingest import Counters, RawEvent, Rejected, prepare_events
+from columnist.streams.pipeline import embed_and_score
+from columnist.streams.settings import Settings
+from columnist.vocab.prompts import text_embeddings
+from columnist.vocab.schema import Vocabulary, vocabulary_from_dict
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from columnist.models.encoder import Encoder
+    from columnist.streams.store import Store
+
+log = logging.getLogger("columnist.worker")
+SendDeadLetter = Callable[[bytes], Awaitable[None]]
+
+
+class VocabularyRejected(ValueError):
+    pass
+
+
+class Service:
+    """The worker's logic, given everything it works with (built by worker.app.build_service;
+    tests build it with the mock encoder and the embedded engine, without Kafka)."""
+
+    def __init__(self, store: "Store", encoder: "Encoder", configured: Vocabulary, policy: FetchPolicy,
+                 send_dead_letter: SendDeadLetter, settings: Settings):
+        self.store, self.encoder, self.configured, self.policy = store, encoder, configured, policy
+        self.send_dead_letter = send_dead_letter
+        self.settings = settings  # topic names, image and replay limits
+        self.counters = Counters()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-work")
+        self.started = asyncio.Event()
+        self.vocab_lock = asyncio.Lock()
+        self.vocab: Vocabulary | None = None
+        self.texts: dict[str, np.ndarray] = {}
+
+    async def run(self, function, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+
+    # -- start-up ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take up the last applied vocabulary of the configured name, or apply the
+        configured one if none was applied yet."""
+        configured = self.configured
+        applied = await self.run(self.store.applied_vocabulary, configured.name)
+        if applied is None:
+            log.info("no vocabulary %r applied yet: applying %s v%d", configured.name, configured.name,
+                     configured.version)
+            await self.apply_vocabulary(configured)
+        else:
+            self.vocab = applied
+            self.texts = await self.run(self._encode_prompts, applied, None)
+        log.info("worker ready: model %s, vocabulary %s v%d (%d attributes), images from %s",
+                 self.encoder.name, self.vocab.name, self.vocab.version, len(self.vocab.codes),
+                 ", ".join(map(str, self.policy.roots)) or "no file roots")
+        self.started.set()
+
+    def _encode_prompts(self, vocab: Vocabulary, codes) -> dict[str, "np.ndarray"]:
+        texts = text_embeddings(self.encoder, vocab, codes)
+        self._count_prompts(vocab, texts)
+        return texts
+
+    def _count_prompts(self, vocab: Vocabulary, codes) -> None:
+        self.counters.prompts_encoded += sum(len(vocab.templates_for(vocab.entry(c))) for c in codes)
+
+    # -- ingest --------------------------------------------------------------------------
+
+    async def ingest(self, events: list[RawEvent]) -> None:
+        """Score and store a batch; dead-letter what cannot be used. Returns only when every
+        event is stored or dead-lettered (offsets are committed after that, not before).
+
+        Each event is prepared on its own (any exception: its dead letter). What fails for
+        the batch as a whole (encoding, the store, a bug) is retried with backoff until it
+        succeeds: the stream pauses, nothing is lost, and no later batch is acknowledged
+        past a hole (Faust would commit past one at the head of a new consumer group)."""
+        first = events[0] if events else RawEvent(None)
+        await self._until_done(lambda: self._ingest_once(events),
+                               f"batch of {len(events)} events (partition {first.partition}, offset {first.offset})",
+                               on_retry=lambda: setattr(self.counters, "batch_retries", self.counters.batch_retries + 1))
+
+    async def _ingest_once(self, events: list[RawEvent]) -> None:
+        """Encoding, scoring and writing run under the vocabulary lock, so a batch is scored
+        and written under one vocabulary version whatever is pushed meanwhile."""
+        faults.point("ingest_batch")
+        s = self.settings
+        prepared = await self.run(prepare_events, events, self.encoder, self.policy, self.counters, s.max_image_pixels)
+        if prepared.images:
+            first = prepared.images[0].record.image_id
+            async with self.vocab_lock:
+                started = time.perf_counter()
+                batch = await self._until_done(
+                    lambda: self.run(embed_and_score, prepared.images, self.vocab, self.texts, self.encoder),
+                    f"encoding {len(prepared.images)} images (first {first!r})")
+                self.counters.images_encoded += len(prepared.images)
+                written = time.perf_counter()
+                self.counters.encode_s += written - started
+                self.counters.score_rows += await self._until_done(
+                    lambda: self.run(self.store.write, batch),
+                    f"ClickHouse write of {len(batch.images)} images (first {first!r})", on_retry=self._count_store_retry)
+                self.counters.write_s += time.perf_counter() - written
+        for rejected in prepared.rejected:
+            await self._dead_letter(rejected)
+        self.counters.batches += 1
+
+    def _count_store_retry(self) -> None:
+        self.counters.store_retries += 1
+
+    async def _until_done(self, job: Callable[[], Awaitable], what: str, on_retry: Callable[[], None] | None = None,
+                          retry_if: Callable[[BaseException], bool] = lambda err: True):
+        """Await ``job()`` until it succeeds, with backoff (at most 30 s between attempts)."""
+        from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
+
+        def report(state) -> None:
+            if on_retry:
+                on_retry()
+            log.warning("%s failed (attempt %d): %s: %s; retrying in %.1f s", what, state.attempt_number,
+                        type(state.outcome.exception()).__name__, state.outcome.exception(), state.next_action.sleep)
+
+        async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.2, max=30), reraise=True,
+                                           retry=retry_if_exception(retry_if), before_sleep=report):
+            with attempt:
+                return await job()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _dead_letter(self, rejected: Rejected) -> None:
+        event = rejected.event
+        log.warning("dead letter: %s event at partition %s offset %s (image %r): %s: %s",
+                    self.settings.topic_images, event.partition, event.offset,
+                    rejected.image_id[:200] if rejected.image_id else None,
+                    type(rejected.error).__name__, str(rejected.error)[:500])
+        letter = dead_letter(event.value, self.settings.topic_images, rejected.error,
+                             event.partition, event.offset, rejected.image_id)
+        await self._until_done(lambda: self.send_dead_letter(letter), "sending a dead letter")
+        self.counters.dead_letters += 1
+
+    # -- vocabularies --------------------------------------------------------------------
+
+    async def vocabulary_event(self, event: RawEvent) -> None:
+        """Apply a pushed vocabulary document, or dead-letter it and keep the last good one.
+        Whatever the document holds, the worker goes on."""
+        try:
+            vocab = self._parse_vocabulary(event.value)
+            if vocab.content_hash() == self.vocab.content_hash() or await self._applied_before(vocab):
+                log.info("vocabulary %s v%d was already applied; nothing to do", vocab.name, vocab.version)
+                return
+            if vocab.version <= self.vocab.version:
+                raise VocabularyRejected(
+                    f"version {vocab.version} is not newer than the applied version {self.vocab.version}")
+            await self.apply_vocabulary(vocab)
+        except Exception as err:
+            log.warning("vocabulary event at %s partition %s offset %s rejected: %s: %s", self.settings.topic_vocab,
+                        event.partition, event.offset, type(err).__name__, str(err)[:1000])
+            letter = dead_letter(event.value, self.settings.topic_vocab, err, event.partition, event.offset)
+            await self._until_done(lambda: self.send_dead_letter(letter), "sending a dead letter")
+            self.counters.dead_letters += 1
+
+    async def _applied_before(self, vocab: Vocabulary) -> bool:
+        """True for a document applied in the past (a redelivered, older event)."""
+        return vocab.version < self.vocab.version and await self.run(self.store.was_applied, vocab.name,
+                                                                     vocab.content_hash())
+
+    def _parse_vocabulary(self, raw: bytes | None) -> Vocabulary:
+        event = parse_vocab_event(raw)
+        vocab = vocabulary_from_dict(event.document, f"vocabulary event {event.name[:100]!r} v{event.version}")
+        served = self.vocab.name if self.vocab else None
+        if served and vocab.name != served:
+            raise VocabularyRejected(f"this worker serves vocabulary {served!r}, not {vocab.name!r}")
+        if event.content_hash != vocab.content_hash():
+            raise VocabularyRejected(f"content_hash {event.content_hash[:12]}... does not match the document "
+                                     f"({vocab.content_hash()[:12]}...)")
+        return vocab
+
+    async def apply_vocabulary(self, vocab: Vocabulary) -> None:
+        """Encode only new or changed prompts, switch ingest to the new vocabulary, replay
+        stored embeddings in checkpointed chunks, then record the vocabulary as applied.
+
+        It holds the vocabulary lock: a batch being scored finishes its write first, batches
+        after it use the new vocabulary, so no batch mixes the two and the final pass and
+        the removal of dropped attributes see every row written under the old one. While
+        ClickHouse is unavailable it retries (the job resumes from its checkpoints); on any
+        other failure the worker goes back to the vocabulary it had."""
+        from columnist.streams.store import StoreUnavailable
+        from columnist.streams.vocabulary_change import apply_vocabulary
+
+        def switch(texts: dict[str, "np.ndarray"]) -> None:
+            self.vocab, self.texts = vocab, texts
+
+        async with self.vocab_lock:
+            old, old_texts = self.vocab, self.texts
+            try:
+                report = await self._until_done(lambda: self.run(lambda: apply_vocabulary(
+                    self.store, self.encoder, old, vocab, self.settings.replay_chunks, old_texts, on_switch=switch)),
+                    f"applying vocabulary {vocab.name} v{vocab.version}", retry_if=lambda err: isinstance(err, StoreUnavailable))
+            except BaseException:
+                self.vocab, self.texts = old, old_texts
+                raise
+        diff, replay = report.diff, report.replay
+        self._count_prompts(vocab, [c for c in diff.rescore if c in self.texts])
+        self.counters.replays += 1
+        self.counters.replayed_score_rows += replay.score_rows + replay.late_score_rows
+        log.info("vocabulary %s v%d applied: added %s, changed %s, removed %s, dependents %s; %d scores of "
+                 "those attributes stored, computed from stored embeddings (%d of %d chunks were already done)",
+                 vocab.name, vocab.version, list(diff.added), list(diff.changed), list(diff.removed),
+                 list(diff.dependents), report.stored_scores, replay.chunks_skipped, replay.chunks)
+
+    # -- reads for the CLI ---------------------------------------------------------------
+
+    async def status(self) -> dict:
+        return {
+            "ready": self.started.is_set(),
+            "model": self.encoder.name if self.encoder else None,
+            "vocabulary": {"name": self.vocab.name, "version": self.vocab.version,
+                           "content_hash": self.vocab.content_hash(), "attributes": len(self.vocab.codes)}
+            if self.vocab else None,
+            "counters": asdict(self.counters),
+        }

@@ -1,0 +1,119 @@
+"""Replay inside the real ClickHouse engine: SQL scores equal the numpy scoring path."""
+
+import numpy as np
+import pytest
+
+from columnist.models.mock import MockEncoder
+from columnist.streams.store.replay import Replayer
+from columnist.streams.pipeline import ImageRecord, ScoredBatch
+from columnist.vocab.diff import diff_vocabularies
+from columnist.vocab.prompts import l2_normalise, text_embeddings
+from columnist.vocab.schema import parse_vocabulary
+from columnist.vocab.scoring import score_vocabulary
+
+pytestmark = pytest.mark.integration
+
+V1 = """
+name: t
+version: 1
+attributes:
+  - {code: earth, description: "the Earth"}
+  - {code: moon, description: "the Moon", calibration: {centre: 20, scale: 4}}
+derived:
+  - {code: both, rule: "earth and moon"}
+"""
+V2 = V1.replace("version: 1", "version: 2").replace(
+    "derived:", '  - {code: porthole, description: "a porthole"}\nderived:') + \
+    '  - {code: window_view, rule: "porthole and not (earth or moon)"}\n'
+
+
+def ingest(store, vocab, count=200, seed=0, prefix="img"):
+    encoder = MockEncoder()
+    embeddings = l2_normalise(np.random.default_rng(seed).standard_normal((count, encoder.dim)) + 3 * np.eye(1, encoder.dim))
+    images = [ImageRecord(f"{prefix}{i}", "file:///x", "", 1, 1, "") for i in range(count)]
+    scores = score_vocabulary(embeddings, text_embeddings(encoder, vocab), vocab, encoder.logit_scale, "mock")
+    store.write(ScoredBatch("mock", vocab, images, embeddings, scores))
+    return embeddings
+
+
+def scores_of(store, code):
+    _, rows = store.query("SELECT image_id, score, updated_at FROM columnist.feature_image_attribute FINAL "
+                          "WHERE attribute = {a:String} ORDER BY image_id", {"a": code})
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def test_replay_adds_only_new_attributes_and_matches_numpy(store):
+    v1, v2 = parse_vocabulary(V1), parse_vocabulary(V2)
+    store.apply_vocabulary(v1, "mock")
+    embeddings = ingest(store, v1)
+    before = {c: scores_of(store, c) for c in v1.codes}
+    diff = diff_vocabularies(v1, v2)
+    assert diff.rescore == ("porthole", "window_view")
+    encoder = MockEncoder()
+    texts = text_embeddings(encoder, v2, diff.rescore)
+    report = Replayer(store, "mock", encoder.logit_scale, "mock", chunks=4, clock_slack_ms=0).run(v2, diff, texts)
+    assert report.score_rows == 2 * 200 and report.late_score_rows == 0
+    for code in v1.codes:  # untouched: same rows, same updated_at
+        assert scores_of(store, code) == before[code]
+    expected = score_vocabulary(embeddings, text_embeddings(encoder, v2), v2, encoder.logit_scale)
+    for code in ("porthole", "window_view"):
+        got = scores_of(store, code)
+        assert len(got) == 200
+        values = np.array([got[f"img{i}"][0] for i in range(200)])
+        np.testing.assert_allclose(values, expected.scores[code], atol=2e-6)
+
+
+def test_replay_resumes_from_checkpoints_and_catches_late_images(store):
+    v1, v2 = parse_vocabulary(V1), parse_vocabulary(V2)
+    ingest(store, v1)
+    diff = diff_vocabularies(v1, v2)
+    encoder = MockEncoder()
+    texts = text_embeddings(encoder, v2, diff.rescore)
+    replayer = Replayer(store, "mock", encoder.logit_scale, "mock", chunks=4, clock_slack_ms=0)
+    replayer.replay_chunk(v2, diff, texts, 0)  # as if the worker died after two chunks...
+    replayer.replay_chunk(v2, diff, texts, 1)
+    ingest(store, v1, count=30, seed=1, prefix="late")  # ...and images arrived meanwhile
+    report = replayer.run(v2, diff, texts)
+    assert report.chunks_skipped == 2
+    assert report.late_score_rows == 30 * 2  # the final pass scores the late images
+    assert len(scores_of(store, "porthole")) == 230 and len(scores_of(store, "window_view")) == 230
+    _, done = store.query("SELECT count() FROM columnist.replay_checkpoint FINAL WHERE job = {j:String}",
+                          {"j": v2.content_hash()})
+    assert done == [(4,)]
+
+
+def test_chunk_count_follows_the_number_of_embeddings(store):
+    v1 = parse_vocabulary(V1)
+    ingest(store, v1, count=10)
+    assert Replayer(store, "mock", 100.0, "mock").chunks == 1
+    Replayer.ROWS_PER_CHUNK, saved = 3, Replayer.ROWS_PER_CHUNK
+    try:
+        assert Replayer(store, "mock", 100.0, "mock").chunks == 4
+    finally:
+        Replayer.ROWS_PER_CHUNK = saved
+
+
+def test_changed_description_rescores_it_and_dependents_only(store):
+    v1 = parse_vocabulary(V1)
+    changed = parse_vocabulary(V1.replace("version: 1", "version: 2").replace('"the Moon"', '"the full Moon"'))
+    ingest(store, v1)
+    before = {c: scores_of(store, c) for c in v1.codes}
+    diff = diff_vocabularies(v1, changed)
+    assert diff.rescore == ("moon", "both")
+    encoder = MockEncoder()
+    Replayer(store, "mock", encoder.logit_scale, "mock", chunks=2, clock_slack_ms=0).run(changed, diff, text_embeddings(encoder, changed, diff.rescore))
+    assert scores_of(store, "earth") == before["earth"]
+    assert all(scores_of(store, "moon")[k][1] > before["moon"][k][1] for k in before["moon"])
+    assert scores_of(store, "moon") != before["moon"]
+
+
+def test_removed_attribute_rows_are_deleted(store):
+    v1 = parse_vocabulary(V1)
+    smaller = parse_vocabulary(V1.replace("version: 1", "version: 2").replace(
+        "derived:\n  - {code: both, rule: \"earth and moon\"}\n", ""))
+    ingest(store, v1, count=20)
+    diff = diff_vocabularies(v1, smaller)
+    assert diff.removed == ("both",)
+    Replayer(store, "mock", 100.0, "mock", chunks=2, clock_slack_ms=0).run(smaller, diff, {})
+    assert scores_of(store, "both") == {}
+    assert len(scores_of(store, "earth")) == 20

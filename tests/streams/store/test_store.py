@@ -1,0 +1,144 @@
+"""The store against the real ClickHouse engine (chdb)."""
+
+import numpy as np
+import pytest
+
+from columnist.models.mock import MockEncoder
+from columnist.streams.pipeline import ImageRecord, ScoredBatch
+from columnist.streams.store.clickhouse import normalise_dsn, render_schema
+from columnist.vocab.prompts import l2_normalise, text_embeddings
+from columnist.vocab.schema import parse_vocabulary
+from columnist.vocab.scoring import score_vocabulary
+
+pytestmark = pytest.mark.integration
+
+VOCAB = """
+name: t
+version: 1
+attributes:
+  - {code: earth, description: "the Earth"}
+  - {code: moon, description: "the Moon", thresholds: {accept: 0.6}}
+derived:
+  - {code: both, rule: "earth and moon"}
+"""
+
+
+def make_batch(vocab, count=5, seed=0):
+    encoder = MockEncoder()
+    embeddings = l2_normalise(np.random.default_rng(seed).standard_normal((count, encoder.dim)))
+    images = [ImageRecord(f"img{i}", f"file:///x/img{i}.jpg", "c", 10, 20, "0" * 64) for i in range(count)]
+    scores = score_vocabulary(embeddings, text_embeddings(encoder, vocab), vocab, encoder.logit_scale, "mock")
+    return ScoredBatch("mock", vocab, images, embeddings, scores)
+
+
+def counts(store):
+    return {t: store.scalar(f"SELECT count() FROM columnist.{t} FINAL")
+            for t in ("images", "image_embedding", "feature_image_attribute")}
+
+
+def test_schema_creation_is_idempotent(store):
+    store.create_schema()
+    store.create_schema()
+    _, rows = store.query("SELECT name FROM system.tables WHERE database = 'columnist' ORDER BY name")
+    assert {"images", "image_embedding", "feature_image_attribute", "vocabulary"} <= {r[0] for r in rows}
+
+
+def test_writes_are_idempotent_under_final(store):
+    vocab = parse_vocabulary(VOCAB)
+    batch = make_batch(vocab)
+    assert store.write(batch) == 5 * 3
+    first = counts(store)
+    store.write(batch)
+    assert counts(store) == first == {"images": 5, "image_embedding": 5, "feature_image_attribute": 15}
+
+
+def test_embeddings_and_scores_round_trip(store):
+    vocab = parse_vocabulary(VOCAB)
+    batch = make_batch(vocab)
+    store.write(batch)
+    _, rows = store.query("SELECT embedding FROM columnist.image_embedding FINAL WHERE image_id = 'img3'")
+    np.testing.assert_array_equal(np.array(rows[0][0], np.float32), batch.embeddings[3])
+    _, rows = store.query(
+        "SELECT score, logit, source FROM columnist.feature_image_attribute FINAL "
+        "WHERE attribute = {a:String} AND image_id = 'img1'", {"a": "both"})
+    assert rows[0][0] == pytest.approx(float(batch.scores.scores["both"][1]))
+    assert np.isnan(rows[0][1]) and rows[0][2] == "derived"
+
+
+def test_apply_vocabulary_builds_column_view_and_tiers(store):
+    vocab = parse_vocabulary(VOCAB)
+    store.apply_vocabulary(vocab, "mock")
+    batch = make_batch(vocab)
+    store.write(batch)
+    columns, rows = store.query("SELECT * FROM columnist.image_columns ORDER BY image_id")
+    assert columns == ["image_id", "earth", "moon", "both"]
+    assert len(rows) == 5
+    assert rows[2][2] == pytest.approx(float(batch.scores.scores["moon"][2]))
+    _, tiers = store.query("SELECT attribute, image_id, score, tier FROM columnist.image_attribute_tier")
+    for attribute, image_id, score, tier in tiers:
+        accept = 0.6 if attribute == "moon" else 0.8
+        expected = "accepted" if score >= accept else "rejected" if score <= 0.2 else "tentative"
+        assert tier == expected, (attribute, image_id, score)
+    assert len(tiers) == 15
+
+
+def test_removed_attribute_leaves_the_view(store):
+    vocab = parse_vocabulary(VOCAB)
+    store.apply_vocabulary(vocab, "mock")
+    smaller = parse_vocabulary(VOCAB.replace("version: 1", "version: 2").replace(
+        '  - {code: moon, description: "the Moon", thresholds: {accept: 0.6}}\n', "").replace(
+        "earth and moon", "earth"))
+    store.apply_vocabulary(smaller, "mock")
+    columns, _ = store.query("SELECT * FROM columnist.image_columns LIMIT 0")
+    assert columns == ["image_id", "earth", "both"]
+    _, current = store.query("SELECT code FROM columnist.vocabulary_current ORDER BY code")
+    assert [c for (c,) in current] == ["both", "earth"]
+
+
+def test_applied_vocabulary_round_trips(store):
+    vocab = parse_vocabulary(VOCAB)
+    assert store.applied_vocabulary("t") is None
+    store.apply_vocabulary(vocab, "mock")
+    newer = parse_vocabulary(VOCAB.replace("version: 1", "version: 2"))
+    store.apply_vocabulary(newer, "mock")
+    assert store.applied_vocabulary("t") == newer
+
+
+def test_query_parameters_keep_user_text_out_of_sql(store):
+    vocab = parse_vocabulary(VOCAB)
+    store.write(make_batch(vocab))
+    hostile = "earth' OR 1=1 --"
+    assert store.scalar("SELECT count() FROM columnist.feature_image_attribute FINAL WHERE attribute = {a:String}",
+                        {"a": hostile}) == 0
+
+
+def test_cluster_ddl_uses_on_cluster_and_replicated_engines():
+    statements = render_schema("prod")
+    tables = [s for s in statements if s.startswith("CREATE TABLE")]
+    assert tables and all("ON CLUSTER `prod`" in s and "ReplicatedReplacingMergeTree" in s for s in tables)
+    assert all("ON CLUSTER" not in s and "Replicated" not in s for s in render_schema(None))
+    with pytest.raises(ValueError):
+        render_schema("x; DROP DATABASE y")
+
+
+def test_relative_chdb_dsn_becomes_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert normalise_dsn("chdb://./.columnist/db") == f"chdb://{tmp_path}/.columnist/db"
+    assert normalise_dsn("chdb:///abs/db") == "chdb:///abs/db"
+    assert normalise_dsn("http://localhost:8123") == "http://localhost:8123"
+
+
+def test_every_statement_against_columnist_tables_lives_in_the_store_package():
+    """Outside streams/store, no line of the package holds a statement against columnist.*
+    (a command's help text showing an example query is not a statement it runs)."""
+    import re
+
+    from tests.conftest import REPO
+
+    statement = re.compile(r"\b(FROM|INTO|JOIN|TABLE|UPDATE|DELETE)\s+columnist\.\w+")  # SQL here is upper-case
+    offenders = [f"{path.relative_to(REPO)}:{number}"
+                 for folder in ("streams", "models", "vocab") for path in sorted((REPO / folder).rglob("*.py"))
+                 if "store" not in path.relative_to(REPO / folder).parts[:1]
+                 for number, line in enumerate(path.read_text().splitlines(), 1)
+                 if statement.search(line) and "help=" not in line]
+    assert offenders == []

@@ -1,0 +1,51 @@
+"""The wheel as a new user gets it: built, installed into a fresh virtualenv outside the
+repository, and run from a folder that holds its own ``models`` package."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PHOTOS, REPO
+
+pytestmark = pytest.mark.integration
+
+
+def run(*args, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=300, **kwargs)
+    assert done.returncode == 0, f"{args}: {done.stdout}\n{done.stderr}"
+    return done
+
+
+def test_the_wheel_installs_one_package_and_runs_from_a_folder_with_its_own_models(tmp_path):
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path / "dist", REPO,
+        cwd=tmp_path)
+    wheel = next((tmp_path / "dist").glob("columnist-*.whl"))
+    top_level = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert {name for name in top_level if not name.endswith(".dist-info")} == {"columnist"}
+
+    # a fresh virtualenv with the wheel alone; its dependencies come from this environment's
+    # site-packages as a plain path (so this environment's editable install is not seen)
+    run(sys.executable, "-m", "venv", "--without-pip", tmp_path / "venv", cwd=tmp_path)
+    fresh = tmp_path / "venv" / "bin"
+    run(sys.executable, "-m", "pip", "--python", fresh / "python", "install", "-q", "--no-deps", wheel, cwd=tmp_path)
+    site = run(fresh / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp_path)
+    Path(site.stdout.strip(), "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+
+    work = tmp_path / "ml-project"  # a user's folder with a models/ package of its own
+    (work / "models").mkdir(parents=True)
+    (work / "models" / "__init__.py").write_text("")
+    (work / "models" / "images.py").write_text("raise ImportError('this is the user\\'s own models package')\n")
+    db = f"chdb://{tmp_path / 'db'}"
+    run(fresh / "columnist", "--version", cwd=work)
+    run(fresh / "columnist", "tag", PHOTOS, "--db", db, cwd=work)
+    counted = run(fresh / "python", "-m", "columnist", "query", "--db", db, "--format", "csv",
+                  "SELECT count() AS images FROM columnist.images FINAL", cwd=work)
+    assert counted.stdout.split() == ["images", str(len(list(PHOTOS.glob("*.jpg"))))]
+    imported = run(fresh / "python", "-c", "import columnist.streams.store.clickhouse as m; print(m.__file__)", cwd=work)
+    assert str(tmp_path / "venv") in imported.stdout
