@@ -5,8 +5,15 @@ from __future__ import annotations
 
 from typing import NoReturn, Optional
 
+import typer
+
 from columnist.vocab import load_vocabulary_arg
 from columnist.vocab.schema import Vocabulary
+
+
+DbOption = typer.Option(None, "--db", help="ClickHouse DSN (default: $COLUMNIST_DB or chdb://./.columnist/db).")
+ModelOption = typer.Option(None, "--model", help="'mock', a built-in model or a model directory (default: $COLUMNIST_MODEL).")
+VocabOption = typer.Option(None, "--vocab", help="A vocabulary YAML file or built-in name (default: $COLUMNIST_VOCAB).")
 
 
 def settings():
@@ -16,8 +23,6 @@ def settings():
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    import typer
-
     typer.echo(message, err=True)
     raise typer.Exit(code)
 

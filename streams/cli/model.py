@@ -97,3 +97,7 @@ def embed(
         vectors = encoder.encode_texts(text)
     np.save(out, vectors)
     typer.echo(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings from {encoder.name} to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(model_app, name="model")

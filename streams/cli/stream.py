@@ -1,4 +1,4 @@
-"""The CLI commands of the streaming service: worker, publish, vocab push, replay, backfill, status."""
+"""The CLI commands of the streaming service: worker, publish, replay, backfill, status."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from columnist.streams.cli.common import DbOption, ModelOption
 from columnist.streams.cli.common import settings as current_settings
 
 publish_app = typer.Typer(help="Publish events to Kafka.", no_args_is_help=True)
@@ -41,22 +42,6 @@ def publish_images(
     typer.echo(f"published {count} image events to {settings.topic_images} at {settings.kafka}")
 
 
-def vocab_push(file: Path = typer.Argument(..., help="A vocabulary YAML file.")) -> None:
-    """Validate a vocabulary and publish it for the worker to apply (an invalid one is refused here)."""
-    from columnist.streams.kafka.publish import push_vocabulary
-    from columnist.vocab.schema import VocabularyError, load_vocabulary
-
-    try:
-        vocab = load_vocabulary(file)
-    except VocabularyError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(1)
-    settings = current_settings()
-    push_vocabulary(vocab, settings)
-    typer.echo(f"pushed vocabulary {vocab.name!r} v{vocab.version} ({len(vocab.codes)} attributes) "
-               f"to {settings.topic_vocab}")
-
-
 def _progress_chunks(label: str):
     """A progress bar over replay chunks, and the callback that moves it: (done, total)."""
     from rich.progress import Progress
@@ -68,8 +53,8 @@ def _progress_chunks(label: str):
 
 def replay(
     vocab: str = typer.Option(..., "--vocab", help="The vocabulary file (or built-in name) to apply."),
-    db: Optional[str] = typer.Option(None, "--db", help="ClickHouse DSN."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model whose stored embeddings to replay."),
+    db: Optional[str] = DbOption,
+    model: Optional[str] = ModelOption,
 ) -> None:
     """Apply a vocabulary by hand: diff against the applied one, score only what changed from stored embeddings."""
     from columnist.models.registry import load_encoder
@@ -94,8 +79,8 @@ def replay(
 def backfill(
     vocab: str = typer.Option(..., "--vocab", help="Name of an applied vocabulary."),
     attribute: List[str] = typer.Option([], "--attribute", help="Attribute code to re-score (repeatable; default: all)."),
-    db: Optional[str] = typer.Option(None, "--db", help="ClickHouse DSN."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model whose stored embeddings to use."),
+    db: Optional[str] = DbOption,
+    model: Optional[str] = ModelOption,
     resume: bool = typer.Option(False, help="Continue an interrupted backfill instead of starting over."),
 ) -> None:
     """Re-score attributes of the applied vocabulary for every stored embedding (and their derived dependents)."""
@@ -128,7 +113,7 @@ def backfill(
     store.close()
 
 
-def status(db: Optional[str] = typer.Option(None, "--db", help="ClickHouse DSN.")) -> None:
+def status(db: Optional[str] = DbOption) -> None:
     """Consumer lag, images, embeddings, scores per attribute and dead letters."""
     from columnist.streams.cli.output import print_rows
     from columnist.streams.store.reader import Reader
@@ -150,10 +135,9 @@ def status(db: Optional[str] = typer.Option(None, "--db", help="ClickHouse DSN."
         reader.close()
 
 
-def register(app: typer.Typer, vocab_app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     app.command()(worker)
     app.add_typer(publish_app, name="publish")
-    vocab_app.command("push")(vocab_push)
     app.command()(replay)
     app.command()(backfill)
     app.command()(status)

@@ -7,9 +7,8 @@ from typing import List, Optional
 
 import typer
 
-DbOption = typer.Option(None, "--db", help="ClickHouse DSN (default: $COLUMNIST_DB).")
-ModelOption = typer.Option(None, "--model", help="Model whose stored embeddings to use (default: $COLUMNIST_MODEL).")
-VocabOption = typer.Option(None, "--vocab", help="Vocabulary YAML file or built-in name (default: $COLUMNIST_VOCAB).")
+from columnist.streams.cli.common import DbOption, ModelOption, VocabOption
+
 
 
 def _context(db, model, vocab):
