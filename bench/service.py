@@ -118,7 +118,7 @@ def encode_path(kafka: LocalKafka, dtype: str, model_dir: Path, images: int) -> 
         service = images / elapsed
         return {"raw_onnxruntime_images_per_s": raw, "service_images_per_s": service, "ratio_to_raw": service / raw,
                 "images": images, "queryable_embeddings": queryable,
-                "worker_seconds": {k: counters[k] for k in ("fetch_decode_s", "encode_s", "score_s", "write_s")},
+                "worker_seconds": {k: counters[k] for k in ("fetch_decode_s", "encode_s", "write_s")},
                 "wall_seconds": elapsed, "idle_rss_mb": idle_rss, "peak_rss_mb": worker.rss_mb("VmHWM")}
     finally:
         worker.stop()
@@ -148,15 +148,15 @@ def latency(kafka: LocalKafka, model_dir: Path, peak: float, seconds: float) -> 
 # -- 2. replay ---------------------------------------------------------------------------
 
 def replay(embeddings: int, encode_rate: float) -> dict:
-    """The worker's replay path (columnist.streams.store.replay.apply_vocabulary) over synthetic embeddings."""
+    """The worker's replay path (columnist.streams.vocabulary_change.apply_vocabulary) over synthetic embeddings."""
     from columnist.models.mock import MockEncoder
-    from columnist.streams.store.replay import apply_vocabulary
-    from columnist.streams.store.clickhouse import Store
+    from columnist.streams.store import connect
+    from columnist.streams.vocabulary_change import apply_vocabulary
     from columnist.vocab.schema import vocabulary_from_dict
 
     db = STATE / "db-replay"
     shutil.rmtree(db, ignore_errors=True)
-    store = Store.connect(f"chdb://{db}")
+    store = connect(f"chdb://{db}")
     encoder = MockEncoder()
     start = time.perf_counter()
     rng = np.random.default_rng(0)
@@ -178,8 +178,7 @@ def replay(embeddings: int, encode_rate: float) -> dict:
         new = vocabulary(previous.version + 1, [a.code for a in previous.attributes] + new_codes)
         start = time.perf_counter()
         report = apply_vocabulary(store, encoder, previous, new, chunks=0)
-        counted = store.scalar("SELECT count() FROM columnist.feature_image_attribute FINAL "
-                               "WHERE attribute IN {codes:Array(String)}", {"codes": new_codes})
+        counted = store.count_scores(new_codes)
         seconds = time.perf_counter() - start
         written = counted  # queryable scores of the new attributes (the final pass may rewrite a few)
         assert counted == embeddings * added, (counted, report)
@@ -197,12 +196,12 @@ def try_speed(embeddings: int) -> dict:
     """`columnist try` over stored embeddings: the read out of ClickHouse and the compute."""
     from columnist.models.mock import MockEncoder
     from columnist.streams.workbench.gallery import try_description
-    from columnist.streams.store.clickhouse import Store
+    from columnist.streams.store import connect
     from columnist.vocab.schema import vocabulary_from_dict
 
     db = STATE / "db-try"
     shutil.rmtree(db, ignore_errors=True)
-    store = Store.connect(f"chdb://{db}")
+    store = connect(f"chdb://{db}")
     encoder = MockEncoder()
     vectors = np.random.default_rng(1).standard_normal((embeddings, encoder.dim), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
