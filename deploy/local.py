@@ -65,15 +65,15 @@ class WorkerProcess:
     """A `columnist worker` subprocess, configured by COLUMNIST_* variables in ``env``."""
 
     def __init__(self, env: dict, log_path: Path):
-        from columnist.streams.worker.control import token_path
-        from columnist.streams.store.reader import WorkerClient
         from columnist.streams.settings import Settings
+        from columnist.streams.store.reader import WorkerClient
+        from columnist.streams.worker.control import socket_path
 
         self.env = {**os.environ, **{k: str(v) for k, v in env.items()}}
         self.log_path = log_path
         port = int(self.env["COLUMNIST_WORKER_PORT"])
         run_dir = self.env.get("COLUMNIST_RUN_DIR", Settings.model_fields["run_dir"].default)
-        self.client = WorkerClient(port, token_path(Settings(run_dir=run_dir), port), timeout=60)
+        self.client = WorkerClient(socket_path(Settings(run_dir=run_dir), port), timeout=60)
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "columnist", "worker"], cwd=REPO, env=self.env,
                                         stdout=self._log, stderr=subprocess.STDOUT)

@@ -13,9 +13,12 @@ import warnings
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     from PIL.Image import Image
 
 DEFAULT_MAX_PIXELS = 60_000_000  # ~ 8000 x 7500; far above any photo CLIP needs
+MAX_JPEG_SCANS = 100
+"""A progressive JPEG has about 10 scans; thousands of empty ones keep the decoder busy for minutes."""
 SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 
@@ -45,6 +48,9 @@ def open_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     except Exception as err:  # a fuzzed file can make Pillow raise anything (TypeError, struct.error, ...)
         raise ImageError(name, f"cannot decode image header: {_describe(err)}") from None
     width, height = image.size
+    scans = data.count(b"\xff\xda") if image.format == "JPEG" else 0  # SOS markers: never inside scan data
+    if scans > MAX_JPEG_SCANS:
+        raise ImageError(name, f"refused before decoding: a JPEG with {scans:,} scans (at most {MAX_JPEG_SCANS})")
     if width <= 0 or height <= 0:
         raise ImageError(name, f"has no pixels ({width}x{height})")
     if width * height > max_pixels:
@@ -77,19 +83,25 @@ def to_rgb(image: "Image") -> "Image":
     """RGB as CLIP expects; 16-bit greyscale is scaled down rather than clipped to white."""
     from PIL import Image
 
-    if image.mode in SIXTEEN_BIT_MODES:
-        import numpy as np
-
-        pixels = np.asarray(image, dtype=np.float64)
-        pixels = np.clip(pixels / 257.0, 0, 255).round().astype(np.uint8)
-        return Image.fromarray(pixels, mode="L").convert("RGB")
-    if image.mode == "F":
-        import numpy as np
-
-        pixels = np.clip(np.asarray(image, dtype=np.float64), 0, 255).round().astype(np.uint8)
-        return Image.fromarray(pixels, mode="L").convert("RGB")
+    if image.mode in SIXTEEN_BIT_MODES or image.mode == "F":
+        return Image.fromarray(_to_eight_bits(image, 1.0 if image.mode == "F" else 257.0), mode="L").convert("RGB")
     if image.mode == "RGB":
         return image
     if image.mode == "P":  # palette transparency is only honoured through RGBA
         image = image.convert("RGBA")
     return image.convert("RGB")
+
+
+def _to_eight_bits(image: "Image", divisor: float) -> "np.ndarray":
+    """8-bit levels of a 16-bit, 32-bit or float greyscale image, a band of rows at a time
+    (a whole-image float copy of a 60-megapixel scan would take gigabytes)."""
+    import numpy as np
+
+    source = np.asarray(image)
+    levels = np.empty(source.shape, np.uint8)
+    for start in range(0, source.shape[0], 256):
+        band = source[start:start + 256].astype(np.float32)
+        band /= divisor
+        np.clip(band, 0, 255, out=band)
+        levels[start:start + 256] = np.rint(band)
+    return levels

@@ -56,13 +56,13 @@ class Settings(BaseSettings):
 
     # the worker
     worker_port: int = 6066
-    """The worker's control page on 127.0.0.1 (status, and queries while it owns a chdb path)."""
+    """Names the worker's control socket, ``<run_dir>/worker-<port>.sock`` (one per worker on a machine)."""
     run_dir: str = "~/.columnist/run"
-    """Where a worker writes the secret of its control page (mode 0600, in a 0700 folder)."""
+    """Where a worker puts its control socket (mode 0600, in a 0700 folder)."""
     query_timeout: float = 30.0
     """Seconds a query through the control page may run."""
     query_max_rows: int = 100_000
-    query_max_bytes: int = 100_000_000
+    query_max_bytes: int = 20_000_000
     """Largest result of a query through the control page (it fails beyond, never truncates)."""
     replay_chunks: int = 0
     """Replays run in this many checkpointed chunks (by a hash of image_id, at most 64);

@@ -46,6 +46,14 @@ def fuzzed_tiff(seed: int = 3) -> bytes:
     return bytes(data)
 
 
+def scan_bomb(scans: int = 5_000) -> bytes:
+    """A JPEG with thousands of empty scans: tiny, and minutes of decoder time if decoded."""
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64)).save(buffer, "JPEG", progressive=True)
+    empty_scan = b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00"
+    return buffer.getvalue()[:-2] + empty_scan * scans + b"\xff\xd9"
+
+
 def image_cases(root: Path, outside: Path) -> list[Case]:
     """Events that must each be dead-lettered with a reason, never crash or hang the worker."""
     root.mkdir(parents=True, exist_ok=True)
@@ -59,6 +67,7 @@ def image_cases(root: Path, outside: Path) -> list[Case]:
     os.link(outside / "secret.jpg", root / "hardlink.jpg")
     (root / "folder.jpg").mkdir()
     (root / "fuzzed.tif").write_bytes(fuzzed_tiff())
+    (root / "scans.jpg").write_bytes(scan_bomb())
     (root / "empty.jpg").write_bytes(b"")
     uri = (root / "x").as_uri()[:-1]  # file:///…/root/
     deep = b"[" * 100_000 + b"]" * 100_000
@@ -97,6 +106,7 @@ def image_cases(root: Path, outside: Path) -> list[Case]:
         Case("not an image", event("notimg", uri + "ok.jpg"), "not an image"),
         Case("an empty file", event("empty", uri + "empty.jpg"), "empty file"),
         Case("a fuzzed TIFF", event("tiff", uri + "fuzzed.tif"), "image 'tiff'"),
+        Case("a JPEG of thousands of scans", event("scans", uri + "scans.jpg"), "scans"),
         Case("a bad http port", event("port", "http://127.0.0.1:abc/a.jpg"), "malformed URL"),
         Case("an unclosed IPv6 bracket", event("v6", "http://[::1/a.jpg"), "malformed URL"),
         Case("credentials in a URL", event("cred", "http://user:pw@127.0.0.1:9/a.jpg"), "credentials"),

@@ -20,7 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from columnist.vocab.rules import RuleError, parse_rule, references
 
 CODE_PATTERN = r"^[a-z][a-z0-9_]*$"
-RESERVED_CODES = {"and", "or", "not", "image_id"}
+RESERVED_CODES = {
+    "and", "or", "not",
+    # column names of the tables and views that attribute codes become columns beside
+    "image_id", "attribute", "score", "logit", "source", "model", "vocab_name", "vocab_version", "updated_at",
+    "collection", "uri", "ingested_at", "width", "height", "sha256", "embedding", "bucket", "created_at",
+    "present", "rule_value",  # aliases inside the replay statements
+}
 DEFAULT_TEMPLATES = ["a photo of {description}"]
 MAX_VERSION = 2**32 - 1  # vocab_version is a UInt32 column
 MAX_TEXT = 1_000  # characters of a description, template or rule (CLIP reads 77 tokens)

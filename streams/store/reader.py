@@ -6,12 +6,12 @@ database, the CLI sends its read-only queries to that worker on 127.0.0.1 instea
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import os
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,35 +58,42 @@ def connect_store(dsn: str, settings: Settings):
             raise
 
 
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(str(self.socket_path))
+
+
 class WorkerClient:
-    """The worker's control page (columnist.streams.worker.control), with the secret from its token file."""
+    """The worker's control page (streams.worker.control) on its Unix socket."""
 
-    def __init__(self, port: int, token_file: Path, timeout: float = 60):
-        self.base, self.token_file, self.timeout = f"http://127.0.0.1:{port}", token_file, timeout
-
-    def _token(self) -> str:
-        try:
-            return self.token_file.read_text().strip()
-        except OSError as err:
-            raise ConnectionError(f"no worker secret at {self.token_file} ({err.strerror}): is a worker running "
-                                  f"on port {self.base.rsplit(':', 1)[1]} as this user?") from None
+    def __init__(self, path: Path, timeout: float = 60):
+        self.path, self.timeout = path, timeout
 
     def _call(self, path: str, body: dict | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, headers={
-            "Content-Type": "application/json", "Authorization": f"Bearer {self._token()}"})
+        connection = _UnixHTTPConnection(self.path, self.timeout)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as err:
-            body = err.read()
-            try:
-                message = json.loads(body).get("error", str(err))
-            except ValueError:
-                message = f"{err} {body[:200]!r}"
-            raise QueryFailed(message) from None
+            data = json.dumps(body).encode() if body is not None else None
+            connection.request("POST" if data is not None else "GET", path, body=data,
+                               headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            payload = response.read()
         except OSError as err:
-            raise ConnectionError(f"no worker answers at {self.base}: {err}") from None
+            raise ConnectionError(f"no worker answers on {self.path}: {err.strerror or err}") from None
+        finally:
+            connection.close()
+        try:
+            answer = json.loads(payload)
+        except ValueError:
+            raise QueryFailed(f"HTTP {response.status}: {payload[:200]!r}") from None
+        if response.status != 200:
+            raise QueryFailed(answer.get("error", f"HTTP {response.status}") if isinstance(answer, dict) else answer)
+        return answer
 
     def status(self) -> dict:
         return self._call("/status")
@@ -107,13 +114,13 @@ class Reader:
         try:
             self.store = connect_store(dsn, settings)
         except StoreLocked:
-            from columnist.streams.worker.control import token_path
+            from columnist.streams.worker.control import socket_path
 
-            self.worker = WorkerClient(settings.worker_port, token_path(settings))
+            self.worker = WorkerClient(socket_path(settings))
 
     @property
     def via(self) -> str:
-        return "store" if self.store else f"worker at {self.worker.base}"
+        return "store" if self.store else f"the worker on {self.worker.path}"
 
     def query(self, sql: str) -> tuple[list[str], list]:
         if self.store:

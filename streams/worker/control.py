@@ -1,25 +1,22 @@
 """The worker's control page: its status, and guarded read-only queries, for the CLI.
 
 chdb lets one process open a database path, so while a worker owns an embedded database
-the CLI reads through it. The page listens on 127.0.0.1 only and answers only a request that
-- carries the worker's secret (``Authorization: Bearer …``), a random token written at start
-  to a file only the user can read (``<run_dir>/worker-<port>.token``, mode 0600);
-- names the worker in ``Host`` (127.0.0.1 or localhost with its port: no DNS rebinding);
-- has no ``Origin`` header (no web page in a browser reaches it) and, for POST, a JSON body.
+the CLI reads through it. The page is HTTP on a Unix socket, ``<run_dir>/worker-<port>.sock``
+(mode 0600 in a 0700 folder): only the user running the worker (and root) can connect, no
+other local process, no web page in a browser, no DNS rebinding, and nobody else can hold
+its connections open.
 
 It serves ``GET /status`` (the worker), ``GET /summary`` (the store's counts) and
-``POST /query`` (one SELECT, checked by store.query_guard, run with time, row, byte and
-memory limits on its own thread and its own connection, so a slow query never stalls
-ingest). Nothing else.
+``POST /query`` with a JSON body (one SELECT, checked by store.query_guard, run with time,
+row, byte, memory and thread limits on its own thread and its own connection, so a slow query
+never stalls ingest). Nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Awaitable, Callable
@@ -32,19 +29,8 @@ log = logging.getLogger("columnist.worker")
 MAX_BODY = 256 * 1024
 
 
-def token_path(settings: "Settings", port: int | None = None) -> Path:
-    return settings.run_path / f"worker-{port or settings.worker_port}.token"
-
-
-def write_token(path: Path) -> str:
-    """A new random secret in a file only this user can read."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    token = secrets.token_urlsafe(32)
-    path.unlink(missing_ok=True)  # a file left by a killed worker, perhaps with other modes
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(token)
-    return token
+def socket_path(settings: "Settings", port: int | None = None) -> Path:
+    return settings.run_path / f"worker-{port or settings.worker_port}.sock"
 
 
 class ControlPage:
@@ -52,9 +38,7 @@ class ControlPage:
 
     def __init__(self, status: Callable[[], Awaitable[dict]], ready: asyncio.Event, settings: "Settings"):
         self.status, self.ready, self.settings = status, ready, settings
-        self.port = settings.worker_port
-        self.hosts = {f"127.0.0.1:{self.port}", f"localhost:{self.port}"}
-        self.token = ""
+        self.path = socket_path(settings)
         self.runner = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-query")
         self.store: "Store | None" = None
@@ -62,7 +46,9 @@ class ControlPage:
     async def start(self) -> None:
         from aiohttp import web
 
-        self.token = write_token(token_path(self.settings))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.path.parent, 0o700)
+        self.path.unlink(missing_ok=True)  # left by a worker that was killed
         @web.middleware
         async def guard(request, handler):
             return await self._guard(request, handler)
@@ -73,13 +59,14 @@ class ControlPage:
         app.router.add_post("/query", self._query)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        log.info("control page on http://127.0.0.1:%d (secret in %s)", self.port, token_path(self.settings))
+        await web.UnixSite(self.runner, str(self.path)).start()
+        os.chmod(self.path, 0o600)
+        log.info("control page on the Unix socket %s", self.path)
 
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
-        token_path(self.settings).unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
 
     def _refuse(self, status: int, message: str):
         from aiohttp import web
@@ -87,13 +74,6 @@ class ControlPage:
         return web.json_response({"error": message}, status=status)
 
     async def _guard(self, request, handler):
-        if request.headers.get("Host") not in self.hosts:
-            return self._refuse(403, "Host must be this worker's loopback address")
-        if "Origin" in request.headers:
-            return self._refuse(403, "requests from web pages are refused")
-        offered = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
-        if not hmac.compare_digest(offered, self.token.encode()):
-            return self._refuse(401, f"missing or wrong secret: read it from {token_path(self.settings)}")
         if request.method == "POST" and request.content_type != "application/json":
             return self._refuse(415, "POST a JSON body")
         return await handler(request)

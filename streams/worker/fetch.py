@@ -30,6 +30,11 @@ class FetchError(ValueError):
     pass
 
 
+class WorkerOutOfResources(RuntimeError):
+    """Not the event's fault: this process ran out of file descriptors or memory while
+    fetching. The batch is retried rather than the event dead-lettered."""
+
+
 @dataclass(frozen=True)
 class FetchPolicy:
     roots: list[Path] = field(default_factory=list)
@@ -100,6 +105,8 @@ def _open(path: Path, given: str) -> int:
     except OSError as err:
         import errno
 
+        if err.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EINTR, errno.EAGAIN):
+            raise WorkerOutOfResources(f"opening {given[:200]}: {err.strerror}") from None
         reason = _OPEN_ERRORS.get(errno.errorcode.get(err.errno or 0, ""), err.strerror or type(err).__name__)
         raise FetchError(f"{given[:200]}: {reason}") from None
 

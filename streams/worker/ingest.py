@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 from columnist.streams.worker.events import parse_image_event
-from columnist.streams.worker.fetch import FetchPolicy, fetch
+from columnist.streams.worker.fetch import FetchPolicy, WorkerOutOfResources, fetch
 from columnist.streams.pipeline import PreparedImage, prepare
 
 if TYPE_CHECKING:
@@ -75,6 +75,8 @@ def prepare_events(events: Sequence[RawEvent], encoder: "Encoder", policy: Fetch
             uri = parsed.uri if not parsed.uri.startswith("data:") else "data:"
             out.images.append(prepare(data, f"image {image_id!r} ({parsed.uri[:200]})", encoder, image_id, uri,
                                       parsed.collection, max_pixels))
+        except WorkerOutOfResources:
+            raise  # the worker's trouble, not the event's: the whole batch is retried
         except Exception as err:  # any failure of one event is that event's dead letter
             out.rejected.append(Rejected(event, err, image_id))
             continue

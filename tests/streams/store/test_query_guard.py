@@ -23,6 +23,9 @@ from columnist.streams.store.query_guard import QueryRefused, canonical_select
     ("SELECT * FROM numbers(3)", "table functions"),
     ("SELECT * FROM (SELECT * FROM executable('x.sh', 'CSV', 'a Int8'))", "table functions"),
     ("SELECT 1 FROM columnist.images WHERE image_id IN (SELECT * FROM file('/etc/passwd', 'CSV'))", "table functions"),
+    ("SELECT * APPLY file FROM (SELECT '/etc/hostname' AS p)", "APPLY"),
+    ("SELECT COLUMNS('p') APPLY(file) FROM (SELECT '/etc/hostname' AS p)", "APPLY"),
+    ("SELECT * APPLY(x -> file(x)) FROM (SELECT '/etc/hostname' AS p)", "APPLY"),
     ("this is not SQL", "not one valid SQL statement"),
     ("SELECT '" + "x" * 70_000 + "'", "over the limit"),
 ])
@@ -37,9 +40,20 @@ def test_refused(session_store, tmp_path, sql, refusal):
     "SELECT image_id FROM columnist.images WHERE width > 10 ORDER BY image_id LIMIT 5",
     "WITH t AS (SELECT 1 AS x) SELECT x FROM t",
     "SELECT 1 UNION ALL SELECT 2",
+    "SELECT 1 EXCEPT SELECT 2",
     "SELECT name FROM system.columns WHERE database = 'columnist'",
     "select count() from columnist.feature_image_attribute final where attribute = 'earth' and score > 0.9",
 ])
 def test_allowed(session_store, sql):
     statement = canonical_select(session_store.client, sql)
     session_store.client.query(statement, settings={"readonly": 1})
+
+
+def test_the_analysed_tree_shows_what_apply_hides(session_store):
+    """Second line of defence: EXPLAIN QUERY TREE spells out APPLY's function call."""
+    from columnist.streams.store.query_guard import _check_analysed
+
+    lines = [row[0] for row in session_store.client.query(
+        "EXPLAIN QUERY TREE SELECT * APPLY file FROM (SELECT '/etc/hostname' AS p)").result_rows]
+    with pytest.raises(QueryRefused, match="reads files"):
+        _check_analysed(lines)

@@ -82,3 +82,31 @@ def test_a_batch_of_large_images_holds_one_decoded_image_at_a_time(tmp_path):
     assert run.returncode == 0, run.stderr
     before_mb, peak_mb = map(int, run.stdout.split())
     assert peak_mb - before_mb < 700, (before_mb, peak_mb)
+
+
+def test_a_worker_out_of_file_descriptors_retries_the_batch_instead_of_dead_lettering(tmp_path):
+    import os
+    import resource
+
+    import pytest
+
+    from columnist.streams.worker.fetch import WorkerOutOfResources
+
+    shutil.copy(sorted(PHOTOS.glob("*.jpg"))[0], tmp_path / "a.jpg")
+    events = [RawEvent(event("a", (tmp_path / "a.jpg").as_uri()))]
+    policy = FetchPolicy([tmp_path.resolve()])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(map(int, os.listdir("/proc/self/fd"))) + 16, hard))
+    hogs = []
+    try:
+        while True:  # take every descriptor left, as a flood of connections would
+            hogs.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        pass
+    try:
+        with pytest.raises(WorkerOutOfResources, match="a.jpg"):
+            prepare_events(events, MockEncoder(), policy, Counters(), max_pixels=60_000_000)
+    finally:
+        for fd in hogs:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
