@@ -52,7 +52,7 @@ demo: setup
 # the batch path without Kafka: tag the sample photos into an embedded database
 demo-tag: setup
 	rm -rf .columnist/demo-tag-db
-	$(BIN)/columnist tag tests/data/photos --vocab vocab/space.yaml --db $(DEMO_DB)
+	$(BIN)/columnist tag tests/data/photos --collection samples --vocab vocab/space.yaml --db $(DEMO_DB)
 	$(BIN)/columnist query --db $(DEMO_DB) \
 	  "SELECT image_id, round(earth, 3) AS earth, round(moon, 3) AS moon, round(astronaut, 3) AS astronaut, round(spacewalk, 3) AS spacewalk FROM columnist.image_columns ORDER BY image_id"
 

@@ -51,7 +51,7 @@ def run(worker: WorkerProcess) -> None:
 
     worker.wait_ready()
     step("publishing the sample photos")
-    columnist("publish", "images", str(PHOTOS))
+    columnist("publish", "images", str(PHOTOS), "--collection", "samples")
     space = yaml.safe_load((REPO / "vocab" / "space.yaml").read_text())
     expected = len(list(PHOTOS.glob("*.jpg"))) * (len(space["attributes"]) + len(space["derived"]))
     wait_until(lambda: worker.counters()["score_rows"] >= expected, 120, "the scores")
@@ -74,7 +74,7 @@ def run(worker: WorkerProcess) -> None:
     columnist("query", "SELECT (SELECT count() FROM columnist.image_embedding FINAL) AS embeddings, "
                        "(SELECT count() FROM columnist.feature_image_attribute FINAL) AS scores, "
                        "(SELECT count() FROM system.columns WHERE database = 'columnist' "
-                       "AND table = 'image_columns') - 1 AS columns")
+                       "AND table = 'image_columns') - 4 AS attribute_columns")
 
 
 if __name__ == "__main__":

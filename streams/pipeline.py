@@ -2,14 +2,16 @@
 
 Two steps. ``prepare`` turns one image's bytes into what the image tower needs (decode,
 upright RGB, preprocess) and keeps nothing else: a batch holds small tensors, never more
-than one full-size decoded image. ``embed_and_score`` encodes a batch of prepared images and
-scores every attribute of a vocabulary; the result is written by the store as one batch.
+than one full-size decoded image. An image whose content (sha256) is already stored for the
+model is not decoded at all: its stored embedding is reused. ``embed_and_score`` encodes
+the rest of a batch and scores every attribute of every vocabulary given; the store writes
+the result as one batch.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Sequence
 
 from columnist.models.images import DEFAULT_MAX_PIXELS, open_image
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
     from columnist.models.encoder import Encoder
     from columnist.vocab.schema import Vocabulary
     from columnist.vocab.scoring import Scores
+
+Texts = dict[str, "np.ndarray"]
+"""One unit-length text embedding per base attribute code of a vocabulary."""
 
 
 @dataclass(frozen=True)
@@ -34,33 +39,72 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
+class KnownImage:
+    """Content the store already holds for this model: its size and embedding."""
+
+    width: int
+    height: int
+    embedding: "np.ndarray"
+
+
+@dataclass(frozen=True)
 class PreparedImage:
     record: ImageRecord
-    tensor: "np.ndarray"
+    tensor: "np.ndarray | None"
+    """What the image tower takes; None when ``embedding`` is already known, or when the
+    same content is prepared once already in this batch."""
+    embedding: "np.ndarray | None" = None
 
 
 @dataclass
 class ScoredBatch:
-    """What one batch of images produced: metadata, embeddings and attribute scores."""
+    """What one batch of images produced: metadata, embeddings and each vocabulary's scores."""
 
     model: str
-    vocab: "Vocabulary"
     images: list[ImageRecord]
     embeddings: "np.ndarray"
-    scores: "Scores"
+    scores: list[tuple["Vocabulary", "Scores"]]
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def prepare(data: bytes, name: str, encoder: "Encoder", image_id: str, uri: str, collection: str = "",
-            max_pixels: int = DEFAULT_MAX_PIXELS) -> PreparedImage:
-    """Decode and preprocess one image; raise ImageError (naming ``name``) when it cannot be used."""
+            max_pixels: int = DEFAULT_MAX_PIXELS, known: KnownImage | None = None,
+            sha256: str | None = None) -> PreparedImage:
+    """Decode and preprocess one image, or reuse ``known`` content without decoding; raise
+    ImageError (naming ``name``) when it cannot be used."""
+    sha256 = sha256 or sha256_of(data)
+    if known is not None:
+        record = ImageRecord(image_id, uri, collection, known.width, known.height, sha256)
+        return PreparedImage(record, None, known.embedding)
     image = open_image(data, name, max_pixels)
-    record = ImageRecord(image_id=image_id, uri=uri, collection=collection, width=image.width,
-                         height=image.height, sha256=hashlib.sha256(data).hexdigest())
+    record = ImageRecord(image_id, uri, collection, image.width, image.height, sha256)
     return PreparedImage(record, encoder.prepare_image(image))
 
 
-def embed_and_score(prepared: Sequence[PreparedImage], vocab: "Vocabulary", texts: dict[str, "np.ndarray"],
+def same_content(first: PreparedImage, image_id: str, uri: str, collection: str = "") -> PreparedImage:
+    """Another id for content prepared earlier in the batch: nothing is decoded again."""
+    return PreparedImage(replace(first.record, image_id=image_id, uri=uri, collection=collection), None, first.embedding)
+
+
+def embed_and_score(prepared: Sequence[PreparedImage], vocabularies: Sequence[tuple["Vocabulary", Texts]],
                     encoder: "Encoder") -> ScoredBatch:
-    embeddings = encoder.encode_prepared([p.tensor for p in prepared])
-    scores = score_vocabulary(embeddings, texts, vocab, encoder.logit_scale, encoder.source)
-    return ScoredBatch(encoder.name, vocab, [p.record for p in prepared], embeddings, scores)
+    """Encode each content of the batch once (known embeddings are reused), then score."""
+    import numpy as np
+
+    tensors: dict[str, "np.ndarray"] = {}
+    for p in prepared:
+        if p.embedding is None and p.tensor is not None:
+            tensors.setdefault(p.record.sha256, p.tensor)
+    encoded = dict(zip(tensors, encoder.encode_prepared(list(tensors.values())))) if tensors else {}
+    embeddings = np.stack([p.embedding if p.embedding is not None else encoded[p.record.sha256] for p in prepared])
+    scores = [(vocab, score_vocabulary(embeddings, texts, vocab, encoder.logit_scale, encoder.source))
+              for vocab, texts in vocabularies]
+    return ScoredBatch(encoder.name, [p.record for p in prepared], embeddings, scores)
+
+
+def encoded_count(prepared: Sequence[PreparedImage]) -> int:
+    """How many images of ``prepared`` go through the image tower (the others reuse an embedding)."""
+    return len({p.record.sha256 for p in prepared if p.embedding is None and p.tensor is not None})

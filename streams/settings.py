@@ -22,7 +22,10 @@ class Settings(BaseSettings):
     model: str = "tiny-clip"
     """'tiny-clip' (built in), 'mock', or a model directory."""
     vocab: str = "space"
-    """A built-in vocabulary name or a YAML file; the worker serves this vocabulary's name."""
+    """A built-in vocabulary name or a YAML file: the default vocabulary (its view is also
+    ``image_columns``), applied by a worker when none of its name was applied yet."""
+    accept_vocabularies: str = ""
+    """Vocabulary names a worker applies when pushed, separated by ',' (empty: any name)."""
     batch_size: int = 32
     threads: int = 0
     """onnxruntime intra-op threads; 0 means one per core."""
@@ -71,6 +74,10 @@ class Settings(BaseSettings):
     @property
     def roots(self) -> list[Path]:
         return [Path(p).expanduser().resolve() for p in self.image_roots.split(":") if p.strip()]
+
+    @property
+    def accepted_vocabularies(self) -> set[str]:
+        return {n.strip() for n in self.accept_vocabularies.split(",") if n.strip()}
 
     @property
     def run_path(self) -> Path:

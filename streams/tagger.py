@@ -1,7 +1,14 @@
-"""The batch path: tag files and folders without Kafka, with the same encoder, scorer and store.
+"""The batch path: tag files and folders without Kafka, with the same pipeline and store.
 
-Images are read, decoded and encoded a batch at a time; a file that cannot be used is
-reported with its reason and the rest of its batch goes on.
+What an image id is: the file's URI (``file:///photos/a/IMG_0001.jpg``) by default, so the
+same file keeps its id on every run and two folders' ``IMG_0001.jpg`` never collide; with a
+collection, ``<collection>/<path relative to the folder given>``. `columnist publish images`
+makes the same ids.
+
+A re-run is incremental: a file whose id is stored with the same content (sha256) is skipped
+("already stored"), content already stored under another id reuses its embedding, and only
+new content is decoded and encoded. ``force`` encodes everything again. Every vocabulary
+applied to the store is scored, so none of them misses the new images.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from columnist.models.images import ImageError
-from columnist.streams.pipeline import embed_and_score, prepare
+from columnist.streams.pipeline import embed_and_score, encoded_count, prepare, same_content, sha256_of
 from columnist.vocab.prompts import text_embeddings
 from columnist.vocab.schema import Vocabulary
 
@@ -25,27 +32,53 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".we
 @dataclass
 class TagReport:
     tagged: int = 0
+    """Images written by this run."""
+    encoded: int = 0
+    """Of those, how many went through the image tower (the rest reused stored embeddings)."""
+    already: int = 0
+    """Files skipped: stored before under the same id with the same content."""
     score_rows: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def find_images(paths: Iterable[str | Path]) -> list[tuple[str, Path]]:
-    """(image_id, file) pairs. In a folder, files with an image suffix, identified by their
-    path relative to the folder; a file named directly is always tried, identified by name."""
+def image_id(file: Path, folder: Path | None, collection: str) -> str:
+    """The file's URI, or ``collection/relative path`` when a collection namespaces ids."""
+    if not collection:
+        return file.resolve().as_uri()
+    relative = file.resolve().relative_to(folder.resolve()) if folder else Path(file.name)
+    return f"{collection}/{relative.as_posix()}"
+
+
+def find_images(paths: Iterable[str | Path], collection: str = "") -> list[tuple[str, Path]]:
+    """(image_id, file) pairs: files with an image suffix in folders (walked recursively), and
+    any file named directly."""
     found: list[tuple[str, Path]] = []
     for path in map(Path, paths):
         if path.is_dir():
             for file in sorted(path.rglob("*")):
                 if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES and not file.name.startswith("."):
-                    found.append((file.relative_to(path).as_posix(), file))
+                    found.append((image_id(file, path, collection), file))
         else:
-            found.append((path.name, path))
+            found.append((image_id(path, None, collection), path))
     return found
 
 
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def applied_with(store: "Store", encoder: "Encoder", vocab: Vocabulary, default_view: bool) -> list[Vocabulary]:
+    """Apply ``vocab`` if the store does not have it yet (refused if older than the applied
+    one: VocabularyConflict), and return every applied vocabulary."""
+    from columnist.streams.vocabulary_change import apply_vocabulary
+
+    applied = {v.name: v for v in store.applied_vocabularies()}
+    current = applied.get(vocab.name)
+    if current is None or current.content_hash() != vocab.content_hash():
+        apply_vocabulary(store, encoder, current, vocab, chunks=0, default_view=default_view)
+        applied[vocab.name] = vocab
+    return list(applied.values())
 
 
 def tag(
@@ -56,24 +89,49 @@ def tag(
     batch_size: int = 32,
     collection: str = "",
     on_progress: Callable[[int], None] | None = None,
+    force: bool = False,
+    default_view: bool = True,
+    report: TagReport | None = None,
 ) -> TagReport:
-    """Encode, score and store every file; return what was written and what failed."""
-    texts = text_embeddings(encoder, vocab)
-    store.apply_vocabulary(vocab, encoder.name)
-    report = TagReport()
+    """Encode, score and store every new file; return what was written, skipped and failed.
+    ``report`` is filled as the run goes (for a caller that is interrupted)."""
+    from columnist.streams.store import check_model
+
+    check_model(store, encoder.name)
+    report = report if report is not None else TagReport()
+    vocabularies = [(v, text_embeddings(encoder, v)) for v in applied_with(store, encoder, vocab, default_view)]
     for batch in _batches(files, batch_size):
-        prepared = []
-        for image_id, path in batch:
+        stored = {} if force else store.stored_content([i for i, _ in batch])
+        read = []
+        for image_id_, path in batch:
             try:
                 data = path.read_bytes()
-                prepared.append(prepare(data, str(path), encoder, image_id, path.resolve().as_uri(), collection))
-            except ImageError as err:
-                report.failed.append((str(path), err.reason))
             except OSError as err:
                 report.failed.append((str(path), f"cannot read file: {err.strerror}"))
+                continue
+            sha256 = sha256_of(data)
+            if stored.get(image_id_) == sha256:
+                report.already += 1
+                continue
+            read.append((image_id_, path, data, sha256))
+        known = {} if force else store.known_images(encoder.name, [sha for *_, sha in read])
+        prepared, first_of = [], {}
+        for image_id_, path, data, sha256 in read:
+            uri = path.resolve().as_uri()
+            if sha256 in first_of:  # the same content twice in one batch: decoded once
+                prepared.append(same_content(first_of[sha256], image_id_, uri, collection))
+                continue
+            try:
+                first_of[sha256] = prepare(data, str(path), encoder, image_id_, uri, collection,
+                                           known=known.get(sha256), sha256=sha256)
+            except ImageError as err:
+                report.failed.append((str(path), err.reason))
+                continue
+            prepared.append(first_of[sha256])
         if prepared:
-            report.score_rows += store.write(embed_and_score(prepared, vocab, texts, encoder))
+            report.score_rows += store.write(embed_and_score(prepared, vocabularies, encoder))
             report.tagged += len(prepared)
+            report.encoded += encoded_count(prepared)
         if on_progress:
             on_progress(len(batch))
     return report

@@ -2,8 +2,9 @@
 
 Diff the two documents, encode only the new or changed prompts with the text tower, let the
 store replay its stored embeddings for the affected attributes (in-engine, checkpointed),
-then record the new vocabulary as applied. The worker, `columnist replay` and `columnist
-backfill` all go through here.
+then record the new vocabulary as applied. The worker, `columnist tag` and `columnist
+replay` all go through here, and so do its guards: a vocabulary's version never goes
+backwards, and a version number never means two different documents.
 """
 
 from __future__ import annotations
@@ -22,6 +23,22 @@ if TYPE_CHECKING:
     from columnist.streams.store.replay import ReplayReport
 
 
+class VocabularyConflict(ValueError):
+    """A document that would move a vocabulary backwards; the message names both versions."""
+
+
+def check_newer(old: Vocabulary | None, new: Vocabulary) -> None:
+    """Refuse ``new`` if it is older than ``old``, or the same version with other content."""
+    if old is None:
+        return
+    if new.version < old.version:
+        raise VocabularyConflict(f"vocabulary {new.name!r} v{new.version} is older than the applied v{old.version}: "
+                                 "a version never goes backwards (push a higher version to change it)")
+    if new.version == old.version and new.content_hash() != old.content_hash():
+        raise VocabularyConflict(f"vocabulary {new.name!r} v{new.version} differs from the applied v{old.version} "
+                                 "of the same number: give the changed document a higher version")
+
+
 @dataclass
 class ApplyReport:
     diff: VocabularyDiff
@@ -35,16 +52,19 @@ def apply_vocabulary(
     old_texts: dict[str, "np.ndarray"] | None = None,
     on_switch: Callable[[dict[str, "np.ndarray"]], None] | None = None,
     on_chunk: Callable[[int, int], None] | None = None,
+    default_view: bool = False,
 ) -> ApplyReport:
     """Move from ``old`` to ``new``: encode only the new or changed prompts, replay stored
     embeddings for the affected attributes, then record ``new`` as applied.
 
     ``on_switch(texts)`` receives every base attribute's text embedding once they are
     known, before the replay starts (the worker switches its ingest path there).
+    ``default_view``: the vocabulary is the default one, whose view is also ``image_columns``.
     """
     from columnist.vocab.diff import diff_vocabularies
     from columnist.vocab.prompts import text_embeddings
 
+    check_newer(old, new)
     diff = diff_vocabularies(old, new)
     new_texts = text_embeddings(encoder, new, diff.rescore)
     if on_switch:
@@ -53,5 +73,5 @@ def apply_vocabulary(
         on_switch({**kept, **new_texts})
     replayer = store.replayer(encoder.name, encoder.logit_scale, encoder.source, chunks)
     report = replayer.run(new, diff, new_texts, on_chunk)
-    store.apply_vocabulary(new, encoder.name)
-    return ApplyReport(diff, report, store.count_scores(list(diff.rescore)))
+    store.apply_vocabulary(new, encoder.name, default_view)
+    return ApplyReport(diff, report, store.count_scores(new.name, list(diff.rescore)))

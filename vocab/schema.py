@@ -52,11 +52,15 @@ class Calibration(_Strict):
 
     centre: float = 25.0
     scale: float = Field(2.5, gt=0)
+    source: Optional[str] = Field(None, max_length=300)
+    """How they were chosen, e.g. 'labelled fit: 120 labels, log-loss 0.41' (written by
+    `columnist calibrate --write`); stored with every applied version."""
 
 
 class CalibrationOverride(_Strict):
     centre: Optional[float] = None
     scale: Optional[float] = Field(None, gt=0)
+    source: Optional[str] = Field(None, max_length=300)
 
 
 class Thresholds(_Strict):
@@ -197,6 +201,18 @@ class Vocabulary(_Strict):
             scale=self.calibration.scale if override.scale is None else override.scale,
         )
 
+    def calibration_source(self, attribute: Attribute) -> str:
+        """How the attribute's centre and scale were chosen: a fit (as recorded), 'set by
+        hand', or 'default'."""
+        override, wide = attribute.calibration, self.calibration
+        if override.source:
+            return override.source
+        if override.centre is not None or override.scale is not None:
+            return "set by hand"
+        if wide.source:
+            return wide.source
+        return "default" if (wide.centre, wide.scale) == (Calibration().centre, Calibration().scale) else "set by hand"
+
     def thresholds_for(self, entry: Attribute | DerivedAttribute) -> Thresholds:
         override = entry.thresholds
         return Thresholds(
@@ -224,7 +240,11 @@ class Vocabulary(_Strict):
 
     @cached_property
     def _canonical_hash(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        document = self.model_dump(mode="json")
+        for calibration in (document["calibration"], *(a["calibration"] for a in document["attributes"])):
+            if calibration.get("source") is None:  # unset: the hash of documents from before it existed
+                calibration.pop("source", None)
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def content_hash(self) -> str:

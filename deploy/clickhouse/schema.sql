@@ -1,4 +1,5 @@
--- columnist's ClickHouse schema. Applied idempotently by `streams.store.Store.create_schema`.
+-- columnist's ClickHouse schema. Applied idempotently by ClickHouseStore.create_schema
+-- (columnist.streams.store.clickhouse), which also migrates stores made by older versions.
 -- ${ON_CLUSTER} becomes `ON CLUSTER name` and ${REPLICATED} `Replicated` when
 -- COLUMNIST_CLUSTER is set (Replicated engines then take the server's default replica path).
 -- Every table is a ReplacingMergeTree: a replayed write replaces, never duplicates
@@ -14,10 +15,14 @@ CREATE TABLE IF NOT EXISTS columnist.images ${ON_CLUSTER}
     width       UInt32,
     height      UInt32,
     sha256      String,
-    ingested_at DateTime64(3, 'UTC')
+    ingested_at DateTime64(3, 'UTC'),
+    -- sha256 is the content key: an image already stored is not decoded or encoded again
+    INDEX sha256_index sha256 TYPE bloom_filter GRANULARITY 4
 )
 ENGINE = ${REPLICATED}ReplacingMergeTree(ingested_at)
 ORDER BY image_id;
+
+ALTER TABLE columnist.images ${ON_CLUSTER} ADD INDEX IF NOT EXISTS sha256_index sha256 TYPE bloom_filter GRANULARITY 4;
 
 -- `bucket` (a hash of image_id) leads the sort key after the model, so a replay chunk
 -- (a set of buckets) reads only its own part of the table. Embeddings are stored without
@@ -34,6 +39,8 @@ CREATE TABLE IF NOT EXISTS columnist.image_embedding ${ON_CLUSTER}
 ENGINE = ${REPLICATED}ReplacingMergeTree(created_at)
 ORDER BY (model, bucket, image_id);
 
+-- Scores are keyed by vocabulary, attribute and image: vocabularies live side by side, and
+-- two that share an attribute code never overwrite each other.
 CREATE TABLE IF NOT EXISTS columnist.feature_image_attribute ${ON_CLUSTER}
 (
     attribute     LowCardinality(String),
@@ -47,7 +54,7 @@ CREATE TABLE IF NOT EXISTS columnist.feature_image_attribute ${ON_CLUSTER}
     updated_at    DateTime64(3, 'UTC')
 )
 ENGINE = ${REPLICATED}ReplacingMergeTree(updated_at)
-ORDER BY (attribute, image_id);
+ORDER BY (vocab_name, attribute, image_id);
 
 -- One row per attribute per applied vocabulary version: what each column meant, when.
 CREATE TABLE IF NOT EXISTS columnist.vocabulary ${ON_CLUSTER}
@@ -66,10 +73,14 @@ CREATE TABLE IF NOT EXISTS columnist.vocabulary ${ON_CLUSTER}
     reject        Float32,
     rule          String,
     model         LowCardinality(String),
-    applied_at    DateTime64(3, 'UTC')
+    applied_at    DateTime64(3, 'UTC'),
+    -- how the centre and scale were chosen: 'default', 'set by hand', or the fit that made them
+    calibration_source String DEFAULT 'default'
 )
 ENGINE = ${REPLICATED}ReplacingMergeTree(applied_at)
 ORDER BY (vocab_name, vocab_version, code);
+
+ALTER TABLE columnist.vocabulary ${ON_CLUSTER} ADD COLUMN IF NOT EXISTS calibration_source String DEFAULT 'default';
 
 -- The whole document last applied per vocabulary name: what the next version is diffed against.
 CREATE TABLE IF NOT EXISTS columnist.vocabulary_applied ${ON_CLUSTER}
@@ -85,18 +96,18 @@ ENGINE = ${REPLICATED}ReplacingMergeTree(applied_at)
 ORDER BY vocab_name;
 
 -- The attributes of each vocabulary's applied version, with their thresholds.
-CREATE VIEW IF NOT EXISTS columnist.vocabulary_current ${ON_CLUSTER} AS
+CREATE OR REPLACE VIEW columnist.vocabulary_current ${ON_CLUSTER} AS
 SELECT v.*
 FROM columnist.vocabulary AS v FINAL
 INNER JOIN (SELECT vocab_name, vocab_version, content_hash FROM columnist.vocabulary_applied FINAL) AS a
     ON v.vocab_name = a.vocab_name AND v.vocab_version = a.vocab_version AND v.content_hash = a.content_hash;
 
 -- Tier helper: accepted / tentative / rejected from each attribute's current thresholds.
-CREATE VIEW IF NOT EXISTS columnist.image_attribute_tier ${ON_CLUSTER} AS
-SELECT f.image_id AS image_id, f.attribute AS attribute, f.score AS score,
+CREATE OR REPLACE VIEW columnist.image_attribute_tier ${ON_CLUSTER} AS
+SELECT f.vocab_name AS vocab_name, f.image_id AS image_id, f.attribute AS attribute, f.score AS score,
        multiIf(f.score >= c.accept, 'accepted', f.score <= c.reject, 'rejected', 'tentative') AS tier
 FROM columnist.feature_image_attribute AS f FINAL
-INNER JOIN columnist.vocabulary_current AS c ON c.code = f.attribute;
+INNER JOIN columnist.vocabulary_current AS c ON c.vocab_name = f.vocab_name AND c.code = f.attribute;
 
 -- Replay progress: a chunk of a replay job that has been written. The job of a vocabulary
 -- change is the new document's content hash, so a crashed worker resumes where it stopped.

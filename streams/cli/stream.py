@@ -23,7 +23,8 @@ def worker(loglevel: str = typer.Option("info", help="Log level.")) -> None:
 @publish_app.command("images")
 def publish_images(
     paths: List[Path] = typer.Argument(..., help="Image files and folders (walked recursively)."),
-    collection: str = typer.Option("", help="Collection name carried by each event."),
+    collection: str = typer.Option("", help="Collection name carried by each event; it also namespaces image ids "
+                                   "(collection/relative path instead of the file URI)."),
 ) -> None:
     """Publish one ingest event per image (file:// URIs; the worker's COLUMNIST_IMAGE_ROOTS must cover them)."""
     from rich.progress import Progress
@@ -31,7 +32,7 @@ def publish_images(
     from columnist.streams.kafka.publish import publish_images as publish
     from columnist.streams.tagger import find_images
 
-    files = find_images(paths)
+    files = find_images(paths, collection)
     if not files:
         typer.echo(f"no images found in {', '.join(map(str, paths))}", err=True)
         raise typer.Exit(1)
@@ -58,8 +59,9 @@ def replay(
 ) -> None:
     """Apply a vocabulary by hand: diff against the applied one, score only what changed from stored embeddings."""
     from columnist.models.registry import load_encoder
-    from columnist.streams.cli.common import store_or_exit, vocabulary_or_exit
-    from columnist.streams.vocabulary_change import apply_vocabulary
+    from columnist.streams.cli.common import fail, store_or_exit, vocabulary_or_exit
+    from columnist.streams.store import ModelMismatch, check_model
+    from columnist.streams.vocabulary_change import VocabularyConflict, apply_vocabulary
 
     settings = current_settings()
     new = vocabulary_or_exit(vocab)
@@ -67,8 +69,14 @@ def replay(
     encoder = load_encoder(model or settings.model, settings.threads, settings.batch_size)
     old = store.applied_vocabulary(new.name)
     progress, advance = _progress_chunks(f"replaying {new.name} v{new.version}")
-    with progress:
-        report = apply_vocabulary(store, encoder, old, new, settings.replay_chunks, on_chunk=advance)
+    try:
+        check_model(store, encoder.name)
+        with progress:
+            report = apply_vocabulary(store, encoder, old, new, settings.replay_chunks, on_chunk=advance,
+                                      default_view=new.name == vocabulary_or_exit(None).name)
+    except (VocabularyConflict, ModelMismatch) as err:
+        store.close()
+        fail(f"{err}; the store is unchanged")
     d = report.diff
     typer.echo(f"applied {new.name} v{new.version}: added {list(d.added)}, changed {list(d.changed)}, "
                f"removed {list(d.removed)}, dependents {list(d.dependents)}; "

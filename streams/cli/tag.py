@@ -16,38 +16,58 @@ def tag(
     vocab: Optional[str] = VocabOption,
     model: Optional[str] = ModelOption,
     db: Optional[str] = DbOption,
-    collection: str = typer.Option("", help="Collection name stored with each image."),
+    collection: str = typer.Option("", help="Collection name stored with each image; it also namespaces image ids "
+                                   "(collection/relative path instead of the file URI)."),
     batch_size: Optional[int] = typer.Option(None, help="Images per encoder batch."),
+    force: bool = typer.Option(False, "--force", help="Decode and encode every image again, even unchanged ones."),
 ) -> None:
-    """Tag images without Kafka: encode, score every attribute, write to ClickHouse."""
+    """Tag images without Kafka: encode, score every attribute, write to ClickHouse.
+
+    A re-run is incremental: images already stored with the same content are skipped."""
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
 
     from columnist.models.registry import load_encoder
-    from columnist.streams.tagger import find_images, tag as run_tag
+    from columnist.streams.store import ModelMismatch
+    from columnist.streams.tagger import TagReport, find_images, tag as run_tag
+    from columnist.streams.vocabulary_change import VocabularyConflict
 
     config = settings()
     vocabulary = vocabulary_or_exit(vocab)
-    files = find_images(paths)
+    files = find_images(paths, collection)
     if not files:
         fail(f"no images found in {', '.join(map(str, paths))}")
     encoder = load_encoder(model or config.model, threads=config.threads, batch_size=config.batch_size)
     store = store_or_exit(db)
     console = Console(stderr=True)
-    with Progress(console=console, transient=False) as progress:
-        task = progress.add_task(f"tagging with {encoder.name}", total=len(files))
-        report = run_tag(files, vocabulary, encoder, store, batch_size or config.batch_size,
-                         collection, on_progress=lambda n: progress.advance(task, n))
+    report = TagReport()
+    default_view = vocabulary.name == vocabulary_or_exit(None).name  # COLUMNIST_VOCAB's view is image_columns
+    try:
+        with Progress(console=console, transient=False) as progress:
+            task = progress.add_task(f"tagging with {encoder.name}", total=len(files))
+            run_tag(files, vocabulary, encoder, store, batch_size or config.batch_size, collection,
+                    on_progress=lambda n: progress.advance(task, n), force=force, default_view=default_view,
+                    report=report)
+    except (VocabularyConflict, ModelMismatch) as err:
+        store.close()
+        fail(f"{err}; nothing was tagged")
+    except KeyboardInterrupt:
+        store.close()
+        fail(f"interrupted: {report.tagged} images stored, {report.already} already stored; "
+             "run the same command again to resume", 130)
     summary = Table(title=f"columnist tag: vocabulary {vocabulary.name} v{vocabulary.version}")
-    for column in ("images tagged", "failed", "attributes", "score rows written"):
+    for column in ("images tagged", "encoded", "already stored", "failed", "attributes", "score rows written"):
         summary.add_column(column, justify="right")
-    summary.add_row(str(report.tagged), str(len(report.failed)), str(len(vocabulary.codes)), str(report.score_rows))
+    summary.add_row(str(report.tagged), str(report.encoded), str(report.already), str(len(report.failed)),
+                    str(len(vocabulary.codes)), str(report.score_rows))
     Console().print(summary)
+    if report.already:
+        console.print(f"{report.already} already stored (unchanged since they were tagged; --force encodes them again)")
     for path, reason in report.failed:
         console.print(f"[red]failed[/red] {path}: {reason}", highlight=False, soft_wrap=True)
     store.close()
-    if report.failed and not report.tagged:
+    if report.failed and not report.tagged and not report.already:
         raise typer.Exit(1)
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 if TYPE_CHECKING:
     import numpy as np
 
-    from columnist.streams.pipeline import ScoredBatch
+    from columnist.streams.pipeline import KnownImage, ScoredBatch
     from columnist.streams.store.replay import Replayer
     from columnist.vocab.schema import Vocabulary
 
@@ -42,16 +42,29 @@ class Store(Protocol):
         """Images, embeddings and scores of a batch, idempotently; returns the score rows."""
 
     # -- vocabularies --------------------------------------------------------------------
-    def apply_vocabulary(self, vocab: "Vocabulary", model: str) -> None:
-        """Record ``vocab`` as applied and regenerate its view."""
+    def apply_vocabulary(self, vocab: "Vocabulary", model: str, default: bool = False) -> None:
+        """Record ``vocab`` as applied and regenerate its view ``columns_<name>`` (and
+        ``image_columns`` for the ``default`` vocabulary)."""
 
     def applied_vocabulary(self, name: str) -> "Vocabulary | None": ...
+
+    def applied_vocabularies(self) -> list["Vocabulary"]: ...
+
+    # -- identity and content ------------------------------------------------------------
+    def stored_content(self, image_ids: Sequence[str]) -> dict[str, str]:
+        """image_id -> sha256 of the given ids already stored."""
+
+    def known_images(self, model: str, sha256s: Sequence[str]) -> dict[str, "KnownImage"]:
+        """sha256 -> size and embedding, for content already encoded by ``model``."""
+
+    def embedding_models(self) -> list[str]:
+        """Models whose embeddings the store holds (one, normally)."""
 
     def was_applied(self, name: str, content_hash: str) -> bool:
         """Whether this exact document was applied at some time."""
 
-    def count_scores(self, codes: Sequence[str]) -> int:
-        """Current scores of these attributes (counted with FINAL)."""
+    def count_scores(self, vocab_name: str, codes: Sequence[str]) -> int:
+        """Current scores of these attributes of one vocabulary (counted with FINAL)."""
 
     def replayer(self, model: str, logit_scale: float, source: str, chunks: int = 0,
                  job: str | None = None) -> "Replayer":
@@ -63,8 +76,8 @@ class Store(Protocol):
 
     def image_uris(self, image_ids: Sequence[str]) -> dict[str, str]: ...
 
-    def attribute_scores(self, code: str) -> list[tuple[str, float, float]]:
-        """(image_id, score, logit) of every image for one attribute."""
+    def attribute_scores(self, vocab_name: str, code: str) -> list[tuple[str, float, float]]:
+        """(image_id, score, logit) of every image for one attribute of one vocabulary."""
 
     def summary(self) -> dict[str, Any]:
         """Counts, applied vocabularies and scores per attribute, for `columnist status`."""
@@ -83,3 +96,16 @@ def connect(dsn: str, cluster: str | None = None) -> Store:
     from columnist.streams.store.clickhouse import ClickHouseStore
 
     return ClickHouseStore.connect(dsn, cluster)
+
+
+class ModelMismatch(ValueError):
+    """The store's embeddings were made by another model; the message names both."""
+
+
+def check_model(store: Store, model: str, where: str = "the store") -> None:
+    """A store's embeddings and scores belong to one model: refuse to mix in another's."""
+    others = [m for m in store.embedding_models() if m != model]
+    if others:
+        raise ModelMismatch(f"{where} holds embeddings of model {others[0]!r}, not {model!r}: scores of two "
+                            f"models are not comparable. Use --model {others[0]} (or COLUMNIST_MODEL), "
+                            "or a new database for the new model")

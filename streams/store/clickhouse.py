@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-    from columnist.streams.pipeline import ImageRecord, ScoredBatch
+    from columnist.streams.pipeline import ImageRecord, KnownImage, ScoredBatch
     from columnist.streams.store.replay import Replayer
     from columnist.vocab.scoring import Scores
 
@@ -120,6 +120,21 @@ class ClickHouseStore:
     def create_schema(self) -> None:
         for statement in render_schema(self.cluster):
             self.client.command(statement)
+        self._migrate_score_keys()
+
+    def _migrate_score_keys(self) -> None:
+        """A store made before vocabularies lived side by side sorts scores by (attribute,
+        image_id): copy them into a table sorted by (vocab_name, attribute, image_id), swap."""
+        key = self.scalar("SELECT sorting_key FROM system.tables WHERE database = 'columnist' "
+                          "AND name = 'feature_image_attribute'")
+        if key.startswith("vocab_name"):
+            return
+        on_cluster = f" ON CLUSTER `{self.cluster}`" if self.cluster else ""
+        create = next(s for s in render_schema(self.cluster) if "columnist.feature_image_attribute " in s)
+        self.client.command(create.replace("columnist.feature_image_attribute ", "columnist.scores_migrating ", 1))
+        self.client.command("INSERT INTO columnist.scores_migrating SELECT * FROM columnist.feature_image_attribute")
+        self.client.command(f"EXCHANGE TABLES columnist.feature_image_attribute AND columnist.scores_migrating{on_cluster}")
+        self.client.command(f"DROP TABLE columnist.scores_migrating{on_cluster}")
 
     # -- writes ------------------------------------------------------------------------
 
@@ -132,9 +147,8 @@ class ClickHouseStore:
         self.write_images(batch.images)
         self.write_embeddings(batch.model, [i.image_id for i in batch.images], batch.embeddings)
         faults.point("after_embeddings")
-        return self.write_scores(
-            [i.image_id for i in batch.images], batch.scores, batch.model, batch.vocab
-        )
+        ids = [i.image_id for i in batch.images]
+        return sum(self.write_scores(ids, scores, batch.model, vocab) for vocab, scores in batch.scores)
 
     def write_images(self, images: Sequence[ImageRecord]) -> None:
         import pyarrow as pa
@@ -187,14 +201,17 @@ class ClickHouseStore:
 
     # -- vocabularies --------------------------------------------------------------------
 
-    def apply_vocabulary(self, vocab: Vocabulary, model: str) -> None:
-        """Record ``vocab`` as applied (its rows and whole document) and regenerate the view."""
+    def apply_vocabulary(self, vocab: Vocabulary, model: str, default: bool = False) -> None:
+        """Record ``vocab`` as applied (its rows and whole document) and regenerate its view
+        ``columns_<name>`` (and ``image_columns`` too for the ``default`` vocabulary)."""
         import pyarrow as pa
 
         rows = [self._vocabulary_row(vocab, entry, model) for entry in (*vocab.attributes, *vocab.derived)]
         table = pa.Table.from_pylist(rows, schema=_VOCABULARY_SCHEMA())
         self.client.insert_arrow("columnist.vocabulary", table)
-        self.create_columns_view(vocab)  # before the record: 'applied' means the view is there too
+        self.create_columns_view(vocab, f"columns_{vocab.name}")  # before the record: 'applied' includes the view
+        if default:
+            self.create_columns_view(vocab, "image_columns")
         self.client.insert_arrow("columnist.vocabulary_applied", pa.table({
             "vocab_name": [vocab.name],
             "vocab_version": pa.array([vocab.version], pa.uint32()),
@@ -218,6 +235,7 @@ class ClickHouseStore:
             "scale": calibration.scale if calibration else None,
             "accept": thresholds.accept, "reject": thresholds.reject,
             "rule": "" if is_base else entry.rule, "model": model, "applied_at": _now(),
+            "calibration_source": vocab.calibration_source(entry) if is_base else "",
         }
 
     def applied_vocabulary(self, name: str) -> Vocabulary | None:
@@ -230,15 +248,40 @@ class ClickHouseStore:
             return None
         return vocabulary_from_dict(json.loads(result.result_rows[0][0]), f"applied vocabulary {name!r}")
 
+    def applied_vocabularies(self) -> list[Vocabulary]:
+        _, rows = self.query("SELECT vocab_name, document FROM columnist.vocabulary_applied FINAL ORDER BY vocab_name")
+        return [vocabulary_from_dict(json.loads(document), f"applied vocabulary {name!r}") for name, document in rows]
+
+    def embedding_models(self) -> list[str]:
+        _, rows = self.query("SELECT DISTINCT model FROM columnist.image_embedding ORDER BY model")
+        return [model for (model,) in rows]
+
+    def stored_content(self, image_ids: Sequence[str]) -> dict[str, str]:
+        _, rows = self.query("SELECT image_id, sha256 FROM columnist.images FINAL WHERE image_id IN {ids:Array(String)}",
+                             {"ids": list(image_ids)})
+        return dict(rows)
+
+    def known_images(self, model: str, sha256s: Sequence[str]) -> dict[str, "KnownImage"]:
+        from columnist.streams.pipeline import KnownImage
+
+        if not sha256s:
+            return {}
+        _, rows = self.query("SELECT sha256, any(image_id), any(width), any(height) FROM columnist.images FINAL "
+                             "WHERE sha256 IN {s:Array(String)} GROUP BY sha256", {"s": list(set(sha256s))})
+        by_id = {image_id: (sha, width, height) for sha, image_id, width, height in rows}
+        ids, embeddings = self.read_embeddings(model, list(by_id)) if by_id else ([], None)
+        return {by_id[i][0]: KnownImage(by_id[i][1], by_id[i][2], embeddings[n]) for n, i in enumerate(ids)}
+
     def was_applied(self, name: str, content_hash: str) -> bool:
         return self.scalar("SELECT count() FROM columnist.vocabulary WHERE vocab_name = {n:String} "
                            "AND content_hash = {h:String}", {"n": name, "h": content_hash}) > 0
 
-    def count_scores(self, codes: Sequence[str]) -> int:
+    def count_scores(self, vocab_name: str, codes: Sequence[str]) -> int:
         if not codes:
             return 0
         return self.scalar("SELECT count() FROM columnist.feature_image_attribute FINAL "
-                           "WHERE attribute IN {c:Array(String)}", {"c": list(codes)})
+                           "WHERE vocab_name = {v:String} AND attribute IN {c:Array(String)}",
+                           {"v": vocab_name, "c": list(codes)})
 
     def replayer(self, model: str, logit_scale: float, source: str, chunks: int = 0,
                  job: str | None = None) -> "Replayer":
@@ -246,24 +289,28 @@ class ClickHouseStore:
 
         return Replayer(self, model, logit_scale, source, chunks, job)
 
-    def create_columns_view(self, vocab: Vocabulary) -> None:
-        """``columnist.image_columns``: one row per image, one Nullable(Float32) per code.
+    def create_columns_view(self, vocab: Vocabulary, view: str) -> None:
+        """``columnist.<view>``: one row per image with its collection, uri and ingested_at,
+        and one Nullable(Float32) column per attribute code of ``vocab``.
 
-        Codes are validated identifiers (checked again here), so they are safe as column
-        names and literals; no other text reaches this statement.
+        The vocabulary name and codes are validated identifiers (checked again here), so they
+        are safe as names and literals; no other text reaches this statement.
         """
-        codes = vocab.codes
-        for code in codes:
-            if not IDENTIFIER.match(code):
-                raise ValueError(f"attribute code {code!r} is not an identifier")
-        columns = ",\n  ".join(f"maxIfOrNull(score, attribute = '{c}') AS `{c}`" for c in codes)
+        for name in (vocab.name, view, *vocab.codes):
+            if not IDENTIFIER.match(name):
+                raise ValueError(f"{name!r} is not an identifier")
+        columns = ",\n    ".join(f"maxIfOrNull(score, attribute = '{c}') AS `{c}`" for c in vocab.codes)
         on_cluster = f" ON CLUSTER `{self.cluster}`" if self.cluster else ""
-        in_list = ", ".join(f"'{c}'" for c in codes)
+        in_list = ", ".join(f"'{c}'" for c in vocab.codes)
         self.client.command(
-            f"CREATE OR REPLACE VIEW columnist.image_columns{on_cluster} AS\n"
-            f"SELECT image_id,\n  {columns}\n"
-            f"FROM columnist.feature_image_attribute FINAL\n"
-            f"WHERE attribute IN ({in_list})\nGROUP BY image_id"
+            f"CREATE OR REPLACE VIEW columnist.{view}{on_cluster} AS\n"
+            f"SELECT s.image_id AS image_id, i.collection AS collection, i.uri AS uri, i.ingested_at AS ingested_at, "
+            f"{', '.join(f's.`{c}` AS `{c}`' for c in vocab.codes)}\n"
+            f"FROM (\n  SELECT image_id,\n    {columns}\n"
+            f"  FROM columnist.feature_image_attribute FINAL\n"
+            f"  WHERE vocab_name = '{vocab.name}' AND attribute IN ({in_list})\n  GROUP BY image_id\n) AS s\n"
+            f"LEFT JOIN (SELECT image_id, collection, uri, ingested_at FROM columnist.images FINAL) AS i "
+            f"ON i.image_id = s.image_id"
         )
 
     # -- reads ---------------------------------------------------------------------------
@@ -289,9 +336,9 @@ class ClickHouseStore:
         flat = np.asarray(table.column("embedding").combine_chunks().flatten(), dtype=np.float32)
         return ids, flat.reshape(len(ids), -1)
 
-    def attribute_scores(self, code: str) -> list[tuple[str, float, float]]:
+    def attribute_scores(self, vocab_name: str, code: str) -> list[tuple[str, float, float]]:
         _, rows = self.query("SELECT image_id, score, logit FROM columnist.feature_image_attribute FINAL "
-                             "WHERE attribute = {a:String}", {"a": code})
+                             "WHERE vocab_name = {v:String} AND attribute = {a:String}", {"v": vocab_name, "a": code})
         return [(i, float(s), float(lg)) for i, s, lg in rows]
 
     def summary(self) -> dict[str, Any]:
@@ -307,9 +354,9 @@ class ClickHouseStore:
                            "(SELECT count() FROM columnist.feature_image_attribute FINAL) AS scores"),
             "vocabularies": rows("SELECT vocab_name, vocab_version, model, applied_at "
                                  "FROM columnist.vocabulary_applied FINAL ORDER BY vocab_name"),
-            "attributes": rows("SELECT attribute, source, count() AS scores, round(avg(score), 3) AS mean_score "
-                               "FROM columnist.feature_image_attribute FINAL GROUP BY attribute, source "
-                               "ORDER BY attribute"),
+            "attributes": rows("SELECT vocab_name, attribute, source, count() AS scores, "
+                               "round(avg(score), 3) AS mean_score FROM columnist.feature_image_attribute FINAL "
+                               "GROUP BY vocab_name, attribute, source ORDER BY vocab_name, attribute"),
         }
 
     def select(self, sql: str, limits: QueryLimits) -> Rows:
@@ -341,4 +388,5 @@ def _VOCABULARY_SCHEMA():
         ("type", pa.string()), ("prompts", pa.list_(pa.string())), ("centre", pa.float32()),
         ("scale", pa.float32()), ("accept", pa.float32()), ("reject", pa.float32()),
         ("rule", pa.string()), ("model", pa.string()), ("applied_at", pa.timestamp("ms", tz="UTC")),
+        ("calibration_source", pa.string()),
     ])

@@ -52,7 +52,7 @@ FROM (
     FROM (
         SELECT image_id, {columns}, uniqExact(attribute) AS present
         FROM columnist.feature_image_attribute FINAL
-        WHERE attribute IN {refs:Array(String)}
+        WHERE vocab_name = {vocab:String} AND attribute IN {refs:Array(String)}
           AND image_id IN (SELECT image_id FROM columnist.image_embedding FINAL
                            WHERE model = {model:String} AND {where})
         GROUP BY image_id
@@ -139,8 +139,8 @@ class Replayer:
                                         f"AND {LATE_WHERE}", {"model": self.model, **since})
         late = self._write(vocab, base, derived, texts, LATE_WHERE, since) if late_images else 0
         for code in diff.removed:
-            self.store.client.command("DELETE FROM columnist.feature_image_attribute WHERE attribute = {c:String}",
-                                      parameters={"c": code})
+            self.store.client.command("DELETE FROM columnist.feature_image_attribute WHERE vocab_name = {v:String} "
+                                      "AND attribute = {c:String}", parameters={"v": vocab.name, "c": code})
         return late
 
     @staticmethod

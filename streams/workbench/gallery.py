@@ -67,7 +67,7 @@ def try_description(store: "Store", encoder: "Encoder", vocab: Vocabulary, descr
 def gallery_sections(store: "Store", vocab: Vocabulary, code: str, count: int) -> list[tuple[str, list[Scored]]]:
     """Accepted (best first), tentative (closest to a threshold first), rejected (nearest misses first)."""
     thresholds = vocab.thresholds_for(vocab.entry(code))
-    scored = [Scored(*row) for row in store.attribute_scores(code)]
+    scored = [Scored(*row) for row in store.attribute_scores(vocab.name, code)]
     if not scored:
         raise LookupError(f"attribute {code!r} has no scores yet")
     accepted = sorted((r for r in scored if r.score >= thresholds.accept), key=lambda r: -r.score)

@@ -7,16 +7,20 @@ rejected event with its reason: one bad event never costs its batch-mates.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
-from columnist.streams.worker.events import parse_image_event
+from columnist.streams.pipeline import PreparedImage, prepare, same_content, sha256_of
+from columnist.streams.worker.events import ImageEvent, parse_image_event
 from columnist.streams.worker.fetch import FetchPolicy, WorkerOutOfResources, fetch
-from columnist.streams.pipeline import PreparedImage, prepare
 
 if TYPE_CHECKING:
     from columnist.models.encoder import Encoder
+    from columnist.streams.store import Store
+
+log = logging.getLogger("columnist.worker")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,10 @@ class Counters:
 
     images_decoded: int = 0
     images_encoded: int = 0
+    images_reused: int = 0
+    """Images whose content was already stored: their embedding is reused, nothing decoded."""
+    images_replaced: int = 0
+    """Events whose image_id was stored with other content (a re-publish replaces it)."""
     prompts_encoded: int = 0
     batches: int = 0
     score_rows: int = 0
@@ -62,24 +70,81 @@ class Prepared:
     rejected: list[Rejected] = field(default_factory=list)
 
 
+@dataclass
+class _Fetched:
+    index: int
+    event: RawEvent
+    parsed: ImageEvent
+    data: bytes
+    sha256: str
+
+
+MAX_HELD_BYTES = 256 * 1024 * 1024
+"""Fetched bytes held at once while their content is looked up in the store."""
+
+
 def prepare_events(events: Sequence[RawEvent], encoder: "Encoder", policy: FetchPolicy, counters: Counters,
-                   max_pixels: int) -> Prepared:
-    out = Prepared()
+                   max_pixels: int, store: "Store | None" = None) -> Prepared:
+    """Parse and fetch each event, look the fetched content up in ``store`` (known content is
+    not decoded again), then decode and preprocess the rest, an event at a time."""
+    out, rejected, fetched, held = Prepared(), [], [], 0
     started = time.perf_counter()
-    for event in events:
-        image_id = None
-        try:
-            parsed = parse_image_event(event.value)
-            image_id = parsed.image_id
-            data = fetch(parsed.uri, policy)
-            uri = parsed.uri if not parsed.uri.startswith("data:") else "data:"
-            out.images.append(prepare(data, f"image {image_id!r} ({parsed.uri[:200]})", encoder, image_id, uri,
-                                      parsed.collection, max_pixels))
-        except WorkerOutOfResources:
-            raise  # the worker's trouble, not the event's: the whole batch is retried
-        except Exception as err:  # any failure of one event is that event's dead letter
-            out.rejected.append(Rejected(event, err, image_id))
-            continue
-        counters.images_decoded += 1
+    for index, event in enumerate(events):
+        item = _fetch(index, event, policy, rejected)
+        if item is not None:
+            fetched.append(item)
+            held += len(item.data)
+        if held > MAX_HELD_BYTES or index == len(events) - 1:
+            _prepare_fetched(fetched, encoder, counters, max_pixels, store, out.images, rejected)
+            fetched, held = [], 0
+    out.rejected = [r for _, r in sorted(rejected, key=lambda pair: pair[0])]
     counters.fetch_decode_s += time.perf_counter() - started
     return out
+
+
+def _fetch(index: int, event: RawEvent, policy: FetchPolicy, rejected: list) -> _Fetched | None:
+    image_id = None
+    try:
+        parsed = parse_image_event(event.value)
+        image_id = parsed.image_id
+        data = fetch(parsed.uri, policy)
+        return _Fetched(index, event, parsed, data, sha256_of(data))
+    except WorkerOutOfResources:
+        raise  # the worker's trouble, not the event's: the whole batch is retried
+    except Exception as err:  # any failure of one event is that event's dead letter
+        rejected.append((index, Rejected(event, err, image_id)))
+        return None
+
+
+def _prepare_fetched(fetched: list[_Fetched], encoder: "Encoder", counters: Counters, max_pixels: int,
+                     store: "Store | None", images: list[PreparedImage], rejected: list) -> None:
+    if not fetched:
+        return
+    stored, known = {}, {}
+    if store is not None:  # a store that cannot answer fails the batch (retried), not the events
+        stored = store.stored_content([f.parsed.image_id for f in fetched])
+        known = store.known_images(encoder.name, [f.sha256 for f in fetched])
+    first_of: dict[str, PreparedImage] = {}
+    for item in fetched:
+        parsed = item.parsed
+        if stored.get(parsed.image_id) not in (None, item.sha256):
+            counters.images_replaced += 1
+            log.info("image %r is re-published with other content (sha256 %s…): it replaces the stored one",
+                     parsed.image_id[:200], item.sha256[:12])
+        uri = parsed.uri if not parsed.uri.startswith("data:") else "data:"
+        if item.sha256 in first_of:  # the same content twice in one batch: decoded once
+            images.append(same_content(first_of[item.sha256], parsed.image_id, uri, parsed.collection))
+            counters.images_reused += 1
+            continue
+        try:
+            first_of[item.sha256] = prepare(item.data, f"image {parsed.image_id!r} ({parsed.uri[:200]})", encoder,
+                                            parsed.image_id, uri, parsed.collection, max_pixels,
+                                            known.get(item.sha256), item.sha256)
+        except Exception as err:  # any failure of one event is that event's dead letter
+            rejected.append((item.index, Rejected(item.event, err, parsed.image_id)))
+            continue
+        images.append(first_of[item.sha256])
+        if item.sha256 in known:
+            counters.images_reused += 1
+        else:
+            counters.images_decoded += 1

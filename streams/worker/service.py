@@ -20,7 +20,7 @@ from columnist.streams import faults
 from columnist.streams.worker.events import dead_letter, parse_vocab_event
 from columnist.streams.worker.fetch import FetchPolicy
 from columnist.streams.worker.ingest import Counters, RawEvent, Rejected, prepare_events
-from columnist.streams.pipeline import embed_and_score
+from columnist.streams.pipeline import Texts, embed_and_score, encoded_count
 from columnist.streams.settings import Settings
 from columnist.vocab.prompts import text_embeddings
 from columnist.vocab.schema import Vocabulary, vocabulary_from_dict
@@ -52,8 +52,14 @@ class Service:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-work")
         self.started = asyncio.Event()
         self.vocab_lock = asyncio.Lock()
-        self.vocab: Vocabulary | None = None
-        self.texts: dict[str, np.ndarray] = {}
+        self.vocabs: dict[str, Vocabulary] = {}
+        """Every vocabulary this worker scores with, by name: all applied ones."""
+        self.texts: dict[str, Texts] = {}
+
+    @property
+    def vocab(self) -> Vocabulary | None:
+        """The configured (default) vocabulary as applied."""
+        return self.vocabs.get(self.configured.name)
 
     async def run(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
@@ -61,20 +67,22 @@ class Service:
     # -- start-up ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Take up the last applied vocabulary of the configured name, or apply the
-        configured one if none was applied yet."""
+        """Refuse a store of another model; take up every applied vocabulary, and apply the
+        configured one if no vocabulary of its name was applied yet."""
+        from columnist.streams.store import check_model
+
+        await self.run(check_model, self.store, self.encoder.name)
+        for applied in await self.run(self.store.applied_vocabularies):
+            self.vocabs[applied.name] = applied
+            self.texts[applied.name] = await self.run(self._encode_prompts, applied, None)
         configured = self.configured
-        applied = await self.run(self.store.applied_vocabulary, configured.name)
-        if applied is None:
+        if configured.name not in self.vocabs:
             log.info("no vocabulary %r applied yet: applying %s v%d", configured.name, configured.name,
                      configured.version)
             await self.apply_vocabulary(configured)
-        else:
-            self.vocab = applied
-            self.texts = await self.run(self._encode_prompts, applied, None)
-        log.info("worker ready: model %s, vocabulary %s v%d (%d attributes), images from %s",
-                 self.encoder.name, self.vocab.name, self.vocab.version, len(self.vocab.codes),
-                 ", ".join(map(str, self.policy.roots)) or "no file roots")
+        log.info("worker ready: model %s, vocabularies %s (default %s), images from %s", self.encoder.name,
+                 ", ".join(f"{v.name} v{v.version} ({len(v.codes)} attributes)" for v in self.vocabs.values()),
+                 configured.name, ", ".join(map(str, self.policy.roots)) or "no file roots")
         self.started.set()
 
     def _encode_prompts(self, vocab: Vocabulary, codes) -> dict[str, "np.ndarray"]:
@@ -105,15 +113,17 @@ class Service:
         and written under one vocabulary version whatever is pushed meanwhile."""
         faults.point("ingest_batch")
         s = self.settings
-        prepared = await self.run(prepare_events, events, self.encoder, self.policy, self.counters, s.max_image_pixels)
+        prepared = await self.run(prepare_events, events, self.encoder, self.policy, self.counters,
+                                  s.max_image_pixels, self.store)
         if prepared.images:
             first = prepared.images[0].record.image_id
             async with self.vocab_lock:
                 started = time.perf_counter()
+                vocabularies = [(vocab, self.texts[name]) for name, vocab in self.vocabs.items()]
                 batch = await self._until_done(
-                    lambda: self.run(embed_and_score, prepared.images, self.vocab, self.texts, self.encoder),
+                    lambda: self.run(embed_and_score, prepared.images, vocabularies, self.encoder),
                     f"encoding {len(prepared.images)} images (first {first!r})")
-                self.counters.images_encoded += len(prepared.images)
+                self.counters.images_encoded += encoded_count(prepared.images)
                 written = time.perf_counter()
                 self.counters.encode_s += written - started
                 self.counters.score_rows += await self._until_done(
@@ -158,16 +168,14 @@ class Service:
     # -- vocabularies --------------------------------------------------------------------
 
     async def vocabulary_event(self, event: RawEvent) -> None:
-        """Apply a pushed vocabulary document, or dead-letter it and keep the last good one.
-        Whatever the document holds, the worker goes on."""
+        """Apply a pushed vocabulary document (any name: each has its own version line), or
+        dead-letter it and keep the last good one. Whatever the document holds, the worker goes on."""
         try:
             vocab = self._parse_vocabulary(event.value)
-            if vocab.content_hash() == self.vocab.content_hash() or await self._applied_before(vocab):
+            current = self.vocabs.get(vocab.name)
+            if current and (vocab.content_hash() == current.content_hash() or await self._applied_before(vocab)):
                 log.info("vocabulary %s v%d was already applied; nothing to do", vocab.name, vocab.version)
                 return
-            if vocab.version <= self.vocab.version:
-                raise VocabularyRejected(
-                    f"version {vocab.version} is not newer than the applied version {self.vocab.version}")
             await self.apply_vocabulary(vocab)
         except Exception as err:
             log.warning("vocabulary event at %s partition %s offset %s rejected: %s: %s", self.settings.topic_vocab,
@@ -178,15 +186,16 @@ class Service:
 
     async def _applied_before(self, vocab: Vocabulary) -> bool:
         """True for a document applied in the past (a redelivered, older event)."""
-        return vocab.version < self.vocab.version and await self.run(self.store.was_applied, vocab.name,
-                                                                     vocab.content_hash())
+        return vocab.version < self.vocabs[vocab.name].version and await self.run(
+            self.store.was_applied, vocab.name, vocab.content_hash())
 
     def _parse_vocabulary(self, raw: bytes | None) -> Vocabulary:
         event = parse_vocab_event(raw)
         vocab = vocabulary_from_dict(event.document, f"vocabulary event {event.name[:100]!r} v{event.version}")
-        served = self.vocab.name if self.vocab else None
-        if served and vocab.name != served:
-            raise VocabularyRejected(f"this worker serves vocabulary {served!r}, not {vocab.name!r}")
+        accepted = self.settings.accepted_vocabularies
+        if accepted and vocab.name not in accepted:
+            raise VocabularyRejected(f"this worker accepts the vocabularies {', '.join(sorted(accepted))}, "
+                                     f"not {vocab.name!r} (COLUMNIST_ACCEPT_VOCABULARIES)")
         if event.content_hash != vocab.content_hash():
             raise VocabularyRejected(f"content_hash {event.content_hash[:12]}... does not match the document "
                                      f"({vocab.content_hash()[:12]}...)")
@@ -204,20 +213,26 @@ class Service:
         from columnist.streams.store import StoreUnavailable
         from columnist.streams.vocabulary_change import apply_vocabulary
 
-        def switch(texts: dict[str, "np.ndarray"]) -> None:
-            self.vocab, self.texts = vocab, texts
+        name = vocab.name
+
+        def switch(texts: Texts) -> None:
+            self.vocabs[name], self.texts[name] = vocab, texts
 
         async with self.vocab_lock:
-            old, old_texts = self.vocab, self.texts
+            old, old_texts = self.vocabs.get(name), self.texts.get(name)
             try:
                 report = await self._until_done(lambda: self.run(lambda: apply_vocabulary(
-                    self.store, self.encoder, old, vocab, self.settings.replay_chunks, old_texts, on_switch=switch)),
-                    f"applying vocabulary {vocab.name} v{vocab.version}", retry_if=lambda err: isinstance(err, StoreUnavailable))
+                    self.store, self.encoder, old, vocab, self.settings.replay_chunks, old_texts, on_switch=switch,
+                    default_view=name == self.configured.name)),
+                    f"applying vocabulary {name} v{vocab.version}", retry_if=lambda err: isinstance(err, StoreUnavailable))
             except BaseException:
-                self.vocab, self.texts = old, old_texts
+                if old is None:
+                    self.vocabs.pop(name, None), self.texts.pop(name, None)
+                else:
+                    self.vocabs[name], self.texts[name] = old, old_texts
                 raise
         diff, replay = report.diff, report.replay
-        self._count_prompts(vocab, [c for c in diff.rescore if c in self.texts])
+        self._count_prompts(vocab, [c for c in diff.rescore if c in self.texts[name]])
         self.counters.replays += 1
         self.counters.replayed_score_rows += replay.score_rows + replay.late_score_rows
         log.info("vocabulary %s v%d applied: added %s, changed %s, removed %s, dependents %s; %d scores of "
@@ -231,8 +246,12 @@ class Service:
         return {
             "ready": self.started.is_set(),
             "model": self.encoder.name if self.encoder else None,
-            "vocabulary": {"name": self.vocab.name, "version": self.vocab.version,
-                           "content_hash": self.vocab.content_hash(), "attributes": len(self.vocab.codes)}
-            if self.vocab else None,
+            "vocabulary": _describe(self.vocab) if self.vocab else None,
+            "vocabularies": [_describe(v) for v in self.vocabs.values()],
             "counters": asdict(self.counters),
         }
+
+
+def _describe(vocab: Vocabulary) -> dict:
+    return {"name": vocab.name, "version": vocab.version, "content_hash": vocab.content_hash(),
+            "attributes": len(vocab.codes)}

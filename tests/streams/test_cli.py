@@ -43,7 +43,7 @@ def test_tag_writes_images_times_attributes_and_is_idempotent(tmp_path, space_vo
                       "SELECT image_id FROM columnist.image_columns WHERE earth > 0.5 ORDER BY image_id")
     lines = query.stdout.splitlines()
     assert lines[0] == "image_id"
-    assert set(lines[1:]) <= {p.name for p in PHOTOS.glob("*.jpg")}
+    assert set(lines[1:]) <= {p.resolve().as_uri() for p in PHOTOS.glob("*.jpg")}  # ids are file URIs
     table = columnist("query", "--db", db, "SELECT count() FROM columnist.image_columns")
     assert str(images) in table.stdout
 

@@ -23,10 +23,15 @@ def mixed_folder(tmp_path):
     return folder
 
 
-def test_find_images_walks_folders_with_relative_ids(mixed_folder):
+def test_image_ids_are_file_uris_or_collection_paths(mixed_folder):
     ids = [image_id for image_id, _ in find_images([mixed_folder])]
-    assert "nested/moon.jpg" in ids and "moon.jpg" in ids and "README.txt" not in ids
-    assert find_images([mixed_folder / "moon.jpg"]) == [("moon.jpg", mixed_folder / "moon.jpg")]
+    assert (mixed_folder / "nested" / "moon.jpg").resolve().as_uri() in ids
+    assert not any("README" in i for i in ids)
+    assert find_images([mixed_folder / "moon.jpg"]) == [((mixed_folder / "moon.jpg").resolve().as_uri(),
+                                                         mixed_folder / "moon.jpg")]
+    namespaced = [image_id for image_id, _ in find_images([mixed_folder], collection="trip")]
+    assert "trip/nested/moon.jpg" in namespaced and "trip/moon.jpg" in namespaced
+    assert find_images([mixed_folder / "moon.jpg"], "trip") == [("trip/moon.jpg", mixed_folder / "moon.jpg")]
 
 
 def test_bad_files_are_named_and_every_good_one_is_stored(store, space_vocab, mixed_folder):
@@ -40,3 +45,86 @@ def test_bad_files_are_named_and_every_good_one_is_stored(store, space_vocab, mi
     assert "not an image" in failed[str(mixed_folder / "notes.png")]
     assert store.scalar("SELECT count() FROM columnist.image_embedding FINAL") == good
     assert store.scalar("SELECT count() FROM columnist.feature_image_attribute FINAL") == good * len(space_vocab.codes)
+
+
+def counts(store) -> tuple:
+    """Rows of every table, counted with FINAL: what 'the store did not change' means."""
+    return tuple(store.scalar(f"SELECT count() FROM columnist.{t} FINAL") for t in (
+        "images", "image_embedding", "feature_image_attribute", "vocabulary", "vocabulary_applied"))
+
+
+def test_same_file_names_in_two_folders_are_two_images(store, space_vocab, tmp_path):
+    for folder, photo in (("a", "astronaut.jpg"), ("b", "moon.jpg")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(PHOTOS / photo, tmp_path / folder / "IMG_0001.jpg")
+        tag(find_images([tmp_path / folder]), space_vocab, MockEncoder(), store)
+        tag(find_images([tmp_path / folder], folder), space_vocab, MockEncoder(), store, collection=folder)
+    _, rows = store.query("SELECT image_id FROM columnist.images FINAL ORDER BY image_id")
+    assert [r[0] for r in rows] == sorted(["a/IMG_0001.jpg", "b/IMG_0001.jpg",
+                                           (tmp_path / "a/IMG_0001.jpg").as_uri(), (tmp_path / "b/IMG_0001.jpg").as_uri()])
+
+
+def test_a_rerun_encodes_nothing_and_identical_content_is_encoded_once(store, space_vocab, tmp_path):
+    shutil.copytree(PHOTOS, tmp_path / "photos")
+    shutil.copy(PHOTOS / "moon.jpg", tmp_path / "photos" / "moon-copy.jpg")
+    photos = len(list(PHOTOS.glob("*.jpg")))
+    first = tag(find_images([tmp_path / "photos"]), space_vocab, MockEncoder(), store)
+    assert (first.tagged, first.encoded, first.already) == (photos + 1, photos, 0)  # the copy reuses moon's embedding
+    created = store.query("SELECT image_id, created_at FROM columnist.image_embedding FINAL ORDER BY image_id")
+    again = tag(find_images([tmp_path / "photos"]), space_vocab, MockEncoder(), store)
+    assert (again.tagged, again.encoded, again.already) == (0, 0, photos + 1)
+    assert store.query("SELECT image_id, created_at FROM columnist.image_embedding FINAL ORDER BY image_id") == created
+    forced = tag(find_images([tmp_path / "photos"]), space_vocab, MockEncoder(), store, force=True)
+    assert (forced.tagged, forced.encoded) == (photos + 1, photos)  # re-encoded; the copy still shares its content
+    _, same = store.query("SELECT uniqExact(embedding) FROM columnist.image_embedding FINAL "
+                          "WHERE image_id LIKE '%moon%'")
+    assert same == [(1,)]
+
+
+PETS = {"name": "pets", "version": 1, "attributes": [
+    {"code": "earth", "description": "a dog digging in the earth"}, {"code": "cat", "description": "a cat"}]}
+
+
+def test_two_vocabularies_sharing_a_code_keep_both_scores_and_views(store, space_vocab):
+    from columnist.vocab.schema import vocabulary_from_dict
+
+    pets = vocabulary_from_dict(PETS)
+    tag(find_images([PHOTOS]), space_vocab, MockEncoder(), store)
+    report = tag(find_images([PHOTOS]), pets, MockEncoder(), store, default_view=False)
+    assert report.encoded == 0  # pets was scored from the stored embeddings when it was applied
+    photos = len(list(PHOTOS.glob("*.jpg")))
+    assert store.count_scores("space", ["earth"]) == store.count_scores("pets", ["earth"]) == photos
+    different = store.scalar("SELECT countIf(s.score != p.score) FROM "
+                             "(SELECT image_id, score FROM columnist.feature_image_attribute FINAL "
+                             " WHERE vocab_name = 'space' AND attribute = 'earth') AS s "
+                             "JOIN (SELECT image_id, score FROM columnist.feature_image_attribute FINAL "
+                             " WHERE vocab_name = 'pets' AND attribute = 'earth') AS p USING image_id")
+    assert different == photos  # two descriptions, two sets of scores
+    _, columns = store.query("SELECT table, groupArray(name) FROM system.columns WHERE database = 'columnist' "
+                             "AND table IN ('columns_space', 'columns_pets', 'image_columns') GROUP BY table ORDER BY table")
+    views = dict(columns)
+    assert views["columns_pets"] == ["image_id", "collection", "uri", "ingested_at", "earth", "cat"]
+    assert views["image_columns"] == views["columns_space"] == ["image_id", "collection", "uri", "ingested_at",
+                                                                *space_vocab.codes]
+    assert store.scalar("SELECT count() FROM columnist.columns_pets WHERE cat IS NOT NULL") == photos
+
+
+def test_an_older_vocabulary_or_another_model_is_refused_and_nothing_changes(store, space_vocab):
+    from columnist.streams.store import ModelMismatch
+    from columnist.streams.vocabulary_change import VocabularyConflict
+    from columnist.vocab.schema import vocabulary_from_dict
+
+    document = space_vocab.model_dump(mode="json")
+    newer = vocabulary_from_dict({**document, "version": 3})
+    tag(find_images([PHOTOS]), newer, MockEncoder(), store)
+    before = counts(store)
+    with pytest.raises(VocabularyConflict, match="v1 is older than the applied v3"):
+        tag(find_images([PHOTOS]), space_vocab, MockEncoder(), store, force=True)
+    same_number = vocabulary_from_dict({**document, "version": 3, "description": "edited without a new version"})
+    with pytest.raises(VocabularyConflict, match="differs from the applied v3 of the same number"):
+        tag(find_images([PHOTOS]), same_number, MockEncoder(), store, force=True)
+    other_model = MockEncoder()
+    other_model.name = "mock-2"
+    with pytest.raises(ModelMismatch, match="holds embeddings of model 'mock', not 'mock-2'"):
+        tag(find_images([PHOTOS]), newer, other_model, store, force=True)
+    assert counts(store) == before

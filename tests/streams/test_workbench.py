@@ -11,16 +11,28 @@ from tests.streams.test_cli import columnist
 from columnist.vocab.schema import load_vocabulary
 
 pytestmark = pytest.mark.integration
-NAMES = sorted(p.name for p in PHOTOS.glob("*.jpg"))
+NAMES = sorted(f"samples/{p.name}" for p in PHOTOS.glob("*.jpg"))
 
 
 @pytest.fixture(scope="module")
-def tagged(tmp_path_factory):
-    """The sample photos tagged twice: with tiny-clip and with the mock encoder."""
-    db = f"chdb://{tmp_path_factory.mktemp('workbench') / 'db'}"
-    columnist("tag", str(PHOTOS), "--db", db)
-    columnist("tag", str(PHOTOS), "--db", db, "--model", "mock")
-    return db
+def databases(tmp_path_factory):
+    """The sample photos (ids samples/NAME) tagged with tiny-clip in one database and with the
+    mock encoder in another (a store holds one model's embeddings)."""
+    folder = tmp_path_factory.mktemp("workbench")
+    dbs = {"tiny-clip": f"chdb://{folder / 'tiny'}", "mock": f"chdb://{folder / 'mock'}"}
+    for model, db in dbs.items():
+        columnist("tag", str(PHOTOS), "--db", db, "--model", model, "--collection", "samples")
+    return dbs
+
+
+@pytest.fixture(scope="module")
+def tagged(databases):
+    return databases["mock"]
+
+
+@pytest.fixture(scope="module")
+def tagged_clip(databases):
+    return databases["tiny-clip"]
 
 
 def test_calibrate_prints_statistics_a_suggestion_and_a_picture(tagged, tmp_path):
@@ -64,7 +76,8 @@ def test_calibrate_write_vocabulary_wide(tagged, tmp_path):
     assert len(changed) == 1 and changed[0][1].startswith("calibration: {centre: ")  # comments and layout kept
 
 
-def test_try_and_gallery_write_pages_of_the_expected_images(tagged, tmp_path):
+def test_try_and_gallery_write_pages_of_the_expected_images(tagged_clip, tmp_path):
+    tagged = tagged_clip
     page = tmp_path / "try.html"
     result = columnist("try", "a photo of the Moon", "--db", tagged, "--top", "7", "--html", str(page))
     assert "top image" in result.stdout and "over 7 stored embeddings" in result.stdout

@@ -28,7 +28,7 @@ def make_batch(vocab, count=5, seed=0):
     embeddings = l2_normalise(np.random.default_rng(seed).standard_normal((count, encoder.dim)))
     images = [ImageRecord(f"img{i}", f"file:///x/img{i}.jpg", "c", 10, 20, "0" * 64) for i in range(count)]
     scores = score_vocabulary(embeddings, text_embeddings(encoder, vocab), vocab, encoder.logit_scale, "mock")
-    return ScoredBatch("mock", vocab, images, embeddings, scores)
+    return ScoredBatch("mock", images, embeddings, [(vocab, scores)])
 
 
 def counts(store):
@@ -142,3 +142,16 @@ def test_every_statement_against_columnist_tables_lives_in_the_store_package():
                  for number, line in enumerate(path.read_text().splitlines(), 1)
                  if statement.search(line) and "help=" not in line]
     assert offenders == []
+
+
+def test_a_store_from_before_vocabularies_lived_side_by_side_is_migrated(store):
+    store.client.command("DROP TABLE columnist.feature_image_attribute")
+    old = next(s for s in render_schema() if "columnist.feature_image_attribute " in s)
+    store.client.command(old.replace("ORDER BY (vocab_name, attribute, image_id)", "ORDER BY (attribute, image_id)"))
+    store.client.command("INSERT INTO columnist.feature_image_attribute (attribute, image_id, score, vocab_name) "
+                         "VALUES ('earth', 'a', 0.5, 'space')")
+    store.create_schema()
+    assert store.scalar("SELECT sorting_key FROM system.tables WHERE database = 'columnist' "
+                        "AND name = 'feature_image_attribute'") == "vocab_name, attribute, image_id"
+    assert store.query("SELECT vocab_name, attribute, image_id, score FROM columnist.feature_image_attribute") == \
+        (["vocab_name", "attribute", "image_id", "score"], [("space", "earth", "a", 0.5)])

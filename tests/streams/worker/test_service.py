@@ -62,7 +62,7 @@ def test_a_batch_is_stored_and_its_bad_events_dead_lettered(store, tmp_path):
     good = asyncio.run(scenario())
     _, rows = store.query("SELECT image_id FROM columnist.images FINAL ORDER BY image_id")
     assert [r[0] for r in rows] == sorted(p.stem for p in PHOTOS.glob("*.jpg"))
-    assert store.count_scores(space(1).codes) == len(good) * len(space(1).codes)
+    assert store.count_scores("space", space(1).codes) == len(good) * len(space(1).codes)
     assert [(letter["partition"], letter["offset"]) for letter in letters] == [(1, 0), (1, 1), (1, 2)]
     assert "not valid JSON" in letters[0]["reason"] and "tombstone" in letters[1]["reason"]
     assert "outside the image roots" in letters[2]["reason"]
@@ -86,11 +86,13 @@ def test_vocabulary_events_are_applied_once_or_dead_lettered_with_a_reason(store
 
     asyncio.run(scenario())
     assert store.applied_vocabulary("space").version == 2 and service.vocab.version == 2
-    assert store.count_scores(["porthole_view"]) == len(list(PHOTOS.glob("*.jpg")))
-    assert [letter["offset"] for letter in letters] == [2, 3, 4]  # the repeated v2 is not an error
-    assert "not newer than the applied version 2" in letters[0]["reason"]
-    assert "serves vocabulary 'space', not 'pets'" in letters[1]["reason"]
-    assert "does not match the document" in letters[2]["reason"]
+    assert store.count_scores("space", ["porthole_view"]) == len(list(PHOTOS.glob("*.jpg")))
+    assert [letter["offset"] for letter in letters] == [2, 4]  # the repeated v2 is not an error
+    assert "v1 is older than the applied v2" in letters[0]["reason"]
+    assert "does not match the document" in letters[1]["reason"]
+    # another name is a vocabulary of its own, beside space, scored from the stored embeddings
+    assert sorted(service.vocabs) == ["pets", "space"]
+    assert store.count_scores("pets", ["cat"]) == len(list(PHOTOS.glob("*.jpg")))
 
 
 class FlakyStore:

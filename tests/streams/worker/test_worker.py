@@ -68,12 +68,12 @@ def assert_invariant(worker, vocab) -> None:
     embeddings = worker.scalar("SELECT count() FROM columnist.image_embedding FINAL")
     rows = worker.query(
         f"SELECT count(), uniqExact(image_id, attribute) FROM columnist.feature_image_attribute FINAL "
-        f"WHERE attribute IN ('{codes}')")[0]
+        f"WHERE vocab_name = '{vocab.name}' AND attribute IN ('{codes}')")[0]
     assert rows == [embeddings * len(vocab.codes)] * 2, (rows, embeddings)
     missing = worker.scalar(
         f"SELECT count() FROM columnist.image_embedding FINAL WHERE image_id NOT IN "
-        f"(SELECT image_id FROM columnist.feature_image_attribute FINAL WHERE attribute IN ('{codes}') "
-        f"GROUP BY image_id HAVING uniqExact(attribute) = {len(vocab.codes)})")
+        f"(SELECT image_id FROM columnist.feature_image_attribute FINAL WHERE vocab_name = '{vocab.name}' "
+        f"AND attribute IN ('{codes}') GROUP BY image_id HAVING uniqExact(attribute) = {len(vocab.codes)})")
     assert missing == 0
 
 
@@ -95,7 +95,7 @@ def test_publish_ingest_and_vocabulary_changes(stream_env, start_worker):
     wait_for_scores(worker, n * len(SPACE.codes))
     assert worker.scalar("SELECT count() FROM columnist.image_embedding FINAL") == n
     columns = worker.query("SELECT name FROM system.columns WHERE database = 'columnist' AND table = 'image_columns'")
-    assert [c for (c,) in columns] == ["image_id", *SPACE.codes]
+    assert [c for (c,) in columns] == ["image_id", "collection", "uri", "ingested_at", *SPACE.codes]
     assert_invariant(worker, SPACE)
 
     # one new attribute: rows for it only, from stored embeddings, no image decoded or encoded
@@ -105,7 +105,8 @@ def test_publish_ingest_and_vocabulary_changes(stream_env, start_worker):
     push(settings, v2)
     wait_for_version(worker, 2)
     after = updated_at(worker)
-    assert {k for k in after if k not in before} == {("solar_eclipse", f.name) for f in PHOTO_FILES}
+    assert {k for k in after if k not in before} == {("solar_eclipse", (root / f.name).resolve().as_uri())
+                                                     for f in PHOTO_FILES}
     assert all(after[k] == before[k] for k in before)
     now = worker.counters()
     assert (now["images_decoded"], now["images_encoded"]) == (counters["images_decoded"], counters["images_encoded"])
@@ -337,3 +338,25 @@ def test_hostile_vocabulary_events_are_dead_lettered_and_the_worker_keeps_its_vo
     push(settings, v2)
     wait_for_version(worker, 2)
     assert worker.process.poll() is None
+
+
+def test_a_second_vocabulary_pushed_while_images_flow_scores_every_image(stream_env, start_worker):
+    """A new name is a vocabulary of its own: replayed over the stored embeddings, then scored
+    for every image that arrives after it; the first vocabulary is untouched."""
+    env, settings = stream_env
+    ids = publish_copies(settings, 64)
+    worker = start_worker(COLUMNIST_BATCH_SIZE=8)
+    worker.wait_ready()
+    wait_until(lambda: worker.scalar("SELECT count() FROM columnist.image_embedding FINAL") >= 8, 120, "a first batch")
+    pets = vocabulary_from_dict({"name": "pets", "version": 1, "attributes": [
+        {"code": "earth", "description": "a dog digging in the earth"}, {"code": "cat", "description": "a cat"}]})
+    push(settings, pets)
+    wait_until(lambda: worker.scalar("SELECT count() FROM columnist.vocabulary_applied FINAL WHERE vocab_name = 'pets'"),
+               120, "pets to be applied")
+    wait_until(lambda: worker.scalar("SELECT count() FROM columnist.image_embedding FINAL") == len(ids), 180,
+               "every image")
+    wait_for_scores(worker, len(ids) * (len(SPACE.codes) + len(pets.codes)))
+    assert_invariant(worker, SPACE)
+    assert_invariant(worker, pets)
+    assert worker.scalar("SELECT count() FROM columnist.columns_pets WHERE cat IS NOT NULL") == len(ids)
+    assert {v["name"] for v in worker.status()["vocabularies"]} == {"space", "pets"}
