@@ -36,7 +36,10 @@ def store(session_store):
     """The session's store with every table emptied."""
     for table in TABLES:
         session_store.client.command(f"TRUNCATE TABLE IF EXISTS columnist.{table}")
-    session_store.client.command("DROP VIEW IF EXISTS columnist.image_columns")
+    _, views = session_store.query("SELECT name FROM system.tables WHERE database = 'columnist' "
+                                   "AND (name = 'image_columns' OR name LIKE 'columns\\_%')")
+    for (view,) in views:
+        session_store.client.command(f"DROP VIEW IF EXISTS columnist.{view}")
     return session_store
 
 

@@ -63,7 +63,7 @@ def calibrate(
         source = Path(vocab or "")
         if not source.is_file():
             fail("--write needs --vocab FILE (a built-in vocabulary is not edited in place)")
-        updated = cal.write_calibration(source, vocab_wide, reports)
+        updated = cal.write_calibration(source, vocab_wide, reports, len(next(iter(logits.values()))))
         typer.echo(f"wrote the calibration into {source} (still valid: {len(updated.codes)} attributes); "
                    "bump its version and push it to re-score")
 

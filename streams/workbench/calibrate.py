@@ -114,9 +114,17 @@ def calibration_yaml(vocab_wide: LogisticFit | None, reports: list[AttributeRepo
     return "\n".join(lines)
 
 
-def write_calibration(path: Path, vocab_wide: LogisticFit | None, reports: list[AttributeReport]) -> Vocabulary:
-    """Write the fits into the vocabulary file, keeping its comments and layout, then
-    validate the result (a file that would not load is never left behind)."""
+def fit_source(report: AttributeReport | None, images: int) -> str:
+    """How a fit was made, in words, for the vocabulary's ``calibration.source``."""
+    if report is not None and report.labels:
+        return f"labelled fit: {report.labels} labels, log-loss {report.loss_before:.3f} -> {report.loss_after:.3f}"
+    return f"unlabelled fit: two-Gaussian mixture over {images} images"
+
+
+def write_calibration(path: Path, vocab_wide: LogisticFit | None, reports: list[AttributeReport],
+                      images: int = 0) -> Vocabulary:
+    """Write the fits, with how each was made, into the vocabulary file, keeping its comments
+    and layout, then validate the result (a file that would not load is never left behind)."""
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
 
@@ -129,17 +137,18 @@ def write_calibration(path: Path, vocab_wide: LogisticFit | None, reports: list[
     original = path.read_text()
     document = yaml.load(original)
 
-    def block(fit: LogisticFit) -> CommentedMap:
-        mapping = CommentedMap(centre=round(fit.centre, 3), scale=round(fit.scale, 3))
+    def block(fit: LogisticFit, report: AttributeReport | None) -> CommentedMap:
+        mapping = CommentedMap(centre=round(fit.centre, 3), scale=round(fit.scale, 3),
+                               source=fit_source(report, images))
         mapping.fa.set_flow_style()
         return mapping
 
     if vocab_wide:
-        document["calibration"] = block(vocab_wide)
-    fits = {r.code: r.fit for r in reports if r.fit}
+        document["calibration"] = block(vocab_wide, None)
+    fitted = {r.code: r for r in reports if r.fit}
     for entry in document["attributes"]:
-        if entry["code"] in fits:
-            entry["calibration"] = block(fits[entry["code"]])
+        if entry["code"] in fitted:
+            entry["calibration"] = block(fitted[entry["code"]].fit, fitted[entry["code"]])
     with open(path, "w") as handle:
         yaml.dump(document, handle)
     try:

@@ -48,8 +48,11 @@ def test_calibrate_prints_statistics_a_suggestion_and_a_picture(tagged, tmp_path
 
 def test_calibrate_with_labels_and_write(tagged, tmp_path):
     labels = tmp_path / "labels.csv"
-    rows = [f"{name},moon,{int(name in ('moon.jpg', 'hubble_deep_field.jpg', 'astronaut.jpg'))}" for name in NAMES]
-    rows += [f"{name},earth,{int(name in ('rocket.jpg', 'astronaut.jpg', 'coffee.jpg'))}" for name in NAMES]
+    def labelled(name, positives):
+        return int(name.removeprefix("samples/") in positives)
+
+    rows = [f"{name},moon,{labelled(name, ('moon.jpg', 'hubble_deep_field.jpg', 'astronaut.jpg'))}" for name in NAMES]
+    rows += [f"{name},earth,{labelled(name, ('rocket.jpg', 'astronaut.jpg', 'coffee.jpg'))}" for name in NAMES]
     labels.write_text("image_id,attribute,label\n" + "\n".join(rows) + "\n")
     vocab_file = tmp_path / "space.yaml"
     shutil.copy(SPACE_YAML, vocab_file)
@@ -63,6 +66,8 @@ def test_calibrate_with_labels_and_write(tagged, tmp_path):
     assert "# The space-photography vocabulary" in written  # comments kept
     vocab = load_vocabulary(vocab_file)
     assert vocab.entry("moon").calibration.centre is not None
+    assert vocab.entry("moon").calibration.source.startswith("labelled fit: 7 labels, log-loss")
+    assert vocab.calibration_source(vocab.entry("moon")).startswith("labelled fit")
 
 
 def test_calibrate_write_vocabulary_wide(tagged, tmp_path):
@@ -71,6 +76,7 @@ def test_calibrate_write_vocabulary_wide(tagged, tmp_path):
     columnist("calibrate", "--db", tagged, "--model", "mock", "--vocab", str(vocab_file), "--write")
     before, after = load_vocabulary(SPACE_YAML), load_vocabulary(vocab_file)
     assert after.calibration != before.calibration
+    assert after.calibration.source == "unlabelled fit: two-Gaussian mixture over 7 images"
     assert after.codes == before.codes
     changed = [(a, b) for a, b in zip(SPACE_YAML.read_text().splitlines(), vocab_file.read_text().splitlines()) if a != b]
     assert len(changed) == 1 and changed[0][1].startswith("calibration: {centre: ")  # comments and layout kept

@@ -61,19 +61,21 @@ def test_embeddings_and_scores_round_trip(store):
     _, rows = store.query(
         "SELECT score, logit, source FROM columnist.feature_image_attribute FINAL "
         "WHERE attribute = {a:String} AND image_id = 'img1'", {"a": "both"})
-    assert rows[0][0] == pytest.approx(float(batch.scores.scores["both"][1]))
+    assert rows[0][0] == pytest.approx(float(batch.scores[0][1].scores["both"][1]))
     assert np.isnan(rows[0][1]) and rows[0][2] == "derived"
 
 
 def test_apply_vocabulary_builds_column_view_and_tiers(store):
     vocab = parse_vocabulary(VOCAB)
-    store.apply_vocabulary(vocab, "mock")
+    store.apply_vocabulary(vocab, "mock", default=True)
     batch = make_batch(vocab)
     store.write(batch)
     columns, rows = store.query("SELECT * FROM columnist.image_columns ORDER BY image_id")
-    assert columns == ["image_id", "earth", "moon", "both"]
+    assert columns == ["image_id", "collection", "uri", "ingested_at", "earth", "moon", "both"]
     assert len(rows) == 5
-    assert rows[2][2] == pytest.approx(float(batch.scores.scores["moon"][2]))
+    assert rows[2][5] == pytest.approx(float(batch.scores[0][1].scores["moon"][2]))
+    assert rows[2][:3] == ("img2", "c", "file:///x/img2.jpg")
+    assert store.query("SELECT * FROM columnist.columns_t ORDER BY image_id") == (columns, rows)
     _, tiers = store.query("SELECT attribute, image_id, score, tier FROM columnist.image_attribute_tier")
     for attribute, image_id, score, tier in tiers:
         accept = 0.6 if attribute == "moon" else 0.8
@@ -89,8 +91,8 @@ def test_removed_attribute_leaves_the_view(store):
         '  - {code: moon, description: "the Moon", thresholds: {accept: 0.6}}\n', "").replace(
         "earth and moon", "earth"))
     store.apply_vocabulary(smaller, "mock")
-    columns, _ = store.query("SELECT * FROM columnist.image_columns LIMIT 0")
-    assert columns == ["image_id", "earth", "both"]
+    columns, _ = store.query("SELECT * FROM columnist.columns_t LIMIT 0")
+    assert columns == ["image_id", "collection", "uri", "ingested_at", "earth", "both"]
     _, current = store.query("SELECT code FROM columnist.vocabulary_current ORDER BY code")
     assert [c for (c,) in current] == ["both", "earth"]
 
@@ -155,3 +157,12 @@ def test_a_store_from_before_vocabularies_lived_side_by_side_is_migrated(store):
                         "AND name = 'feature_image_attribute'") == "vocab_name, attribute, image_id"
     assert store.query("SELECT vocab_name, attribute, image_id, score FROM columnist.feature_image_attribute") == \
         (["vocab_name", "attribute", "image_id", "score"], [("space", "earth", "a", 0.5)])
+
+
+def test_each_applied_version_records_how_its_calibration_was_made(store):
+    fitted = VOCAB.replace('  - {code: moon, description: "the Moon", thresholds: {accept: 0.6}}',
+                           '  - {code: moon, description: "the Moon", thresholds: {accept: 0.6}, '
+                           'calibration: {centre: 20, scale: 2, source: "labelled fit: 40 labels"}}')
+    store.apply_vocabulary(parse_vocabulary(fitted), "mock")
+    _, rows = store.query("SELECT code, calibration_source, model FROM columnist.vocabulary_current ORDER BY code")
+    assert rows == [("both", "", "mock"), ("earth", "default", "mock"), ("moon", "labelled fit: 40 labels", "mock")]
