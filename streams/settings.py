@@ -32,6 +32,14 @@ class Settings(BaseSettings):
 
     # Kafka
     kafka: str = "127.0.0.1:9092"
+    kafka_security_protocol: str = "PLAINTEXT"
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (a managed Kafka cluster)."""
+    kafka_sasl_mechanism: str = ""
+    """PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, with kafka_username and kafka_password."""
+    kafka_username: str = ""
+    kafka_password: str = ""
+    kafka_ca_file: str = ""
+    """A CA bundle to check the brokers' TLS certificates (default: the system's)."""
     group: str = "columnist"
     topic_images: str = "columnist.images"
     topic_vocab: str = "columnist.vocab"
@@ -74,6 +82,18 @@ class Settings(BaseSettings):
     @property
     def roots(self) -> list[Path]:
         return [Path(p).expanduser().resolve() for p in self.image_roots.split(":") if p.strip()]
+
+    def kafka_client_options(self) -> dict:
+        """Connection options for aiokafka clients (security protocol, SASL, TLS)."""
+        options: dict = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_sasl_mechanism:
+            options.update(sasl_mechanism=self.kafka_sasl_mechanism, sasl_plain_username=self.kafka_username,
+                           sasl_plain_password=self.kafka_password)
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            import ssl
+
+            options["ssl_context"] = ssl.create_default_context(cafile=self.kafka_ca_file or None)
+        return options
 
     @property
     def accepted_vocabularies(self) -> set[str]:

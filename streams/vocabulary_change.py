@@ -53,6 +53,7 @@ def apply_vocabulary(
     on_switch: Callable[[dict[str, "np.ndarray"]], None] | None = None,
     on_chunk: Callable[[int, int], None] | None = None,
     default_view: bool = False,
+    start_at: int = 0,
 ) -> ApplyReport:
     """Move from ``old`` to ``new``: encode only the new or changed prompts, replay stored
     embeddings for the affected attributes, then record ``new`` as applied.
@@ -60,6 +61,7 @@ def apply_vocabulary(
     ``on_switch(texts)`` receives every base attribute's text embedding once they are
     known, before the replay starts (the worker switches its ingest path there).
     ``default_view``: the vocabulary is the default one, whose view is also ``image_columns``.
+    ``start_at``: where this worker starts in the replay's ring of chunks (Replayer.run).
     """
     from columnist.vocab.diff import diff_vocabularies
     from columnist.vocab.prompts import text_embeddings
@@ -72,6 +74,6 @@ def apply_vocabulary(
                 if old_texts and a.code in old_texts and a.code not in new_texts}
         on_switch({**kept, **new_texts})
     replayer = store.replayer(encoder.name, encoder.logit_scale, encoder.source, chunks)
-    report = replayer.run(new, diff, new_texts, on_chunk)
+    report = replayer.run(new, diff, new_texts, on_chunk, start_at)
     store.apply_vocabulary(new, encoder.name, default_view)
     return ApplyReport(diff, report, store.count_scores(new.name, list(diff.rescore)))

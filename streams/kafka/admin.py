@@ -24,7 +24,7 @@ def topic_specs(settings: Settings) -> list[tuple[str, int, dict]]:
     ]
 
 
-async def wait_until_ready(bootstrap: str, timeout: float) -> list[str]:
+async def wait_until_ready(bootstrap: str, timeout: float, options: dict | None = None) -> list[str]:
     """List topics until the broker answers; return them. Raises TimeoutError."""
     import logging
 
@@ -35,7 +35,7 @@ async def wait_until_ready(bootstrap: str, timeout: float) -> list[str]:
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, **(options or {}))
         try:
             await admin.start()
             return await admin.list_topics()
@@ -51,7 +51,7 @@ async def create_topics(settings: Settings) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, **settings.kafka_client_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -65,7 +65,7 @@ async def create_topics(settings: Settings) -> list[str]:
 
 
 async def _wait_and_create(settings: Settings, timeout: float) -> None:
-    await wait_until_ready(settings.kafka, timeout)
+    await wait_until_ready(settings.kafka, timeout, settings.kafka_client_options())
     created = await create_topics(settings)
     print(f"kafka ready at {settings.kafka}; topics created: {', '.join(created) or 'none (all exist)'}")
 

@@ -15,8 +15,9 @@ async def _kafka_status(settings: Settings) -> dict:
 
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # a broker that is down is reported below
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=5000)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, request_timeout_ms=5000)
+    options = settings.kafka_client_options()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=5000, **options)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, request_timeout_ms=5000, **options)
     await admin.start()
     await consumer.start()
     try:

@@ -15,7 +15,8 @@ async def _produce(settings: Settings, topic: str, messages: Sequence[tuple[byte
                    on_sent: Callable[[int], None] | None = None) -> None:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka, acks="all", linger_ms=5,
+                                **settings.kafka_client_options())
     await producer.start()
     try:
         for start in range(0, len(messages), 500):

@@ -100,17 +100,30 @@ class Replayer:
                                   parameters={"v": vocab.name, "j": self.job_of(vocab)})
 
     def run(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"],
-            on_chunk: Callable[[int, int], None] | None = None) -> ReplayReport:
-        """Write every affected attribute for every stored embedding of this model."""
-        done = self.finished_chunks(vocab)
-        rows = 0
-        for chunk in range(self.chunks):
-            if chunk not in done:
+            on_chunk: Callable[[int, int], None] | None = None, start_at: int = 0) -> ReplayReport:
+        """Write every affected attribute for every stored embedding of this model.
+
+        Several workers may run the same job on one store. Each claims a chunk (a checkpoint
+        row without a finish time) before it replays it, and first takes only the chunks
+        nobody has claimed, going round the ring of chunks from ``start_at`` (workers start
+        apart, so they split the job). Then it replays any chunk claimed but not finished (a
+        worker that died, or one still at it: writes are idempotent). So every chunk is
+        written, and in the common case once."""
+        ring = [(start_at + step) % self.chunks for step in range(self.chunks)]
+        rows, mine = 0, set()
+        for step, chunk in enumerate(ring):
+            if chunk not in self.claimed_chunks(vocab):
+                self._claim(vocab, chunk)
                 rows += self.replay_chunk(vocab, diff, texts, chunk)
+                mine.add(chunk)
             if on_chunk:
-                on_chunk(chunk + 1, self.chunks)
+                on_chunk(step + 1, self.chunks)
+        for chunk in ring:
+            if chunk not in mine and chunk not in self.finished_chunks(vocab):
+                rows += self.replay_chunk(vocab, diff, texts, chunk)
+                mine.add(chunk)
         late = self.final_pass(vocab, diff, texts)
-        return ReplayReport(self.chunks, len(done), rows, late)
+        return ReplayReport(self.chunks, self.chunks - len(mine), rows, late)
 
     def replay_chunk(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"], chunk: int) -> int:
         """Score one chunk's images for the affected attributes and checkpoint it; return
@@ -192,11 +205,25 @@ class Replayer:
                 .replace("{columns}", columns).replace("{where}", where))
 
     def finished_chunks(self, vocab: Vocabulary) -> set[int]:
+        return self._chunks(vocab, "AND toUnixTimestamp64Milli(done_at) > 0")
+
+    def claimed_chunks(self, vocab: Vocabulary) -> set[int]:
+        """Chunks finished, or being replayed (by this run or another worker)."""
+        return self._chunks(vocab, "")
+
+    def _chunks(self, vocab: Vocabulary, condition: str) -> set[int]:
         _, rows = self.store.query(
             "SELECT chunk FROM columnist.replay_checkpoint FINAL WHERE vocab_name = {v:String} "
-            "AND job = {j:String} AND chunks = {n:UInt32}",
+            f"AND job = {{j:String}} AND chunks = {{n:UInt32}} {condition}",
             {"v": vocab.name, "j": self.job_of(vocab), "n": self.chunks})
         return {r[0] for r in rows}
+
+    def _claim(self, vocab: Vocabulary, chunk: int) -> None:
+        """A checkpoint row without a finish time (done_at 0); the finished one replaces it."""
+        self.store.client.command(
+            "INSERT INTO columnist.replay_checkpoint (vocab_name, job, chunks, chunk, score_rows, started_at, done_at) "
+            "VALUES ({v:String}, {j:String}, {n:UInt32}, {c:UInt32}, 0, now64(3), fromUnixTimestamp64Milli(0))",
+            parameters={"v": vocab.name, "j": self.job_of(vocab), "n": self.chunks, "c": chunk})
 
     def _checkpoint(self, vocab: Vocabulary, chunk: int, rows: int, started_ms: int) -> None:
         self.store.client.command(

@@ -7,8 +7,9 @@
   event's message is held (one more reference) while its batch is processed and released
   only after the Service returned: an unfinished batch is never committed and Kafka delivers
   it again to the next worker.
-- ``vocabularies``: whole vocabulary documents, one at a time; the Service dead-letters
-  any it cannot apply.
+- vocabularies: every worker reads the whole vocabulary topic outside the consumer group
+  (worker.vocabulary_feed), so each one switches its own ingest path; the Service applies
+  each document or dead-letters it.
 - the control page (columnist.streams.worker.control) on 127.0.0.1, behind a secret: how the CLI reads an
   embedded (chdb) database while this worker owns it. Faust's own web server is off.
 """
@@ -27,6 +28,7 @@ from columnist.streams.worker.control import ControlPage
 from columnist.streams.worker.fetch import FetchPolicy
 from columnist.streams.worker.ingest import RawEvent
 from columnist.streams.worker.service import Service
+from columnist.streams.worker.vocabulary_feed import follow_vocabularies
 
 log = logging.getLogger("columnist.worker")
 
@@ -70,9 +72,9 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
+        broker_credentials=_credentials(settings),
     )
     images = app.topic(settings.topic_images, value_serializer="raw", key_serializer="raw")
-    vocabularies = app.topic(settings.topic_vocab, value_serializer="raw", key_serializer="raw")
     dead_letters = app.topic(settings.topic_deadletter, value_serializer="raw", key_serializer="raw")
     built: list[Service] = []  # the Service, once start() has built it
     ready = asyncio.Event()
@@ -114,14 +116,23 @@ def create_app(settings: Settings) -> faust.App:
             for event in events:
                 event.message.decref()
 
-    @app.agent(vocabularies, name="vocabularies")
-    async def apply_vocabularies(stream):
+    @app.task
+    async def vocabularies() -> None:
         await ready.wait()
-        async for event in stream.events():
-            await built[0].vocabulary_event(RawEvent(event.message.value, event.message.partition,
-                                                     event.message.offset))
+        await follow_vocabularies(settings, built[0].vocabulary_event)
 
     return app
+
+
+def _credentials(settings: Settings):
+    """Faust's form of the Kafka security settings (Settings.kafka_client_options)."""
+    options = settings.kafka_client_options()
+    if settings.kafka_sasl_mechanism:
+        return faust.SASLCredentials(username=settings.kafka_username, password=settings.kafka_password,
+                                     ssl_context=options.get("ssl_context"), mechanism=settings.kafka_sasl_mechanism)
+    if "ssl_context" in options:
+        return faust.SSLCredentials(options["ssl_context"])
+    return None
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:

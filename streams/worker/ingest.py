@@ -53,6 +53,8 @@ class Counters:
     dead_letters: int = 0
     replays: int = 0
     replayed_score_rows: int = 0
+    replay_chunks_written: int = 0
+    """Replay chunks this worker wrote (workers sharing a store split a replay's chunks)."""
     store_retries: int = 0
     batch_retries: int = 0
     """Attempts at a batch that failed as a whole (it is retried until stored, never skipped)."""

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Awaitable, Callable
@@ -52,6 +55,8 @@ class Service:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-work")
         self.started = asyncio.Event()
         self.vocab_lock = asyncio.Lock()
+        self.replay_start = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
+        """Where this worker starts in a replay's ring of chunks: workers sharing a store start apart."""
         self.vocabs: dict[str, Vocabulary] = {}
         """Every vocabulary this worker scores with, by name: all applied ones."""
         self.texts: dict[str, Texts] = {}
@@ -223,7 +228,7 @@ class Service:
             try:
                 report = await self._until_done(lambda: self.run(lambda: apply_vocabulary(
                     self.store, self.encoder, old, vocab, self.settings.replay_chunks, old_texts, on_switch=switch,
-                    default_view=name == self.configured.name)),
+                    default_view=name == self.configured.name, start_at=self.replay_start)),
                     f"applying vocabulary {name} v{vocab.version}", retry_if=lambda err: isinstance(err, StoreUnavailable))
             except BaseException:
                 if old is None:
@@ -234,6 +239,7 @@ class Service:
         diff, replay = report.diff, report.replay
         self._count_prompts(vocab, [c for c in diff.rescore if c in self.texts[name]])
         self.counters.replays += 1
+        self.counters.replay_chunks_written += replay.chunks - replay.chunks_skipped
         self.counters.replayed_score_rows += replay.score_rows + replay.late_score_rows
         log.info("vocabulary %s v%d applied: added %s, changed %s, removed %s, dependents %s; %d scores of "
                  "those attributes stored, computed from stored embeddings (%d of %d chunks were already done)",

@@ -39,7 +39,13 @@ def kafka_backend(tmp_path_factory):
 
 
 @pytest.fixture
-def stream_env(kafka_backend, tmp_path):
+def partitions() -> int:
+    """Partitions of the test's images topic (a test module may override this fixture)."""
+    return 2
+
+
+@pytest.fixture
+def stream_env(kafka_backend, tmp_path, partitions):
     """COLUMNIST_* settings of one isolated test: own topics, group, database, port."""
     from columnist.streams.kafka.admin import create_topics
     from columnist.streams.settings import Settings
@@ -57,6 +63,7 @@ def stream_env(kafka_backend, tmp_path):
         "COLUMNIST_IMAGE_ROOTS": str(tmp_path / "images"),
         "COLUMNIST_BATCH_WITHIN": "0.3",
         "COLUMNIST_REPLAY_CHUNKS": "8",
+        "COLUMNIST_PARTITIONS": str(partitions),
     }
     (tmp_path / "images").mkdir()
     settings = Settings(**{k.removeprefix("COLUMNIST_").lower(): v for k, v in env.items()})

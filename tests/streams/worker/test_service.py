@@ -122,3 +122,33 @@ def test_a_vocabulary_change_waits_for_the_store_and_then_applies(store, tmp_pat
 
     asyncio.run(scenario())
     assert letters == [] and store.applied_vocabulary("space").version == 2
+
+
+def test_two_workers_on_one_store_split_a_vocabulary_change_and_miss_no_image(store, tmp_path):
+    """Two Services on ONE embedded store (what N workers on a ClickHouse server are): both
+    receive the change, the chunks are split between them, every image gets the attribute."""
+    first, _ = service_for(store, tmp_path, space(1))
+    second, _ = service_for(store, tmp_path, space(1))
+    first.replay_start, second.replay_start = 0, 4  # apart in the ring of 8 chunks (Settings(replay_chunks=2)*4)
+    for service in (first, second):
+        service.settings = Settings(replay_chunks=8)
+    v2 = space(2, lambda d: d["attributes"].append({"code": "porthole_view", "description": "a porthole"}))
+
+    async def scenario():
+        await first.start()
+        await second.start()
+        photos = photo_events(tmp_path)
+        copies = [RawEvent(event(f"copy{n:03d}", json.loads(photos[n % len(photos)].value)["uri"]), 0, n)
+                  for n in range(80)]
+        await first.ingest(copies[:40])
+        await second.ingest(copies[40:])
+        for service in (first, second):
+            service.counters.replay_chunks_written = 0  # (the first applied v1 at start: chunks of nothing)
+        await asyncio.gather(first.vocabulary_event(RawEvent(vocab_event(v2), 0, 0)),
+                             second.vocabulary_event(RawEvent(vocab_event(v2), 0, 0)))
+
+    asyncio.run(scenario())
+    assert store.count_scores("space", ["porthole_view"]) == 80
+    written = (first.counters.replay_chunks_written, second.counters.replay_chunks_written)
+    assert min(written) > 0 and sum(written) <= 8 + 2, written  # split, not done twice over
+    assert first.vocab.version == second.vocab.version == 2
