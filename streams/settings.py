@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     # the worker
     worker_port: int = 6066
     """Names the worker's control socket, ``<run_dir>/worker-<port>.sock`` (one per worker on a machine)."""
+    metrics_port: int = 0
+    """Serve /metrics (Prometheus) and /health on this TCP port; 0: off."""
+    metrics_bind: str = "127.0.0.1"
+    """The address of the metrics page (0.0.0.0 only inside a container network)."""
     run_dir: str = "~/.columnist/run"
     """Where a worker puts its control socket (mode 0600, in a 0700 folder)."""
     query_timeout: float = 30.0

@@ -27,6 +27,7 @@ from columnist.streams.settings import Settings
 from columnist.streams.worker.control import ControlPage
 from columnist.streams.worker.fetch import FetchPolicy
 from columnist.streams.worker.ingest import RawEvent
+from columnist.streams.worker.metrics import MetricsPage
 from columnist.streams.worker.service import Service
 from columnist.streams.worker.vocabulary_feed import follow_vocabularies
 
@@ -86,12 +87,15 @@ def create_app(settings: Settings) -> faust.App:
         return await built[0].status() if built else {"ready": False}
 
     control = ControlPage(status, ready, settings)
+    metrics = MetricsPage(status, settings.metrics_bind, settings.metrics_port) if settings.metrics_port else None
 
     @app.task
     async def start() -> None:
         """Build and start the Service; a configuration that cannot work (a bad vocabulary
         file, an unknown model) stops the worker with the reason."""
         await control.start()
+        if metrics:
+            await metrics.start()
         try:
             built.append(await build_service(settings, send_dead_letter))
             await built[0].start()
@@ -104,6 +108,8 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_before_shutdown.connect
     async def stop(app, **kwargs) -> None:
         await control.stop()
+        if metrics:
+            await metrics.stop()
 
     @app.agent(images, name="ingest")
     async def ingest(stream):

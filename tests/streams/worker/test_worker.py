@@ -14,7 +14,7 @@ import yaml
 from columnist.streams.worker.events import image_event, vocab_event
 from tests.conftest import PHOTOS, REPO, SPACE_YAML
 from tests.hostile import MAX_BYTES, image_cases, vocabulary_cases
-from tests.streams.conftest import consume_all, produce, wait_until
+from tests.streams.conftest import consume_all, free_port, produce, wait_until
 from columnist.vocab.schema import Vocabulary, load_vocabulary, vocabulary_from_dict
 
 pytestmark = pytest.mark.integration
@@ -267,8 +267,9 @@ def test_a_hostile_batch_is_dead_lettered_event_by_event_and_its_good_events_sto
     for i, (image_id, uri) in enumerate(good):
         messages.insert(i * 5, (image_id.encode(), image_event(image_id, uri)))
     produce(settings, settings.topic_images, messages)
+    metrics_port = free_port()
     worker = start_worker(COLUMNIST_BATCH_SIZE=64, COLUMNIST_BATCH_WITHIN=1.0, COLUMNIST_MAX_IMAGE_BYTES=MAX_BYTES,
-                          COLUMNIST_HTTP_TIMEOUT=2)
+                          COLUMNIST_HTTP_TIMEOUT=2, COLUMNIST_METRICS_PORT=metrics_port)
     worker.wait_ready()
     wait_for_scores(worker, len(good) * len(SPACE.codes))
     letters = consume_all(settings, settings.topic_deadletter, len(cases))
@@ -280,6 +281,10 @@ def test_a_hostile_batch_is_dead_lettered_event_by_event_and_its_good_events_sto
     counters = worker.counters()
     assert counters["batch_retries"] == 0 and counters["dead_letters"] == len(cases)
     assert worker.process.poll() is None
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        assert f"columnist_dead_letters_total {len(cases)}" in response.read().decode().splitlines()
 
 
 def test_a_batch_that_fails_as_a_whole_is_retried_and_never_committed(stream_env, start_worker):
