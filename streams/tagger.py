@@ -101,7 +101,7 @@ def tag(
     report = report if report is not None else TagReport()
     vocabularies = [(v, text_embeddings(encoder, v)) for v in applied_with(store, encoder, vocab, default_view)]
     for batch in _batches(files, batch_size):
-        stored = {} if force else store.stored_content([i for i, _ in batch])
+        stored = {} if force else store.stored_content(encoder.name, [i for i, _ in batch])
         read = []
         for image_id_, path in batch:
             try:

@@ -66,6 +66,9 @@ def apply_vocabulary(
     from columnist.vocab.diff import diff_vocabularies
     from columnist.vocab.prompts import text_embeddings
 
+    recorded = store.applied_vocabulary(new.name)  # another worker may have gone further meanwhile
+    if recorded is not None and (old is None or recorded.version > old.version):
+        old, old_texts = recorded, None
     check_newer(old, new)
     diff = diff_vocabularies(old, new)
     new_texts = text_embeddings(encoder, new, diff.rescore)

@@ -34,10 +34,14 @@ CREATE TABLE IF NOT EXISTS columnist.image_embedding ${ON_CLUSTER}
     image_id   String,
     bucket     UInt8 MATERIALIZED cityHash64(image_id) % 64,
     embedding  Array(Float32) CODEC(NONE),
-    created_at DateTime64(3, 'UTC')
+    created_at DateTime64(3, 'UTC'),
+    -- the content this embedding was made from: what "already stored" and reuse check
+    sha256     String DEFAULT ''
 )
 ENGINE = ${REPLICATED}ReplacingMergeTree(created_at)
 ORDER BY (model, bucket, image_id);
+
+ALTER TABLE columnist.image_embedding ${ON_CLUSTER} ADD COLUMN IF NOT EXISTS sha256 String DEFAULT '';
 
 -- Scores are keyed by vocabulary, attribute and image: vocabularies live side by side, and
 -- two that share an attribute code never overwrite each other.

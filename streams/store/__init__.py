@@ -51,8 +51,8 @@ class Store(Protocol):
     def applied_vocabularies(self) -> list["Vocabulary"]: ...
 
     # -- identity and content ------------------------------------------------------------
-    def stored_content(self, image_ids: Sequence[str]) -> dict[str, str]:
-        """image_id -> sha256 of the given ids already stored."""
+    def stored_content(self, model: str, image_ids: Sequence[str]) -> dict[str, str]:
+        """image_id -> sha256 of the given ids stored with an embedding of that content."""
 
     def known_images(self, model: str, sha256s: Sequence[str]) -> dict[str, "KnownImage"]:
         """sha256 -> size and embedding, for content already encoded by ``model``."""
@@ -91,11 +91,12 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def connect(dsn: str, cluster: str | None = None) -> Store:
-    """The store at ``dsn`` (its schema created if missing); StoreUnavailable if unreachable."""
+def connect(dsn: str, cluster: str | None = None, create: bool = True) -> Store:
+    """The store at ``dsn`` (its schema created or migrated first, unless ``create`` is
+    false: a reader of a store someone else keeps); StoreUnavailable if unreachable."""
     from columnist.streams.store.clickhouse import ClickHouseStore
 
-    return ClickHouseStore.connect(dsn, cluster)
+    return ClickHouseStore.connect(dsn, cluster, create)
 
 
 class ModelMismatch(ValueError):

@@ -103,7 +103,7 @@ class ClickHouseStore:
         self.dsn = dsn
 
     @classmethod
-    def connect(cls, dsn: str, cluster: str | None = None) -> "ClickHouseStore":
+    def connect(cls, dsn: str, cluster: str | None = None, create: bool = True) -> "ClickHouseStore":
         import clickhouse_connect
 
         dsn = normalise_dsn(dsn)
@@ -111,7 +111,8 @@ class ClickHouseStore:
             Path(dsn[len("chdb://"):]).mkdir(parents=True, exist_ok=True)
         with unavailable_as_store_error():
             store = cls(clickhouse_connect.get_client(dsn=dsn), cluster, dsn)
-        store.create_schema()
+        if create:
+            store.create_schema()
         return store
 
     def close(self) -> None:
@@ -129,12 +130,18 @@ class ClickHouseStore:
                           "AND name = 'feature_image_attribute'")
         if key.startswith("vocab_name"):
             return
+        import os
+
         on_cluster = f" ON CLUSTER `{self.cluster}`" if self.cluster else ""
+        copy = f"columnist.scores_migrating_{os.getpid()}"  # two workers migrating at once use two copies
         create = next(s for s in render_schema(self.cluster) if "columnist.feature_image_attribute " in s)
-        self.client.command(create.replace("columnist.feature_image_attribute ", "columnist.scores_migrating ", 1))
-        self.client.command("INSERT INTO columnist.scores_migrating SELECT * FROM columnist.feature_image_attribute")
-        self.client.command(f"EXCHANGE TABLES columnist.feature_image_attribute AND columnist.scores_migrating{on_cluster}")
-        self.client.command(f"DROP TABLE columnist.scores_migrating{on_cluster}")
+        self.client.command(create.replace("columnist.feature_image_attribute ", f"{copy} ", 1))
+        self.client.command(f"INSERT INTO {copy} SELECT * FROM columnist.feature_image_attribute")
+        migrated = self.scalar("SELECT sorting_key FROM system.tables WHERE database = 'columnist' "
+                               "AND name = 'feature_image_attribute'").startswith("vocab_name")
+        if not migrated:  # nobody else swapped meanwhile
+            self.client.command(f"EXCHANGE TABLES columnist.feature_image_attribute AND {copy}{on_cluster}")
+        self.client.command(f"DROP TABLE {copy}{on_cluster}")
 
     # -- writes ------------------------------------------------------------------------
 
@@ -144,11 +151,12 @@ class ClickHouseStore:
             return 0
         with unavailable_as_store_error():  # an injected fault looks like a lost connection
             faults.point("store_write")
-        self.write_images(batch.images)
-        self.write_embeddings(batch.model, [i.image_id for i in batch.images], batch.embeddings)
-        faults.point("after_embeddings")
         ids = [i.image_id for i in batch.images]
-        return sum(self.write_scores(ids, scores, batch.model, vocab) for vocab, scores in batch.scores)
+        self.write_embeddings(batch.model, ids, batch.embeddings, [i.sha256 for i in batch.images])
+        faults.point("after_embeddings")
+        rows = sum(self.write_scores(ids, scores, batch.model, vocab) for vocab, scores in batch.scores)
+        self.write_images(batch.images)  # last: an image row means its embedding and scores are there
+        return rows
 
     def write_images(self, images: Sequence[ImageRecord]) -> None:
         import pyarrow as pa
@@ -164,7 +172,8 @@ class ClickHouseStore:
         })
         self.client.insert_arrow("columnist.images", table)
 
-    def write_embeddings(self, model: str, image_ids: Sequence[str], embeddings: "np.ndarray") -> None:
+    def write_embeddings(self, model: str, image_ids: Sequence[str], embeddings: "np.ndarray",
+                         sha256s: Sequence[str] | None = None) -> None:
         import numpy as np
         import pyarrow as pa
 
@@ -176,6 +185,7 @@ class ClickHouseStore:
                 pa.list_(pa.float32())
             ),
             "created_at": _timestamps(len(image_ids)),
+            "sha256": list(sha256s) if sha256s is not None else [""] * len(image_ids),
         })
         self.client.insert_arrow("columnist.image_embedding", table)
 
@@ -256,21 +266,37 @@ class ClickHouseStore:
         _, rows = self.query("SELECT DISTINCT model FROM columnist.image_embedding ORDER BY model")
         return [model for (model,) in rows]
 
-    def stored_content(self, image_ids: Sequence[str]) -> dict[str, str]:
-        _, rows = self.query("SELECT image_id, sha256 FROM columnist.images FINAL WHERE image_id IN {ids:Array(String)}",
-                             {"ids": list(image_ids)})
+    def stored_content(self, model: str, image_ids: Sequence[str]) -> dict[str, str]:
+        """image_id -> sha256 where the image row and the model's embedding agree on the content."""
+        _, rows = self.query(
+            "SELECT i.image_id, i.sha256 FROM "
+            "(SELECT image_id, sha256 FROM columnist.images FINAL WHERE image_id IN {ids:Array(String)}) AS i "
+            "INNER JOIN (SELECT image_id, sha256 FROM columnist.image_embedding FINAL WHERE model = {m:String} "
+            "AND image_id IN {ids:Array(String)}) AS e ON e.image_id = i.image_id AND e.sha256 = i.sha256",
+            {"ids": list(image_ids), "m": model})
         return dict(rows)
 
     def known_images(self, model: str, sha256s: Sequence[str]) -> dict[str, "KnownImage"]:
+        """Content already encoded by ``model``: an embedding made from it, and the size from an
+        image row that agrees on the content (rows are written embedding first, image last)."""
+        import numpy as np
+
         from columnist.streams.pipeline import KnownImage
 
         if not sha256s:
             return {}
-        _, rows = self.query("SELECT sha256, any(image_id), any(width), any(height) FROM columnist.images FINAL "
-                             "WHERE sha256 IN {s:Array(String)} GROUP BY sha256", {"s": list(set(sha256s))})
-        by_id = {image_id: (sha, width, height) for sha, image_id, width, height in rows}
-        ids, embeddings = self.read_embeddings(model, list(by_id)) if by_id else ([], None)
-        return {by_id[i][0]: KnownImage(by_id[i][1], by_id[i][2], embeddings[n]) for n, i in enumerate(ids)}
+        table = self.client.query_arrow(
+            "SELECT e.sha256 AS sha256, any(e.embedding) AS embedding, any(i.width) AS width, any(i.height) AS height "
+            "FROM (SELECT image_id, sha256, embedding FROM columnist.image_embedding FINAL "
+            "      WHERE model = {m:String} AND sha256 IN {s:Array(String)}) AS e "
+            "INNER JOIN (SELECT image_id, sha256, width, height FROM columnist.images FINAL "
+            "            WHERE sha256 IN {s:Array(String)}) AS i ON i.image_id = e.image_id AND i.sha256 = e.sha256 "
+            "GROUP BY e.sha256", parameters={"m": model, "s": list(set(sha256s))})
+        known = {}
+        for sha, embedding, width, height in zip(*(table.column(c).to_pylist() for c in
+                                                  ("sha256", "embedding", "width", "height"))):
+            known[sha] = KnownImage(width, height, np.asarray(embedding, dtype=np.float32))
+        return known
 
     def was_applied(self, name: str, content_hash: str) -> bool:
         return self.scalar("SELECT count() FROM columnist.vocabulary WHERE vocab_name = {n:String} "

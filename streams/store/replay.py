@@ -109,6 +109,7 @@ class Replayer:
         apart, so they split the job). Then it replays any chunk claimed but not finished (a
         worker that died, or one still at it: writes are idempotent). So every chunk is
         written, and in the common case once."""
+        self.chunks = self._chunks_of_job(vocab) or self.chunks  # all runs of a job cut it the same way
         ring = [(start_at + step) % self.chunks for step in range(self.chunks)]
         rows, mine = 0, set()
         for step, chunk in enumerate(ring):
@@ -217,6 +218,12 @@ class Replayer:
             f"AND job = {{j:String}} AND chunks = {{n:UInt32}} {condition}",
             {"v": vocab.name, "j": self.job_of(vocab), "n": self.chunks})
         return {r[0] for r in rows}
+
+    def _chunks_of_job(self, vocab: Vocabulary) -> int:
+        """The chunk count of this job's existing checkpoints (0: none yet)."""
+        return int(self.store.scalar("SELECT max(chunks) FROM columnist.replay_checkpoint "
+                                     "WHERE vocab_name = {v:String} AND job = {j:String}",
+                                     {"v": vocab.name, "j": self.job_of(vocab)}) or 0)
 
     def _claim(self, vocab: Vocabulary, chunk: int) -> None:
         """A checkpoint row without a finish time (done_at 0); the finished one replaces it."""

@@ -1,4 +1,4 @@
-"""The Faust app: topics, the two agents, and the worker's control page.
+"""The Faust app: the ingest agent, the vocabulary feed, the control and metrics pages.
 
 - ``ingest``: image events in batches (``take_events``), handed to the Service.
   The Service returns only when every event of the batch is stored or dead-lettered (it
@@ -10,8 +10,9 @@
 - vocabularies: every worker reads the whole vocabulary topic outside the consumer group
   (worker.vocabulary_feed), so each one switches its own ingest path; the Service applies
   each document or dead-letters it.
-- the control page (columnist.streams.worker.control) on 127.0.0.1, behind a secret: how the CLI reads an
-  embedded (chdb) database while this worker owns it. Faust's own web server is off.
+- the control page (worker.control) on a Unix socket only its user can reach: how the CLI
+  reads an embedded (chdb) database while this worker owns it. Faust's own web server is off;
+  /metrics and /health (worker.metrics) only when COLUMNIST_METRICS_PORT asks for them.
 """
 
 from __future__ import annotations

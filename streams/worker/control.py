@@ -124,5 +124,5 @@ class ControlPage:
         if self.store is None:
             from columnist.streams.store import connect
 
-            self.store = connect(self.settings.db, self.settings.cluster)
+            self.store = connect(self.settings.db, self.settings.cluster, create=False)  # the worker made it
         return self.store

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, unquote_to_bytes, urlparse
 
 MAX_URI_CHARS = 8_192
 """Longest file:// or http(s):// URI (data: URIs are bounded by the image size cap)."""
@@ -91,6 +92,7 @@ def _fetch_file(uri: str, policy: FetchPolicy) -> bytes:
         os.close(fd)
 
 
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EINTR, errno.EAGAIN}
 _OPEN_ERRORS = {"ENOENT": "file not found", "ENOTDIR": "a part of the path is not a folder",
                 "ELOOP": "the path changed into a symbolic link while it was opened",
                 "ENAMETOOLONG": "the file name is too long", "EACCES": "permission denied",
@@ -103,9 +105,7 @@ def _open(path: Path, given: str) -> int:
     try:
         return os.open(path, flags)
     except OSError as err:
-        import errno
-
-        if err.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EINTR, errno.EAGAIN):
+        if err.errno in _OUT_OF_RESOURCES:
             raise WorkerOutOfResources(f"opening {given[:200]}: {err.strerror}") from None
         reason = _OPEN_ERRORS.get(errno.errorcode.get(err.errno or 0, ""), err.strerror or type(err).__name__)
         raise FetchError(f"{given[:200]}: {reason}") from None
@@ -165,7 +165,7 @@ def _fetch_data(uri: str, policy: FetchPolicy) -> bytes:
         except binascii.Error as err:
             raise FetchError(f"data URI is not valid base64: {err}") from None
     else:
-        data = unquote(payload).encode("latin-1", errors="replace")
+        data = unquote_to_bytes(payload)
     if len(data) > policy.max_bytes:
         raise FetchError(f"data URI holds {len(data):,} bytes, over the limit of {policy.max_bytes:,} bytes")
     return data
@@ -209,7 +209,11 @@ async def _get(uri: str, policy: FetchPolicy) -> bytes:
                     if len(data) > policy.max_bytes:
                         raise FetchError(f"{uri[:200]} is over the limit of {policy.max_bytes:,} bytes")
                 return bytes(data)
+    except FetchError:
+        raise
     except asyncio.TimeoutError:
         raise FetchError(f"{uri[:200]} did not answer in full within {policy.http_timeout:g} s") from None
     except (aiohttp.ClientError, OSError, ValueError) as err:
+        if getattr(getattr(err, "os_error", err), "errno", None) in _OUT_OF_RESOURCES:
+            raise WorkerOutOfResources(f"fetching {uri[:200]}: {err}") from None
         raise FetchError(f"cannot fetch {uri[:200]}: {type(err).__name__}: {str(err)[:200]}") from None

@@ -124,7 +124,7 @@ def _prepare_fetched(fetched: list[_Fetched], encoder: "Encoder", counters: Coun
         return
     stored, known = {}, {}
     if store is not None:  # a store that cannot answer fails the batch (retried), not the events
-        stored = store.stored_content([f.parsed.image_id for f in fetched])
+        stored = store.stored_content(encoder.name, [f.parsed.image_id for f in fetched])
         known = store.known_images(encoder.name, [f.sha256 for f in fetched])
     first_of: dict[str, PreparedImage] = {}
     for item in fetched:

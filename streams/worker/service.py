@@ -77,7 +77,10 @@ class Service:
         from columnist.streams.store import check_model
 
         await self.run(check_model, self.store, self.encoder.name)
+        accepted = self.settings.accepted_vocabularies
         for applied in await self.run(self.store.applied_vocabularies):
+            if accepted and applied.name not in accepted and applied.name != self.configured.name:
+                continue  # another worker's: this one would never hear of its changes
             self.vocabs[applied.name] = applied
             self.texts[applied.name] = await self.run(self._encode_prompts, applied, None)
         configured = self.configured
@@ -143,8 +146,9 @@ class Service:
         self.counters.store_retries += 1
 
     async def _until_done(self, job: Callable[[], Awaitable], what: str, on_retry: Callable[[], None] | None = None,
-                          retry_if: Callable[[BaseException], bool] = lambda err: True):
-        """Await ``job()`` until it succeeds, with backoff (at most 30 s between attempts)."""
+                          retry_if: Callable[[BaseException], bool] = lambda err: isinstance(err, Exception)):
+        """Await ``job()`` until it succeeds, with backoff (at most 30 s between attempts).
+        Cancellation (the worker stopping) is never retried: it is a BaseException."""
         from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
         def report(state) -> None:
@@ -165,8 +169,10 @@ class Service:
                     self.settings.topic_images, event.partition, event.offset,
                     rejected.image_id[:200] if rejected.image_id else None,
                     type(rejected.error).__name__, str(rejected.error)[:500])
-        letter = dead_letter(event.value, self.settings.topic_images, rejected.error,
-                             event.partition, event.offset, rejected.image_id)
+        await self._send_dead_letter(dead_letter(event.value, self.settings.topic_images, rejected.error,
+                                                 event.partition, event.offset, rejected.image_id))
+
+    async def _send_dead_letter(self, letter: bytes) -> None:
         await self._until_done(lambda: self.send_dead_letter(letter), "sending a dead letter")
         self.counters.dead_letters += 1
 
@@ -185,9 +191,8 @@ class Service:
         except Exception as err:
             log.warning("vocabulary event at %s partition %s offset %s rejected: %s: %s", self.settings.topic_vocab,
                         event.partition, event.offset, type(err).__name__, str(err)[:1000])
-            letter = dead_letter(event.value, self.settings.topic_vocab, err, event.partition, event.offset)
-            await self._until_done(lambda: self.send_dead_letter(letter), "sending a dead letter")
-            self.counters.dead_letters += 1
+            await self._send_dead_letter(dead_letter(event.value, self.settings.topic_vocab, err,
+                                                     event.partition, event.offset))
 
     async def _applied_before(self, vocab: Vocabulary) -> bool:
         """True for a document applied in the past (a redelivered, older event)."""
@@ -231,10 +236,7 @@ class Service:
                     default_view=name == self.configured.name, start_at=self.replay_start)),
                     f"applying vocabulary {name} v{vocab.version}", retry_if=lambda err: isinstance(err, StoreUnavailable))
             except BaseException:
-                if old is None:
-                    self.vocabs.pop(name, None), self.texts.pop(name, None)
-                else:
-                    self.vocabs[name], self.texts[name] = old, old_texts
+                await self._fall_back(name, vocab, old, old_texts)
                 raise
         diff, replay = report.diff, report.replay
         self._count_prompts(vocab, [c for c in diff.rescore if c in self.texts[name]])
@@ -245,6 +247,20 @@ class Service:
                  "those attributes stored, computed from stored embeddings (%d of %d chunks were already done)",
                  vocab.name, vocab.version, list(diff.added), list(diff.changed), list(diff.removed),
                  list(diff.dependents), report.stored_scores, replay.chunks_skipped, replay.chunks)
+
+    async def _fall_back(self, name: str, failed: Vocabulary, old: Vocabulary | None, old_texts: Texts | None) -> None:
+        """After a failed change: stay on the new vocabulary if the store recorded it (so no
+        batch writes old scores over it), else go back to the old one."""
+        try:
+            recorded = await self.run(self.store.applied_vocabulary, name)
+        except Exception:
+            recorded = None
+        if recorded is not None and recorded.content_hash() == failed.content_hash():
+            return
+        if old is None:
+            self.vocabs.pop(name, None), self.texts.pop(name, None)
+        else:
+            self.vocabs[name], self.texts[name] = old, old_texts
 
     # -- reads for the CLI ---------------------------------------------------------------
 

@@ -174,3 +174,7 @@ def dripping_server():
 def test_a_dripping_http_server_is_cut_off_at_the_deadline(dripping_server):
     with pytest.raises(FetchError, match="did not answer in full within 1.5 s"):
         fetch(f"{dripping_server}/slow.jpg", FetchPolicy(allowed_hosts={"127.0.0.1"}, http_timeout=1.5))
+
+
+def test_percent_encoded_data_uris_keep_their_bytes():
+    assert fetch("data:,%FF%D8%00a", FetchPolicy()) == b"\xff\xd8\x00a"

@@ -152,3 +152,48 @@ def test_two_workers_on_one_store_split_a_vocabulary_change_and_miss_no_image(st
     written = (first.counters.replay_chunks_written, second.counters.replay_chunks_written)
     assert min(written) > 0 and sum(written) <= 8 + 2, written  # split, not done twice over
     assert first.vocab.version == second.vocab.version == 2
+
+
+def test_a_worker_behind_another_never_rolls_the_store_back(store, tmp_path):
+    """Two workers on one store: the first has applied v3 already when the second, still on
+    v2, receives v3's predecessor... and then v3: the store never goes back, the second
+    catches up without replaying again."""
+    ahead, _ = service_for(store, tmp_path, space(1))
+    behind, letters = service_for(store, tmp_path, space(1))
+    v2 = space(2, lambda d: d["attributes"].append({"code": "porthole_view", "description": "a porthole"}))
+    v3 = space(3, lambda d: d["attributes"].append({"code": "porthole_view", "description": "a round window"}))
+
+    async def scenario():
+        await ahead.start()
+        await behind.start()
+        await ahead.ingest(photo_events(tmp_path))
+        await ahead.vocabulary_event(RawEvent(vocab_event(v2), 0, 0))
+        await ahead.vocabulary_event(RawEvent(vocab_event(v3), 0, 1))
+        await behind.vocabulary_event(RawEvent(vocab_event(v2), 0, 0))  # late: the store is at v3 already
+        await behind.vocabulary_event(RawEvent(vocab_event(v3), 0, 1))
+
+    asyncio.run(scenario())
+    assert store.applied_vocabulary("space").version == 3
+    assert behind.vocab.version == 3 and behind.counters.replay_chunks_written == 0
+    assert "older than the applied v3" in letters[0]["reason"] and len(letters) == 1
+    _, versions = store.query("SELECT DISTINCT vocab_version FROM columnist.feature_image_attribute FINAL "
+                              "WHERE attribute = 'porthole_view'")
+    assert versions == [(3,)]
+
+
+def test_a_cancelled_job_is_not_retried(store, tmp_path):
+    """Stopping the worker cancels what it awaits; a retry loop must let that through."""
+    service, _ = service_for(store, tmp_path, space(1))
+    attempts = []
+
+    async def scenario():
+        async def job():
+            attempts.append(1)
+            raise asyncio.CancelledError()
+
+        try:
+            await service._until_done(job, "a job the worker's stop cancels")
+        except asyncio.CancelledError:
+            return "cancelled"
+
+    assert asyncio.run(scenario()) == "cancelled" and attempts == [1]
