@@ -23,7 +23,7 @@ GRAMMAR = r"""
      | atom
 ?atom: CODE -> ref
      | "(" or_ ")"
-CODE: /[a-z][a-z0-9_]*/
+CODE: /(?!(and|or|not)\b)[a-z][a-z0-9_]*/
 %import common.WS
 %ignore WS
 """

@@ -267,30 +267,46 @@ def _entry_name(doc: Any, loc: tuple) -> str:
     return ".".join(str(part) for part in loc) or "document"
 
 
-def _cross_entry_problems(vocab: Vocabulary) -> list[str]:
+def _code_problems(doc: dict) -> list[str]:
+    """Duplicate codes and rules naming unknown codes, read from the raw document, so they are
+    reported together with any field errors, in one run."""
     problems: list[str] = []
     seen: dict[str, str] = {}
+    for section in ("attributes", "derived"):
+        for index, entry in enumerate(doc.get(section) or [] if isinstance(doc.get(section), list) else []):
+            code = entry.get("code") if isinstance(entry, dict) else None
+            if not isinstance(code, str):
+                continue
+            where = f"{section}[{index}] ({code})"
+            if code in seen:
+                problems.append(f"{where}: duplicate code {code!r}, already used by {seen[code]}")
+            else:
+                seen[code] = where
+    for index, entry in enumerate(doc.get("derived") or [] if isinstance(doc.get("derived"), list) else []):
+        rule = entry.get("rule") if isinstance(entry, dict) else None
+        try:
+            unknown = sorted(references(parse_rule(rule)) - set(seen)) if isinstance(rule, str) else []
+        except RuleError:
+            continue  # reported as a field error
+        if unknown:
+            problems.append(f"derived[{index}] ({entry.get('code')}): rule {rule!r} names unknown code(s) "
+                            + ", ".join(repr(u) for u in unknown))
+    return problems
+
+
+def _cross_entry_problems(vocab: Vocabulary, cycles: bool = True) -> list[str]:
+    """What only a valid document can be checked for: thresholds after overrides, cycles."""
+    problems: list[str] = []
     entries = [("attributes", i, a) for i, a in enumerate(vocab.attributes)]
     entries += [("derived", i, d) for i, d in enumerate(vocab.derived)]
     for section, index, entry in entries:
-        where = f"{section}[{index}] ({entry.code})"
-        if entry.code in seen:
-            problems.append(f"{where}: duplicate code {entry.code!r}, already used by {seen[entry.code]}")
-        else:
-            seen[entry.code] = where
         thresholds = entry.thresholds
         accept = vocab.thresholds.accept if thresholds.accept is None else thresholds.accept
         reject = vocab.thresholds.reject if thresholds.reject is None else thresholds.reject
         if reject >= accept:
-            problems.append(f"{where}: thresholds: reject ({reject}) must be below accept ({accept})")
-    for index, derived in enumerate(vocab.derived):
-        unknown = sorted(references(parse_rule(derived.rule)) - set(seen))
-        if unknown:
-            problems.append(
-                f"derived[{index}] ({derived.code}): rule {derived.rule!r} names unknown code(s) "
-                + ", ".join(repr(u) for u in unknown)
-            )
-    cycle = _find_cycle(vocab)
+            problems.append(f"{section}[{index}] ({entry.code}): thresholds: reject ({reject}) must be below "
+                            f"accept ({accept})")
+    cycle = _find_cycle(vocab) if cycles else None
     if cycle:
         problems.append(f"derived rules form a cycle: {' -> '.join(cycle)}")
     return problems
@@ -337,12 +353,13 @@ def parse_vocabulary(text: str, source: str = "<vocabulary>") -> Vocabulary:
 def vocabulary_from_dict(doc: Any, source: str = "<vocabulary>") -> Vocabulary:
     if not isinstance(doc, dict):
         raise VocabularyError(source, [f"expected a mapping at the top level, got {type(doc).__name__}"])
+    problems = _code_problems(doc)
     try:
         vocab = Vocabulary.model_validate(doc)
     except ValidationError as err:
-        problems = [f"{_entry_name(doc, e['loc'])}: {_message(e)}" for e in err.errors()]
-        raise VocabularyError(source, problems) from None
-    problems = _cross_entry_problems(vocab)
+        fields = [f"{_entry_name(doc, e['loc'])}: {_message(e)}" for e in err.errors()]
+        raise VocabularyError(source, fields + problems) from None
+    problems += _cross_entry_problems(vocab, cycles=not problems)  # a cycle check needs unique, known codes
     if problems:
         raise VocabularyError(source, problems)
     return vocab

@@ -24,8 +24,16 @@ fetch() {
 
 running() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 up() {
   if running; then echo "kafka already running (pid $(cat "$pidfile")) on 127.0.0.1:$port"; return; fi
+  for p in "$port" "$controller_port"; do
+    if listening "$p"; then
+      echo "127.0.0.1:$p is in use by a process this script did not start; stop it or set KAFKA_PORT / KAFKA_CONTROLLER_PORT" >&2
+      exit 1
+    fi
+  done
   fetch
   mkdir -p "$data/logs"
   sed -e "s|@DATA@|$data|g" -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$controller_port|g" \
@@ -42,7 +50,8 @@ up() {
     > "$data/kafka.log" 2>&1 < /dev/null &
   echo $! > "$pidfile"
   echo "kafka starting (pid $(cat "$pidfile")) on 127.0.0.1:$port, log $data/kafka.log"
-  if ! COLUMNIST_KAFKA="127.0.0.1:$port" "$python" -m columnist.streams.kafka.admin wait-and-create --timeout 120; then
+  if ! COLUMNIST_KAFKA="127.0.0.1:$port" "$python" -m columnist.streams.kafka.admin wait-and-create --timeout 120 \
+     || ! running; then  # the broker that answered must be the one this script started
     echo "kafka did not become ready; last log lines:" >&2
     tail -n 30 "$data/kafka.log" >&2
     down
@@ -63,7 +72,10 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  status) if running; then echo "kafka running (pid $(cat "$pidfile")) on 127.0.0.1:$port"; else echo "kafka not running"; exit 1; fi ;;
+  status)
+    if running; then echo "kafka running (pid $(cat "$pidfile"), started by this script) on 127.0.0.1:$port"
+    elif listening "$port"; then echo "kafka not running from this script; 127.0.0.1:$port is used by another process"; exit 1
+    else echo "kafka not running"; exit 1; fi ;;
   fetch) fetch ;;
   *) echo "usage: $0 up|down|status|fetch" >&2; exit 2 ;;
 esac

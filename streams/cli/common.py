@@ -31,17 +31,29 @@ def vocabulary_or_exit(name_or_path: Optional[str]) -> Vocabulary:
     """The vocabulary argument (default: $COLUMNIST_VOCAB), or exit naming every problem."""
     from columnist.vocab.schema import VocabularyError
 
+    from columnist.streams.cli.errors import CONFIGURATION
+
     try:
         return load_vocabulary_arg(name_or_path or settings().vocab)
     except VocabularyError as err:
-        fail(str(err))
+        fail(str(err), CONFIGURATION)
 
 
-def store_or_exit(db: Optional[str]):
-    """The store for --db (default: $COLUMNIST_DB), or exit when a worker owns it."""
+WHEN_LOCKED = {
+    "replay": "a running worker applies vocabularies itself: `columnist vocab push FILE`; or stop it first",
+    "tag": "stop the worker first, or let it ingest them: `columnist publish images PATH`",
+    "workbench": "the workbench reads stored embeddings, which only the process owning an embedded database can: "
+                 "stop the worker first, or keep both on a ClickHouse server (COLUMNIST_DB=http://…)",
+}
+
+
+def store_or_exit(db: Optional[str], purpose: str):
+    """The store for --db (default: $COLUMNIST_DB), or exit saying what to do when a worker
+    owns it (``purpose``: a key of WHEN_LOCKED)."""
+    from columnist.streams.cli.errors import LOCKED
     from columnist.streams.store.reader import StoreLocked, connect_store
 
     try:
         return connect_store(db or settings().db, settings())
     except StoreLocked as err:
-        fail(f"{err}: stop the worker first, or push a vocabulary for it to apply")
+        fail(f"{err}\n{WHEN_LOCKED[purpose]}", LOCKED)

@@ -7,6 +7,9 @@ runtime, the stream processor or the database engine.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from columnist.streams.cli import model, query, stream, tag, vocab, workbench
@@ -25,8 +28,12 @@ def _print_version(wanted: bool) -> None:
 
 @app.callback()
 def root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                      help="Print the version and exit.")) -> None:
+                                      help="Print the version and exit."),
+         debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error (or COLUMNIST_DEBUG=1).")
+         ) -> None:
     """Turn a CLIP model into ClickHouse columns: one confidence per attribute, per image."""
+    if debug:
+        os.environ["COLUMNIST_DEBUG"] = "1"
 
 
 for group in (tag, query, vocab, stream, workbench, model):
@@ -34,7 +41,18 @@ for group in (tag, query, vocab, stream, workbench, model):
 
 
 def main() -> None:
-    app()
+    """Run a command; an expected failure ends in a short message and its exit code
+    (cli.errors), never a traceback unless --debug asks for one."""
+    try:
+        app()
+    except Exception as err:
+        if os.environ.get("COLUMNIST_DEBUG"):
+            raise
+        from columnist.streams.cli.errors import describe
+
+        code, message = describe(err)
+        sys.stderr.write(message.rstrip() + "\n")
+        sys.exit(code)
 
 
 if __name__ == "__main__":

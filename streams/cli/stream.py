@@ -65,7 +65,7 @@ def replay(
 
     settings = current_settings()
     new = vocabulary_or_exit(vocab)
-    store = store_or_exit(db)
+    store = store_or_exit(db, "replay")
     encoder = load_encoder(model or settings.model, settings.threads, settings.batch_size)
     old = store.applied_vocabulary(new.name)
     progress, advance = _progress_chunks(f"replaying {new.name} v{new.version}")
@@ -98,7 +98,7 @@ def backfill(
     from columnist.vocab.prompts import text_embeddings
 
     settings = current_settings()
-    store = store_or_exit(db)
+    store = store_or_exit(db, "replay")
     applied = store.applied_vocabulary(vocab)
     if applied is None:
         fail(f"no vocabulary named {vocab!r} has been applied to {db or settings.db}")
@@ -132,8 +132,11 @@ def status(db: Optional[str] = DbOption) -> None:
         lag = kafka_status(settings)
         typer.echo(f"kafka {settings.kafka}: consumer group {settings.group!r} lag {lag['lag']} "
                    f"({lag['per_partition']}), dead letters {lag['dead_letters']}")
-    except Exception as err:  # Kafka down is a status, not a crash
-        typer.echo(f"kafka {settings.kafka}: unavailable ({err})")
+    except Exception as err:  # Kafka down is part of the status: said, then the exit code says it too
+        kafka_down = True
+        typer.echo(f"kafka {settings.kafka}: unavailable ({' '.join(str(err).split())[:200] or type(err).__name__})")
+    else:
+        kafka_down = False
     reader = Reader(db or settings.db, settings)
     try:
         typer.echo(f"database {db or settings.db} (read via {reader.via})")
@@ -141,6 +144,10 @@ def status(db: Optional[str] = DbOption) -> None:
             print_rows(table["columns"], table["rows"])
     finally:
         reader.close()
+    if kafka_down:
+        from columnist.streams.cli.errors import UNAVAILABLE
+
+        raise typer.Exit(UNAVAILABLE)
 
 
 def register(app: typer.Typer) -> None:

@@ -34,12 +34,15 @@ def tag(
     from columnist.streams.vocabulary_change import VocabularyConflict
 
     config = settings()
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        fail(f"not found: {', '.join(missing)}", 3)  # before any database is created
     vocabulary = vocabulary_or_exit(vocab)
     files = find_images(paths, collection)
     if not files:
         fail(f"no images found in {', '.join(map(str, paths))}")
     encoder = load_encoder(model or config.model, threads=config.threads, batch_size=config.batch_size)
-    store = store_or_exit(db)
+    store = store_or_exit(db, "tag")
     console = Console(stderr=True)
     report = TagReport()
     default_view = vocabulary.name == vocabulary_or_exit(None).name  # COLUMNIST_VOCAB's view is image_columns

@@ -18,7 +18,7 @@ def _context(db, model, vocab):
 
     config = settings()
     encoder = load_encoder(model or config.model, config.threads, config.batch_size)
-    return store_or_exit(db), encoder, vocabulary_or_exit(vocab)
+    return store_or_exit(db, "workbench"), encoder, vocabulary_or_exit(vocab)
 
 
 def calibrate(
@@ -82,6 +82,8 @@ def try_(
     from columnist.streams.workbench.gallery import try_description, write_html
     from columnist.streams.cli.output import print_rows
 
+    if not description.strip():
+        fail("give a description to try, e.g. 'a spacecraft window or porthole'", 2)
     if any("{description}" not in t for t in template):
         fail("each --template must contain {description}", 2)
     store, encoder, vocabulary = _context(db, model, vocab)
@@ -99,7 +101,11 @@ def try_(
     print_rows(["top image", "score", "logit"], rows(best))
     print_rows(["borderline image", "score", "logit"], rows(borderline))
     if html_out:
-        write_html(html_out, f"try: {description}", [("top", best), ("borderline", borderline)], uris)
+        write_html(html_out, f"try: {description}", [("top", best), ("borderline", borderline)], uris, {
+            "model": encoder.name, "vocabulary": f"{vocabulary.name} v{vocabulary.version}",
+            "templates": " | ".join(template or vocabulary.templates),
+            "calibration": f"centre {vocabulary.calibration.centre}, scale {vocabulary.calibration.scale}",
+            "images scored": str(len(results.ids))})
         typer.echo(f"wrote {html_out}")
 
 
@@ -117,7 +123,7 @@ def gallery(
     vocabulary = vocabulary_or_exit(vocab)
     if attribute not in vocabulary.codes:
         fail(f"vocabulary {vocabulary.name!r} has no attribute {attribute!r}")
-    store = store_or_exit(db)
+    store = store_or_exit(db, "workbench")
     try:
         sections = gallery_sections(store, vocabulary, attribute, count)
         uris = store.image_uris([r.image_id for _, items in sections for r in items])
@@ -125,7 +131,10 @@ def gallery(
         fail(str(err))
     finally:
         store.close()
-    write_html(out, f"{attribute}: {vocabulary.entry(attribute).label or attribute}", sections, uris)
+    thresholds = vocabulary.thresholds_for(vocabulary.entry(attribute))
+    write_html(out, f"{attribute}: {vocabulary.entry(attribute).label or attribute}", sections, uris, {
+        "vocabulary": f"{vocabulary.name} v{vocabulary.version}",
+        "thresholds": f"accept ≥ {thresholds.accept}, reject ≤ {thresholds.reject}"})
     typer.echo(f"wrote {out}: " + "; ".join(heading for heading, _ in sections))
 
 

@@ -18,9 +18,9 @@ async def _kafka_status(settings: Settings) -> dict:
     options = settings.kafka_client_options()
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=5000, **options)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, request_timeout_ms=5000, **options)
-    await admin.start()
-    await consumer.start()
-    try:
+    try:  # started inside the try: a broker that is down still gets both clients closed
+        await admin.start()
+        await consumer.start()
         committed = await admin.list_consumer_group_offsets(settings.group)
         partitions = [TopicPartition(settings.topic_images, p)
                       for p in sorted(consumer.partitions_for_topic(settings.topic_images) or

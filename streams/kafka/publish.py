@@ -16,9 +16,9 @@ async def _produce(settings: Settings, topic: str, messages: Sequence[tuple[byte
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka, acks="all", linger_ms=5,
-                                **settings.kafka_client_options())
-    await producer.start()
+                                request_timeout_ms=15_000, **settings.kafka_client_options())
     try:
+        await producer.start()  # inside the try: a broker that is down still gets the client closed
         for start in range(0, len(messages), 500):
             chunk = messages[start:start + 500]
             futures = [await producer.send(topic, key=key, value=value) for key, value in chunk]

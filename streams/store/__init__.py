@@ -85,8 +85,12 @@ class Store(Protocol):
     def query(self, sql: str, parameters: dict | None = None) -> Rows:
         """The operator's own SQL, with the operator's own rights (`columnist query`)."""
 
-    def select(self, sql: str, limits: QueryLimits) -> Rows:
-        """One SELECT checked by store.query_guard, run read-only within ``limits``."""
+    def select(self, sql: str, limits: QueryLimits, fmt: str | None = None) -> "Rows | bytes":
+        """One SELECT checked by store.query_guard, run read-only within ``limits``; with
+        ``fmt``, the bytes of that ClickHouse output format."""
+
+    def query_raw(self, sql: str, fmt: str) -> bytes:
+        """The operator's own SQL, as ClickHouse writes output format ``fmt``."""
 
     def close(self) -> None: ...
 

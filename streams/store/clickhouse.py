@@ -32,6 +32,15 @@ if TYPE_CHECKING:
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
+class InvalidDSN(ValueError):
+    """A --db / COLUMNIST_DB that is not a ClickHouse DSN columnist can use."""
+
+
+def check_format(fmt: str) -> None:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", fmt or ""):
+        raise ValueError(f"{fmt!r} is not a ClickHouse output format name (e.g. CSVWithNames, JSONEachRow, Parquet)")
+
+
 class _Client:
     """The clickhouse-connect client with one change: an unreachable server (or an injected
     fault) raises StoreUnavailable, so callers retry on one exception type."""
@@ -63,7 +72,12 @@ def unavailable_as_store_error():
 
 
 def normalise_dsn(dsn: str) -> str:
-    """Make ``chdb://relative/path`` absolute (clickhouse-connect reads its first part as a host)."""
+    """Make ``chdb://relative/path`` absolute (clickhouse-connect reads its first part as a host);
+    refuse what is not a DSN columnist can use."""
+    scheme = dsn.split("://", 1)[0].lower() if "://" in dsn else ""
+    if scheme not in ("chdb", "http", "https", "clickhouse", "clickhouses"):
+        raise InvalidDSN(f"{dsn[:100]!r} is not a ClickHouse DSN: use chdb://PATH (embedded) or "
+                         "http(s)://[user:password@]host:8123 (a server)")
     if not dsn.startswith("chdb://") or dsn.startswith("chdb:///") or dsn.startswith("chdb://memory"):
         return dsn
     path = Path(dsn[len("chdb://"):]).expanduser().resolve()
@@ -385,12 +399,20 @@ class ClickHouseStore:
                                "GROUP BY vocab_name, attribute, source ORDER BY vocab_name, attribute"),
         }
 
-    def select(self, sql: str, limits: QueryLimits) -> Rows:
+    def select(self, sql: str, limits: QueryLimits, fmt: str | None = None) -> Rows | bytes:
         from columnist.streams.store.query_guard import canonical_select, query_settings
 
         statement = canonical_select(self.client, sql)
-        result = self.client.query(statement, settings=query_settings(limits.seconds, limits.rows, limits.bytes))
+        settings = query_settings(limits.seconds, limits.rows, limits.bytes)
+        if fmt:
+            return self.query_raw(statement, fmt, settings)
+        result = self.client.query(statement, settings=settings)
         return list(result.column_names), [tuple(r) for r in result.result_rows]
+
+    def query_raw(self, sql: str, fmt: str, settings: dict | None = None) -> bytes:
+        """The result as ClickHouse writes it in output format ``fmt`` (CSVWithNames, Parquet…)."""
+        check_format(fmt)
+        return bytes(self.client.raw_query(sql, settings=settings or {}, fmt=fmt))
 
     def image_uris(self, image_ids: Sequence[str]) -> dict[str, str]:
         _, rows = self.query("SELECT image_id, uri FROM columnist.images FINAL WHERE image_id IN {ids:Array(String)}",

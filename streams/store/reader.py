@@ -75,7 +75,7 @@ class WorkerClient:
     def __init__(self, path: Path, timeout: float = 60):
         self.path, self.timeout = path, timeout
 
-    def _call(self, path: str, body: dict | None = None) -> Any:
+    def _call(self, path: str, body: dict | None = None, raw: bool = False) -> Any:
         connection = _UnixHTTPConnection(self.path, self.timeout)
         try:
             data = json.dumps(body).encode() if body is not None else None
@@ -87,6 +87,8 @@ class WorkerClient:
             raise ConnectionError(f"no worker answers on {self.path}: {err.strerror or err}") from None
         finally:
             connection.close()
+        if raw and response.status == 200:
+            return payload
         try:
             answer = json.loads(payload)
         except ValueError:
@@ -104,6 +106,9 @@ class WorkerClient:
     def query(self, sql: str) -> tuple[list[str], list[list]]:
         answer = self._call("/query", {"sql": sql})
         return answer["columns"], answer["rows"]
+
+    def query_raw(self, sql: str, fmt: str) -> bytes:
+        return self._call("/query", {"sql": sql, "format": fmt}, raw=True)
 
 
 class Reader:
@@ -129,6 +134,15 @@ class Reader:
             except Exception as err:
                 raise QueryFailed(str(err)) from None
         return self.worker.query(sql)
+
+    def query_raw(self, sql: str, fmt: str) -> bytes:
+        """The result in ClickHouse output format ``fmt``."""
+        if self.store:
+            try:
+                return self.store.query_raw(sql, fmt)
+            except Exception as err:
+                raise QueryFailed(" ".join(str(err).split())[:2000]) from None
+        return self.worker.query_raw(sql, fmt)
 
     def summary(self) -> dict:
         """Counts, applied vocabularies, scores per attribute (Store.summary)."""

@@ -6,9 +6,7 @@ from typing import Any
 
 
 def plain(value: Any) -> Any:
-    """A JSON-friendly value: rounded floats, lists, ISO timestamps."""
-    if isinstance(value, float):
-        return round(value, 6)
+    """A JSON-friendly value: lists, ISO timestamps (floats keep their full precision)."""
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     if hasattr(value, "isoformat"):

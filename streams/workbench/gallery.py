@@ -98,20 +98,32 @@ def thumbnail(uri: str, size: int = 160) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def write_html(path: Path, title: str, sections: list[tuple[str, list[Scored]]], uris: dict[str, str]) -> None:
+def write_html(path: Path, title: str, sections: list[tuple[str, list[Scored]]], uris: dict[str, str],
+               about: dict[str, str] | None = None) -> None:
+    """A page of thumbnails in a grid, each with its id and score, linked to the full image
+    where it is a local file; ``about`` (model, vocabulary, thresholds…) heads the page."""
+    from datetime import datetime, timezone
+
+    about = {**(about or {}), "made": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;margin:1.5em}figure{display:inline-block;margin:6px;width:170px;"
-             "vertical-align:top;font-size:12px}img{max-width:160px;max-height:160px;display:block}"
+             "<style>body{font-family:sans-serif;margin:1.5em}dl{display:grid;grid-template-columns:max-content auto;"
+             "gap:2px 12px;font-size:13px;color:#444}dt{font-weight:bold}.grid{display:grid;gap:10px;"
+             "grid-template-columns:repeat(auto-fill,minmax(170px,1fr))}figure{margin:0;font-size:12px;"
+             "word-break:break-all}img{max-width:160px;max-height:160px;display:block}"
              ".missing{width:160px;height:100px;background:#eee;color:#888;display:flex;align-items:center;"
-             "justify-content:center}</style>", f"<h1>{html.escape(title)}</h1>"]
+             "justify-content:center}</style>", f"<h1>{html.escape(title)}</h1><dl>",
+             *(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in about.items()), "</dl>"]
     for heading, items in sections:
-        parts.append(f"<h2>{html.escape(heading)}</h2><div>")
+        parts.append(f"<h2>{html.escape(heading)}</h2><div class='grid'>")
         for item in items:
-            source = thumbnail(uris.get(item.image_id, ""))
+            uri = uris.get(item.image_id, "")
+            source = thumbnail(uri)
             picture = (f"<img src='{source}' alt='{html.escape(item.image_id)}'>" if source
                        else "<div class='missing'>no preview</div>")
+            if source and uri.startswith("file:"):
+                picture = f"<a href='{html.escape(uri)}'>{picture}</a>"
             parts.append(f"<figure class='image' data-image-id='{html.escape(item.image_id)}'>{picture}"
-                         f"<figcaption>{html.escape(item.image_id)}<br>score {item.score:.3f} · logit {item.logit:.2f}"
+                         f"<figcaption>{html.escape(item.image_id)}<br>score {item.score:.4f} · logit {item.logit:.3f}"
                          f"</figcaption></figure>")
         parts.append("</div>")
     path.write_text("\n".join(parts))

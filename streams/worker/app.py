@@ -142,9 +142,23 @@ def _credentials(settings: Settings):
     return None
 
 
+def check_configuration(settings: Settings) -> None:
+    """What can be checked before joining the consumer group: the DSN, the vocabulary file,
+    the model directory. A mistake here ends the command with a message, not a rebalance."""
+    from columnist.models.registry import resolve_model_dir
+    from columnist.streams.store.clickhouse import normalise_dsn
+    from columnist.vocab import load_vocabulary_arg
+
+    normalise_dsn(settings.db)
+    load_vocabulary_arg(settings.vocab)
+    if settings.model != "mock":
+        resolve_model_dir(settings.model)
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the worker in this process until SIGTERM/SIGINT."""
     from faust.worker import Worker
 
+    check_configuration(settings)
     app = create_app(settings)
     Worker(app, loglevel=loglevel).execute_from_commandline()

@@ -101,19 +101,22 @@ class ControlPage:
             return self._refuse(503, "the worker is still starting")
         try:
             body = await request.json()
-            sql = body["sql"]
-            if not isinstance(sql, str):
+            sql, fmt = body["sql"], body.get("format")
+            if not isinstance(sql, str) or not (fmt is None or isinstance(fmt, str)):
                 raise TypeError
         except Exception:
             return self._refuse(400, 'expected a JSON object {"sql": "SELECT …"}')
         s = self.settings
         limits = QueryLimits(s.query_timeout, s.query_max_rows, s.query_max_bytes)
         try:
-            columns, rows = await self._in_query_thread(lambda: self._store().select(sql, limits))
+            answer = await self._in_query_thread(lambda: self._store().select(sql, limits, fmt))
         except QueryRefused as err:
             return self._refuse(403, f"refused: {err}")
         except Exception as err:  # the database's message is what the user needs
             return self._refuse(400, str(err).strip()[:2000])
+        if fmt:
+            return web.Response(body=answer, content_type="application/octet-stream")
+        columns, rows = answer
         return web.json_response({"columns": columns, "rows": [[plain(v) for v in row] for row in rows]})
 
     async def _in_query_thread(self, job):

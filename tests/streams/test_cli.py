@@ -12,8 +12,8 @@ from tests.conftest import PHOTOS, REPO, SPACE_YAML
 pytestmark = pytest.mark.integration
 
 
-def columnist(*args, check=True):
-    result = subprocess.run([sys.executable, "-m", "columnist", *args], cwd=REPO,
+def columnist(*args, check=True, stdin=None, env=None):
+    result = subprocess.run([sys.executable, "-m", "columnist", *args], cwd=REPO, input=stdin, env=env,
                             capture_output=True, text=True, timeout=300)
     if check:
         assert result.returncode == 0, result.stderr
@@ -22,7 +22,7 @@ def columnist(*args, check=True):
 
 def count(db, sql):
     out = columnist("query", "--db", db, "--format", "json", sql).stdout
-    return json.loads(out.splitlines()[0])["n"]
+    return int(json.loads(out.splitlines()[0])["n"])  # JSONEachRow quotes 64-bit integers
 
 
 def test_tag_writes_images_times_attributes_and_is_idempotent(tmp_path, space_vocab):
@@ -41,7 +41,7 @@ def test_tag_writes_images_times_attributes_and_is_idempotent(tmp_path, space_vo
 
     query = columnist("query", "--db", db, "--format", "csv",
                       "SELECT image_id FROM columnist.image_columns WHERE earth > 0.5 ORDER BY image_id")
-    lines = query.stdout.splitlines()
+    lines = [line.strip('"') for line in query.stdout.splitlines()]
     assert lines[0] == "image_id"
     assert set(lines[1:]) <= {p.resolve().as_uri() for p in PHOTOS.glob("*.jpg")}  # ids are file URIs
     table = columnist("query", "--db", db, "SELECT count() FROM columnist.image_columns")
@@ -139,3 +139,62 @@ def test_replay_and_backfill_by_hand(tmp_path, space_vocab):
     assert {a for a in after if after[a] != before[a]} == {"moon", "earth_and_moon", "view_from_window"}
     unknown = columnist("backfill", "--vocab", "space", "--attribute", "nope", "--model", "mock", "--db", db, check=False)
     assert unknown.returncode == 1 and "no attribute(s) nope" in unknown.stderr
+
+
+def assert_short_failure(result, code: int, *named: str) -> None:
+    """An expected failure: its exit code, a message of a few lines naming the thing, no traceback."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr and "Unclosed" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 3, result.stderr
+    for word in named:
+        assert word in result.stderr, (word, result.stderr)
+
+
+def test_expected_failures_are_short_and_name_the_thing(tmp_path):
+    from deploy.local import free_port
+
+    nowhere = f"127.0.0.1:{free_port()}"
+    db = f"chdb://{tmp_path / 'db'}"
+    assert_short_failure(columnist("tag", str(PHOTOS), "--db", f"http://{nowhere}", check=False), 4,
+                         "cannot reach ClickHouse")
+    assert_short_failure(columnist("tag", str(PHOTOS), "--db", "postgres://x/y", check=False), 2,
+                         "postgres://x/y", "is not a ClickHouse DSN")
+    assert_short_failure(columnist("tag", str(PHOTOS), "--db", db, "--model", str(tmp_path / "no-model"), check=False),
+                         3, "no-model", "not found")
+    env = {**__import__("os").environ, "COLUMNIST_KAFKA": nowhere}
+    assert_short_failure(columnist("vocab", "push", str(SPACE_YAML), env=env, check=False), 4,
+                         f"cannot reach Kafka at {nowhere}")
+    assert_short_failure(columnist("worker", env={**env, "COLUMNIST_MODEL": str(tmp_path / "no-model")},
+                                   check=False), 3, "no-model")
+    debug = columnist("--debug", "tag", str(PHOTOS), "--db", "postgres://x/y", check=False)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_query_writes_clickhouse_formats_byte_for_byte(tmp_path):
+    db = f"chdb://{tmp_path / 'db'}"
+    sql = "SELECT 1 AS a, 'x y' AS b, 0.1 + 0.2 AS c"
+    assert columnist("query", "--db", db, sql).stdout == "a\tb\tc\n1\tx y\t0.30000000000000004\n"  # piped: TSV
+    assert columnist("query", "--db", db, "--format", "CSVWithNames", sql).stdout == \
+        '"a","b","c"\n1,"x y",0.30000000000000004\n'
+    assert columnist("query", "--db", db, "-f", "json", sql).stdout == '{"a":1,"b":"x y","c":0.30000000000000004}\n'
+    empty = "SELECT image_id FROM columnist.images WHERE 0"
+    assert columnist("query", "--db", db, empty).stdout == "image_id\n"  # an empty result keeps its header
+    assert columnist("query", "--db", db, "-", stdin=sql).stdout.startswith("a\tb\tc\n")
+    (tmp_path / "report.sql").write_text(sql)
+    assert columnist("query", "--db", db, "--file", str(tmp_path / "report.sql")).stdout.startswith("a\tb\tc\n")
+    assert_short_failure(columnist("query", "--db", db, check=False), 2, "give a query")
+
+
+def test_kafka_up_refuses_a_port_another_process_holds(tmp_path):
+    import os
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "KAFKA_DATA": str(tmp_path / "kafka"), "KAFKA_PORT": str(port)}
+        result = subprocess.run([str(REPO / "deploy/kafka/kafka.sh"), "up"], env=env, capture_output=True, text=True,
+                                timeout=60)
+    assert result.returncode == 1 and f"127.0.0.1:{port} is in use by a process this script did not start" in \
+        result.stderr

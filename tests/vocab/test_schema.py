@@ -129,3 +129,19 @@ def test_deeply_nested_rules_are_refused_naming_the_entry():
         assert problem in str(caught.value) and "derived[1] (deep)" in str(caught.value)
     flat = " and ".join(["not earth"] * 60)  # long, but flat: accepted
     parse_vocabulary(GOOD + f'  - {{code: flat, rule: "{flat}"}}\n', "demo.yaml")
+
+
+def test_every_problem_of_a_file_is_reported_in_one_run():
+    text = GOOD.replace('{code: moon, description: "the Moon"}', '{code: earth, description: ""}').replace(
+        '"earth and moon"', '"earth and mars"')
+    with pytest.raises(VocabularyError) as caught:
+        parse_vocabulary(text, "demo.yaml")
+    problems = caught.value.problems
+    assert any("attributes[1] (earth): description: must not be empty" in p for p in problems)
+    assert any("duplicate code 'earth'" in p for p in problems)
+    assert any("names unknown code(s) 'mars'" in p for p in problems)
+
+
+def test_a_keyword_is_never_taken_for_a_code():
+    with pytest.raises(VocabularyError, match="syntax error at column"):
+        parse_vocabulary(GOOD.replace('"earth and moon"', '"earth and and"'), "demo.yaml")
