@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DB ?= chdb://./.columnist/demo-tag-db
 
-.PHONY: setup setup-export test test-parity demo demo-tag kafka-up kafka-down tiny-clip bench bench-model clean
+.PHONY: setup setup-export test test-parity demo demo-tag kafka-up kafka-down tiny-clip bench bench-model bench-decode clean
 
 setup: $(VENV)/.installed
 
@@ -37,8 +37,13 @@ tiny-clip: setup-export
 
 # the service end to end: encode path vs raw onnxruntime, replay, latency, memory (< 20 min)
 bench: setup
+	$(BIN)/python bench/decode.py
 	@test -f .columnist/models/vit-b-32/model.json || $(MAKE) setup-export
 	$(BIN)/python bench/service.py
+
+# camera JPEGs decoded at the size the model needs vs a full decode (seconds, no export needed)
+bench-decode: setup
+	$(BIN)/python bench/decode.py
 
 # speed of the full ViT-B/32 shape, fp32 and int8 (exports a random one on first use)
 bench-model: setup

@@ -60,6 +60,7 @@ class ClipEncoder:
     def __init__(self, directory: Path, spec: ModelSpec, threads: int = 0, batch_size: int = 32):
         self.directory, self.spec = Path(directory), spec
         self.name, self.dim, self.logit_scale = spec.name, spec.embedding_dim, spec.logit_scale
+        self.image_size = spec.image_size
         self.threads, self.batch_size = threads, batch_size
         self._image_tower: ImageTower | None = None
         self._text_tower: TextTower | None = None

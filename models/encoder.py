@@ -25,6 +25,8 @@ class Encoder(Protocol):
     name: str
     """Stored with every embedding and score, so a model change is never mixed up."""
     dim: int
+    image_size: int
+    """The side of the square the image tower sees (images are decoded at twice this at least)."""
     logit_scale: float
     source: str
     """The ``source`` written with scores: 'clip' for a real model, 'mock' for the mock."""

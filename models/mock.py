@@ -23,6 +23,7 @@ class MockEncoder:
     def __init__(self, dim: int = 512, logit_scale: float = 100.0):
         self.name = "mock"
         self.dim = dim
+        self.image_size = 224
         self.logit_scale = logit_scale
 
     SHARED_WEIGHT = 0.45  # image-text cosines ~ 0.2-0.26 (one template or an ensemble)

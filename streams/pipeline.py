@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Sequence
 
-from columnist.models.images import DEFAULT_MAX_PIXELS, open_image
+from columnist.models.images import DEFAULT_MAX_PIXELS, decode
 from columnist.vocab.scoring import score_vocabulary
 
 if TYPE_CHECKING:
@@ -79,9 +79,9 @@ def prepare(data: bytes, name: str, encoder: "Encoder", image_id: str, uri: str,
     if known is not None:
         record = ImageRecord(image_id, uri, collection, known.width, known.height, sha256)
         return PreparedImage(record, None, known.embedding)
-    image = open_image(data, name, max_pixels)
-    record = ImageRecord(image_id, uri, collection, image.width, image.height, sha256)
-    return PreparedImage(record, encoder.prepare_image(image))
+    decoded = decode(data, name, max_pixels, at_least=2 * encoder.image_size)  # JPEGs at the size needed
+    record = ImageRecord(image_id, uri, collection, decoded.width, decoded.height, sha256)
+    return PreparedImage(record, encoder.prepare_image(decoded.image))
 
 
 def same_content(first: PreparedImage, image_id: str, uri: str, collection: str = "") -> PreparedImage:

@@ -44,7 +44,7 @@ def test_the_wheel_installs_one_package_and_runs_from_a_folder_with_its_own_mode
     db = f"chdb://{tmp_path / 'db'}"
     run(fresh / "columnist", "--version", cwd=work)
     run(fresh / "columnist", "tag", PHOTOS, "--db", db, cwd=work)
-    counted = run(fresh / "python", "-m", "columnist", "query", "--db", db, "--format", "csv",
+    counted = run(fresh / "python", "-m", "columnist", "query", "--db", db,
                   "SELECT count() AS images FROM columnist.images FINAL", cwd=work)
     assert counted.stdout.split() == ["images", str(len(list(PHOTOS.glob("*.jpg"))))]
     imported = run(fresh / "python", "-c", "import columnist.streams.store.clickhouse as m; print(m.__file__)", cwd=work)

@@ -93,3 +93,37 @@ def test_exif_orientation_is_applied():
     assert image.size == (20, 40)
     top = np.asarray(image)[2, 10]
     assert top[0] > 200 and top[1] < 60  # the red half is now on top
+
+
+def camera_jpeg(orientation: int | None = None) -> bytes:
+    """A 4000x3000 JPEG (q90) made from a real photo: what a 12-megapixel camera writes."""
+    from tests.conftest import PHOTOS
+
+    photo = Image.open(PHOTOS / "astronaut.jpg").convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC)
+    if orientation is None:
+        return encode(photo, "JPEG", quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(photo, "JPEG", quality=90, exif=exif.tobytes())
+
+
+def test_a_camera_jpeg_decoded_at_the_size_needed_embeds_like_the_full_decode():
+    from columnist.models.images import decode
+    from columnist.models.registry import load_encoder
+
+    data = camera_jpeg()
+    full, reduced = decode(data, "camera.jpg"), decode(data, "camera.jpg", at_least=448)
+    assert full.image.size == (4000, 3000) and reduced.image.size == (1000, 750)  # the 1/4 DCT scale
+    assert (reduced.width, reduced.height) == (4000, 3000)  # the recorded size is the photo's
+    encoder = load_encoder("tiny-clip")
+    pixels = [encoder.prepare_image(d.image) for d in (full, reduced)]
+    assert float(np.abs(pixels[0] - pixels[1]).mean()) < 0.02  # normalised units; about 1/255 of a level
+    embeddings = encoder.encode_prepared(pixels)
+    assert float(embeddings[0] @ embeddings[1]) >= 0.999
+
+
+def test_a_rotated_camera_jpeg_keeps_its_upright_full_size():
+    from columnist.models.images import decode
+
+    decoded = decode(camera_jpeg(orientation=6), "rotated.jpg", at_least=448)
+    assert (decoded.width, decoded.height) == (3000, 4000) and decoded.image.size == (750, 1000)
