@@ -36,21 +36,32 @@ def export(
     seed: int = typer.Option(0, help="Seed of the random weights."),
     name: Optional[str] = typer.Option(None, help="Model name stored with embeddings (default from the source)."),
 ) -> None:
-    """Export a CLIP model to ONNX towers (needs: pip install -e '.[export]')."""
+    """Export a CLIP model to ONNX towers (needs the export extra: pip install -e '.\\[export]')."""
+    import importlib.util
+
+    from columnist.streams.cli.common import fail
+    from columnist.streams.cli.errors import CONFIGURATION, UNAVAILABLE
+
     if (source is None) == (random is None):
         raise typer.BadParameter("give exactly one of --from or --random")
-    try:
-        from columnist.models import export as exporter
-        from columnist.models.tokenizer import build_clip_tokenizer
-    except ModuleNotFoundError as err:
-        typer.echo(f"export needs torch and transformers ({err}): pip install -e '.[export]'", err=True)
-        raise typer.Exit(1)
+    missing = [m for m in ("torch", "transformers", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        fail(f"model export needs {', '.join(missing)}: pip install -e '.[export]' (a large download; "
+             "only exporting needs it)", CONFIGURATION)
+    from columnist.models import export as exporter
+    from columnist.models.tokenizer import build_clip_tokenizer
+
     if random:
         model = exporter.random_clip(random, seed)
         tokenizer = build_clip_tokenizer(exporter.bundled_bpe_path())
         name, origin = name or f"random-{random}-seed{seed}", f"random {random} seed {seed}"
     else:
-        model, tokenizer = exporter.pretrained_clip(source)
+        try:
+            model, tokenizer = exporter.pretrained_clip(source)
+        except OSError as err:  # no network, an unknown id, a folder without a CLIPModel
+            fail(f"cannot load {source!r}: {' '.join(str(err).split())[:200]}\nwithout internet here, download the "
+                 f"model where there is (huggingface-cli download {source} --local-dir DIR), copy DIR over and pass "
+                 "--from DIR", UNAVAILABLE)
         name, origin = name or Path(source).name, source
     spec = exporter.export_clip(model, tokenizer, out, name, origin)
     typer.echo(f"wrote {spec.name} to {out}")

@@ -7,7 +7,7 @@ import asyncio
 from columnist.streams.settings import Settings
 
 
-async def _kafka_status(settings: Settings) -> dict:
+async def read_kafka_status(settings: Settings) -> dict:
     import logging
 
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -42,4 +42,4 @@ async def _partitions(consumer, topic: str) -> set[int]:
 
 
 def kafka_status(settings: Settings) -> dict:
-    return asyncio.run(_kafka_status(settings))
+    return asyncio.run(read_kafka_status(settings))

@@ -88,7 +88,18 @@ def create_app(settings: Settings) -> faust.App:
         return await built[0].status() if built else {"ready": False}
 
     control = ControlPage(status, ready, settings)
-    metrics = MetricsPage(status, settings.metrics_bind, settings.metrics_port) if settings.metrics_port else None
+    async def status_with_lag() -> dict:
+        """The status and the consumer group's lag (one Kafka round trip per scrape)."""
+        from columnist.streams.kafka.lag import read_kafka_status
+
+        try:
+            lag = (await asyncio.wait_for(read_kafka_status(settings), 10))["lag"]
+        except Exception:  # Kafka unreachable: the other metrics still count
+            lag = None
+        return {**await status(), "lag": lag}
+
+    metrics = MetricsPage(status_with_lag, settings.metrics_bind, settings.metrics_port) \
+        if settings.metrics_port else None
 
     @app.task
     async def start() -> None:

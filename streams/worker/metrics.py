@@ -43,6 +43,9 @@ def render(status: dict) -> str:
               "# TYPE columnist_stage_seconds_total counter"]
     lines += [f'columnist_stage_seconds_total{{stage="{stage}"}} {counters.get(key, 0.0):.6f}'
               for key, stage in STAGES.items()]
+    if status.get("lag") is not None:
+        lines += ["# HELP columnist_consumer_lag Image events not yet committed by the consumer group.",
+                  "# TYPE columnist_consumer_lag gauge", f"columnist_consumer_lag {status['lag']}"]
     lines += ["# HELP columnist_vocabulary_version The applied version of each vocabulary.",
               "# TYPE columnist_vocabulary_version gauge"]
     lines += [f'columnist_vocabulary_version{{vocabulary="{v["name"]}"}} {v["version"]}'

@@ -90,10 +90,14 @@ def test_try_and_gallery_write_pages_of_the_expected_images(tagged_clip, tmp_pat
     listed = set(re.findall(r"data-image-id='([^']+)'", page.read_text()))
     assert listed == set(NAMES)
     assert page.read_text().count("data:image/jpeg;base64,") >= 7
+    assert "<dt>model</dt><dd>tiny-clip</dd>" in page.read_text() and "<dt>vocabulary</dt><dd>space v1</dd>" in \
+        page.read_text()
+    assert re.search(r"score \d\.\d{4} ", page.read_text()) and "<a href='file:///" in page.read_text()
 
     gallery = tmp_path / "gallery.html"
     columnist("gallery", "--attribute", "moon", "--out", str(gallery), "--db", tagged)
     text = gallery.read_text()
+    assert "<dt>thresholds</dt><dd>accept ≥ " in text
     assert set(re.findall(r"data-image-id='([^']+)'", text)) == set(NAMES)
     assert "accepted (score" in text and "rejected (score" in text
 

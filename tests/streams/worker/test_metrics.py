@@ -12,11 +12,11 @@ from deploy.local import free_port
 
 def test_metrics_render_the_counters_in_the_prometheus_text_format():
     text = render({"ready": True, "counters": {"dead_letters": 3, "images_encoded": 40, "encode_s": 1.5},
-                   "vocabularies": [{"name": "space", "version": 2}]})
+                   "vocabularies": [{"name": "space", "version": 2}], "lag": 12})
     lines = text.splitlines()
     assert "columnist_ready 1" in lines and "columnist_dead_letters_total 3" in lines
     assert "columnist_images_encoded_total 40" in lines and 'columnist_vocabulary_version{vocabulary="space"} 2' in lines
-    assert 'columnist_stage_seconds_total{stage="encode"} 1.500000' in lines
+    assert 'columnist_stage_seconds_total{stage="encode"} 1.500000' in lines and "columnist_consumer_lag 12" in lines
     assert all(line.startswith("#") or " " in line for line in lines)
 
 
