@@ -404,15 +404,17 @@ class ClickHouseStore:
 
         statement = canonical_select(self.client, sql)
         settings = query_settings(limits.seconds, limits.rows, limits.bytes)
-        if fmt:
-            return self.query_raw(statement, fmt, settings)
+        if fmt:  # the settings as a clause of this statement: applied with SET, readonly=1 would outlive it
+            check_format(fmt)
+            clause = ", ".join(f"{name} = {value!r}" for name, value in settings.items())
+            return bytes(self.client.raw_query(f"{statement}\nSETTINGS {clause}\nFORMAT {fmt}"))
         result = self.client.query(statement, settings=settings)
         return list(result.column_names), [tuple(r) for r in result.result_rows]
 
-    def query_raw(self, sql: str, fmt: str, settings: dict | None = None) -> bytes:
+    def query_raw(self, sql: str, fmt: str) -> bytes:
         """The result as ClickHouse writes it in output format ``fmt`` (CSVWithNames, Parquet…)."""
         check_format(fmt)
-        return bytes(self.client.raw_query(sql, settings=settings or {}, fmt=fmt))
+        return bytes(self.client.raw_query(sql, fmt=fmt))
 
     def image_uris(self, image_ids: Sequence[str]) -> dict[str, str]:
         _, rows = self.query("SELECT image_id, uri FROM columnist.images FINAL WHERE image_id IN {ids:Array(String)}",

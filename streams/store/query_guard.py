@@ -25,9 +25,11 @@ class QueryRefused(ValueError):
 
 
 def query_settings(timeout: float, max_rows: int, max_bytes: int) -> dict[str, Any]:
-    return {"readonly": 1, "max_execution_time": timeout, "max_result_rows": max_rows,
-            "max_result_bytes": max_bytes, "result_overflow_mode": "throw", "max_memory_usage": 2_000_000_000,
-            "max_threads": 1}  # a query for someone else never takes both cores from ingest
+    # readonly last: a client that applies settings one by one must set the limits before it
+    return {"max_execution_time": timeout, "max_result_rows": max_rows, "max_result_bytes": max_bytes,
+            "result_overflow_mode": "throw", "max_memory_usage": 2_000_000_000,
+            "max_threads": 1,  # a query for someone else never takes both cores from ingest
+            "readonly": 1}
 
 
 def canonical_select(client: Any, sql: str) -> str:
@@ -43,6 +45,10 @@ def canonical_select(client: Any, sql: str) -> str:
         raise QueryRefused(f"only SELECT statements can run here, not {canonical.split(' ', 1)[0]!r}")
     if " INTO OUTFILE " in canonical:
         raise QueryRefused("SELECT … INTO OUTFILE is not allowed (it writes files)")
+    for clause in (" SETTINGS ", " FORMAT "):
+        if clause in canonical:
+            raise QueryRefused(f"a{clause.rstrip().lower()} clause is not allowed here: the page sets the limits, "
+                               "and `columnist query --format` chooses the output format")
     _check_tree([row[0] for row in client.query(f"EXPLAIN AST {canonical}", settings={"readonly": 1}).result_rows])
     try:
         analysed = client.query(f"EXPLAIN QUERY TREE {canonical}", settings={"readonly": 1, "max_execution_time": 10})

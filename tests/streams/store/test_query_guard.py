@@ -27,6 +27,8 @@ from columnist.streams.store.query_guard import QueryRefused, canonical_select
     ("SELECT COLUMNS('p') APPLY(file) FROM (SELECT '/etc/hostname' AS p)", "APPLY"),
     ("SELECT * APPLY(x -> file(x)) FROM (SELECT '/etc/hostname' AS p)", "APPLY"),
     ("this is not SQL", "not one valid SQL statement"),
+    ("SELECT 1 SETTINGS readonly = 0", "settings clause"),
+    ("SELECT 1 FORMAT TSV", "format clause"),
     ("SELECT '" + "x" * 70_000 + "'", "over the limit"),
 ])
 def test_refused(session_store, tmp_path, sql, refusal):

@@ -37,6 +37,8 @@ def test_the_control_page_is_the_users_alone_and_only_reads(store, session_dsn, 
             await ask("status", "/status")
             await ask("summary", "/summary")
             await ask("select", "/query", "SELECT count() AS n FROM columnist.images")
+            async with http.post("http://worker/query", json={"sql": "SELECT 1 AS a", "format": "CSVWithNames"}) as r:
+                answers["csv"] = (r.status, await r.read())
             async with http.post("http://worker/query", data="SELECT 1", headers={"Content-Type": "text/plain"}) as r:
                 answers["text/plain"] = (r.status, await r.json())
             await ask("outfile", "/query", f"SELECT 'echo pwned' INTO OUTFILE '{out}' APPEND")
@@ -53,9 +55,10 @@ def test_the_control_page_is_the_users_alone_and_only_reads(store, session_dsn, 
     assert not socket_path(settings).exists()
     assert answers["status"] == (200, {"ready": True})
     assert answers["select"] == (200, {"columns": ["n"], "rows": [[0]]})
+    assert answers.pop("csv") == (200, b'"a"\n1\n')
     assert answers["summary"][1]["counts"] == {"columns": ["images", "embeddings", "scores"], "rows": [[0, 0, 0]]}
     assert {name: status for name, (status, _) in answers.items() if name not in ("status", "select", "summary")} == {
-        "text/plain": 415, "outfile": 403, "apply file": 403, "kill": 403, "too many rows": 400, "settings": 400,
+        "text/plain": 415, "outfile": 403, "apply file": 403, "kill": 403, "too many rows": 400, "settings": 403,
         "not SQL": 403}
     assert "INTO OUTFILE" in answers["outfile"][1]["error"] and not out.exists()
     assert "Limit for result exceeded" in answers["too many rows"][1]["error"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,10 @@ def test_publish_ingest_and_vocabulary_changes(stream_env, start_worker):
     columns = worker.query("SELECT name FROM system.columns WHERE database = 'columnist' AND table = 'image_columns'")
     assert [c for (c,) in columns] == ["image_id", "collection", "uri", "ingested_at", *SPACE.codes]
     assert_invariant(worker, SPACE)
+    # the CLI reads the embedded database through the worker, in any format (piped: TSV)
+    piped = subprocess.run([sys.executable, "-m", "columnist", "query", "SELECT count() AS images FROM columnist.images "
+                            "FINAL"], cwd=REPO, env=worker.env, capture_output=True, text=True, timeout=120)
+    assert piped.stdout == f"images\n{n}\n", piped.stderr
 
     # one new attribute: rows for it only, from stored embeddings, no image decoded or encoded
     before, counters = updated_at(worker), worker.counters()
