@@ -36,7 +36,7 @@ def main() -> None:
         env = {"COLUMNIST_KAFKA": kafka.bootstrap, "COLUMNIST_DB": f"chdb://{STATE / 'demo-db'}",
                "COLUMNIST_IMAGE_ROOTS": str(PHOTOS), "COLUMNIST_WORKER_PORT": free_port(),
                "COLUMNIST_BATCH_WITHIN": 0.5}
-        step(f"starting a worker on {kafka.bootstrap} (model tiny-clip, embedded ClickHouse)")
+        step(f"starting a worker (Kafka at {kafka.bootstrap}, model tiny-clip, embedded ClickHouse)")
         worker = WorkerProcess(env, STATE / "demo-worker.log")
         try:
             run(worker)
