@@ -57,8 +57,10 @@ class ClipEncoder:
 
     source = "clip"
 
-    def __init__(self, directory: Path, spec: ModelSpec, threads: int = 0, batch_size: int = 32):
+    def __init__(self, directory: Path, spec: ModelSpec, threads: int = 0, batch_size: int = 32,
+                 runtime: str = "auto"):
         self.directory, self.spec = Path(directory), spec
+        self.runtime = spec.runtime if runtime == "auto" else runtime
         self.name, self.dim, self.logit_scale = spec.name, spec.embedding_dim, spec.logit_scale
         self.image_size = spec.image_size
         self.threads, self.batch_size = threads, batch_size
@@ -66,20 +68,21 @@ class ClipEncoder:
         self._text_tower: TextTower | None = None
 
     @classmethod
-    def from_directory(cls, directory: Path, threads: int = 0, batch_size: int = 32) -> "ClipEncoder":
-        return cls(directory, ModelSpec.read(directory), threads, batch_size)
+    def from_directory(cls, directory: Path, threads: int = 0, batch_size: int = 32,
+                       runtime: str = "auto") -> "ClipEncoder":
+        return cls(directory, ModelSpec.read(directory), threads, batch_size, runtime)
 
     @property
     def image_tower(self) -> ImageTower:
         if self._image_tower is None:
-            session = open_session(self.spec.runtime, self.directory / self.spec.visual, self.threads)
+            session = open_session(self.runtime, self.directory / self.spec.visual, self.threads)
             self._image_tower = ImageTower(session, self.spec, self.batch_size)
         return self._image_tower
 
     @property
     def text_tower(self) -> TextTower:
         if self._text_tower is None:
-            session = open_session(self.spec.runtime, self.directory / self.spec.textual, self.threads)
+            session = open_session(self.runtime, self.directory / self.spec.textual, self.threads)
             tokenizer = ClipTokenizer.from_file(self.directory / self.spec.tokenizer, self.spec.context_length)
             self._text_tower = TextTower(session, tokenizer, self.batch_size)
         return self._text_tower

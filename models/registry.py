@@ -13,10 +13,12 @@ class ModelNotFound(LookupError):
     pass
 
 
-def load_encoder(name: str, threads: int = 0, batch_size: int = 32) -> Encoder:
+def load_encoder(name: str, threads: int = 0, batch_size: int = 32, runtime: str = "auto") -> Encoder:
     """The encoder for ``name``: 'mock', a built-in model (e.g. 'tiny-clip') or a directory.
 
-    ``threads`` (0: one per core) and ``batch_size`` apply to ONNX models."""
+    ``threads`` (0: one per core) and ``batch_size`` apply to ONNX models; ``runtime`` is
+    'auto' (the one the model directory names: onnxruntime, or openvino for a model quantized
+    for it) or a name of models.sessions.RUNTIMES."""
     if name == "mock":
         from columnist.models.mock import MockEncoder
 
@@ -24,7 +26,7 @@ def load_encoder(name: str, threads: int = 0, batch_size: int = 32) -> Encoder:
     directory = resolve_model_dir(name)
     from columnist.models.clip import ClipEncoder
 
-    return ClipEncoder.from_directory(directory, threads=threads, batch_size=batch_size)
+    return ClipEncoder.from_directory(directory, threads=threads, batch_size=batch_size, runtime=runtime)
 
 
 def resolve_model_dir(name: str) -> Path:

@@ -34,8 +34,18 @@ def onnxruntime_session(path: Path, threads: int = 0, providers: Sequence[str] =
     return ort.InferenceSession(str(path), options, providers=list(providers), provider_options=provider_options)
 
 
+def _openvino(precision: str | None) -> Callable[..., Any]:
+    def open_with_openvino(path: Path, threads: int = 0) -> Any:
+        from columnist.models.openvino_runtime import openvino_session
+
+        return openvino_session(path, threads, precision)
+    return open_with_openvino
+
+
 RUNTIMES: dict[str, Callable[..., Any]] = {
     "onnxruntime": onnxruntime_session,
+    "openvino": _openvino(None),  # the CPU's default precision: bf16 where it has bf16 units
+    "openvino-f32": _openvino("f32"),
 }
 """Runtimes by the name a model.json gives (``runtime``). Each opens a session over an ONNX
 file with ``(path, threads)`` and returns something with ``get_inputs()`` and

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     ``image_columns``), applied by a worker when none of its name was applied yet."""
     accept_vocabularies: str = ""
     """Vocabulary names a worker applies when pushed, separated by ',' (empty: any name)."""
+    runtime: str = "auto"
+    """'auto' (what the model directory names), 'onnxruntime', 'openvino' (bf16 where the CPU
+    has it) or 'openvino-f32'."""
     batch_size: int = 32
     threads: int = 0
     """onnxruntime intra-op threads; 0 means one per core."""

@@ -66,7 +66,7 @@ def replay(
     settings = current_settings()
     new = vocabulary_or_exit(vocab)
     store = store_or_exit(db, "replay")
-    encoder = load_encoder(model or settings.model, settings.threads, settings.batch_size)
+    encoder = load_encoder(model or settings.model, settings.threads, settings.batch_size, runtime=settings.runtime)
     old = store.applied_vocabulary(new.name)
     progress, advance = _progress_chunks(f"replaying {new.name} v{new.version}")
     try:
@@ -108,7 +108,7 @@ def backfill(
     codes = set(attribute or applied.codes)
     codes |= set(dependents(applied, codes))
     ordered = tuple(c for c in applied.codes if c in codes)
-    encoder = load_encoder(model or settings.model, settings.threads, settings.batch_size)
+    encoder = load_encoder(model or settings.model, settings.threads, settings.batch_size, runtime=settings.runtime)
     replayer = store.replayer(encoder.name, encoder.logit_scale, encoder.source, settings.replay_chunks,
                         job=f"backfill {applied.content_hash()[:16]} {' '.join(ordered)}")
     if not resume:

@@ -41,7 +41,7 @@ def tag(
     files = find_images(paths, collection)
     if not files:
         fail(f"no images found in {', '.join(map(str, paths))}")
-    encoder = load_encoder(model or config.model, threads=config.threads, batch_size=config.batch_size)
+    encoder = load_encoder(model or config.model, threads=config.threads, batch_size=config.batch_size, runtime=config.runtime)
     store = store_or_exit(db, "tag")
     console = Console(stderr=True)
     report = TagReport()

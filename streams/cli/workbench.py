@@ -17,7 +17,7 @@ def _context(db, model, vocab):
     from columnist.streams.cli.common import settings, store_or_exit, vocabulary_or_exit
 
     config = settings()
-    encoder = load_encoder(model or config.model, config.threads, config.batch_size)
+    encoder = load_encoder(model or config.model, config.threads, config.batch_size, runtime=config.runtime)
     return store_or_exit(db, "workbench"), encoder, vocabulary_or_exit(vocab)
 
 

@@ -46,7 +46,8 @@ async def build_service(settings: Settings, send_dead_letter) -> Service:
     from columnist.vocab import load_vocabulary_arg
 
     configured = load_vocabulary_arg(settings.vocab)
-    encoder = await asyncio.to_thread(load_encoder, settings.model, settings.threads, settings.batch_size)
+    encoder = await asyncio.to_thread(load_encoder, settings.model, settings.threads, settings.batch_size,
+                                     settings.runtime)
     async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.5, max=30), reraise=True,
                                        retry=retry_if_exception_type(StoreUnavailable),
                                        before_sleep=lambda state: log.warning(
