@@ -84,9 +84,28 @@ def prepare(data: bytes, name: str, encoder: "Encoder", image_id: str, uri: str,
     return PreparedImage(record, encoder.prepare_image(decoded.image))
 
 
-def same_content(first: PreparedImage, image_id: str, uri: str, collection: str = "") -> PreparedImage:
-    """Another id for content prepared earlier in the batch: nothing is decoded again."""
-    return PreparedImage(replace(first.record, image_id=image_id, uri=uri, collection=collection), None, first.embedding)
+class BatchPreparer:
+    """Prepares the images of one batch: content the store knows is not decoded, and the same
+    content twice in the batch is decoded once (the worker and the tagger both use it)."""
+
+    def __init__(self, encoder: "Encoder", known: dict[str, KnownImage], max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.encoder, self.known, self.max_pixels = encoder, known, max_pixels
+        self.first: dict[str, PreparedImage] = {}
+
+    def reuses(self, sha256: str) -> bool:
+        """Whether content with this hash will be prepared without decoding."""
+        return sha256 in self.known or sha256 in self.first
+
+    def add(self, data: bytes, sha256: str, name: str, image_id: str, uri: str, collection: str = "") -> PreparedImage:
+        """One image of the batch; raises ImageError (naming ``name``) when it cannot be used."""
+        first = self.first.get(sha256)
+        if first is not None:
+            return PreparedImage(replace(first.record, image_id=image_id, uri=uri, collection=collection), None,
+                                 first.embedding)
+        prepared = prepare(data, name, self.encoder, image_id, uri, collection, self.max_pixels,
+                           self.known.get(sha256), sha256)
+        self.first[sha256] = prepared
+        return prepared
 
 
 def embed_and_score(prepared: Sequence[PreparedImage], vocabularies: Sequence[tuple["Vocabulary", Texts]],

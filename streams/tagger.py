@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from columnist.models.images import ImageError
-from columnist.streams.pipeline import embed_and_score, encoded_count, prepare, same_content, sha256_of
+from columnist.streams.pipeline import BatchPreparer, embed_and_score, encoded_count, sha256_of
 from columnist.vocab.prompts import text_embeddings
 from columnist.vocab.schema import Vocabulary
 
@@ -114,20 +114,13 @@ def tag(
                 report.already += 1
                 continue
             read.append((image_id_, path, data, sha256))
-        known = {} if force else store.known_images(encoder.name, [sha for *_, sha in read])
-        prepared, first_of = [], {}
+        preparer = BatchPreparer(encoder, {} if force else store.known_images(encoder.name, [s for *_, s in read]))
+        prepared = []
         for image_id_, path, data, sha256 in read:
-            uri = path.resolve().as_uri()
-            if sha256 in first_of:  # the same content twice in one batch: decoded once
-                prepared.append(same_content(first_of[sha256], image_id_, uri, collection))
-                continue
             try:
-                first_of[sha256] = prepare(data, str(path), encoder, image_id_, uri, collection,
-                                           known=known.get(sha256), sha256=sha256)
+                prepared.append(preparer.add(data, sha256, str(path), image_id_, path.resolve().as_uri(), collection))
             except ImageError as err:
                 report.failed.append((str(path), err.reason))
-                continue
-            prepared.append(first_of[sha256])
         if prepared:
             report.score_rows += store.write(embed_and_score(prepared, vocabularies, encoder))
             report.tagged += len(prepared)

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
-from columnist.streams.pipeline import PreparedImage, prepare, same_content, sha256_of
+from columnist.streams.pipeline import BatchPreparer, PreparedImage, sha256_of
 from columnist.streams.worker.events import ImageEvent, parse_image_event
 from columnist.streams.worker.fetch import FetchPolicy, WorkerOutOfResources, fetch
 
@@ -126,7 +126,7 @@ def _prepare_fetched(fetched: list[_Fetched], encoder: "Encoder", counters: Coun
     if store is not None:  # a store that cannot answer fails the batch (retried), not the events
         stored = store.stored_content(encoder.name, [f.parsed.image_id for f in fetched])
         known = store.known_images(encoder.name, [f.sha256 for f in fetched])
-    first_of: dict[str, PreparedImage] = {}
+    preparer = BatchPreparer(encoder, known, max_pixels)
     for item in fetched:
         parsed = item.parsed
         if stored.get(parsed.image_id) not in (None, item.sha256):
@@ -134,19 +134,14 @@ def _prepare_fetched(fetched: list[_Fetched], encoder: "Encoder", counters: Coun
             log.info("image %r is re-published with other content (sha256 %s…): it replaces the stored one",
                      parsed.image_id[:200], item.sha256[:12])
         uri = parsed.uri if not parsed.uri.startswith("data:") else "data:"
-        if item.sha256 in first_of:  # the same content twice in one batch: decoded once
-            images.append(same_content(first_of[item.sha256], parsed.image_id, uri, parsed.collection))
-            counters.images_reused += 1
-            continue
+        reused = preparer.reuses(item.sha256)
         try:
-            first_of[item.sha256] = prepare(item.data, f"image {parsed.image_id!r} ({parsed.uri[:200]})", encoder,
-                                            parsed.image_id, uri, parsed.collection, max_pixels,
-                                            known.get(item.sha256), item.sha256)
+            images.append(preparer.add(item.data, item.sha256, f"image {parsed.image_id!r} ({parsed.uri[:200]})",
+                                       parsed.image_id, uri, parsed.collection))
         except Exception as err:  # any failure of one event is that event's dead letter
             rejected.append((item.index, Rejected(item.event, err, parsed.image_id)))
             continue
-        images.append(first_of[item.sha256])
-        if item.sha256 in known:
+        if reused:
             counters.images_reused += 1
         else:
             counters.images_decoded += 1
