@@ -374,3 +374,36 @@ def test_a_second_vocabulary_pushed_while_images_flow_scores_every_image(stream_
     assert_invariant(worker, pets)
     assert worker.scalar("SELECT count() FROM columnist.columns_pets WHERE cat IS NOT NULL") == len(ids)
     assert {v["name"] for v in worker.status()["vocabularies"]} == {"space", "pets"}
+
+
+def test_a_broker_restart_mid_stream_loses_nothing(stream_env, start_worker, tmp_path):
+    """The worker's own broker goes down and comes back (same data, same ports) while images
+    flow: every event published before and after is stored, nothing half-written."""
+    import asyncio
+
+    from columnist.streams.kafka.admin import create_topics
+    from deploy.local import LocalKafka
+
+    env, settings = stream_env
+    kafka, worker = LocalKafka(tmp_path / "kafka").start(), None
+    try:
+        settings = settings.model_copy(update={"kafka": kafka.bootstrap})
+        asyncio.run(create_topics(settings))
+        worker = start_worker(COLUMNIST_KAFKA=kafka.bootstrap, COLUMNIST_BATCH_SIZE=8)
+        worker.wait_ready()
+        before = publish_copies(settings, 40, prefix="before")
+        wait_until(lambda: worker.scalar("SELECT count() FROM columnist.image_embedding FINAL") >= 8, 120,
+                   "a first batch")
+        kafka.stop()
+        kafka.start()
+        after = publish_copies(settings, 40, prefix="after")
+        wait_until(lambda: worker.scalar("SELECT count() FROM columnist.image_embedding FINAL") == 80, 240,
+                   "every image, published before and after the restart")
+        stored = {i for (i,) in worker.query("SELECT image_id FROM columnist.images FINAL")}
+        assert stored == set(before + after)
+        assert_invariant(worker, SPACE)
+        assert worker.process.poll() is None
+    finally:
+        if worker is not None:
+            worker.stop()  # before its broker: a worker without one waits long to shut down
+        kafka.stop()
