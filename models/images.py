@@ -94,6 +94,22 @@ def decode(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, at_leas
                                f"{_describe(err)}") from None
 
 
+def decoded_pixels(data: bytes, at_least: int = 0) -> int:
+    """How many pixels ``decode(data, at_least=...)`` will decode, from the header alone
+    (0 when the header cannot be read: decode then says why)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(io.BytesIO(data))
+            if at_least and image.format == "JPEG":
+                image.draft("RGB", (at_least, at_least))
+            return image.size[0] * image.size[1]
+    except Exception:  # noqa: BLE001 - a bad header is decode's to report
+        return 0
+
+
 def _describe(err: Exception) -> str:
     """Pillow's own errors speak for themselves; anything else also says what it was."""
     message = str(err)[:300]

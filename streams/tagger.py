@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from columnist.models.images import ImageError
-from columnist.streams.pipeline import BatchPreparer, embed_and_score, encoded_count, sha256_of
+from columnist.streams.pipeline import BatchPreparer, ImageInput, embed_and_score, encoded_count, sha256_of
 from columnist.vocab.prompts import text_embeddings
 from columnist.vocab.schema import Vocabulary
 
@@ -115,12 +115,16 @@ def tag(
                 continue
             read.append((image_id_, path, data, sha256))
         preparer = BatchPreparer(encoder, {} if force else store.known_images(encoder.name, [s for *_, s in read]))
+        inputs = [ImageInput(data, sha256, str(path), image_id_, path.resolve().as_uri(), collection)
+                  for image_id_, path, data, sha256 in read]
         prepared = []
-        for image_id_, path, data, sha256 in read:
-            try:
-                prepared.append(preparer.add(data, sha256, str(path), image_id_, path.resolve().as_uri(), collection))
-            except ImageError as err:
-                report.failed.append((str(path), err.reason))
+        for item, outcome in zip(inputs, preparer.prepare_all(inputs)):
+            if isinstance(outcome, ImageError):
+                report.failed.append((item.name, outcome.reason))
+            elif isinstance(outcome, Exception):
+                raise outcome
+            else:
+                prepared.append(outcome)
         if prepared:
             report.score_rows += store.write(embed_and_score(prepared, vocabularies, encoder))
             report.tagged += len(prepared)

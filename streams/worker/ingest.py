@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
-from columnist.streams.pipeline import BatchPreparer, PreparedImage, sha256_of
+from columnist.streams.pipeline import BatchPreparer, ImageInput, PreparedImage, sha256_of
 from columnist.streams.worker.events import ImageEvent, parse_image_event
 from columnist.streams.worker.fetch import FetchPolicy, WorkerOutOfResources, fetch
 
@@ -127,6 +127,7 @@ def _prepare_fetched(fetched: list[_Fetched], encoder: "Encoder", counters: Coun
         stored = store.stored_content(encoder.name, [f.parsed.image_id for f in fetched])
         known = store.known_images(encoder.name, [f.sha256 for f in fetched])
     preparer = BatchPreparer(encoder, known, max_pixels)
+    inputs = []
     for item in fetched:
         parsed = item.parsed
         if stored.get(parsed.image_id) not in (None, item.sha256):
@@ -134,14 +135,14 @@ def _prepare_fetched(fetched: list[_Fetched], encoder: "Encoder", counters: Coun
             log.info("image %r is re-published with other content (sha256 %s…): it replaces the stored one",
                      parsed.image_id[:200], item.sha256[:12])
         uri = parsed.uri if not parsed.uri.startswith("data:") else "data:"
-        reused = preparer.reuses(item.sha256)
-        try:
-            images.append(preparer.add(item.data, item.sha256, f"image {parsed.image_id!r} ({parsed.uri[:200]})",
-                                       parsed.image_id, uri, parsed.collection))
-        except Exception as err:  # any failure of one event is that event's dead letter
-            rejected.append((item.index, Rejected(item.event, err, parsed.image_id)))
+        inputs.append(ImageInput(item.data, item.sha256, f"image {parsed.image_id!r} ({parsed.uri[:200]})",
+                                 parsed.image_id, uri, parsed.collection))
+    for item, outcome in zip(fetched, preparer.prepare_all(inputs)):
+        if isinstance(outcome, Exception):  # any failure of one event is that event's dead letter
+            rejected.append((item.index, Rejected(item.event, outcome, item.parsed.image_id)))
             continue
-        if reused:
+        images.append(outcome)
+        if outcome.tensor is None:  # known content, or the same content earlier in the batch
             counters.images_reused += 1
         else:
             counters.images_decoded += 1
