@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from columnist.models.encoder import l2_normalise
 from columnist.models.preprocess import preprocess
-from columnist.models.sessions import open_session
+from columnist.models.sessions import open_session, resolve_runtime
 from columnist.models.spec import ModelSpec
 from columnist.models.tokenizer import ClipTokenizer
 
@@ -60,7 +60,7 @@ class ClipEncoder:
     def __init__(self, directory: Path, spec: ModelSpec, threads: int = 0, batch_size: int = 32,
                  runtime: str = "auto"):
         self.directory, self.spec = Path(directory), spec
-        self.runtime = spec.runtime if runtime == "auto" else runtime
+        self.runtime = resolve_runtime(runtime, spec.runtime, spec.dtype, self.directory / spec.visual)
         self.name, self.dim, self.logit_scale = spec.name, spec.embedding_dim, spec.logit_scale
         self.image_size = spec.image_size
         self.threads, self.batch_size = threads, batch_size

@@ -88,7 +88,8 @@ class Service:
             log.info("no vocabulary %r applied yet: applying %s v%d", configured.name, configured.name,
                      configured.version)
             await self.apply_vocabulary(configured)
-        log.info("worker ready: model %s, vocabularies %s (default %s), images from %s", self.encoder.name,
+        log.info("worker ready: model %s on %s, vocabularies %s (default %s), images from %s", self.encoder.name,
+                 getattr(self.encoder, "runtime", "numpy"),
                  ", ".join(f"{v.name} v{v.version} ({len(v.codes)} attributes)" for v in self.vocabs.values()),
                  configured.name, ", ".join(map(str, self.policy.roots)) or "no file roots")
         self.started.set()

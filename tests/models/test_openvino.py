@@ -47,3 +47,20 @@ def test_an_openvino_int8_quantized_model_runs_on_openvino_and_stays_close(refer
     print(f"\nOpenVINO int8 (tiny-clip) vs onnxruntime fp32: image cosine min {cosines(images, reference[0]).min():.5f}")
     assert cosines(images, reference[0]).min() >= 0.99
     assert cosines(texts, reference[1]).min() >= 0.999  # not quantized; bf16 where the CPU has it
+
+
+def test_auto_runs_large_fp32_models_on_openvino_only_where_the_cpu_has_bf16_units(monkeypatch, tmp_path):
+    from columnist.models import sessions
+    from columnist.models.sessions import AUTO_MIN_BYTES, resolve_runtime
+
+    large, small = tmp_path / "large.onnx", tmp_path / "small.onnx"
+    large.write_bytes(b"\0" * AUTO_MIN_BYTES)
+    small.write_bytes(b"\0" * 1024)
+    monkeypatch.setattr(sessions, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert resolve_runtime("auto", "onnxruntime", "fp32", large) == "openvino"
+    assert resolve_runtime("auto", "onnxruntime", "fp32", small) == "onnxruntime"  # compile time outweighs
+    assert resolve_runtime("auto", "onnxruntime", "int8", large) == "onnxruntime"  # quantized for onnxruntime
+    assert resolve_runtime("onnxruntime", "onnxruntime", "fp32", large) == "onnxruntime"  # asked for
+    monkeypatch.setattr(sessions, "cpu_flags", lambda: {"avx2"})
+    assert resolve_runtime("auto", "onnxruntime", "fp32", large) == "onnxruntime"
+    assert load_encoder("tiny-clip").runtime == "onnxruntime"
