@@ -70,7 +70,7 @@ def timed_runs(run, min_seconds: float, min_runs: int = 3) -> list[float]:
     return times
 
 
-def measure(directory: Path, threads: int, seconds: float, runtime: str) -> dict:
+def measure(directory: Path, threads: int, seconds: float, runtime: str, batches=BATCHES) -> dict:
     """Run in a child process: one model's speeds, its embeddings of the sample photos and
     this process's peak RSS."""
     import numpy as np
@@ -80,10 +80,10 @@ def measure(directory: Path, threads: int, seconds: float, runtime: str) -> dict
 
     encoder = ClipEncoder.from_directory(directory, threads=threads, runtime=runtime)
     photos = [open_image(p.read_bytes(), p.name) for p in sorted((REPO / "tests" / "data" / "photos").glob("*.jpg"))]
-    pixels = np.random.default_rng(0).standard_normal((max(BATCHES), 3, 224, 224)).astype(np.float32)
+    pixels = np.random.default_rng(0).standard_normal((max(batches), 3, 224, 224)).astype(np.float32)
     session, feed = encoder.image_tower.session, encoder.image_tower.input_name
     images_per_s = {}
-    for batch in BATCHES:
+    for batch in batches:
         times = timed_runs(lambda: session.run(None, {feed: pixels[:batch]}), seconds)
         images_per_s[batch] = batch / statistics.median(times)
     ids = encoder.text_tower.tokenizer(PROMPTS)
@@ -122,19 +122,27 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="minimum timing per measurement")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--runtime", default="onnxruntime", help=argparse.SUPPRESS)
+    parser.add_argument("--batches", type=lambda text: tuple(map(int, text.split(","))), default=BATCHES,
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.threads, args.seconds, args.runtime)))
+        print(json.dumps(measure(args.child, args.threads, args.seconds, args.runtime, args.batches)))
         return
 
-    results = {}
-    for label, directory, runtime in configurations():
-        print(f"measuring {label} ({directory.name} on {runtime}) ...", flush=True)
-        out = subprocess.run([sys.executable, "-m", "bench.model", "--child", str(directory), "--runtime", runtime,
-                              "--threads", str(args.threads), "--seconds", str(args.seconds)],
-                             check=True, cwd=REPO, capture_output=True, text=True).stdout
-        results[label] = json.loads(out.strip().splitlines()[-1])
+    results = {label: measure_in_child(directory, runtime, args.threads, args.seconds)
+               for label, directory, runtime in configurations()}
     report(results)
+
+
+def measure_in_child(directory: Path, runtime: str, threads: int = 0, seconds: float = 4.0,
+                     batches: tuple[int, ...] = BATCHES) -> dict:
+    """measure() in a process of its own (so its peak RSS is its own)."""
+    print(f"measuring {directory.name} on {runtime} ...", flush=True)
+    out = subprocess.run([sys.executable, "-m", "bench.model", "--child", str(directory), "--runtime", runtime,
+                          "--threads", str(threads), "--seconds", str(seconds),
+                          "--batches", ",".join(map(str, batches))],
+                         check=True, cwd=REPO, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def report(results: dict) -> None:
