@@ -20,36 +20,71 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL.Image import Image
 
+    from columnist.vocab.schema import Calibration
 
-def _run_in_batches(session: Any, feed_name: str, inputs: "np.ndarray", batch_size: int) -> "np.ndarray":
+
+def _run_in_batches(session: Any, feeds: dict[str, "np.ndarray"], batch_size: int, output: int) -> "np.ndarray":
+    """Run ``session`` over the rows of ``feeds`` (same length) ``batch_size`` rows at a time."""
     import numpy as np
 
-    outputs = [session.run(None, {feed_name: inputs[i:i + batch_size]})[0] for i in range(0, len(inputs), batch_size)]
+    rows = len(next(iter(feeds.values())))
+    outputs = [session.run(None, {name: value[i:i + batch_size] for name, value in feeds.items()})[output]
+               for i in range(0, rows, batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+
+def _batch_size(session: Any, wanted: int) -> int:
+    """1 for a tower exported with a fixed batch of one (Immich's are), else ``wanted``."""
+    shape = getattr(session.get_inputs()[0], "shape", None) or [None]
+    return 1 if shape[0] == 1 else wanted
+
+
+def _output_index(session: Any, name: str | None) -> int:
+    if name is None or not hasattr(session, "get_outputs"):
+        return 0
+    names = [o.name for o in session.get_outputs()]
+    if name not in names:
+        raise ValueError(f"the tower has no output {name!r} (it has {', '.join(names)})")
+    return names.index(name)
 
 
 class ImageTower:
     def __init__(self, session: Any, spec: ModelSpec, batch_size: int = 32):
-        self.session, self.spec, self.batch_size = session, spec, batch_size
+        self.session, self.spec = session, spec
+        self.batch_size = _batch_size(session, batch_size)
         self.input_name = session.get_inputs()[0].name
+        self.output = _output_index(session, spec.visual_output)
 
     def pixels(self, images: Sequence["Image"]) -> "np.ndarray":
-        return preprocess(images, self.spec.image_size, self.spec.mean, self.spec.std)
+        spec = self.spec
+        return preprocess(images, spec.image_size, spec.mean, spec.std, spec.resize, spec.interpolation)
 
     def encode_pixels(self, pixels: "np.ndarray") -> "np.ndarray":
-        return l2_normalise(_run_in_batches(self.session, self.input_name, pixels, self.batch_size))
+        return l2_normalise(_run_in_batches(self.session, {self.input_name: pixels}, self.batch_size, self.output))
 
     def __call__(self, images: Sequence["Image"]) -> "np.ndarray":
         return self.encode_pixels(self.pixels(images))
 
 
 class TextTower:
-    def __init__(self, session: Any, tokenizer: ClipTokenizer, batch_size: int = 32):
-        self.session, self.tokenizer, self.batch_size = session, tokenizer, batch_size
-        self.input_name = session.get_inputs()[0].name
+    """Token ids in the integer type the tower declares (Immich's take int32), plus the
+    attention mask where the tower asks for one (multilingual M-CLIP)."""
+
+    def __init__(self, session: Any, tokenizer: ClipTokenizer, batch_size: int = 32, output: str | None = None):
+        self.session, self.tokenizer = session, tokenizer
+        self.batch_size = _batch_size(session, batch_size)
+        inputs = session.get_inputs()
+        self.input_name = inputs[0].name
+        self.mask_name = next((i.name for i in inputs[1:] if "mask" in i.name), None)
+        self.dtype = "int32" if "int32" in str(getattr(inputs[0], "type", "")) else "int64"
+        self.output = _output_index(session, output)
 
     def __call__(self, texts: Sequence[str]) -> "np.ndarray":
-        return l2_normalise(_run_in_batches(self.session, self.input_name, self.tokenizer(texts), self.batch_size))
+        ids, mask = self.tokenizer.encode(texts)
+        feeds = {self.input_name: ids.astype(self.dtype)}
+        if self.mask_name:
+            feeds[self.mask_name] = mask.astype(self.dtype)
+        return l2_normalise(_run_in_batches(self.session, feeds, self.batch_size, self.output))
 
 
 class ClipEncoder:
@@ -83,12 +118,26 @@ class ClipEncoder:
     def text_tower(self) -> TextTower:
         if self._text_tower is None:
             session = open_session(self.runtime, self.directory / self.spec.textual, self.threads)
-            tokenizer = ClipTokenizer.from_file(self.directory / self.spec.tokenizer, self.spec.context_length)
-            self._text_tower = TextTower(session, tokenizer, self.batch_size)
+            spec = self.spec
+            tokenizer = ClipTokenizer.from_file(self.directory / spec.tokenizer, spec.context_length, spec.pad_token,
+                                                spec.canonicalize)
+            self._text_tower = TextTower(session, tokenizer, self.batch_size, spec.textual_output)
         return self._text_tower
 
+    @property
+    def calibration(self) -> "Calibration | None":
+        """A model with a learned logit bias (SigLIP) scores sigmoid(logit + bias): centre
+        -bias, scale 1 (Vocabulary.calibration_for). None: the vocabulary's calibration."""
+        from columnist.vocab.schema import Calibration
+
+        bias = self.spec.logit_bias
+        if bias is None:
+            return None
+        return Calibration(centre=-bias, scale=1.0, source=f"model {self.name}: logit bias {bias:g}")
+
     def prepare_image(self, image: "Image") -> "np.ndarray":
-        return preprocess([image], self.spec.image_size, self.spec.mean, self.spec.std)[0]
+        spec = self.spec
+        return preprocess([image], spec.image_size, spec.mean, spec.std, spec.resize, spec.interpolation)[0]
 
     def encode_prepared(self, prepared: Sequence["np.ndarray"]) -> "np.ndarray":
         import numpy as np

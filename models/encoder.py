@@ -30,6 +30,8 @@ class Encoder(Protocol):
     logit_scale: float
     source: str
     """The ``source`` written with scores: 'clip' for a real model, 'mock' for the mock."""
+    # optional: ``calibration`` (a vocab.schema.Calibration or None), the model's own default
+    # centre and scale; models with a learned logit bias (SigLIP) have one
 
     def prepare_image(self, image: "Image") -> "np.ndarray":
         """What the image tower needs of one decoded image (CLIP: its normalised pixels).

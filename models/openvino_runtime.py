@@ -18,6 +18,16 @@ from typing import Any, Sequence
 @dataclass(frozen=True)
 class _Input:
     name: str
+    shape: tuple = ()
+    type: str = ""
+
+
+def _describe(port: Any) -> _Input:
+    """A port as onnxruntime describes one: name, shape (None where dynamic), element type."""
+    shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+    kinds = {"i32": "tensor(int32)", "i64": "tensor(int64)", "f32": "tensor(float)"}
+    kind = port.get_element_type().get_type_name()
+    return _Input(port.get_any_name(), shape, kinds.get(kind, kind))
 
 
 class OpenVINOSession:
@@ -28,11 +38,14 @@ class OpenVINOSession:
         self.request = compiled.create_infer_request()
 
     def get_inputs(self) -> list[_Input]:
-        return [_Input(i.get_any_name()) for i in self.compiled.inputs]
+        return [_describe(i) for i in self.compiled.inputs]
+
+    def get_outputs(self) -> list[_Input]:
+        return [_describe(o) for o in self.compiled.outputs]
 
     def run(self, outputs: Sequence[str] | None, feeds: dict[str, Any]) -> list[Any]:
         result = self.request.infer(feeds)
-        return [result[self.compiled.output(0)].copy()]
+        return [result[output].copy() for output in self.compiled.outputs]
 
 
 def openvino_session(path: Path, threads: int = 0, precision: str | None = None) -> OpenVINOSession:

@@ -48,7 +48,8 @@ def _lookup_tables(mean: Sequence[float], std: Sequence[float]) -> "np.ndarray":
     return ((levels[None, :] - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]).astype(np.float32)
 
 
-def preprocess(images: Sequence["Image"], size: int, mean: Sequence[float], std: Sequence[float]) -> "np.ndarray":
+def preprocess(images: Sequence["Image"], size: int, mean: Sequence[float], std: Sequence[float],
+               resize: str = "shortest", interpolation: str = "bicubic") -> "np.ndarray":
     """(n, 3, size, size) float32 pixel values for the image tower.
 
     Scaling and normalisation go through a 256-entry table per channel: one gather per
@@ -59,7 +60,18 @@ def preprocess(images: Sequence["Image"], size: int, mean: Sequence[float], std:
     tables = _lookup_tables(mean, std)
     pixels = np.empty((len(images), 3, size, size), dtype=np.float32)
     for i, image in enumerate(images):
-        crop = centre_crop(np.asarray(resize_shortest_side(image.convert("RGB"), size)), size)
+        crop = _square(image.convert("RGB"), size, resize, interpolation)
         for channel in range(3):
             np.take(tables[channel], crop[:, :, channel], out=pixels[i, channel])
     return pixels
+
+
+def _square(image: "Image", size: int, resize: str, interpolation: str) -> "np.ndarray":
+    """(size, size, 3) uint8: CLIP's shortest-side resize and centre crop, or SigLIP's squash."""
+    import numpy as np
+    from PIL import Image
+
+    if resize == "squash":
+        method = Image.Resampling.BILINEAR if interpolation == "bilinear" else Image.Resampling.BICUBIC
+        return np.asarray(image.resize((size, size), method))
+    return centre_crop(np.asarray(resize_shortest_side(image, size)), size)

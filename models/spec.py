@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict
 
@@ -31,6 +31,27 @@ class ModelSpec(BaseModel):
     visual: str = "visual.onnx"
     textual: str = "textual.onnx"
     tokenizer: str = "tokenizer.json"
+    # -- what ready-made layouts differ in (defaults: a columnist CLIP export) --
+    logit_bias: Optional[float] = None
+    """SigLIP's learned bias: with it, score = sigmoid(logit_scale x cos + logit_bias) is a
+    probability by construction, and an attribute's default calibration comes from the model."""
+    resize: Literal["shortest", "squash"] = "shortest"
+    """'shortest': resize the short side, centre-crop (CLIP); 'squash': resize to the square (SigLIP)."""
+    interpolation: Literal["bicubic", "bilinear"] = "bicubic"
+    visual_output: Optional[str] = None
+    """Output of the image tower holding the embedding (None: the first; SigLIP towers of
+    transformers.js give last_hidden_state first and the embedding as pooler_output)."""
+    textual_output: Optional[str] = None
+    pad_token: Optional[str] = None
+    """Token texts are padded with (None: CLIP's end token)."""
+    canonicalize: bool = False
+    """Lower-case and strip punctuation before tokenizing (open_clip's SigLIP 'canonicalize')."""
+    provenance: dict[str, str] = {}
+    """Where each number came from (a config file, a default, the command line)."""
+
+    @property
+    def scoring(self) -> str:
+        return "native sigmoid" if self.logit_bias is not None else "calibrated sigmoid"
 
     @classmethod
     def read(cls, directory: Path) -> "ModelSpec":

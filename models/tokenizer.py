@@ -64,23 +64,47 @@ def build_clip_tokenizer(bpe_gz: Path) -> "Tokenizer":
 
 
 class ClipTokenizer:
-    """Texts -> (n, context_length) int64 token ids, padded with the end token."""
+    """Texts -> (n, context_length) int64 token ids, padded to the full context.
 
-    def __init__(self, tokenizer: "Tokenizer", context_length: int = 77):
-        self.context_length = context_length
+    Any ``tokenizer.json`` works (CLIP's BPE, SigLIP's sentencepiece models, XLM-R): its own
+    normaliser and post-processor add what the model expects; ``pad_token`` (default: CLIP's
+    end token) fills the rest, and ``canonicalize`` applies open_clip's SigLIP clean-up
+    (lower case, no punctuation) first."""
+
+    def __init__(self, tokenizer: "Tokenizer", context_length: int = 77, pad_token: str | None = None,
+                 canonicalize: bool = False):
+        self.context_length, self.canonicalize = context_length, canonicalize
         self._tokenizer = tokenizer
-        end_id = tokenizer.token_to_id(END)
+        pad_token = pad_token or END
+        pad_id = tokenizer.token_to_id(pad_token)
+        if pad_id is None:
+            raise ValueError(f"pad token {pad_token!r} is not in the tokenizer's vocabulary")
         tokenizer.enable_truncation(max_length=context_length)
-        tokenizer.enable_padding(length=context_length, pad_id=end_id, pad_token=END)
+        tokenizer.enable_padding(length=context_length, pad_id=pad_id, pad_token=pad_token)
 
     @classmethod
-    def from_file(cls, path: Path, context_length: int = 77) -> "ClipTokenizer":
+    def from_file(cls, path: Path, context_length: int = 77, pad_token: str | None = None,
+                  canonicalize: bool = False) -> "ClipTokenizer":
         from tokenizers import Tokenizer
 
-        return cls(Tokenizer.from_file(str(path)), context_length)
+        return cls(Tokenizer.from_file(str(path)), context_length, pad_token, canonicalize)
 
     def __call__(self, texts: Sequence[str]) -> "np.ndarray":
+        return self.encode(texts)[0]
+
+    def encode(self, texts: Sequence[str]) -> tuple["np.ndarray", "np.ndarray"]:
+        """Token ids and attention masks, both (n, context_length) int64."""
         import numpy as np
 
-        encodings = self._tokenizer.encode_batch(list(texts))
-        return np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(texts), self.context_length)
+        texts = [_canonical(t) for t in texts] if self.canonicalize else list(texts)
+        encodings = self._tokenizer.encode_batch(texts)
+        shape = (len(texts), self.context_length)
+        return (np.array([e.ids for e in encodings], dtype=np.int64).reshape(shape),
+                np.array([e.attention_mask for e in encodings], dtype=np.int64).reshape(shape))
+
+
+def _canonical(text: str) -> str:
+    """open_clip's ``clean='canonicalize'``: punctuation removed, lower case, single spaces."""
+    import string
+
+    return " ".join(text.translate(str.maketrans("", "", string.punctuation)).lower().split())

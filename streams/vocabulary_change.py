@@ -76,7 +76,9 @@ def apply_vocabulary(
         kept = {a.code: old_texts[a.code] for a in new.attributes
                 if old_texts and a.code in old_texts and a.code not in new_texts}
         on_switch({**kept, **new_texts})
-    replayer = store.replayer(encoder.name, encoder.logit_scale, encoder.source, chunks)
+    model_calibration = getattr(encoder, "calibration", None)
+    replayer = store.replayer(encoder.name, encoder.logit_scale, encoder.source, chunks,
+                              model_calibration=model_calibration)
     report = replayer.run(new, diff, new_texts, on_chunk, start_at)
-    store.apply_vocabulary(new, encoder.name, default_view)
+    store.apply_vocabulary(new, encoder.name, default_view, model_calibration=model_calibration)
     return ApplyReport(diff, report, store.count_scores(new.name, list(diff.rescore)))

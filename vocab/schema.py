@@ -194,19 +194,24 @@ class Vocabulary(_Strict):
     def templates_for(self, attribute: Attribute) -> list[str]:
         return attribute.templates or self.templates
 
-    def calibration_for(self, attribute: Attribute) -> Calibration:
-        override = attribute.calibration
+    def calibration_for(self, attribute: Attribute, model: Calibration | None = None) -> Calibration:
+        """The attribute's own centre and scale where it sets them; else the model's (a model
+        with a learned bias, SigLIP: its scores are probabilities as they come); else the
+        vocabulary's (CLIP-era defaults)."""
+        override, wide = attribute.calibration, model or self.calibration
         return Calibration(
-            centre=self.calibration.centre if override.centre is None else override.centre,
-            scale=self.calibration.scale if override.scale is None else override.scale,
+            centre=wide.centre if override.centre is None else override.centre,
+            scale=wide.scale if override.scale is None else override.scale,
         )
 
-    def calibration_source(self, attribute: Attribute) -> str:
+    def calibration_source(self, attribute: Attribute, model: Calibration | None = None) -> str:
         """How the attribute's centre and scale were chosen: a fit (as recorded), 'set by
-        hand', or 'default'."""
+        hand', the model, or 'default'."""
         override, wide = attribute.calibration, self.calibration
         if override.source:
             return override.source
+        if model is not None and (override.centre is None or override.scale is None):
+            return model.source or "the model's logit bias"
         if override.centre is not None or override.scale is not None:
             return "set by hand"
         if wide.source:

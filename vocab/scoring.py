@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
 from columnist.vocab.rules import evaluate, parse_rule
-from columnist.vocab.schema import Vocabulary
+from columnist.vocab.schema import Calibration, Vocabulary
 
 if TYPE_CHECKING:
     import numpy as np
@@ -57,14 +57,15 @@ class Scores:
 
 def score_base(
     images: "np.ndarray", texts: Mapping[str, "np.ndarray"], vocab: Vocabulary, logit_scale: float,
-    source: str = "clip",
+    source: str = "clip", model_calibration: Calibration | None = None,
 ) -> Scores:
-    """Score the base attributes whose text embeddings are in ``texts``."""
+    """Score the base attributes whose text embeddings are in ``texts``; ``model_calibration``:
+    the model's own default (Vocabulary.calibration_for)."""
     out = Scores()
     for attribute in vocab.attributes:
         if attribute.code not in texts:
             continue
-        calibration = vocab.calibration_for(attribute)
+        calibration = vocab.calibration_for(attribute, model_calibration)
         logits = clip_logits(images, texts[attribute.code], logit_scale)
         out.logits[attribute.code] = logits
         out.scores[attribute.code] = sigmoid(logits, calibration.centre, calibration.scale)
@@ -86,7 +87,7 @@ def score_derived(base: Scores, vocab: Vocabulary) -> Scores:
 
 def score_vocabulary(
     images: "np.ndarray", texts: Mapping[str, "np.ndarray"], vocab: Vocabulary, logit_scale: float,
-    source: str = "clip",
+    source: str = "clip", model_calibration: Calibration | None = None,
 ) -> Scores:
     """Every base and derived attribute of ``vocab`` for unit-length image embeddings."""
-    return score_derived(score_base(images, texts, vocab, logit_scale, source), vocab)
+    return score_derived(score_base(images, texts, vocab, logit_scale, source, model_calibration), vocab)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from columnist.streams.pipeline import KnownImage, ScoredBatch
     from columnist.streams.store.replay import Replayer
-    from columnist.vocab.schema import Vocabulary
+    from columnist.vocab.schema import Calibration, Vocabulary
 
 Rows = tuple[list[str], list[tuple]]
 """Column names and rows of a query result."""
@@ -42,9 +42,11 @@ class Store(Protocol):
         """Images, embeddings and scores of a batch, idempotently; returns the score rows."""
 
     # -- vocabularies --------------------------------------------------------------------
-    def apply_vocabulary(self, vocab: "Vocabulary", model: str, default: bool = False) -> None:
+    def apply_vocabulary(self, vocab: "Vocabulary", model: str, default: bool = False,
+                         model_calibration: "Calibration | None" = None) -> None:
         """Record ``vocab`` as applied and regenerate its view ``columns_<name>`` (and
-        ``image_columns`` for the ``default`` vocabulary)."""
+        ``image_columns`` for the ``default`` vocabulary); ``model_calibration``: the model's
+        own default centre and scale, recorded for attributes that do not set theirs."""
 
     def applied_vocabulary(self, name: str) -> "Vocabulary | None": ...
 
@@ -67,7 +69,7 @@ class Store(Protocol):
         """Current scores of these attributes of one vocabulary (counted with FINAL)."""
 
     def replayer(self, model: str, logit_scale: float, source: str, chunks: int = 0,
-                 job: str | None = None) -> "Replayer":
+                 job: str | None = None, model_calibration: "Calibration | None" = None) -> "Replayer":
         """The in-engine replay of attributes over stored embeddings, with checkpoints."""
 
     # -- reads ---------------------------------------------------------------------------

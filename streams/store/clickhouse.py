@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from columnist.streams import faults
 from columnist.streams.store import QueryLimits, Rows, StoreUnavailable
 from columnist.vocab.prompts import render_prompts
-from columnist.vocab.schema import Attribute, Vocabulary, vocabulary_from_dict
+from columnist.vocab.schema import Attribute, Calibration, Vocabulary, vocabulary_from_dict
 
 if TYPE_CHECKING:
     import numpy as np
@@ -225,12 +225,15 @@ class ClickHouseStore:
 
     # -- vocabularies --------------------------------------------------------------------
 
-    def apply_vocabulary(self, vocab: Vocabulary, model: str, default: bool = False) -> None:
-        """Record ``vocab`` as applied (its rows and whole document) and regenerate its view
-        ``columns_<name>`` (and ``image_columns`` too for the ``default`` vocabulary)."""
+    def apply_vocabulary(self, vocab: Vocabulary, model: str, default: bool = False,
+                         model_calibration: "Calibration | None" = None) -> None:
+        """Record ``vocab`` as applied (its rows, with the centre and scale each attribute is
+        scored with, and the whole document) and regenerate its view ``columns_<name>`` (and
+        ``image_columns`` too for the ``default`` vocabulary)."""
         import pyarrow as pa
 
-        rows = [self._vocabulary_row(vocab, entry, model) for entry in (*vocab.attributes, *vocab.derived)]
+        rows = [self._vocabulary_row(vocab, entry, model, model_calibration)
+                for entry in (*vocab.attributes, *vocab.derived)]
         table = pa.Table.from_pylist(rows, schema=_VOCABULARY_SCHEMA())
         self.client.insert_arrow("columnist.vocabulary", table)
         self.create_columns_view(vocab, f"columns_{vocab.name}")  # before the record: 'applied' includes the view
@@ -246,10 +249,10 @@ class ClickHouseStore:
         }))
 
     @staticmethod
-    def _vocabulary_row(vocab: Vocabulary, entry, model: str) -> dict:
+    def _vocabulary_row(vocab: Vocabulary, entry, model: str, model_calibration: "Calibration | None") -> dict:
         thresholds = vocab.thresholds_for(entry)
         is_base = isinstance(entry, Attribute)
-        calibration = vocab.calibration_for(entry) if is_base else None
+        calibration = vocab.calibration_for(entry, model_calibration) if is_base else None
         return {
             "vocab_name": vocab.name, "vocab_version": vocab.version,
             "content_hash": vocab.content_hash(), "code": entry.code, "label": entry.label,
@@ -259,7 +262,7 @@ class ClickHouseStore:
             "scale": calibration.scale if calibration else None,
             "accept": thresholds.accept, "reject": thresholds.reject,
             "rule": "" if is_base else entry.rule, "model": model, "applied_at": _now(),
-            "calibration_source": vocab.calibration_source(entry) if is_base else "",
+            "calibration_source": vocab.calibration_source(entry, model_calibration) if is_base else "",
         }
 
     def applied_vocabulary(self, name: str) -> Vocabulary | None:
@@ -324,10 +327,10 @@ class ClickHouseStore:
                            {"v": vocab_name, "c": list(codes)})
 
     def replayer(self, model: str, logit_scale: float, source: str, chunks: int = 0,
-                 job: str | None = None) -> "Replayer":
+                 job: str | None = None, model_calibration: "Calibration | None" = None) -> "Replayer":
         from columnist.streams.store.replay import Replayer
 
-        return Replayer(self, model, logit_scale, source, chunks, job)
+        return Replayer(self, model, logit_scale, source, chunks, job, model_calibration=model_calibration)
 
     def create_columns_view(self, vocab: Vocabulary, view: str) -> None:
         """``columnist.<view>``: one row per image with its collection, uri and ingested_at,

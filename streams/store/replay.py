@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from columnist.streams.store.clickhouse import ClickHouseStore
+    from columnist.vocab.schema import Calibration
 
 INSERT_SCORES = """
 INSERT INTO columnist.feature_image_attribute
@@ -86,8 +87,9 @@ class Replayer:
     ROWS_PER_CHUNK = 250_000
 
     def __init__(self, store: "ClickHouseStore", model: str, logit_scale: float, source: str, chunks: int = 0,
-                 job: str | None = None, clock_slack_ms: int = 5_000):
+                 job: str | None = None, clock_slack_ms: int = 5_000, model_calibration: "Calibration | None" = None):
         self.store, self.model, self.logit_scale, self.source = store, model, logit_scale, source
+        self.model_calibration = model_calibration  # the model's default centre and scale (SigLIP's bias)
         self.job = job
         self.clock_slack_ms = clock_slack_ms  # writers' clocks may disagree (created_at is the writer's time)
         if chunks <= 0:
@@ -171,7 +173,7 @@ class Replayer:
         common = {"model": self.model, "vocab": vocab.name, "version": vocab.version, **where_params}
         written = 0
         if base:
-            calibrations = [vocab.calibration_for(vocab.entry(code)) for code in base]
+            calibrations = [vocab.calibration_for(vocab.entry(code), self.model_calibration) for code in base]
             dots = ", ".join(f"toFloat32({{logit_scale:Float32}} * dotProduct(embedding, {{t{i}:Array(Float32)}}))"
                              for i in range(len(base)))
             texts_by_index = {f"t{i}": texts[code].tolist() for i, code in enumerate(base)}
