@@ -29,8 +29,15 @@ def load_encoder(name: str, threads: int = 0, batch_size: int = 32, runtime: str
     return ClipEncoder.from_directory(directory, threads=threads, batch_size=batch_size, runtime=runtime)
 
 
+def model_folders() -> list[Path]:
+    """Where local models live: the built-in ones, pulled ones, and this checkout's exports."""
+    return [BUILTIN_DIR, Path.home() / ".columnist" / "models", Path(".columnist") / "models"]
+
+
 def resolve_model_dir(name: str) -> Path:
-    for candidate in (BUILTIN_DIR / name, Path(name).expanduser()):
+    candidates = [BUILTIN_DIR / name, Path(name).expanduser(),
+                  *(folder / name.replace("/", "--") for folder in model_folders()[1:])]
+    for candidate in candidates:
         if (candidate / "model.json").is_file():
             return candidate.resolve()
     raise ModelNotFound(
@@ -41,3 +48,19 @@ def resolve_model_dir(name: str) -> Path:
 
 def builtin_models() -> list[str]:
     return sorted(p.parent.name for p in BUILTIN_DIR.glob("*/model.json"))
+
+
+def local_models() -> list[tuple[str, str, str, int, str, str, str]]:
+    """(name, runtime, precision, embedding size, scoring, source, directory) of every local model."""
+    from columnist.models.spec import ModelSpec
+
+    rows = []
+    for folder in model_folders():
+        for description in sorted(folder.glob("*/model.json")):
+            try:
+                spec = ModelSpec.read(description.parent)
+            except (OSError, ValueError):
+                continue  # a half-written or foreign model.json is not listed
+            rows.append((spec.name, spec.runtime, spec.dtype, spec.embedding_dim, spec.scoring,
+                         spec.source or "-", str(description.parent.resolve())))
+    return rows

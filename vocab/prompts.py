@@ -1,7 +1,8 @@
 """Prompts: descriptions rendered into templates, and prompt-ensemble text embeddings.
 
 Each attribute's description is rendered into every template (the vocabulary's, or the
-attribute's own). With several templates the text embeddings are a prompt ensemble, as in
+attribute's own), and each of its translations into its language's templates (multilingual
+text towers: one ensemble across languages). With several templates the text embeddings are a prompt ensemble, as in
 CLIP's zero-shot recipe: normalise each, average, normalise again.
 """
 
@@ -20,8 +21,13 @@ if TYPE_CHECKING:
 
 
 def render_prompts(vocab: Vocabulary, attribute: Attribute) -> list[str]:
-    """The prompt texts for one attribute, in template order."""
-    return [t.format(description=attribute.description) for t in vocab.templates_for(attribute)]
+    """The prompt texts for one attribute: its description in every template, then each
+    translation in its language's templates (the bare text where the language has none)."""
+    prompts = [t.format(description=attribute.description) for t in vocab.templates_for(attribute)]
+    for language, text in attribute.translations.items():
+        templates = vocab.templates_by_language.get(language) or ["{description}"]
+        prompts += [t.format(description=text) for t in templates]
+    return prompts
 
 
 def ensemble(embeddings: "np.ndarray") -> "np.ndarray":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import keyword
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -29,6 +30,8 @@ RESERVED_CODES = {
 }
 DEFAULT_TEMPLATES = ["a photo of {description}"]
 MAX_VERSION = 2**32 - 1  # vocab_version is a UInt32 column
+MAX_LANGUAGES = 50
+LANGUAGE = re.compile(r"^[a-z]{2,3}([_-][A-Za-z]{2,8}){0,2}$")
 MAX_TEXT = 1_000  # characters of a description, template or rule (CLIP reads 77 tokens)
 MAX_ENTRIES = 2_000
 
@@ -93,6 +96,23 @@ def _check_templates(templates: Optional[list[str]]) -> Optional[list[str]]:
     return templates
 
 
+def _check_language(language: str) -> None:
+    if not LANGUAGE.match(language):
+        raise ValueError(f"{language[:40]!r} is not a language code (like 'de', 'pt-BR' or 'deu_Latn')")
+
+
+def _check_translations(translations: dict[str, str]) -> dict[str, str]:
+    cleaned = {}
+    for language, text in translations.items():
+        _check_language(language)
+        if not text.strip():
+            raise ValueError(f"translation {language!r} must not be empty")
+        if len(text) > MAX_TEXT:
+            raise ValueError(f"translation {language!r} is longer than {MAX_TEXT} characters")
+        cleaned[language] = " ".join(text.split())
+    return cleaned
+
+
 def _check_template(template: str) -> None:
     """Exactly the placeholder ``{description}`` (once or more), nothing else: other names
     would fail when rendered, and ``{{description}}`` is an escaped brace, not a placeholder."""
@@ -135,6 +155,14 @@ class Attribute(_Entry):
     type: Literal["clip"] = "clip"
     templates: Optional[list[str]] = None
     calibration: CalibrationOverride = CalibrationOverride()
+    translations: dict[str, str] = Field({}, max_length=MAX_LANGUAGES)
+    """The description in other languages, by language code ('de', 'fr', 'deu_Latn'): for
+    multilingual text towers, every translation joins the prompt ensemble."""
+
+    @field_validator("translations")
+    @classmethod
+    def _languages(cls, translations: dict[str, str]) -> dict[str, str]:
+        return _check_translations(translations)
 
     @field_validator("description")
     @classmethod
@@ -170,6 +198,8 @@ class Vocabulary(_Strict):
     version: int = Field(ge=1, le=MAX_VERSION)
     description: str = Field("", max_length=10 * MAX_TEXT)
     templates: list[str] = DEFAULT_TEMPLATES
+    templates_by_language: dict[str, list[str]] = Field({}, max_length=MAX_LANGUAGES)
+    """Templates for the translations, by language (a language without any: the bare text)."""
     calibration: Calibration = Calibration()
     thresholds: Thresholds = Thresholds()
     attributes: list[Attribute] = Field(min_length=1, max_length=MAX_ENTRIES)
@@ -179,6 +209,14 @@ class Vocabulary(_Strict):
     @classmethod
     def _placeholders(cls, templates: list[str]) -> list[str]:
         return _check_templates(templates)
+
+    @field_validator("templates_by_language")
+    @classmethod
+    def _language_templates(cls, by_language: dict[str, list[str]]) -> dict[str, list[str]]:
+        for language, templates in by_language.items():
+            _check_language(language)
+            _check_templates(templates)
+        return by_language
 
     @property
     def codes(self) -> list[str]:
@@ -249,6 +287,9 @@ class Vocabulary(_Strict):
         for calibration in (document["calibration"], *(a["calibration"] for a in document["attributes"])):
             if calibration.get("source") is None:  # unset: the hash of documents from before it existed
                 calibration.pop("source", None)
+        for holder, key in ((document, "templates_by_language"), *((a, "translations") for a in document["attributes"])):
+            if not holder.get(key):  # likewise for languages
+                holder.pop(key, None)
         canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

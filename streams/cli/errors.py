@@ -14,6 +14,8 @@ unreachable; an embedded database owned by another process; anything else."""
 
 def describe(err: BaseException) -> tuple[int, str]:
     """(exit code, message) for an exception that escaped a command."""
+    from columnist.models.layouts import LayoutError
+    from columnist.models.pull import PullError
     from columnist.models.registry import ModelNotFound
     from columnist.streams.settings import get_settings
     from columnist.streams.store import ModelMismatch, StoreUnavailable
@@ -33,7 +35,9 @@ def describe(err: BaseException) -> tuple[int, str]:
         kafka = get_settings().kafka
         return UNAVAILABLE, (f"cannot reach Kafka at {kafka}: {_short(err)}\n"
                              "start it (make kafka-up) or set COLUMNIST_KAFKA")
-    if isinstance(err, (ModelNotFound, VocabularyError, VocabularyConflict, ModelMismatch)):
+    if isinstance(err, PullError):
+        return UNAVAILABLE, str(err)
+    if isinstance(err, (ModelNotFound, LayoutError, VocabularyError, VocabularyConflict, ModelMismatch)):
         return CONFIGURATION, str(err)
     if isinstance(err, FileNotFoundError):
         return CONFIGURATION, f"not found: {err.filename or _short(err)}"

@@ -22,8 +22,10 @@ def info(name: str = typer.Argument(..., help="'mock', a built-in model or a mod
     directory = resolve_model_dir(name)
     spec = ModelSpec.read(directory)
     typer.echo(f"{spec.name} ({directory})")
-    for key, value in spec.model_dump().items():
-        typer.echo(f"  {key:15} {value}")
+    typer.echo(f"  {'scoring':15} {spec.scoring}")
+    for key, value in spec.model_dump(exclude={"provenance"}).items():
+        origin = spec.provenance.get(key)
+        typer.echo(f"  {key:15} {value}" + (f"   <- {origin}" if origin else ""))
     for file in sorted(directory.iterdir()):
         typer.echo(f"  file {file.name:20} {file.stat().st_size / 1e6:8.2f} MB")
 
@@ -132,6 +134,56 @@ def embed(
         vectors = encoder.encode_texts(text)
     np.save(out, vectors)
     typer.echo(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings from {encoder.name} to {out}")
+
+
+@model_app.command("pull")
+def pull(
+    repo_id: str = typer.Argument(..., help="A Hugging Face repository, e.g. immich-app/ViT-B-32__openai or "
+                                            "Xenova/clip-vit-base-patch32."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Model directory to write (default "
+                                                          "~/.columnist/models/OWNER--NAME)."),
+    revision: Optional[str] = typer.Option(None, help="A branch, tag or commit of the repository."),
+    variant: str = typer.Option("fp32", help="fp32, or int8 (transformers.js's quantized towers)."),
+    name: Optional[str] = typer.Option(None, help="Model name stored with embeddings (default: the repository id)."),
+    logit_scale: Optional[float] = typer.Option(None, help="The model's trained logit scale, where the "
+                                                          "repository does not carry it (CLIP: 100)."),
+    logit_bias: Optional[float] = typer.Option(None, help="SigLIP's trained logit bias: scores become "
+                                                         "sigmoid(scale x cos + bias), probabilities as they come."),
+    source: Optional[Path] = typer.Option(None, "--from-folder", help="Convert a folder already on disk "
+                                                                       "(a copied snapshot) instead of downloading."),
+) -> None:
+    """Get a ready-made ONNX CLIP or SigLIP (Immich's or transformers.js's layouts) without
+    torch; offline, set HF_HUB_OFFLINE=1 to read the Hugging Face cache only."""
+    from columnist.models import pull as pulling
+    from columnist.models.layouts import convert
+
+    if source is not None:
+        target = out or pulling.default_out(repo_id)
+        spec = convert(source, target, repo_id, name=name, variant=variant, logit_scale=logit_scale,
+                       logit_bias=logit_bias)
+    else:
+        typer.echo(f"fetching {repo_id} ({variant}) with huggingface_hub ...", err=True)
+        spec, target = pulling.pull(repo_id, out, revision, variant, name, logit_scale, logit_bias)
+    typer.echo(f"wrote {spec.name} to {target}: {spec.embedding_dim}-d, {spec.image_size} px, {spec.scoring}")
+    for key in ("logit_scale", "logit_bias"):
+        if "not in the repository" in spec.provenance.get(key, ""):
+            typer.echo(f"note: {key} {spec.provenance[key]}", err=True)
+    typer.echo(f"use it with --model {target} (or COLUMNIST_MODEL={target})")
+
+
+@model_app.command("list")
+def list_models() -> None:
+    """Local models: built-in ones, pulled ones (~/.columnist/models) and .columnist/models."""
+    from columnist.models.registry import local_models
+
+    rows = local_models()
+    if not rows:
+        typer.echo("no local models")
+        return
+    header = ("name", "runtime", "precision", "dim", "scoring", "source", "directory")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        typer.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 def register(app: typer.Typer) -> None:

@@ -25,7 +25,7 @@ from columnist.streams.worker.fetch import FetchPolicy
 from columnist.streams.worker.ingest import Counters, RawEvent, Rejected, prepare_events
 from columnist.streams.pipeline import Texts, embed_and_score, encoded_count
 from columnist.streams.settings import Settings
-from columnist.vocab.prompts import text_embeddings
+from columnist.vocab.prompts import render_prompts, text_embeddings
 from columnist.vocab.schema import Vocabulary, vocabulary_from_dict
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class Service:
         return texts
 
     def _count_prompts(self, vocab: Vocabulary, codes) -> None:
-        self.counters.prompts_encoded += sum(len(vocab.templates_for(vocab.entry(c))) for c in codes)
+        self.counters.prompts_encoded += sum(len(render_prompts(vocab, vocab.entry(c))) for c in codes)
 
     # -- ingest --------------------------------------------------------------------------
 

@@ -1,0 +1,257 @@
+"""Ready-made ONNX model folders -> columnist model directories, without torch.
+
+Two layouts are recognised (their files as published on Hugging Face):
+
+* Immich (``immich-app/ViT-B-32__openai``, ``…SigLIP…``, ``XLM-Roberta-Large-Vit-B-32``, …):
+  ``config.json`` (open_clip's model config), ``visual/model.onnx`` (input ``image``, output
+  ``embedding``, batch fixed at 1), ``visual/preprocess_cfg.json``, ``textual/model.onnx``
+  (int32 ``text``, or ``input_ids`` + ``attention_mask`` for M-CLIP), ``textual/tokenizer.json``
+  and ``tokenizer_config.json``. Weights of large towers sit in files beside ``model.onnx``.
+* transformers.js (``Xenova/clip-vit-base-patch32``, ``Xenova/siglip-base-patch16-224``):
+  ``config.json`` (a transformers config), ``preprocessor_config.json``, ``tokenizer.json``,
+  ``tokenizer_config.json`` and ``onnx/vision_model[_quantized].onnx`` /
+  ``onnx/text_model[_quantized].onnx`` (CLIP: ``image_embeds`` / ``text_embeds``; SigLIP:
+  ``pooler_output``).
+
+Neither layout carries a trained logit scale or SigLIP's logit bias (they are weights, not
+config), so ``convert`` takes them as arguments, and records where every number came from
+in ``model.json``'s ``provenance``. The converted towers are run once on a blank image and a
+short text to check their inputs and embedding sizes before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from columnist.models.spec import ModelSpec
+
+CLIP_LOGIT_SCALE = 100.0
+"""OpenAI CLIP's trained logit scale (exp 4.6052), the value of every released CLIP."""
+
+SKIPPED = (".armnn", ".rknn")
+"""Files of other runtimes in Immich's folders (ARM NN, Rockchip NPU)."""
+
+
+class LayoutError(ValueError):
+    """A folder that is not a model layout columnist knows, or whose files disagree."""
+
+
+def recognise(folder: Path) -> str:
+    """'immich', 'transformers.js', or LayoutError saying what was expected."""
+    folder = Path(folder)
+    if (folder / "visual" / "model.onnx").is_file() and (folder / "textual" / "model.onnx").is_file():
+        return "immich"
+    if (folder / "onnx").is_dir() and (folder / "preprocessor_config.json").is_file():
+        return "transformers.js"
+    found = ", ".join(sorted(p.name for p in folder.iterdir())[:12]) if folder.is_dir() else "nothing"
+    raise LayoutError(f"{folder}: not a model layout columnist knows (found {found}); expected Immich's "
+                      "visual/model.onnx + textual/model.onnx + config.json, or transformers.js's "
+                      "onnx/vision_model.onnx + onnx/text_model.onnx + preprocessor_config.json")
+
+
+def convert(folder: Path, out: Path, source: str, name: str | None = None, variant: str = "fp32",
+            logit_scale: float | None = None, logit_bias: float | None = None) -> ModelSpec:
+    """Write a columnist model directory ``out`` from the model layout in ``folder``."""
+    folder, out = Path(folder), Path(out)
+    layout = recognise(folder)
+    spec, files = (_immich if layout == "immich" else _transformers_js)(folder, source, variant)
+    spec = _with_logits(spec, logit_scale, logit_bias)
+    if name:
+        spec = spec.model_copy(update={"name": name})
+    staging = out.with_name(out.name + ".partial")  # a model directory appears whole or not at all
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for relative in files:
+            target = staging / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(folder / relative, target)
+        spec.write(staging)
+        check(staging, spec)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return spec
+
+
+# -- Immich ------------------------------------------------------------------------------
+
+def _immich(folder: Path, source: str, variant: str) -> tuple[ModelSpec, list[str]]:
+    if variant != "fp32":
+        raise LayoutError(f"{source}: Immich publishes fp32 ONNX towers only (asked for {variant!r}); "
+                          "quantize after pulling: columnist model quantize")
+    config = _json(folder / "config.json")
+    preprocess = _json(folder / "visual" / "preprocess_cfg.json")
+    tokenizer_config = _json(folder / "textual" / "tokenizer_config.json")
+    text = config.get("text_cfg", {})
+    size = preprocess.get("size", 224)
+    siglip = "siglip" in json.dumps(config).lower()
+    provenance = {
+        "embedding_dim": "config.json embed_dim",
+        "image_size": "visual/preprocess_cfg.json size",
+        "mean": "visual/preprocess_cfg.json mean", "std": "visual/preprocess_cfg.json std",
+        "resize": "visual/preprocess_cfg.json resize_mode" if "resize_mode" in preprocess
+        else "default 'shortest' (preprocess_cfg.json has no resize_mode)",
+        "context_length": "config.json text_cfg.context_length" if "context_length" in text
+        else "default 77 (config.json has none; Immich uses 77)",
+        "pad_token": "textual/tokenizer_config.json pad_token",
+    }
+    spec = ModelSpec(
+        name=source, embedding_dim=int(config["embed_dim"]),
+        image_size=int(size[0] if isinstance(size, list) else size),
+        mean=tuple(preprocess.get("mean", (0.48145466, 0.4578275, 0.40821073))),
+        std=tuple(preprocess.get("std", (0.26862954, 0.26130258, 0.27577711))),
+        resize=_resize_mode(preprocess.get("resize_mode", "shortest"), folder),
+        interpolation=_interpolation(preprocess.get("interpolation", "bicubic"), folder),
+        context_length=int(text.get("context_length", 77)),
+        logit_scale=CLIP_LOGIT_SCALE, source=f"{source} (Immich layout)",
+        visual="visual/model.onnx", textual="textual/model.onnx", tokenizer="textual/tokenizer.json",
+        pad_token=_token(tokenizer_config.get("pad_token")),
+        canonicalize=(text.get("tokenizer_kwargs") or {}).get("clean") == "canonicalize",
+        provenance={**provenance, "family": "siglip" if siglip else "clip"},
+    )
+    files = [p.relative_to(folder).as_posix() for tower in ("visual", "textual")
+             for p in sorted((folder / tower).rglob("*")) if _wanted(p, folder / tower)]
+    return spec, files
+
+
+def _wanted(path: Path, tower: Path) -> bool:
+    """Everything of an ONNX tower (its model, external weight files, configs), nothing of
+    other runtimes (``*.armnn``, ``*.rknn``, the ``rknpu/`` and ``fp16/`` folders)."""
+    parts = path.relative_to(tower).parts
+    return path.is_file() and path.suffix not in SKIPPED and parts[0] not in ("rknpu", "fp16")
+
+
+# -- transformers.js ---------------------------------------------------------------------
+
+VARIANTS = {"fp32": "", "int8": "_quantized"}
+"""transformers.js file suffixes columnist can run (fp16 and 4-bit towers take other inputs)."""
+
+
+def _transformers_js(folder: Path, source: str, variant: str) -> tuple[ModelSpec, list[str]]:
+    if variant not in VARIANTS:
+        raise LayoutError(f"{source}: variant {variant!r} is not one columnist runs; choose {' or '.join(VARIANTS)}")
+    config = _json(folder / "config.json")
+    preprocess = _json(folder / "preprocessor_config.json")
+    tokenizer_config = _json(folder / "tokenizer_config.json")
+    kind = config.get("model_type", "")
+    if kind not in ("clip", "siglip"):
+        raise LayoutError(f"{folder / 'config.json'}: model_type {kind!r}; columnist runs 'clip' and 'siglip'")
+    suffix = VARIANTS[variant]
+    visual, textual = f"onnx/vision_model{suffix}.onnx", f"onnx/text_model{suffix}.onnx"
+    for tower in (visual, textual):
+        if not (folder / tower).is_file():
+            raise LayoutError(f"{folder}: {tower} is missing (the {variant} variant of this repository)")
+    crop = preprocess.get("do_center_crop", False)
+    size = _side(preprocess.get("crop_size") if crop else preprocess.get("size"))
+    siglip = kind == "siglip"
+    dim = config.get("projection_dim", 512) if not siglip else config.get("text_config", {}).get("hidden_size", 768)
+    max_length = int(tokenizer_config.get("model_max_length", 64 if siglip else 77))
+    spec = ModelSpec(
+        name=source + ("-int8" if variant == "int8" else ""), embedding_dim=int(dim), image_size=size,
+        mean=tuple(preprocess.get("image_mean")), std=tuple(preprocess.get("image_std")),
+        resize="shortest" if crop else "squash",
+        interpolation="bilinear" if preprocess.get("resample") == 2 else "bicubic",
+        context_length=min(max_length, 64 if siglip else 77),
+        dtype="int8" if variant == "int8" else "fp32",
+        logit_scale=CLIP_LOGIT_SCALE, source=f"{source} (transformers.js layout, {variant})",
+        visual=visual, textual=textual, tokenizer="tokenizer.json",
+        visual_output="pooler_output" if siglip else "image_embeds",
+        textual_output="pooler_output" if siglip else "text_embeds",
+        pad_token=_token(tokenizer_config.get("pad_token")),
+        canonicalize=siglip and bool(tokenizer_config.get("do_lower_case")),
+        provenance={
+            "embedding_dim": "config.json " + ("text_config.hidden_size" if siglip else "projection_dim"),
+            "image_size": "preprocessor_config.json " + ("crop_size" if crop else "size"),
+            "mean": "preprocessor_config.json image_mean", "std": "preprocessor_config.json image_std",
+            "resize": "preprocessor_config.json do_center_crop",
+            "context_length": "tokenizer_config.json model_max_length",
+            "pad_token": "tokenizer_config.json pad_token", "family": kind,
+        },
+    )
+    files = [visual, textual, "tokenizer.json", "config.json", "preprocessor_config.json", "tokenizer_config.json"]
+    files += [p.relative_to(folder).as_posix() for tower in (visual, textual)
+              for p in sorted((folder / "onnx").glob(Path(tower).name + "_data*"))]  # external weights
+    return spec, files
+
+
+# -- shared ------------------------------------------------------------------------------
+
+def _with_logits(spec: ModelSpec, logit_scale: float | None, logit_bias: float | None) -> ModelSpec:
+    provenance = dict(spec.provenance)
+    family = provenance.get("family", "clip")
+    update: dict[str, Any] = {}
+    if logit_scale is not None:
+        update["logit_scale"], provenance["logit_scale"] = logit_scale, "given (--logit-scale)"
+    elif family == "clip":
+        provenance["logit_scale"] = "OpenAI CLIP's trained value (not in the repository)"
+    else:
+        provenance["logit_scale"] = ("not in the repository: 100 until given (--logit-scale); "
+                                     "scores use the vocabulary's calibration")
+    if logit_bias is not None:
+        update["logit_bias"], provenance["logit_bias"] = logit_bias, "given (--logit-bias)"
+    elif family != "clip":
+        provenance["logit_bias"] = "not in the repository: give it (--logit-bias) for native sigmoid scores"
+    update["provenance"] = provenance
+    return spec.model_copy(update=update)
+
+
+def check(directory: Path, spec: ModelSpec) -> None:
+    """Run both towers once (a blank image, a short text): their inputs, embedding sizes and
+    the tokenizer must agree with ``spec``; LayoutError names the file and both numbers."""
+    from PIL import Image
+
+    from columnist.models.clip import ClipEncoder
+
+    encoder = ClipEncoder(directory, spec, runtime="onnxruntime", batch_size=2)
+    try:
+        image = encoder.encode_images([Image.new("RGB", (spec.image_size, spec.image_size), (127, 127, 127))])
+        text = encoder.encode_texts(["a photo of the Moon"])
+    except ValueError as err:
+        raise LayoutError(f"{directory}: {err}") from None
+    except Exception as err:  # onnxruntime's own errors name the input and the shape it wanted
+        raise LayoutError(f"{directory}: the towers do not run as described: {str(err)[:400]}") from None
+    for tower, file, embedding in (("image", spec.visual, image), ("text", spec.textual, text)):
+        if embedding.shape[-1] != spec.embedding_dim:
+            raise LayoutError(f"{directory / file}: the {tower} tower gives {embedding.shape[-1]}-d embeddings, "
+                              f"the configuration says {spec.embedding_dim}")
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LayoutError(f"{path} is missing") from None
+    except (OSError, ValueError) as err:
+        raise LayoutError(f"{path}: cannot read it as JSON: {err}") from None
+
+
+def _token(value: Any) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string or {"content": ...}."""
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def _side(value: Any) -> int:
+    """224, {"height": 224, "width": 224} or {"shortest_edge": 224} -> 224."""
+    if isinstance(value, dict):
+        value = value.get("height", value.get("shortest_edge"))
+    if not isinstance(value, int):
+        raise LayoutError(f"image size {value!r} is not one columnist understands")
+    return value
+
+
+def _resize_mode(mode: str, folder: Path) -> str:
+    if mode not in ("shortest", "squash"):
+        raise LayoutError(f"{folder}: resize_mode {mode!r} is not supported (shortest or squash)")
+    return mode
+
+
+def _interpolation(method: str, folder: Path) -> str:
+    if method not in ("bicubic", "bilinear"):
+        raise LayoutError(f"{folder}: interpolation {method!r} is not supported (bicubic or bilinear)")
+    return method

@@ -1,0 +1,171 @@
+"""Ready-made layouts (Immich, transformers.js) -> columnist models, without network or torch.
+
+The layouts are built locally from tiny-clip's towers (tests/models/layouts.py) with the
+published file names, configs and tensor names, so what a converted model computes is
+checked against tiny-clip run directly on the same preprocessing and token ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from columnist.models.clip import ClipEncoder
+from columnist.models.images import open_image
+from columnist.models.layouts import LayoutError, convert
+from columnist.models.preprocess import preprocess
+from columnist.models.sessions import onnxruntime_session
+from columnist.models.spec import ModelSpec
+from tests.conftest import PHOTOS, REPO
+from tests.models import layouts
+
+TEXTS = ["a photo of the moon", "An astronaut, on a SPACEWALK!", "über café", "moon " * 100]
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return [open_image(p.read_bytes(), p.name) for p in sorted(PHOTOS.glob("*.jpg"))]
+
+
+def tiny_images(images, resize: str, mean, std) -> np.ndarray:
+    session = onnxruntime_session(layouts.TINY / "visual.onnx")
+    out = session.run(None, {"pixel_values": preprocess(images, 224, mean, std, resize)})[0]
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def tiny_texts(ids: np.ndarray) -> np.ndarray:
+    """tiny-clip's text tower on ``ids``, padded with zeros to its 77 as the fixture graphs do."""
+    session = onnxruntime_session(layouts.TINY / "textual.onnx")
+    padded = np.zeros((len(ids), 77), np.int64)
+    padded[:, :ids.shape[1]] = ids
+    out = session.run(None, {"input_ids": padded})[0]
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_immich_clip_computes_what_tiny_clip_does_and_leaves_other_runtimes_files(tmp_path, photos):
+    folder = layouts.immich_clip(tmp_path / "src")
+    spec = convert(folder, tmp_path / "model", "immich-app/ViT-B-32__openai")
+    assert ModelSpec.read(tmp_path / "model") == spec
+    assert (spec.name, spec.embedding_dim, spec.context_length, spec.pad_token) == (
+        "immich-app/ViT-B-32__openai", 512, 77, "<|endoftext|>")
+    assert spec.provenance["embedding_dim"] == "config.json embed_dim" and spec.scoring == "calibrated sigmoid"
+    copied = {p.relative_to(tmp_path / "model").as_posix() for p in (tmp_path / "model").rglob("*") if p.is_file()}
+    assert not any(name.endswith((".armnn", ".rknn")) for name in copied) and "visual/model.onnx" in copied
+
+    encoder = ClipEncoder.from_directory(tmp_path / "model")
+    assert encoder.image_tower.batch_size == 1 and encoder.text_tower.dtype == "int32"  # as Immich exports them
+    reference = ClipEncoder.from_directory(layouts.TINY)
+    np.testing.assert_allclose(encoder.encode_images(photos), reference.encode_images(photos), atol=1e-5)
+    np.testing.assert_allclose(encoder.encode_texts(TEXTS), reference.encode_texts(TEXTS), atol=1e-5)
+
+
+def test_immich_siglip_squashes_pads_with_its_end_token_and_scores_with_the_given_bias(tmp_path, photos):
+    folder = layouts.immich_siglip(tmp_path / "src")
+    spec = convert(folder, tmp_path / "model", "immich-app/ViT-B-16-SigLIP__webli", logit_scale=117.3, logit_bias=-12.9)
+    assert (spec.resize, spec.mean, spec.context_length, spec.pad_token, spec.canonicalize) == (
+        "squash", (0.5, 0.5, 0.5), 64, "</s>", True)
+    assert spec.provenance["logit_bias"] == "given (--logit-bias)" and spec.scoring == "native sigmoid"
+
+    encoder = ClipEncoder.from_directory(tmp_path / "model")
+    np.testing.assert_allclose(encoder.encode_images(photos), tiny_images(photos, "squash", [0.5] * 3, [0.5] * 3),
+                               atol=1e-5)
+    ids = encoder.text_tower.tokenizer(TEXTS)
+    assert ids.shape == (4, 64)
+    end = encoder.text_tower.tokenizer._tokenizer.token_to_id("</s>")
+    assert ids[0, 5] == end and (ids[0, 5:] == end).all()  # "a photo of the moon" + </s>, padded with </s>
+    assert (ids[1] == encoder.text_tower.tokenizer(["an astronaut on a spacewalk"])[0]).all()  # canonicalised
+    np.testing.assert_allclose(encoder.encode_texts(TEXTS), tiny_texts(ids), atol=1e-5)
+    calibration = encoder.calibration
+    assert (calibration.centre, calibration.scale) == (12.9, 1.0) and "logit bias -12.9" in calibration.source
+
+
+def test_immich_siglip_without_a_bias_says_where_to_give_one(tmp_path):
+    spec = convert(layouts.immich_siglip(tmp_path / "src"), tmp_path / "model", "immich-app/ViT-B-16-SigLIP__webli")
+    assert spec.logit_bias is None and spec.scoring == "calibrated sigmoid"
+    assert "--logit-bias" in spec.provenance["logit_bias"]
+
+
+def test_immich_mclip_feeds_the_attention_mask_and_copies_weights_kept_beside_the_graph(tmp_path):
+    spec = convert(layouts.immich_mclip(tmp_path / "src"), tmp_path / "model", "immich-app/XLM-Roberta-Large-Vit-B-32")
+    assert (tmp_path / "model" / "textual" / "c1f385d0-4888-11ef-a23b-00155d655292").is_file()
+    encoder = ClipEncoder.from_directory(tmp_path / "model")
+    assert encoder.text_tower.mask_name == "attention_mask"
+    assert spec.pad_token == "<pad>"
+    ids = encoder.text_tower.tokenizer(TEXTS)
+    np.testing.assert_allclose(encoder.encode_texts(TEXTS), tiny_texts(ids), atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_transformers_js_clip_variants(tmp_path, photos, variant):
+    spec = convert(layouts.transformers_js_clip(tmp_path / "src"), tmp_path / "model", "Xenova/clip-vit-base-patch32",
+                   variant=variant)
+    suffix = "_quantized" if variant == "int8" else ""
+    assert (spec.visual, spec.dtype, spec.visual_output) == (f"onnx/vision_model{suffix}.onnx", variant, "image_embeds")
+    assert spec.pad_token == "<|endoftext|>"  # tokenizer_config.json writes it as an AddedToken object
+    assert not (tmp_path / "model" / "onnx" / "vision_model_fp16.onnx").exists()
+    reference = ClipEncoder.from_directory(layouts.TINY)
+    encoder = ClipEncoder.from_directory(tmp_path / "model")
+    np.testing.assert_allclose(encoder.encode_images(photos), reference.encode_images(photos), atol=1e-5)
+
+
+def test_transformers_js_siglip_takes_the_pooler_output_not_the_first(tmp_path, photos):
+    spec = convert(layouts.transformers_js_siglip(tmp_path / "src"), tmp_path / "model", "Xenova/siglip-base-patch16-224")
+    assert (spec.visual_output, spec.resize, spec.context_length) == ("pooler_output", "squash", 64)
+    encoder = ClipEncoder.from_directory(tmp_path / "model")
+    assert encoder.image_tower.output == 1
+    np.testing.assert_allclose(encoder.encode_images(photos), tiny_images(photos, "squash", [0.5] * 3, [0.5] * 3),
+                               atol=1e-5)
+    np.testing.assert_allclose(encoder.encode_texts(TEXTS), tiny_texts(encoder.text_tower.tokenizer(TEXTS)), atol=1e-5)
+
+
+def test_unknown_folders_and_disagreeing_configs_are_refused_by_name(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LayoutError, match="not a model layout columnist knows"):
+        convert(tmp_path / "empty", tmp_path / "out", "x/y")
+    folder = layouts.immich_clip(tmp_path / "src")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "embed_dim": 768}))
+    with pytest.raises(LayoutError, match=r"visual/model.onnx: the image tower gives 512-d embeddings, the configuration says 768"):
+        convert(folder, tmp_path / "out", "x/y")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    with pytest.raises(LayoutError, match="fp32 ONNX towers only"):
+        convert(layouts.immich_clip(tmp_path / "again"), tmp_path / "out", "x/y", variant="int8")
+
+
+def _cli(*args, env):
+    return subprocess.run([sys.executable, "-m", "columnist", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _hf_cache(home, repo_id: str, snapshot_of) -> None:
+    """A Hugging Face cache holding ``repo_id`` at one commit, as huggingface_hub lays it out."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    snapshot_of(repo / "snapshots" / "__tmp__")
+    (repo / "snapshots" / "__tmp__" / "ViT-B-32__openai").rename(repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_pull_offline_reads_the_cache_and_says_what_to_do_when_it_is_empty(tmp_path):
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    missing = _cli("model", "pull", "immich-app/ViT-B-32__openai", env=env)
+    assert missing.returncode == 4, missing.stderr
+    assert "HF_HUB_OFFLINE" in missing.stderr and "Traceback" not in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) <= 3
+
+    _hf_cache(tmp_path / "hf", "immich-app/ViT-B-32__openai", layouts.immich_clip)
+    pulled = _cli("model", "pull", "immich-app/ViT-B-32__openai", env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    target = tmp_path / "home" / ".columnist" / "models" / "immich-app--ViT-B-32__openai"
+    assert ModelSpec.read(target).name == "immich-app/ViT-B-32__openai"
+    assert not list(target.rglob("*.armnn"))
+
+    listed = _cli("model", "list", env=env).stdout
+    assert "immich-app/ViT-B-32__openai" in listed and "calibrated sigmoid" in listed
+    info = _cli("model", "info", "immich-app/ViT-B-32__openai", env=env).stdout  # found by repository id
+    assert "<- config.json embed_dim" in info and "<- OpenAI CLIP's trained value" in info

@@ -1,0 +1,54 @@
+"""Descriptions in several languages: one prompt ensemble across them, for multilingual text towers."""
+
+import numpy as np
+import pytest
+
+from columnist.models.mock import MockEncoder
+from columnist.vocab.diff import diff_vocabularies
+from columnist.vocab.prompts import ensemble, render_prompts, text_embeddings
+from columnist.vocab.schema import VocabularyError, parse_vocabulary
+
+DOC = """
+name: multi
+version: {version}
+templates: ["a photo of {{description}}"]
+templates_by_language:
+  de: ["ein Foto von {{description}}"]
+attributes:
+  - code: moon
+    description: the Moon
+    translations: {{de: "der Mond", fr: "{fr}"}}
+  - code: earth
+    description: the Earth
+"""
+
+
+def vocab(version=1, fr="la Lune"):
+    return parse_vocabulary(DOC.format(version=version, fr=fr))
+
+
+def test_translations_join_the_ensemble_in_their_languages_templates():
+    v = vocab()
+    assert render_prompts(v, v.entry("moon")) == ["a photo of the Moon", "ein Foto von der Mond", "la Lune"]
+    encoder = MockEncoder()
+    expected = ensemble(encoder.encode_texts(render_prompts(v, v.entry("moon"))))
+    np.testing.assert_allclose(text_embeddings(encoder, v)["moon"], expected, atol=1e-6)
+
+
+def test_a_changed_translation_rescores_that_attribute_only_and_old_hashes_hold():
+    diff = diff_vocabularies(vocab(1), vocab(2, fr="la lune (astre)"))
+    assert set(diff.rescore) == {"moon"}
+    plain = parse_vocabulary("name: p\nversion: 1\nattributes: [{code: a, description: x}]")
+    same = parse_vocabulary("name: p\nversion: 1\ntemplates_by_language: {}\n"
+                            "attributes: [{code: a, description: x, translations: {}}]")
+    assert plain.content_hash() == same.content_hash()  # documents from before languages keep their hash
+
+
+@pytest.mark.parametrize("translations, problem", [
+    ('{"Deutsch!": "Mond"}', "is not a language code"),
+    ('{de: "  "}', "must not be empty"),
+])
+def test_bad_translations_are_named(translations, problem):
+    with pytest.raises(VocabularyError, match=problem) as info:
+        parse_vocabulary(f"name: p\nversion: 1\nattributes: [{{code: moon, description: x, translations: {translations}}}]")
+    assert "moon" in str(info.value)
