@@ -28,7 +28,7 @@ test: setup
 	$(BIN)/pytest
 
 test-parity: setup-export
-	$(BIN)/pytest -s tests/models/test_parity.py
+	$(BIN)/pytest -s tests/models/test_parity.py tests/models/test_parity_siglip.py
 
 # regenerate the committed tiny-clip bit-for-bit (same seed, same torch/transformers versions;
 # PYTHONHASHSEED fixes the order in which the exporter walks sets, hence the file's bytes)

@@ -1,4 +1,4 @@
-"""Export a CLIP model to a columnist model directory (needs the ``[export]`` extra).
+"""Export a CLIP or SigLIP model to a columnist model directory (needs the ``[export]`` extra).
 
 Each tower is wrapped as ``projection(tower(...).pooler_output)`` and exported with the
 dynamo exporter (opset 18, one file per tower, dynamic batch axis). The text tower takes
@@ -80,31 +80,144 @@ def _towers(model: Any) -> tuple[Any, Any]:
 
 def export_clip(model: Any, tokenizer: Any, out: Path, name: str, source: str, opset: int = 18) -> ModelSpec:
     """Write visual.onnx, textual.onnx, tokenizer.json and model.json into ``out``."""
-    import torch
-    from torch.export import Dim
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     config = model.config
     spec = ModelSpec(name=name, embedding_dim=config.projection_dim, image_size=config.vision_config.image_size,
                      logit_scale=float(model.logit_scale.exp().item()),
                      context_length=config.text_config.max_position_embeddings, opset=opset, source=source)
-    visual, textual = _towers(model)
+    _export(*_towers(model), tokenizer, spec, Path(out), config.text_config.eos_token_id)
+    return spec
+
+
+def _export(visual: Any, textual: Any, tokenizer: Any, spec: ModelSpec, out: Path, fill_id: int) -> None:
+    """Both towers to ONNX (dynamic batch), the tokenizer and model.json into ``out``."""
+    import torch
+    from torch.export import Dim
+
+    out.mkdir(parents=True, exist_ok=True)
     batch = Dim("batch", min=1, max=1024)
     pixels = torch.zeros(2, 3, spec.image_size, spec.image_size)
-    tokens = torch.full((2, spec.context_length), config.text_config.eos_token_id, dtype=torch.int64)
+    tokens = torch.full((2, spec.context_length), fill_id, dtype=torch.int64)
+    outputs = (spec.visual_output or "image_embeds", spec.textual_output or "text_embeds")
     with torch.no_grad():
         for tower, example, file, input_name, output_name in (
-            (visual, pixels, spec.visual, "pixel_values", "image_embeds"),
-            (textual, tokens, spec.textual, "input_ids", "text_embeds"),
+            (visual, pixels, spec.visual, "pixel_values", outputs[0]),
+            (textual, tokens, spec.textual, "input_ids", outputs[1]),
         ):
-            program = torch.onnx.export(tower, (example,), dynamo=True, opset_version=opset,
+            program = torch.onnx.export(tower, (example,), dynamo=True, opset_version=spec.opset,
                                         input_names=[input_name], output_names=[output_name],
                                         dynamic_shapes={input_name: {0: batch}}, optimize=True)
             program.save(str(out / file), external_data=False)
             strip_source_locations(out / file)
     tokenizer.save(str(out / spec.tokenizer), pretty=False)
     spec.write(out)
+
+
+# -- SigLIP -------------------------------------------------------------------------------
+
+SIGLIP_SHAPES: dict[str, dict] = {
+    # transformers.SiglipConfig() defaults are google/siglip-base-patch16-224's shape
+    "siglip-b-16": {},
+    "siglip-tiny": {
+        "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                        "projection_size": 32},
+        "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                          "image_size": 224, "patch_size": 32},
+    },
+}
+SIGLIP_TOKENS = {
+    # (pad, end, unk, ids first): SigLIP pads with its end token; SigLIP2's Gemma tokenizer has a pad token
+    "siglip": ("</s>", "</s>", "<unk>", ["<pad>", "</s>", "<unk>"]),
+    "siglip2": ("<pad>", "<eos>", "<unk>", ["<pad>", "<eos>", "<bos>", "<unk>"]),
+}
+
+
+def random_siglip(shape: str, seed: int = 0, vocab_size: int = 32000) -> Any:
+    """A seeded random SiglipModel; its logit scale and bias set to SigLIP-like values
+    (trained models have about exp 4.7 = 117 and -12.9), which random init leaves at 0."""
+    import math
+
+    import torch
+    from transformers import SiglipConfig, SiglipModel
+
+    if shape not in SIGLIP_SHAPES:
+        raise ValueError(f"unknown random shape {shape!r}: choose from {', '.join(SIGLIP_SHAPES)}")
+    torch.manual_seed(seed)
+    shape_config = {key: dict(value) for key, value in SIGLIP_SHAPES[shape].items()}
+    shape_config.setdefault("text_config", {})["vocab_size"] = vocab_size
+    model = SiglipModel._from_config(SiglipConfig(**shape_config), attn_implementation="eager").eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(10.0))
+        model.logit_bias.fill_(-2.5)
+    return model
+
+
+def random_sentencepiece(family: str = "siglip") -> Any:
+    """A sentencepiece-style (Unigram, '▁' word marks) tokenizer.json with SigLIP's special
+    tokens, for random exports: the real ones come with a pretrained model (``--from``)."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import Unigram
+
+    pad, end, unk, first = SIGLIP_TOKENS[family]
+    words = ("a photo of the moon earth astronaut spacewalk rocket launch galaxy cat coffee space station window "
+             "porthole crew mission control planet star night city lights cloud").split()
+    pieces = [(token, 0.0) for token in first] + [("▁", -3.0)] + [(f"▁{w}", -2.0) for w in words]
+    pieces += [(c, -6.0) for c in string.ascii_lowercase + string.digits + string.punctuation + "àâçéèêëîïôûüßñåø"]
+    tokenizer = Tokenizer(Unigram(pieces, unk_id=first.index(unk)))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.post_processor = processors.TemplateProcessing(single=f"$A {end}", special_tokens=[(end, first.index(end))])
+    return tokenizer
+
+
+def pretrained_siglip(source: str) -> tuple[Any, Any, str]:
+    """A SigLIP or fixed-resolution SigLIP2 checkpoint (both are SiglipModel in transformers)."""
+    from transformers import AutoConfig, AutoTokenizer, SiglipModel
+
+    kind = AutoConfig.from_pretrained(source).model_type
+    if kind != "siglip":
+        raise ValueError(f"{source}: model_type {kind!r}; columnist exports SiglipModel checkpoints (SigLIP, and "
+                         "SigLIP2 at a fixed resolution); NaFlex SigLIP2 (variable resolution) is not supported")
+    model = SiglipModel.from_pretrained(source, attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    family = "siglip2" if "gemma" in type(tokenizer).__name__.lower() else "siglip"
+    return model, tokenizer.backend_tokenizer, family
+
+
+def export_siglip(model: Any, tokenizer: Any, out: Path, name: str, source: str, family: str = "siglip",
+                  opset: int = 18) -> ModelSpec:
+    """SigLIP towers (pooled outputs), its squash preprocessing, 64 ids padded with its pad
+    token, and its learned logit scale and bias: scores are sigmoid(scale x cos + bias)."""
+    import torch
+
+    class Visual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.siglip = model
+
+        def forward(self, pixel_values):
+            return self.siglip.vision_model(pixel_values=pixel_values).pooler_output
+
+    class Textual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.siglip = model
+
+        def forward(self, input_ids):
+            return self.siglip.text_model(input_ids=input_ids).pooler_output
+
+    config = model.config
+    pad = SIGLIP_TOKENS[family][0]
+    spec = ModelSpec(name=name, embedding_dim=config.vision_config.hidden_size, image_size=config.vision_config.image_size,
+                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize="squash",
+                     logit_scale=float(model.logit_scale.exp().item()), logit_bias=float(model.logit_bias.item()),
+                     context_length=config.text_config.max_position_embeddings, opset=opset, source=source,
+                     pad_token=pad, visual_output="pooled", textual_output="pooled",
+                     provenance={"logit_scale": "model weights (exp logit_scale)", "logit_bias": "model weights",
+                                 "family": family, "resize": "SigLIP's processor: resize to the square, no crop"})
+    _export(Visual().eval(), Textual().eval(), tokenizer, spec, Path(out), tokenizer.token_to_id(pad))
     return spec
 
 

@@ -34,11 +34,12 @@ def info(name: str = typer.Argument(..., help="'mock', a built-in model or a mod
 def export(
     out: Path = typer.Option(..., "--out", help="Directory to write the model into."),
     source: Optional[str] = typer.Option(None, "--from", help="A Hugging Face id or directory with a CLIPModel."),
-    random: Optional[str] = typer.Option(None, "--random", help="A random model of this shape: vit-b-32 or tiny."),
+    random: Optional[str] = typer.Option(None, "--random", help="A random model of this shape: vit-b-32, tiny, "
+                                                               "siglip-b-16, siglip-tiny or siglip2-tiny."),
     seed: int = typer.Option(0, help="Seed of the random weights."),
     name: Optional[str] = typer.Option(None, help="Model name stored with embeddings (default from the source)."),
 ) -> None:
-    """Export a CLIP model to ONNX towers (needs the export extra: pip install -e '.\\[export]')."""
+    """Export a CLIP or SigLIP model to ONNX towers (needs the export extra: pip install -e '.\\[export]')."""
     import importlib.util
 
     from columnist.streams.cli.common import fail
@@ -53,20 +54,38 @@ def export(
     from columnist.models import export as exporter
     from columnist.models.tokenizer import build_clip_tokenizer
 
-    if random:
+    siglip = random in exporter.SIGLIP_SHAPES or random and random.startswith("siglip2-")
+    if random and siglip:
+        family = "siglip2" if random.startswith("siglip2-") else "siglip"
+        model = exporter.random_siglip(random.replace("siglip2-", "siglip-"), seed)
+        tokenizer = exporter.random_sentencepiece(family)
+    elif random:
         model = exporter.random_clip(random, seed)
         tokenizer = build_clip_tokenizer(exporter.bundled_bpe_path())
-        name, origin = name or f"random-{random}-seed{seed}", f"random {random} seed {seed}"
     else:
         try:
-            model, tokenizer = exporter.pretrained_clip(source)
-        except OSError as err:  # no network, an unknown id, a folder without a CLIPModel
+            siglip = _model_type(source) == "siglip"
+            if siglip:
+                model, tokenizer, family = exporter.pretrained_siglip(source)
+            else:
+                model, tokenizer = exporter.pretrained_clip(source)
+        except OSError as err:  # no network, an unknown id, a folder without a model
             fail(f"cannot load {source!r}: {' '.join(str(err).split())[:200]}\nwithout internet here, download the "
                  f"model where there is (huggingface-cli download {source} --local-dir DIR), copy DIR over and pass "
-                 "--from DIR", UNAVAILABLE)
-        name, origin = name or Path(source).name, source
-    spec = exporter.export_clip(model, tokenizer, out, name, origin)
+                 "--from DIR, or get a ready-made ONNX model: columnist model pull REPO_ID", UNAVAILABLE)
+    name, origin = (name or f"random-{random}-seed{seed}", f"random {random} seed {seed}") if random else (
+        name or Path(source).name, source)
+    if siglip:
+        spec = exporter.export_siglip(model, tokenizer, out, name, origin, family)
+    else:
+        spec = exporter.export_clip(model, tokenizer, out, name, origin)
     typer.echo(f"wrote {spec.name} to {out}")
+
+
+def _model_type(source: str) -> str:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(source).model_type
 
 
 @model_app.command("quantize")
