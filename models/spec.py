@@ -62,4 +62,14 @@ class ModelSpec(BaseModel):
             raise FileNotFoundError(f"{path}: cannot read model description: {err.strerror}") from None
 
     def write(self, directory: Path) -> None:
-        (Path(directory) / "model.json").write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+        """model.json; the layout fields are written only where they differ from a columnist
+        CLIP export, so such an export's model.json stays what it always was."""
+        document = self.model_dump(mode="json")
+        for key in LAYOUT_FIELDS:
+            if document[key] == ModelSpec.model_fields[key].default:
+                del document[key]
+        (Path(directory) / "model.json").write_text(json.dumps(document, indent=2) + "\n")
+
+
+LAYOUT_FIELDS = ("logit_bias", "resize", "interpolation", "visual_output", "textual_output", "pad_token",
+                 "canonicalize", "provenance")
