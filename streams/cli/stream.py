@@ -80,7 +80,7 @@ def replay(
     d = report.diff
     typer.echo(f"applied {new.name} v{new.version}: added {list(d.added)}, changed {list(d.changed)}, "
                f"removed {list(d.removed)}, dependents {list(d.dependents)}; "
-               f"{report.stored_scores} scores of {len(d.rescore)} attribute(s) now stored, no image decoded")
+               f"{report.stored_scores} scores of {len(d.rescore)} attribute(s) written, no image decoded")
     store.close()
 
 

@@ -245,7 +245,7 @@ class Service:
         self.counters.replay_chunks_written += replay.chunks - replay.chunks_skipped
         self.counters.replayed_score_rows += replay.score_rows + replay.late_score_rows
         log.info("vocabulary %s v%d applied: added %s, changed %s, removed %s, dependents %s; %d scores of "
-                 "those attributes stored, computed from stored embeddings (%d of %d chunks were already done)",
+                 "those attributes written, computed from stored embeddings (%d of %d chunks were already done)",
                  vocab.name, vocab.version, list(diff.added), list(diff.changed), list(diff.removed),
                  list(diff.dependents), report.stored_scores, replay.chunks_skipped, replay.chunks)
 
