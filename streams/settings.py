@@ -6,6 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -63,6 +64,8 @@ class Settings(BaseSettings):
     """Largest image accepted from any URI, data: URIs included."""
     max_image_pixels: int = 60_000_000
     """Largest image (width x height, read from its header before decoding)."""
+    decode_threads: int = Field(0, ge=0, le=64)
+    """Threads decoding a batch's images (0: one per core); they run beside inference."""
     http_timeout: float = 20.0
     """Seconds for a whole http(s) fetch: connect, headers and body."""
     allow_hard_links: bool = False

@@ -1,11 +1,12 @@
 """The Faust app: the ingest agent, the vocabulary feed, the control and metrics pages.
 
-- ``ingest``: image events in batches (``take_events``), handed to the Service.
-  The Service returns only when every event of the batch is stored or dead-lettered (it
-  retries what fails for the whole batch). ``take_events`` acknowledges a batch in a
-  ``finally``, even when the agent is cancelled at shutdown in the middle of a retry; so each
-  event's message is held (one more reference) while its batch is processed and released
-  only after the Service returned: an unfinished batch is never committed and Kafka delivers
+- ``ingest``: image events in batches (``take_events``), handed to the Service in two
+  halves: a batch is fetched and decoded while the previous one is encoded and written (so
+  decoding and inference overlap). A batch counts as done only when every event of it is
+  stored or dead-lettered (the Service retries what fails for the whole batch). ``take_events`` acknowledges a batch in a
+  ``finally``, even when the agent is cancelled at shutdown in the middle of a retry, and
+  before the batch behind it is stored; so each event's message is held (one more reference)
+  while its batch is processed and released only after it is stored: an unfinished batch is never committed and Kafka delivers
   it again to the next worker.
 - vocabularies: every worker reads the whole vocabulary topic outside the consumer group
   (worker.vocabulary_feed), so each one switches its own ingest path; the Service applies
@@ -128,12 +129,27 @@ def create_app(settings: Settings) -> faust.App:
     async def ingest(stream):
         await ready.wait()
         service = built[0]
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+        storing: asyncio.Future | None = None  # the previous batch, encoded and written meanwhile
+
+        async def store_and_release(events, raw, prepared) -> None:
+            await service.store_prepared(raw, prepared)
             for event in events:
-                event.message.incref()  # held until stored: the finally in take_events must not ack it
-            await service.ingest([RawEvent(e.message.value, e.message.partition, e.message.offset) for e in events])
-            for event in events:
-                event.message.decref()
+                event.ack()  # our reference: the last of the two acks (ours or take_events') commits
+
+        try:
+            async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+                for event in events:
+                    event.message.incref()  # held until stored: the finally in take_events must not ack it
+                raw = [RawEvent(e.message.value, e.message.partition, e.message.offset) for e in events]
+                prepared = await service.prepare(raw)  # decoding this batch while the previous one encodes
+                if storing is not None:
+                    await storing  # batches are stored in order, one behind the other
+                storing = asyncio.ensure_future(store_and_release(events, raw, prepared))
+            if storing is not None:
+                await storing
+        finally:
+            if storing is not None and not storing.done():
+                storing.cancel()  # its messages stay held: not committed, delivered again
 
     @app.task
     async def vocabularies() -> None:

@@ -86,7 +86,7 @@ MAX_HELD_BYTES = 256 * 1024 * 1024
 
 
 def prepare_events(events: Sequence[RawEvent], encoder: "Encoder", policy: FetchPolicy, counters: Counters,
-                   max_pixels: int, store: "Store | None" = None) -> Prepared:
+                   max_pixels: int, store: "Store | None" = None, threads: int = 0) -> Prepared:
     """Parse and fetch each event, look the fetched content up in ``store`` (known content is
     not decoded again), then decode and preprocess the rest, an event at a time."""
     out, rejected, fetched, held = Prepared(), [], [], 0
@@ -97,7 +97,7 @@ def prepare_events(events: Sequence[RawEvent], encoder: "Encoder", policy: Fetch
             fetched.append(item)
             held += len(item.data)
         if held > MAX_HELD_BYTES or index == len(events) - 1:
-            _prepare_fetched(fetched, encoder, counters, max_pixels, store, out.images, rejected)
+            _prepare_fetched(fetched, encoder, counters, max_pixels, store, out.images, rejected, threads)
             fetched, held = [], 0
     out.rejected = [r for _, r in sorted(rejected, key=lambda pair: pair[0])]
     counters.fetch_decode_s += time.perf_counter() - started
@@ -119,14 +119,14 @@ def _fetch(index: int, event: RawEvent, policy: FetchPolicy, rejected: list) -> 
 
 
 def _prepare_fetched(fetched: list[_Fetched], encoder: "Encoder", counters: Counters, max_pixels: int,
-                     store: "Store | None", images: list[PreparedImage], rejected: list) -> None:
+                     store: "Store | None", images: list[PreparedImage], rejected: list, threads: int = 0) -> None:
     if not fetched:
         return
     stored, known = {}, {}
     if store is not None:  # a store that cannot answer fails the batch (retried), not the events
         stored = store.stored_content(encoder.name, [f.parsed.image_id for f in fetched])
         known = store.known_images(encoder.name, [f.sha256 for f in fetched])
-    preparer = BatchPreparer(encoder, known, max_pixels)
+    preparer = BatchPreparer(encoder, known, max_pixels, threads)
     inputs = []
     for item in fetched:
         parsed = item.parsed

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 from columnist.streams import faults
 from columnist.streams.worker.events import dead_letter, parse_vocab_event
 from columnist.streams.worker.fetch import FetchPolicy
-from columnist.streams.worker.ingest import Counters, RawEvent, Rejected, prepare_events
+from columnist.streams.worker.ingest import Counters, Prepared, RawEvent, Rejected, prepare_events
 from columnist.streams.pipeline import Texts, embed_and_score, encoded_count
 from columnist.streams.settings import Settings
 from columnist.vocab.prompts import render_prompts, text_embeddings
@@ -53,6 +53,8 @@ class Service:
         self.settings = settings  # topic names, image and replay limits
         self.counters = Counters()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-work")
+        self.prepare_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-prepare")
+        """Fetching and decoding the next batch runs here while this one is encoded and written."""
         self.started = asyncio.Event()
         self.vocab_lock = asyncio.Lock()
         self.replay_start = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
@@ -111,37 +113,58 @@ class Service:
         Each event is prepared on its own (any exception: its dead letter). What fails for
         the batch as a whole (encoding, the store, a bug) is retried with backoff until it
         succeeds: the stream pauses, nothing is lost, and no later batch is acknowledged
-        past a hole (Faust would commit past one at the head of a new consumer group)."""
-        first = events[0] if events else RawEvent(None)
-        await self._until_done(lambda: self._ingest_once(events),
-                               f"batch of {len(events)} events (partition {first.partition}, offset {first.offset})",
-                               on_retry=lambda: setattr(self.counters, "batch_retries", self.counters.batch_retries + 1))
+        past a hole (Faust would commit past one at the head of a new consumer group).
+        The worker's agent calls the two halves itself, so the next batch is fetched and
+        decoded while this one is encoded (both cores busy)."""
+        await self.store_prepared(events, await self.prepare(events))
 
-    async def _ingest_once(self, events: list[RawEvent]) -> None:
-        """Encoding, scoring and writing run under the vocabulary lock, so a batch is scored
-        and written under one vocabulary version whatever is pushed meanwhile."""
-        faults.point("ingest_batch")
-        s = self.settings
-        prepared = await self.run(prepare_events, events, self.encoder, self.policy, self.counters,
-                                  s.max_image_pixels, self.store)
-        if prepared.images:
-            first = prepared.images[0].record.image_id
-            async with self.vocab_lock:
-                started = time.perf_counter()
-                vocabularies = [(vocab, self.texts[name]) for name, vocab in self.vocabs.items()]
-                batch = await self._until_done(
-                    lambda: self.run(embed_and_score, prepared.images, vocabularies, self.encoder),
-                    f"encoding {len(prepared.images)} images (first {first!r})")
-                self.counters.images_encoded += encoded_count(prepared.images)
-                written = time.perf_counter()
-                self.counters.encode_s += written - started
-                self.counters.score_rows += await self._until_done(
-                    lambda: self.run(self.store.write, batch),
-                    f"ClickHouse write of {len(batch.images)} images (first {first!r})", on_retry=self._count_store_retry)
-                self.counters.write_s += time.perf_counter() - written
+    async def prepare(self, events: list[RawEvent]) -> Prepared:
+        """Fetch, decode and preprocess a batch (retried as a whole when the store cannot
+        say which contents it already has, or the worker is out of file descriptors)."""
+        async def attempt() -> Prepared:
+            faults.point("ingest_batch")
+            return await asyncio.get_running_loop().run_in_executor(
+                self.prepare_executor, prepare_events, events, self.encoder, self.policy, self.counters,
+                self.settings.max_image_pixels, self.store, self.settings.decode_threads)
+
+        return await self._until_done(attempt, self._describe_batch(events), on_retry=self._count_batch_retry)
+
+    async def store_prepared(self, events: list[RawEvent], prepared: Prepared) -> None:
+        """Encode, score and write a prepared batch (retried until stored), then send its
+        dead letters."""
+        await self._until_done(lambda: self._encode_and_write(prepared), self._describe_batch(events),
+                               on_retry=self._count_batch_retry)
         for rejected in prepared.rejected:
             await self._dead_letter(rejected)
         self.counters.batches += 1
+
+    @staticmethod
+    def _describe_batch(events: list[RawEvent]) -> str:
+        first = events[0] if events else RawEvent(None)
+        return f"batch of {len(events)} events (partition {first.partition}, offset {first.offset})"
+
+    def _count_batch_retry(self) -> None:
+        self.counters.batch_retries += 1
+
+    async def _encode_and_write(self, prepared: Prepared) -> None:
+        """Encoding, scoring and writing run under the vocabulary lock, so a batch is scored
+        and written under one vocabulary version whatever is pushed meanwhile."""
+        if not prepared.images:
+            return
+        first = prepared.images[0].record.image_id
+        async with self.vocab_lock:
+            started = time.perf_counter()
+            vocabularies = [(vocab, self.texts[name]) for name, vocab in self.vocabs.items()]
+            batch = await self._until_done(
+                lambda: self.run(embed_and_score, prepared.images, vocabularies, self.encoder),
+                f"encoding {len(prepared.images)} images (first {first!r})")
+            self.counters.images_encoded += encoded_count(prepared.images)
+            written = time.perf_counter()
+            self.counters.encode_s += written - started
+            self.counters.score_rows += await self._until_done(
+                lambda: self.run(self.store.write, batch),
+                f"ClickHouse write of {len(batch.images)} images (first {first!r})", on_retry=self._count_store_retry)
+            self.counters.write_s += time.perf_counter() - written
 
     def _count_store_retry(self) -> None:
         self.counters.store_retries += 1
