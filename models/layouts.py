@@ -57,7 +57,14 @@ def convert(folder: Path, out: Path, source: str, name: str | None = None, varia
     """Write a columnist model directory ``out`` from the model layout in ``folder``."""
     folder, out = Path(folder), Path(out)
     layout = recognise(folder)
-    spec, files = (_immich if layout == "immich" else _transformers_js)(folder, source, variant)
+    _check_target(out)
+    try:
+        spec, files = (_immich if layout == "immich" else _transformers_js)(folder, source, variant)
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        if isinstance(err, LayoutError):
+            raise
+        raise LayoutError(f"{folder}: its {layout} configuration files do not describe a model columnist can "
+                          f"run ({type(err).__name__}: {str(err)[:200]})") from None
     spec = _with_logits(spec, logit_scale, logit_bias)
     if name:
         spec = spec.model_copy(update={"name": name})
@@ -77,6 +84,15 @@ def convert(folder: Path, out: Path, source: str, name: str | None = None, varia
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return spec
+
+
+def _check_target(out: Path) -> None:
+    """``out`` is replaced as a whole: it may only be a new folder, an empty one, or a model
+    directory (a mistyped --out must never wipe a folder of photos)."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise LayoutError(f"{out}: exists and is not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not (out / "model.json").is_file():
+        raise LayoutError(f"{out}: a folder that is not a model directory (no model.json); choose another --out")
 
 
 # -- Immich ------------------------------------------------------------------------------

@@ -26,14 +26,28 @@ class PullError(RuntimeError):
     """Offline, unknown repository or revision, no network: a sentence saying what to do."""
 
 
+class InvalidRepoId(ValueError):
+    """Not OWNER/NAME: refused before anything is fetched or a folder is named after it."""
+
+
+def check_repo_id(repo_id: str) -> str:
+    """OWNER/NAME as Hugging Face spells repository ids (it also names the local folder)."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}", repo_id) or ".." in repo_id:
+        raise InvalidRepoId(f"{repo_id[:100]!r} is not a Hugging Face repository id (OWNER/NAME, "
+                        "e.g. immich-app/ViT-B-32__openai)")
+    return repo_id
+
+
 def default_out(repo_id: str) -> Path:
-    return Path.home() / ".columnist" / "models" / repo_id.replace("/", "--")
+    return Path.home() / ".columnist" / "models" / check_repo_id(repo_id).replace("/", "--")
 
 
 def pull(repo_id: str, out: Path | None = None, revision: str | None = None, variant: str = "fp32",
          name: str | None = None, logit_scale: float | None = None, logit_bias: float | None = None) -> tuple[ModelSpec, Path]:
     """Download ``repo_id`` (or read it from the cache) and convert it into ``out``."""
-    snapshot = download(repo_id, revision, variant)
+    snapshot = download(check_repo_id(repo_id), revision, variant)
     out = Path(out) if out else default_out(repo_id)
     spec = convert(snapshot, out, repo_id, name=name, variant=variant, logit_scale=logit_scale, logit_bias=logit_bias)
     return spec, out

@@ -15,7 +15,7 @@ unreachable; an embedded database owned by another process; anything else."""
 def describe(err: BaseException) -> tuple[int, str]:
     """(exit code, message) for an exception that escaped a command."""
     from columnist.models.layouts import LayoutError
-    from columnist.models.pull import PullError
+    from columnist.models.pull import InvalidRepoId, PullError
     from columnist.models.registry import ModelNotFound
     from columnist.streams.settings import get_settings
     from columnist.streams.store import ModelMismatch, StoreUnavailable
@@ -24,7 +24,7 @@ def describe(err: BaseException) -> tuple[int, str]:
     from columnist.streams.vocabulary_change import VocabularyConflict
     from columnist.vocab.schema import VocabularyError
 
-    if isinstance(err, InvalidDSN):
+    if isinstance(err, (InvalidDSN, InvalidRepoId)):
         return USAGE, str(err)
     if isinstance(err, StoreUnavailable):
         return UNAVAILABLE, (f"cannot reach ClickHouse: {_short(err)}\n"

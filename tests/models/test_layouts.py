@@ -169,3 +169,30 @@ def test_pull_offline_reads_the_cache_and_says_what_to_do_when_it_is_empty(tmp_p
     assert "immich-app/ViT-B-32__openai" in listed and "calibrated sigmoid" in listed
     info = _cli("model", "info", "immich-app/ViT-B-32__openai", env=env).stdout  # found by repository id
     assert "<- config.json embed_dim" in info and "<- OpenAI CLIP's trained value" in info
+
+
+def test_a_folder_that_is_not_a_model_directory_is_never_replaced(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(LayoutError, match="not a model directory"):
+        convert(layouts.immich_clip(tmp_path / "src"), photos, "immich-app/ViT-B-32__openai")
+    assert (photos / "holiday.jpg").read_bytes() == b"precious"
+
+
+def test_broken_configs_are_layout_errors_naming_the_folder(tmp_path):
+    folder = layouts.immich_clip(tmp_path / "src")
+    (folder / "config.json").write_text('{"vision_cfg": {}}')  # no embed_dim
+    with pytest.raises(LayoutError, match="do not describe a model columnist can run"):
+        convert(folder, tmp_path / "out", "x/y")
+
+
+@pytest.mark.parametrize("repo_id", ["..", "../x", "a/../b", "owner", "owner/name/extra", "-x/y"])
+def test_repository_ids_that_could_name_another_folder_are_refused(repo_id, tmp_path):
+    from columnist.models.pull import InvalidRepoId, default_out
+
+    with pytest.raises(InvalidRepoId):
+        default_out(repo_id)
+    env = {**os.environ, "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    result = _cli("model", "pull", repo_id, "--from-folder", str(tmp_path), env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
