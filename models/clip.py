@@ -120,7 +120,7 @@ class ClipEncoder:
             session = open_session(self.runtime, self.directory / self.spec.textual, self.threads)
             spec = self.spec
             tokenizer = ClipTokenizer.from_file(self.directory / spec.tokenizer, spec.context_length, spec.pad_token,
-                                                spec.canonicalize)
+                                                spec.canonicalize, spec.text_prefix)
             self._text_tower = TextTower(session, tokenizer, self.batch_size, spec.textual_output)
         return self._text_tower
 

@@ -107,6 +107,7 @@ def _immich(folder: Path, source: str, variant: str) -> tuple[ModelSpec, list[st
     text = config.get("text_cfg", {})
     size = preprocess.get("size", 224)
     siglip = "siglip" in json.dumps(config).lower()
+    nllb = "nllb" in str(text.get("hf_tokenizer_name", "")).lower()
     provenance = {
         "embedding_dim": "config.json embed_dim",
         "image_size": "visual/preprocess_cfg.json size",
@@ -129,7 +130,9 @@ def _immich(folder: Path, source: str, variant: str) -> tuple[ModelSpec, list[st
         visual="visual/model.onnx", textual="textual/model.onnx", tokenizer="textual/tokenizer.json",
         pad_token=_token(tokenizer_config.get("pad_token")),
         canonicalize=(text.get("tokenizer_kwargs") or {}).get("clean") == "canonicalize",
-        provenance={**provenance, "family": "siglip" if siglip else "clip"},
+        text_prefix="eng_Latn" if nllb else "",
+        provenance={**provenance, "family": "siglip" if siglip else "clip",
+                    **({"text_prefix": "NLLB reads a language code first; English, as Immich does"} if nllb else {})},
     )
     files = [p.relative_to(folder).as_posix() for tower in ("visual", "textual")
              for p in sorted((folder / tower).rglob("*")) if _wanted(p, folder / tower)]

@@ -46,6 +46,8 @@ class ModelSpec(BaseModel):
     """Token texts are padded with (None: CLIP's end token)."""
     canonicalize: bool = False
     """Lower-case and strip punctuation before tokenizing (open_clip's SigLIP 'canonicalize')."""
+    text_prefix: str = ""
+    """Glued before every text (NLLB text towers read a language code first: 'eng_Latn')."""
     provenance: dict[str, str] = {}
     """Where each number came from (a config file, a default, the command line)."""
 
@@ -72,4 +74,4 @@ class ModelSpec(BaseModel):
 
 
 LAYOUT_FIELDS = ("logit_bias", "resize", "interpolation", "visual_output", "textual_output", "pad_token",
-                 "canonicalize", "provenance")
+                 "canonicalize", "text_prefix", "provenance")

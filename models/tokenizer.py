@@ -72,8 +72,8 @@ class ClipTokenizer:
     (lower case, no punctuation) first."""
 
     def __init__(self, tokenizer: "Tokenizer", context_length: int = 77, pad_token: str | None = None,
-                 canonicalize: bool = False):
-        self.context_length, self.canonicalize = context_length, canonicalize
+                 canonicalize: bool = False, prefix: str = ""):
+        self.context_length, self.canonicalize, self.prefix = context_length, canonicalize, prefix
         self._tokenizer = tokenizer
         pad_token = pad_token or END
         pad_id = tokenizer.token_to_id(pad_token)
@@ -84,10 +84,10 @@ class ClipTokenizer:
 
     @classmethod
     def from_file(cls, path: Path, context_length: int = 77, pad_token: str | None = None,
-                  canonicalize: bool = False) -> "ClipTokenizer":
+                  canonicalize: bool = False, prefix: str = "") -> "ClipTokenizer":
         from tokenizers import Tokenizer
 
-        return cls(Tokenizer.from_file(str(path)), context_length, pad_token, canonicalize)
+        return cls(Tokenizer.from_file(str(path)), context_length, pad_token, canonicalize, prefix)
 
     def __call__(self, texts: Sequence[str]) -> "np.ndarray":
         return self.encode(texts)[0]
@@ -97,6 +97,7 @@ class ClipTokenizer:
         import numpy as np
 
         texts = [_canonical(t) for t in texts] if self.canonicalize else list(texts)
+        texts = [self.prefix + t for t in texts] if self.prefix else texts
         encodings = self._tokenizer.encode_batch(texts)
         shape = (len(texts), self.context_length)
         return (np.array([e.ids for e in encodings], dtype=np.int64).reshape(shape),

@@ -86,8 +86,9 @@ def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
             value.name = new
 
 
-def word_tokenizer(path: Path, end: str = "</s>", pad: str = "</s>") -> None:
-    """A small sentencepiece-like tokenizer.json (SigLIP's append an end token, pad with it)."""
+def word_tokenizer(path: Path, end: str = "</s>", pad: str = "</s>", specials: tuple[str, ...] = ()) -> None:
+    """A small sentencepiece-like tokenizer.json (SigLIP's append an end token, pad with it);
+    ``specials`` are matched before words (NLLB's language codes)."""
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
 
@@ -96,6 +97,7 @@ def word_tokenizer(path: Path, end: str = "</s>", pad: str = "</s>") -> None:
     tokenizer.normalizer = normalizers.NFKC()
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.post_processor = processors.TemplateProcessing(single=f"$A {end}", special_tokens=[(end, vocab[end])])
+    tokenizer.add_special_tokens(list(specials))
     tokenizer.save(str(path))
 
 
@@ -199,4 +201,20 @@ def transformers_js_siglip(root: Path, name: str = "siglip-base-patch16-224") ->
               str(folder / "onnx" / "vision_model.onnx"))
     onnx.save(tower(TINY / "textual.onnx", "input_ids", ["last_hidden_state", "pooler_output"], length=64),
               str(folder / "onnx" / "text_model.onnx"))
+    return folder
+
+
+def immich_nllb(root: Path, name: str = "nllb-clip-base-siglip__v1") -> Path:
+    """NLLB-SigLIP: no context_length in config.json (77, as Immich), a language code read first."""
+    folder = immich_siglip(root, name)
+    config = json.loads((folder / "config.json").read_text())
+    config["text_cfg"] = {"hf_model_name": "facebook/nllb-200-distilled-600M",
+                          "hf_tokenizer_name": "facebook/nllb-200-distilled-600M", "hf_proj_type": "linear",
+                          "hf_pooler_type": "cls_pooler"}
+    _write(folder / "config.json", config)
+    onnx.save(tower(TINY / "textual.onnx", "text", ["embedding"], int32=True, batch_one=True),
+              str(folder / "textual" / "model.onnx"))
+    word_tokenizer(folder / "textual" / "tokenizer.json", pad="<pad>", specials=("eng_Latn",))
+    _write(folder / "textual" / "tokenizer_config.json", {"eos_token": "</s>", "pad_token": "<pad>",
+           "tokenizer_class": "NllbTokenizer", "src_lang": "eng_Latn"})
     return folder

@@ -89,6 +89,16 @@ def test_immich_siglip_without_a_bias_says_where_to_give_one(tmp_path):
     assert "--logit-bias" in spec.provenance["logit_bias"]
 
 
+def test_immich_nllb_reads_english_first_and_pads_to_77(tmp_path):
+    spec = convert(layouts.immich_nllb(tmp_path / "src"), tmp_path / "model", "immich-app/nllb-clip-base-siglip__v1")
+    assert (spec.context_length, spec.text_prefix, spec.pad_token) == (77, "eng_Latn", "<pad>")
+    assert spec.provenance["context_length"].startswith("default 77")
+    encoder = ClipEncoder.from_directory(tmp_path / "model")
+    ids = encoder.text_tower.tokenizer(["a photo of the moon"])
+    assert ids[0, 0] == encoder.text_tower.tokenizer._tokenizer.token_to_id("eng_Latn")
+    np.testing.assert_allclose(encoder.encode_texts(TEXTS), tiny_texts(encoder.text_tower.tokenizer(TEXTS)), atol=1e-5)
+
+
 def test_immich_mclip_feeds_the_attention_mask_and_copies_weights_kept_beside_the_graph(tmp_path):
     spec = convert(layouts.immich_mclip(tmp_path / "src"), tmp_path / "model", "immich-app/XLM-Roberta-Large-Vit-B-32")
     assert (tmp_path / "model" / "textual" / "c1f385d0-4888-11ef-a23b-00155d655292").is_file()
