@@ -133,7 +133,7 @@ class ClipEncoder:
         bias = self.spec.logit_bias
         if bias is None:
             return None
-        return Calibration(centre=-bias, scale=1.0, source=f"model {self.name}: logit bias {bias:g}")
+        return Calibration(centre=-bias, scale=1.0, source=f"model {self.name[:200]}: logit bias {bias:g}")
 
     def prepare_image(self, image: "Image") -> "np.ndarray":
         spec = self.spec

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,8 @@ def convert(folder: Path, out: Path, source: str, name: str | None = None, varia
     spec = _with_logits(spec, logit_scale, logit_bias)
     if name:
         spec = spec.model_copy(update={"name": name})
-    staging = out.with_name(out.name + ".partial")  # a model directory appears whole or not at all
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))  # appears whole or not at all
     try:
         for relative in files:
             target = staging / relative

@@ -1,8 +1,9 @@
 """The embed-and-score pipeline, shared by the worker and the batch tagger.
 
 Two steps. ``prepare`` turns one image's bytes into what the image tower needs (decode,
-upright RGB, preprocess) and keeps nothing else: a batch holds small tensors, never more
-than one large decoded image. An image whose content (sha256) is already stored for the
+upright RGB, preprocess) and keeps nothing else: a batch holds small tensors; at most one
+image over LARGE_DECODE_PIXELS is decoded at a time, beside at most DEFAULT_DECODE_THREADS - 1
+smaller ones. An image whose content (sha256) is already stored for the
 model is not decoded at all: its stored embedding is reused. ``embed_and_score`` encodes
 the rest of a batch and scores every attribute of every vocabulary given; the store writes
 the result as one batch.
@@ -11,7 +12,6 @@ the result as one batch.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Sequence
 
 from columnist.models.images import DEFAULT_MAX_PIXELS, decode, decoded_pixels
+from columnist.models.sessions import cpu_count
 from columnist.vocab.scoring import score_vocabulary
 
 if TYPE_CHECKING:
@@ -74,6 +75,10 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+DEFAULT_DECODE_THREADS = 4
+"""At most this many decode threads by default (each may hold an image of up to
+LARGE_DECODE_PIXELS decoded pixels at once)."""
+
 LARGE_DECODE_PIXELS = 16_000_000
 """Images decoded at more pixels than this (after JPEG draft scaling) are decoded one at a
 time: a batch of big PNG scans must not hold several full-size copies at once."""
@@ -120,7 +125,7 @@ class BatchPreparer:
     def __init__(self, encoder: "Encoder", known: dict[str, KnownImage], max_pixels: int = DEFAULT_MAX_PIXELS,
                  threads: int = 0):
         self.encoder, self.known, self.max_pixels = encoder, known, max_pixels
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or min(DEFAULT_DECODE_THREADS, cpu_count())
         self.first: dict[str, PreparedImage] = {}
 
     def reuses(self, sha256: str) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from columnist.vocab.prompts import render_prompts
 from columnist.vocab.rules import parse_rule, references
-from columnist.vocab.schema import Attribute, Vocabulary
+from columnist.vocab.schema import Attribute, Calibration, Vocabulary
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,8 @@ class VocabularyDiff:
         return not (self.added or self.changed or self.removed or self.dependents)
 
 
-def _base_signature(vocab: Vocabulary, attribute: Attribute) -> tuple:
-    calibration = vocab.calibration_for(attribute)
+def _base_signature(vocab: Vocabulary, attribute: Attribute, model: Calibration | None = None) -> tuple:
+    calibration = vocab.calibration_for(attribute, model)
     return tuple(render_prompts(vocab, attribute)), calibration.centre, calibration.scale
 
 
@@ -47,9 +47,10 @@ def dependents(vocab: Vocabulary, codes: set[str]) -> list[str]:
     return found
 
 
-def diff_vocabularies(old: Vocabulary | None, new: Vocabulary) -> VocabularyDiff:
-    """The diff from ``old`` (None: nothing applied yet) to ``new``."""
-    old_base = {a.code: _base_signature(old, a) for a in old.attributes} if old else {}
+def diff_vocabularies(old: Vocabulary | None, new: Vocabulary, model: Calibration | None = None) -> VocabularyDiff:
+    """The diff from ``old`` (None: nothing applied yet) to ``new``; ``model``: the model's own
+    default calibration (SigLIP's bias), against which effective calibrations are compared."""
+    old_base = {a.code: _base_signature(old, a, model) for a in old.attributes} if old else {}
     old_rules = {d.code: d.rule for d in old.derived} if old else {}
     old_codes = set(old_base) | set(old_rules)
 
@@ -57,7 +58,7 @@ def diff_vocabularies(old: Vocabulary | None, new: Vocabulary) -> VocabularyDiff
     for attribute in new.attributes:
         if attribute.code not in old_codes:
             added.append(attribute.code)
-        elif old_base.get(attribute.code) != _base_signature(new, attribute):
+        elif old_base.get(attribute.code) != _base_signature(new, attribute, model):
             changed.append(attribute.code)
     for derived in new.derived:
         if derived.code not in old_codes:

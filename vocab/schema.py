@@ -248,8 +248,12 @@ class Vocabulary(_Strict):
         override, wide = attribute.calibration, self.calibration
         if override.source:
             return override.source
-        if model is not None and (override.centre is None or override.scale is None):
-            return model.source or "the model's logit bias"
+        if model is not None:
+            from_model = model.source or "the model's logit bias"
+            if override.centre is None and override.scale is None:
+                return from_model
+            if override.centre is None or override.scale is None:
+                return f"set by hand, the rest from {from_model}"
         if override.centre is not None or override.scale is not None:
             return "set by hand"
         if wide.source:

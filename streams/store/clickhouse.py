@@ -42,11 +42,16 @@ def check_format(fmt: str) -> None:
 
 
 class _Client:
-    """The clickhouse-connect client with one change: an unreachable server (or an injected
-    fault) raises StoreUnavailable, so callers retry on one exception type."""
+    """The clickhouse-connect client with two changes: an unreachable server (or an injected
+    fault) raises StoreUnavailable, so callers retry on one exception type; and one call at a
+    time (the worker prepares a batch on one thread while it writes or replays on another, and
+    an http client's session refuses a second query at once: "session is locked")."""
 
     def __init__(self, client: Any):
+        import threading
+
         self._client = client
+        self._lock = threading.RLock()
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._client, name)
@@ -54,7 +59,7 @@ class _Client:
             return attribute
 
         def call(*args, **kwargs):
-            with unavailable_as_store_error():
+            with self._lock, unavailable_as_store_error():
                 return attribute(*args, **kwargs)
         return call
 

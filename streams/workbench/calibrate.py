@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from columnist.vocab.calibration import LogisticFit, fit_labelled, suggest_unlabelled
 from columnist.vocab.prompts import text_embeddings
-from columnist.vocab.schema import Vocabulary
+from columnist.vocab.schema import Calibration, Vocabulary
 from columnist.vocab.scoring import clip_logits, sigmoid, tier
 
 if TYPE_CHECKING:
@@ -45,11 +45,12 @@ def sample_logits(store: "Store", encoder: "Encoder", vocab: Vocabulary, sample:
     return ids, {code: clip_logits(embeddings, vector, encoder.logit_scale) for code, vector in texts.items()}
 
 
-def statistics_rows(vocab: Vocabulary, logits: dict[str, "np.ndarray"]) -> list[list]:
-    """Per attribute: min, mean, max, std of the logit and the share of each tier now."""
+def statistics_rows(vocab: Vocabulary, logits: dict[str, "np.ndarray"], model: "Calibration | None" = None) -> list[list]:
+    """Per attribute: min, mean, max, std of the logit and the share of each tier now (with
+    ``model``, the model's own calibration where an attribute sets none: SigLIP's bias)."""
     rows = []
     for code, values in logits.items():
-        calibration = vocab.calibration_for(vocab.entry(code))
+        calibration = vocab.calibration_for(vocab.entry(code), model)
         thresholds = vocab.thresholds_for(vocab.entry(code))
         tiers = tier(sigmoid(values, calibration.centre, calibration.scale), thresholds.accept, thresholds.reject)
         shares = [f"{(tiers == t).mean():.0%}" for t in ("accepted", "tentative", "rejected")]
@@ -87,7 +88,7 @@ def fit_from_labels(store: "Store", encoder: "Encoder", vocab: Vocabulary, label
         known = [i for i in per_image if i in position]
         values = logits[code][[position[i] for i in known]]
         truth = np.array([per_image[i] for i in known], np.float64)
-        calibration = vocab.calibration_for(vocab.entry(code))
+        calibration = vocab.calibration_for(vocab.entry(code), getattr(encoder, "calibration", None))
         fit, before, after = fit_labelled(values, truth, calibration.centre, calibration.scale)
         reports.append(AttributeReport(code, values, fit, before, after, len(known)))
     return reports
@@ -159,7 +160,7 @@ def write_calibration(path: Path, vocab_wide: LogisticFit | None, reports: list[
 
 
 def plot(path: Path, vocab: Vocabulary, reports: list[AttributeReport], vocab_wide: LogisticFit | None,
-         max_panels: int = 48) -> None:
+         max_panels: int = 48, model: "Calibration | None" = None) -> None:
     """Histograms of logits per attribute with the sigmoid over them and thresholds marked."""
     import math
 
@@ -174,7 +175,7 @@ def plot(path: Path, vocab: Vocabulary, reports: list[AttributeReport], vocab_wi
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
     for axis, report in zip(axes.flat, shown):
         entry = vocab.entry(report.code)
-        current = vocab.calibration_for(entry)
+        current = vocab.calibration_for(entry, model)
         thresholds = vocab.thresholds_for(entry)
         fit = report.fit or vocab_wide
         low, high = float(report.logits.min()), float(report.logits.max())

@@ -55,3 +55,39 @@ def test_native_sigmoid_on_ingest_in_replays_and_in_the_record(store, siglip):
     recorded = {code: (centre, scale, source) for code, centre, scale, source in rows}
     assert recorded["moon"][:2] == (-BIAS, 1.0) and "logit bias -3.5" in recorded["moon"][2]
     assert recorded["own"][:2] == (1.0, 1.0)
+
+
+def test_an_attribute_setting_the_vocabulary_wide_centre_is_a_change_under_a_biased_model(siglip):
+    from columnist.vocab.diff import diff_vocabularies
+
+    old = vocabulary(1)
+    new = vocabulary_from_dict({**old.model_dump(mode="json"), "version": 2, "attributes": [
+        {"code": "moon", "description": "the moon", "calibration": {"centre": 25.0}},
+        {"code": "own", "description": "a cat", "calibration": {"centre": 1.0}}]})
+    assert diff_vocabularies(old, new).changed == ()  # the vocabulary-wide centre is 25 already
+    assert "moon" in diff_vocabularies(old, new, siglip.calibration).changed  # but the model's was 3.5
+
+
+def test_backfill_scores_with_the_models_calibration(tmp_path, siglip):
+    """Through the CLI, in processes of their own (one embedded database per process)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    def columnist(*args) -> str:
+        result = subprocess.run([sys.executable, "-m", "columnist", *args, "--db", f"chdb://{tmp_path / 'db'}"],
+                                cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    vocab_file = tmp_path / "sig.yaml"
+    vocab_file.write_text(vocabulary(1).model_dump_json())
+    columnist("tag", str(PHOTOS), "--vocab", str(vocab_file), "--model", str(siglip.directory))
+    columnist("backfill", "--vocab", "sig", "--model", str(siglip.directory))
+    out = columnist("query", "--format", "JSONEachRow", "SELECT score, logit FROM columnist.feature_image_attribute "
+                    "FINAL WHERE vocab_name = 'sig' AND attribute = 'moon' AND source = 'clip'")
+    moon = np.array([[row["score"], row["logit"]] for row in map(json.loads, out.splitlines())], dtype=np.float64)
+    assert len(moon) == 7
+    np.testing.assert_allclose(moon[:, 0], 1 / (1 + np.exp(-(moon[:, 1] + BIAS))), atol=1e-5)
