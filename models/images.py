@@ -21,6 +21,10 @@ DEFAULT_MAX_PIXELS = 60_000_000  # ~ 8000 x 7500; far above any photo CLIP needs
 MAX_JPEG_SCANS = 100
 """A progressive JPEG has about 10 scans; thousands of empty ones keep the decoder busy for minutes."""
 SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")  # JPEG covers MPO (multi-picture JPEGs)
+"""The formats photo collections hold; Pillow is told to try no other. Some of its other
+plugins decode pixels inside ``Image.open`` (an ICO holding a 13000x13000 PNG, whatever its
+file name says), before any size check could refuse them."""
 
 
 class ImageError(ValueError):
@@ -58,9 +62,9 @@ def decode(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, at_leas
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = _open(data)
     except UnidentifiedImageError:
-        raise ImageError(name, "not an image (format not recognised)") from None
+        raise ImageError(name, f"not an image columnist reads (it reads {', '.join(FORMATS)})") from None
     except Image.DecompressionBombError as err:
         raise ImageError(name, f"refused before decoding: {err}") from None
     except Exception as err:  # a fuzzed file can make Pillow raise anything (TypeError, struct.error, ...)
@@ -96,18 +100,28 @@ def decode(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, at_leas
 
 def decoded_pixels(data: bytes, at_least: int = 0) -> int:
     """How many pixels ``decode(data, at_least=...)`` will decode, from the header alone
-    (0 when the header cannot be read: decode then says why)."""
-    from PIL import Image
+    (UNKNOWN_PIXELS when the header cannot be read: decode then says why)."""
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            image = Image.open(io.BytesIO(data))
+            image = _open(data)
             if at_least and image.format == "JPEG":
                 image.draft("RGB", (at_least, at_least))
             return image.size[0] * image.size[1]
     except Exception:  # noqa: BLE001 - a bad header is decode's to report
-        return 0
+        return UNKNOWN_PIXELS
+
+
+def _open(data: bytes) -> "Image":
+    from PIL import Image
+
+    Image.init()  # registers every plugin once, so that the allowed ones (MPO, WEBP, ...) are known
+    return Image.open(io.BytesIO(data), formats=FORMATS)
+
+
+UNKNOWN_PIXELS = 2**62
+"""What decoded_pixels says of a header it cannot read: as large as can be (decode refuses it)."""
 
 
 def _describe(err: Exception) -> str:

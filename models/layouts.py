@@ -27,10 +27,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from columnist.models.registry import BUILTIN_DIR
 from columnist.models.spec import ModelSpec
 
 CLIP_LOGIT_SCALE = 100.0
 """OpenAI CLIP's trained logit scale (exp 4.6052), the value of every released CLIP."""
+
+RESERVED_NAMES = {"mock"}
 
 SKIPPED = (".armnn", ".rknn")
 """Files of other runtimes in Immich's folders (ARM NN, Rockchip NPU)."""
@@ -61,7 +64,7 @@ def convert(folder: Path, out: Path, source: str, name: str | None = None, varia
     _check_target(out)
     try:
         spec, files = (_immich if layout == "immich" else _transformers_js)(folder, source, variant)
-    except (KeyError, TypeError, ValueError, IndexError) as err:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as err:
         if isinstance(err, LayoutError):
             raise
         raise LayoutError(f"{folder}: its {layout} configuration files do not describe a model columnist can "
@@ -69,15 +72,23 @@ def convert(folder: Path, out: Path, source: str, name: str | None = None, varia
     spec = _with_logits(spec, logit_scale, logit_bias)
     if name:
         spec = spec.model_copy(update={"name": name})
+    try:
+        spec = ModelSpec.model_validate(spec.model_dump())  # model_copy does not validate what it sets
+    except ValueError as err:
+        raise LayoutError(f"{folder}: {' '.join(str(err).split())[:400]}") from None
+    if spec.name in RESERVED_NAMES or (BUILTIN_DIR / spec.name / "model.json").is_file():
+        raise LayoutError(f"model name {spec.name!r} is a built-in model's: choose another --name")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))  # appears whole or not at all
     try:
+        allowed = (folder, folder.resolve().parent.parent / "blobs")  # the folder, or a snapshot's blobs
         for relative in files:
+            _regular(folder / relative, MAX_MODEL_FILE_BYTES, allowed)
             target = staging / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(folder / relative, target)
         spec.write(staging)
-        check(staging, spec)
+        check(staging, spec, named=folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -220,34 +231,60 @@ def _with_logits(spec: ModelSpec, logit_scale: float | None, logit_bias: float |
     return spec.model_copy(update=update)
 
 
-def check(directory: Path, spec: ModelSpec) -> None:
+def check(directory: Path, spec: ModelSpec, named: Path | None = None) -> None:
     """Run both towers once (a blank image, a short text): their inputs, embedding sizes and
     the tokenizer must agree with ``spec``; LayoutError names the file and both numbers."""
+    import numpy as np
     from PIL import Image
 
     from columnist.models.clip import ClipEncoder
 
+    shown = named or directory  # errors name the folder people gave, not the staging copy
     encoder = ClipEncoder(directory, spec, runtime="onnxruntime", batch_size=2)
     try:
         image = encoder.encode_images([Image.new("RGB", (spec.image_size, spec.image_size), (127, 127, 127))])
         text = encoder.encode_texts(["a photo of the Moon"])
     except ValueError as err:
-        raise LayoutError(f"{directory}: {err}") from None
+        raise LayoutError(f"{shown}: {str(err).replace(str(directory), str(shown))[:400]}") from None
     except Exception as err:  # onnxruntime's own errors name the input and the shape it wanted
-        raise LayoutError(f"{directory}: the towers do not run as described: {str(err)[:400]}") from None
+        message = str(err).replace(str(directory), str(shown))[:400]
+        raise LayoutError(f"{shown}: the towers do not run as described: {message}") from None
     for tower, file, embedding in (("image", spec.visual, image), ("text", spec.textual, text)):
         if embedding.shape[-1] != spec.embedding_dim:
-            raise LayoutError(f"{directory / file}: the {tower} tower gives {embedding.shape[-1]}-d embeddings, "
+            raise LayoutError(f"{shown / file}: the {tower} tower gives {embedding.shape[-1]}-d embeddings, "
                               f"the configuration says {spec.embedding_dim}")
+        if not np.isfinite(embedding).all():
+            raise LayoutError(f"{shown / file}: the {tower} tower gives NaN or infinite values")
+
+
+MAX_JSON_BYTES = 10_000_000
+MAX_MODEL_FILE_BYTES = 20_000_000_000  # the largest published towers keep ~4 GB beside model.onnx
 
 
 def _json(path: Path) -> dict:
+    """A JSON object from a small regular file (a config names no FIFO, device or huge file)."""
+    if not path.exists():
+        raise LayoutError(f"{path} is missing")
+    _regular(path, MAX_JSON_BYTES)
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise LayoutError(f"{path} is missing") from None
-    except (OSError, ValueError) as err:
-        raise LayoutError(f"{path}: cannot read it as JSON: {err}") from None
+        document = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as err:
+        raise LayoutError(f"{path}: cannot read it as JSON: {str(err)[:200]}") from None
+    if not isinstance(document, dict):
+        raise LayoutError(f"{path}: not a JSON object")
+    return document
+
+
+def _regular(path: Path, max_bytes: int | None = None, inside: tuple[Path, ...] = ()) -> None:
+    """``path`` (after its symlinks) is a regular file of at most ``max_bytes``, inside one of
+    ``inside`` when given (a Hugging Face snapshot links into its repository's blobs folder)."""
+    target = path.resolve()
+    if not target.is_file():
+        raise LayoutError(f"{path}: not a regular file")
+    if inside and not any(target.is_relative_to(folder.resolve()) for folder in inside):
+        raise LayoutError(f"{path}: a link to a file outside the model folder ({target})")
+    if max_bytes is not None and target.stat().st_size > max_bytes:
+        raise LayoutError(f"{path}: {target.stat().st_size:,} bytes, more than a model file may have")
 
 
 def _token(value: Any) -> str | None:
@@ -259,7 +296,7 @@ def _side(value: Any) -> int:
     """224, {"height": 224, "width": 224} or {"shortest_edge": 224} -> 224."""
     if isinstance(value, dict):
         value = value.get("height", value.get("shortest_edge"))
-    if not isinstance(value, int):
+    if not isinstance(value, int) or isinstance(value, bool):
         raise LayoutError(f"image size {value!r} is not one columnist understands")
     return value
 

@@ -34,7 +34,8 @@ def check_repo_id(repo_id: str) -> str:
     """OWNER/NAME as Hugging Face spells repository ids (it also names the local folder)."""
     import re
 
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}", repo_id) or ".." in repo_id:
+    if (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}", repo_id)
+            or ".." in repo_id or "--" in repo_id):  # Hugging Face allows neither; '--' would merge folder names
         raise InvalidRepoId(f"{repo_id[:100]!r} is not a Hugging Face repository id (OWNER/NAME, "
                         "e.g. immich-app/ViT-B-32__openai)")
     return repo_id
@@ -72,6 +73,6 @@ def download(repo_id: str, revision: str | None = None, variant: str = "fp32") -
         raise PullError(f"{repo_id} is not in the Hugging Face cache and the hub cannot be reached "
                         "(offline, or HF_HUB_OFFLINE=1): pull it on a machine with network, then copy its "
                         "cache folder (~/.cache/huggingface/hub/models--" + repo_id.replace("/", "--") +
-                        ") here, or pass --out of a copied model directory") from None
+                        ") here, or convert a copied snapshot folder with --from-folder DIR") from None
     except (HfHubHTTPError, OSError) as err:
         raise PullError(f"{repo_id}: download failed: {str(err).splitlines()[0][:300]}") from None

@@ -6,22 +6,24 @@ import json
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class ModelSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Bounded like any input: a model directory may come from anywhere (``model pull``)."""
 
-    name: str
-    embedding_dim: int
-    image_size: int = 224
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str = Field(min_length=1, max_length=200)
+    embedding_dim: int = Field(ge=1, le=16384)
+    image_size: int = Field(224, ge=16, le=1024)
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
-    logit_scale: float = 100.0
-    context_length: int = 77
+    logit_scale: float = Field(100.0, gt=0, le=1000)
+    context_length: int = Field(77, ge=1, le=512)
     opset: int = 18
     dtype: Literal["fp32", "int8"] = "fp32"
     runtime: str = "onnxruntime"
@@ -50,6 +52,14 @@ class ModelSpec(BaseModel):
     """Glued before every text (NLLB text towers read a language code first: 'eng_Latn')."""
     provenance: dict[str, str] = {}
     """Where each number came from (a config file, a default, the command line)."""
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _levels(cls, values: tuple[float, float, float], info) -> tuple[float, float, float]:
+        low = 1e-3 if info.field_name == "std" else -10.0
+        if not all(low <= v <= 10.0 for v in values):
+            raise ValueError(f"{info.field_name} {values} is out of range ({low} to 10 per channel)")
+        return values
 
     @property
     def scoring(self) -> str:

@@ -13,11 +13,12 @@ applied to the store is scored, so none of them misses the new images.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
-from columnist.models.images import ImageError
+from columnist.models.images import DEFAULT_MAX_PIXELS, ImageError
 from columnist.streams.pipeline import BatchPreparer, ImageInput, embed_and_score, encoded_count, sha256_of
 from columnist.vocab.prompts import text_embeddings
 from columnist.vocab.schema import Vocabulary
@@ -81,6 +82,29 @@ def applied_with(store: "Store", encoder: "Encoder", vocab: Vocabulary, default_
     return list(applied.values())
 
 
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 50_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    decode_threads: int = 0
+
+
+def read_image_file(path: Path, max_bytes: int) -> bytes:
+    """A regular file's bytes, refused (OSError) beyond ``max_bytes``, before reading them."""
+    import stat
+
+    with open(path, "rb") as file:
+        status = os.fstat(file.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError("not a regular file")
+        if status.st_size > max_bytes:
+            raise OSError(f"{status.st_size:,} bytes, over the limit of {max_bytes:,}")
+        data = file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise OSError(f"over the limit of {max_bytes:,} bytes")
+    return data
+
+
 def tag(
     files: Sequence[tuple[str, Path]],
     vocab: Vocabulary,
@@ -92,12 +116,15 @@ def tag(
     force: bool = False,
     default_view: bool = True,
     report: TagReport | None = None,
+    limits: "ImageLimits | None" = None,
 ) -> TagReport:
     """Encode, score and store every new file; return what was written, skipped and failed.
-    ``report`` is filled as the run goes (for a caller that is interrupted)."""
+    ``report`` is filled as the run goes (for a caller that is interrupted); ``limits``: the
+    largest file and image accepted, and the decode threads (the worker's settings)."""
     from columnist.streams.store import check_model
 
     check_model(store, encoder.name)
+    limits = limits or ImageLimits()
     report = report if report is not None else TagReport()
     vocabularies = [(v, text_embeddings(encoder, v)) for v in applied_with(store, encoder, vocab, default_view)]
     for batch in _batches(files, batch_size):
@@ -105,16 +132,17 @@ def tag(
         read = []
         for image_id_, path in batch:
             try:
-                data = path.read_bytes()
+                data = read_image_file(path, limits.max_bytes)
             except OSError as err:
-                report.failed.append((str(path), f"cannot read file: {err.strerror}"))
+                report.failed.append((str(path), f"cannot read file: {err.strerror or err}"))
                 continue
             sha256 = sha256_of(data)
             if stored.get(image_id_) == sha256:
                 report.already += 1
                 continue
             read.append((image_id_, path, data, sha256))
-        preparer = BatchPreparer(encoder, {} if force else store.known_images(encoder.name, [s for *_, s in read]))
+        preparer = BatchPreparer(encoder, {} if force else store.known_images(encoder.name, [s for *_, s in read]),
+                                 limits.max_pixels, limits.decode_threads)
         inputs = [ImageInput(data, sha256, str(path), image_id_, path.resolve().as_uri(), collection)
                   for image_id_, path, data, sha256 in read]
         prepared = []

@@ -54,6 +54,17 @@ def scan_bomb(scans: int = 5_000) -> bytes:
     return buffer.getvalue()[:-2] + empty_scan * scans + b"\xff\xd9"
 
 
+def ico_bomb(side: int = 2_000) -> bytes:
+    """An ICO whose directory says 16x16 around a PNG of side x side: Pillow's ICO plugin decodes
+    the PNG inside Image.open, before any size check (13000x13000 took 3 GB). Named .png."""
+    import struct
+
+    buffer = io.BytesIO()
+    Image.new("RGBA", (side, side)).save(buffer, "PNG")
+    png = buffer.getvalue()
+    return struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png), 22) + png
+
+
 def image_cases(root: Path, outside: Path) -> list[Case]:
     """Events that must each be dead-lettered with a reason, never crash or hang the worker."""
     root.mkdir(parents=True, exist_ok=True)
@@ -69,6 +80,7 @@ def image_cases(root: Path, outside: Path) -> list[Case]:
     (root / "fuzzed.tif").write_bytes(fuzzed_tiff())
     (root / "scans.jpg").write_bytes(scan_bomb())
     (root / "empty.jpg").write_bytes(b"")
+    (root / "icon.png").write_bytes(ico_bomb())
     uri = (root / "x").as_uri()[:-1]  # file:///…/root/
     deep = b"[" * 100_000 + b"]" * 100_000
     meta = {"m": 0}
@@ -107,6 +119,7 @@ def image_cases(root: Path, outside: Path) -> list[Case]:
         Case("an empty file", event("empty", uri + "empty.jpg"), "empty file"),
         Case("a fuzzed TIFF", event("tiff", uri + "fuzzed.tif"), "image 'tiff'"),
         Case("a JPEG of thousands of scans", event("scans", uri + "scans.jpg"), "scans"),
+        Case("an ICO around a big PNG, named .png", event("ico", uri + "icon.png"), "not an image columnist reads"),
         Case("a bad http port", event("port", "http://127.0.0.1:abc/a.jpg"), "malformed URL"),
         Case("an unclosed IPv6 bracket", event("v6", "http://[::1/a.jpg"), "malformed URL"),
         Case("credentials in a URL", event("cred", "http://user:pw@127.0.0.1:9/a.jpg"), "credentials"),

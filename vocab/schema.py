@@ -31,7 +31,8 @@ RESERVED_CODES = {
 DEFAULT_TEMPLATES = ["a photo of {description}"]
 MAX_VERSION = 2**32 - 1  # vocab_version is a UInt32 column
 MAX_LANGUAGES = 50
-LANGUAGE = re.compile(r"^[a-z]{2,3}([_-][A-Za-z]{2,8}){0,2}$")
+MAX_PROMPTS = 10_000
+LANGUAGE = re.compile(r"[a-z]{2,3}([_-][A-Za-z]{2,8}){0,2}")
 MAX_TEXT = 1_000  # characters of a description, template or rule (CLIP reads 77 tokens)
 MAX_ENTRIES = 2_000
 
@@ -97,7 +98,7 @@ def _check_templates(templates: Optional[list[str]]) -> Optional[list[str]]:
 
 
 def _check_language(language: str) -> None:
-    if not LANGUAGE.match(language):
+    if not isinstance(language, str) or not LANGUAGE.fullmatch(language):
         raise ValueError(f"{language[:40]!r} is not a language code (like 'de', 'pt-BR' or 'deu_Latn')")
 
 
@@ -105,8 +106,8 @@ def _check_translations(translations: dict[str, str]) -> dict[str, str]:
     cleaned = {}
     for language, text in translations.items():
         _check_language(language)
-        if not text.strip():
-            raise ValueError(f"translation {language!r} must not be empty")
+        if not any(character.isalnum() for character in text):
+            raise ValueError(f"translation {language!r} must not be empty (it has no letter or digit)")
         if len(text) > MAX_TEXT:
             raise ValueError(f"translation {language!r} is longer than {MAX_TEXT} characters")
         cleaned[language] = " ".join(text.split())
@@ -359,6 +360,11 @@ def _cross_entry_problems(vocab: Vocabulary, cycles: bool = True) -> list[str]:
     cycle = _find_cycle(vocab) if cycles else None
     if cycle:
         problems.append(f"derived rules form a cycle: {' -> '.join(cycle)}")
+    prompts = sum(len(vocab.templates_for(a)) + sum(len(vocab.templates_by_language.get(language) or [None])
+                                                    for language in a.translations) for a in vocab.attributes)
+    if prompts > MAX_PROMPTS:
+        problems.append(f"the templates and translations render {prompts:,} prompts (at most {MAX_PROMPTS:,}; each goes "
+                        "through the text tower on every change): use fewer templates or languages")
     return problems
 
 

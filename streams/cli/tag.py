@@ -30,7 +30,7 @@ def tag(
 
     from columnist.models.registry import load_encoder
     from columnist.streams.store import ModelMismatch
-    from columnist.streams.tagger import TagReport, find_images, tag as run_tag
+    from columnist.streams.tagger import ImageLimits, TagReport, find_images, tag as run_tag
     from columnist.streams.vocabulary_change import VocabularyConflict
 
     config = settings()
@@ -51,7 +51,8 @@ def tag(
             task = progress.add_task(f"tagging with {encoder.name}", total=len(files))
             run_tag(files, vocabulary, encoder, store, batch_size or config.batch_size, collection,
                     on_progress=lambda n: progress.advance(task, n), force=force, default_view=default_view,
-                    report=report)
+                    report=report, limits=ImageLimits(config.max_image_bytes, config.max_image_pixels,
+                                                      config.decode_threads))
     except (VocabularyConflict, ModelMismatch) as err:
         store.close()
         fail(f"{err}; nothing was tagged")

@@ -197,7 +197,7 @@ def test_broken_configs_are_layout_errors_naming_the_folder(tmp_path):
         convert(folder, tmp_path / "out", "x/y")
 
 
-@pytest.mark.parametrize("repo_id", ["..", "../x", "a/../b", "owner", "owner/name/extra", "-x/y"])
+@pytest.mark.parametrize("repo_id", ["..", "../x", "a/../b", "owner", "owner/name/extra", "-x/y", "a--b/c"])
 def test_repository_ids_that_could_name_another_folder_are_refused(repo_id, tmp_path):
     from columnist.models.pull import InvalidRepoId, default_out
 
@@ -206,3 +206,40 @@ def test_repository_ids_that_could_name_another_folder_are_refused(repo_id, tmp_
     env = {**os.environ, "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     result = _cli("model", "pull", repo_id, "--from-folder", str(tmp_path), env=env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def _edit_json(path, **changes):
+    document = json.loads(path.read_text())
+    document.update(changes)
+    path.write_text(json.dumps(document))
+
+
+HOSTILE_FOLDERS = {
+    "NaN mean": (lambda f: (f / "visual" / "preprocess_cfg.json").write_text(
+        (f / "visual" / "preprocess_cfg.json").read_text().replace("0.48145466", "NaN")), "finite number"),
+    "std of zero": (lambda f: _edit_json(f / "visual" / "preprocess_cfg.json", std=[0, 0, 0]), "out of range"),
+    "a 30000-pixel side": (lambda f: _edit_json(f / "visual" / "preprocess_cfg.json", size=[30000, 30000]),
+                           "less than or equal to 1024"),
+    "a list for a config": (lambda f: (f / "config.json").write_text("[1, 2]"), "not a JSON object"),
+    "a string for text_cfg": (lambda f: _edit_json(f / "config.json", text_cfg="x"), "do not describe a model"),
+    "a FIFO config": (lambda f: ((f / "config.json").unlink(), os.mkfifo(f / "config.json")), "not a regular file"),
+    "a link out of the folder": (lambda f: (f / "visual" / "passwd.txt").symlink_to("/etc/passwd"),
+                                 "a link to a file outside the model folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_FOLDERS))
+def test_hostile_folders_are_refused_with_a_reason_and_nothing_is_written(tmp_path, case):
+    edit, reason = HOSTILE_FOLDERS[case]
+    folder = layouts.immich_clip(tmp_path / "src")
+    edit(folder)
+    with pytest.raises(LayoutError, match=reason):
+        convert(folder, tmp_path / "out", "x/y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_a_built_in_models_name_is_not_taken(tmp_path):
+    with pytest.raises(LayoutError, match="built-in model"):
+        convert(layouts.immich_clip(tmp_path / "src"), tmp_path / "out", "x/y", name="mock")
+    with pytest.raises(LayoutError, match="finite number"):
+        convert(layouts.immich_clip(tmp_path / "src2"), tmp_path / "out", "x/y", logit_scale=float("nan"))

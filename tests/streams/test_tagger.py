@@ -128,3 +128,16 @@ def test_an_older_vocabulary_or_another_model_is_refused_and_nothing_changes(sto
     with pytest.raises(ModelMismatch, match="holds embeddings of model 'mock', not 'mock-2'"):
         tag(find_images([PHOTOS]), newer, other_model, store, force=True)
     assert counts(store) == before
+
+
+def test_files_over_the_size_limit_are_refused_before_they_are_read(store, space_vocab, tmp_path):
+    from columnist.streams.tagger import ImageLimits
+
+    folder = tmp_path / "sparse"
+    folder.mkdir()
+    shutil.copy(PHOTOS / "moon.jpg", folder / "moon.jpg")
+    with open(folder / "huge.png", "wb") as file:  # 1 GB, sparse: nothing on disk, all of it if read
+        file.truncate(1_000_000_000)
+    report = tag(find_images([folder]), space_vocab, MockEncoder(), store, limits=ImageLimits(max_bytes=10_000_000))
+    assert report.tagged == 1
+    assert report.failed == [(str(folder / "huge.png"), "cannot read file: 1,000,000,000 bytes, over the limit of 10,000,000")]

@@ -46,9 +46,22 @@ def test_a_changed_translation_rescores_that_attribute_only_and_old_hashes_hold(
 
 @pytest.mark.parametrize("translations, problem", [
     ('{"Deutsch!": "Mond"}', "is not a language code"),
+    ('{"de\\n": "Mond"}', "is not a language code"),
     ('{de: "  "}', "must not be empty"),
+    ('{de: "\\u200b"}', "must not be empty"),
 ])
 def test_bad_translations_are_named(translations, problem):
     with pytest.raises(VocabularyError, match=problem) as info:
         parse_vocabulary(f"name: p\nversion: 1\nattributes: [{{code: moon, description: x, translations: {translations}}}]")
     assert "moon" in str(info.value)
+
+
+def test_a_vocabulary_rendering_too_many_prompts_is_refused():
+    languages = {f"l{chr(97 + i // 26)}{chr(97 + i % 26)}": "x" for i in range(50)}
+    templates = {language: [f"{{description}} {n}" for n in range(50)] for language in languages}
+    document = {"name": "bomb", "version": 1, "templates_by_language": templates,
+                "attributes": [{"code": f"a{i}", "description": "x", "translations": languages} for i in range(5)]}
+    from columnist.vocab.schema import vocabulary_from_dict
+
+    with pytest.raises(VocabularyError, match="render 12,505 prompts"):
+        vocabulary_from_dict(document)
