@@ -83,7 +83,13 @@ def export_clip(model: Any, tokenizer: Any, out: Path, name: str, source: str, o
     config = model.config
     spec = ModelSpec(name=name, embedding_dim=config.projection_dim, image_size=config.vision_config.image_size,
                      logit_scale=float(model.logit_scale.exp().item()),
-                     context_length=config.text_config.max_position_embeddings, opset=opset, source=source)
+                     context_length=config.text_config.max_position_embeddings, opset=opset, source=source,
+                     provenance={"embedding_dim": "CLIPConfig projection_dim",
+                                 "image_size": "CLIPConfig vision_config.image_size",
+                                 "mean": "CLIP's image processor", "std": "CLIP's image processor",
+                                 "logit_scale": "model weights (exp logit_scale)",
+                                 "context_length": "CLIPConfig text_config.max_position_embeddings",
+                                 "family": "clip"})
     _export(*_towers(model), tokenizer, spec, Path(out), config.text_config.eos_token_id)
     return spec
 
@@ -215,8 +221,13 @@ def export_siglip(model: Any, tokenizer: Any, out: Path, name: str, source: str,
                      logit_scale=float(model.logit_scale.exp().item()), logit_bias=float(model.logit_bias.item()),
                      context_length=config.text_config.max_position_embeddings, opset=opset, source=source,
                      pad_token=pad, visual_output="pooled", textual_output="pooled",
-                     provenance={"logit_scale": "model weights (exp logit_scale)", "logit_bias": "model weights",
-                                 "family": family, "resize": "SigLIP's processor: resize to the square, no crop"})
+                     provenance={"embedding_dim": "SiglipConfig vision_config.hidden_size",
+                                 "image_size": "SiglipConfig vision_config.image_size",
+                                 "mean": "SigLIP's image processor", "std": "SigLIP's image processor",
+                                 "logit_scale": "model weights (exp logit_scale)", "logit_bias": "model weights",
+                                 "context_length": "SiglipConfig text_config.max_position_embeddings",
+                                 "pad_token": f"{family}'s tokenizer", "family": family,
+                                 "resize": "SigLIP's processor: resize to the square, no crop"})
     _export(Visual().eval(), Textual().eval(), tokenizer, spec, Path(out), tokenizer.token_to_id(pad))
     return spec
 
