@@ -74,8 +74,8 @@ class ModelSpec(BaseModel):
             raise FileNotFoundError(f"{path}: cannot read model description: {err.strerror}") from None
 
     def write(self, directory: Path) -> None:
-        """model.json; the layout fields are written only where they differ from a columnist
-        CLIP export, so such an export's model.json stays what it always was."""
+        """model.json; the layout fields are written only where they are not their defaults
+        (a CLIP export's file has only its provenance beyond the fields it always had)."""
         document = self.model_dump(mode="json")
         for key in LAYOUT_FIELDS:
             if document[key] == ModelSpec.model_fields[key].default:
