@@ -79,8 +79,8 @@ class TextTower:
         self.dtype = "int32" if "int32" in str(getattr(inputs[0], "type", "")) else "int64"
         self.output = _output_index(session, output)
 
-    def __call__(self, texts: Sequence[str]) -> "np.ndarray":
-        ids, mask = self.tokenizer.encode(texts)
+    def __call__(self, texts: Sequence[str], prefix: str | None = None) -> "np.ndarray":
+        ids, mask = self.tokenizer.encode(texts, prefix)
         feeds = {self.input_name: ids.astype(self.dtype)}
         if self.mask_name:
             feeds[self.mask_name] = mask.astype(self.dtype)
@@ -153,9 +153,48 @@ class ClipEncoder:
             return np.zeros((0, self.dim), np.float32)
         return self.image_tower(images)
 
+    @property
+    def reads_language(self) -> bool:
+        """Whether the text tower reads a language code before each text (NLLB)."""
+        return bool(self.spec.text_prefix)
+
+    def encode_texts_in(self, texts: Sequence[str], language: str | None) -> "np.ndarray":
+        """Texts in ``language`` (a vocabulary's translation key: 'de', or a FLORES-200 code
+        such as 'deu_Latn'); None is the model's default language."""
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        if not self.reads_language or language is None:
+            return self.text_tower(texts)
+        return self.text_tower(texts, flores_code(language))
+
     def encode_texts(self, texts: Sequence[str]) -> "np.ndarray":
         import numpy as np
 
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         return self.text_tower(texts)
+
+
+FLORES = {"ar": "arb_Arab", "bg": "bul_Cyrl", "ca": "cat_Latn", "cs": "ces_Latn", "da": "dan_Latn", "de": "deu_Latn",
+          "el": "ell_Grek", "en": "eng_Latn", "es": "spa_Latn", "et": "est_Latn", "fa": "pes_Arab", "fi": "fin_Latn",
+          "fr": "fra_Latn", "he": "heb_Hebr", "hi": "hin_Deva", "hr": "hrv_Latn", "hu": "hun_Latn", "id": "ind_Latn",
+          "it": "ita_Latn", "ja": "jpn_Jpan", "ko": "kor_Hang", "lt": "lit_Latn", "lv": "lvs_Latn", "nl": "nld_Latn",
+          "nb": "nob_Latn", "no": "nob_Latn", "pl": "pol_Latn", "pt": "por_Latn", "ro": "ron_Latn", "ru": "rus_Cyrl",
+          "sk": "slk_Latn", "sl": "slv_Latn", "sr": "srp_Cyrl", "sv": "swe_Latn", "th": "tha_Thai", "tr": "tur_Latn",
+          "uk": "ukr_Cyrl", "vi": "vie_Latn", "zh": "zho_Hans", "zh-TW": "zho_Hant"}
+"""ISO 639-1 codes to the FLORES-200 codes NLLB reads (the languages Immich maps)."""
+
+
+def flores_code(language: str) -> str:
+    """'de' -> 'deu_Latn'; a FLORES-200 code ('deu_Latn') as it is; ValueError otherwise."""
+    import re
+
+    if re.fullmatch(r"[a-z]{3}_[A-Z][a-z]{3}", language):
+        return language
+    code = FLORES.get(language) or FLORES.get(language.split("-")[0].split("_")[0])
+    if code is None:
+        raise ValueError(f"translation language {language!r}: this model (NLLB) needs a FLORES-200 code for it, "
+                         "such as 'deu_Latn', as the translation's key")
+    return code

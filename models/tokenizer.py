@@ -92,12 +92,14 @@ class ClipTokenizer:
     def __call__(self, texts: Sequence[str]) -> "np.ndarray":
         return self.encode(texts)[0]
 
-    def encode(self, texts: Sequence[str]) -> tuple["np.ndarray", "np.ndarray"]:
-        """Token ids and attention masks, both (n, context_length) int64."""
+    def encode(self, texts: Sequence[str], prefix: str | None = None) -> tuple["np.ndarray", "np.ndarray"]:
+        """Token ids and attention masks, both (n, context_length) int64; ``prefix`` replaces
+        the tokenizer's own (an NLLB language code)."""
         import numpy as np
 
         texts = [_canonical(t) for t in texts] if self.canonicalize else list(texts)
-        texts = [self.prefix + t for t in texts] if self.prefix else texts
+        prefix = self.prefix if prefix is None else prefix
+        texts = [prefix + t for t in texts] if prefix else texts
         encodings = self._tokenizer.encode_batch(texts)
         shape = (len(texts), self.context_length)
         return (np.array([e.ids for e in encodings], dtype=np.int64).reshape(shape),

@@ -23,10 +23,16 @@ if TYPE_CHECKING:
 def render_prompts(vocab: Vocabulary, attribute: Attribute) -> list[str]:
     """The prompt texts for one attribute: its description in every template, then each
     translation in its language's templates (the bare text where the language has none)."""
-    prompts = [t.format(description=attribute.description) for t in vocab.templates_for(attribute)]
+    return [text for _, text in language_prompts(vocab, attribute)]
+
+
+def language_prompts(vocab: Vocabulary, attribute: Attribute) -> list[tuple[str | None, str]]:
+    """(language, prompt) in render_prompts' order; None for the description's own language."""
+    prompts: list[tuple[str | None, str]] = [(None, t.format(description=attribute.description))
+                                             for t in vocab.templates_for(attribute)]
     for language, text in attribute.translations.items():
         templates = vocab.templates_by_language.get(language) or ["{description}"]
-        prompts += [t.format(description=text) for t in templates]
+        prompts += [(language, t.format(description=text)) for t in templates]
     return prompts
 
 
@@ -48,14 +54,29 @@ def text_embeddings(
     """
     wanted = set(codes) if codes is not None else None
     attributes = [a for a in vocab.attributes if wanted is None or a.code in wanted]
-    prompts = {a.code: render_prompts(vocab, a) for a in attributes}
+    prompts = {a.code: language_prompts(vocab, a) for a in attributes}
     flat = [p for a in attributes for p in prompts[a.code]]
     if not flat:
         return {}
-    encoded = encoder.encode_texts(flat)
+    encoded = _encode(encoder, flat)
     out, start = {}, 0
     for attribute in attributes:
         count = len(prompts[attribute.code])
         out[attribute.code] = ensemble(encoded[start:start + count])
         start += count
+    return out
+
+
+def _encode(encoder: "Encoder", prompts: list[tuple[str | None, str]]) -> "np.ndarray":
+    """The prompts' embeddings in order: in one call, or one per language for an encoder that
+    reads a language code with each text (``reads_language``, ``encode_texts_in``: NLLB)."""
+    import numpy as np
+
+    languages = {language for language, _ in prompts}
+    if not getattr(encoder, "reads_language", False) or languages == {None}:
+        return encoder.encode_texts([text for _, text in prompts])
+    out = np.zeros((len(prompts), encoder.dim), np.float32)
+    for language in languages:
+        rows = [i for i, (each, _) in enumerate(prompts) if each == language]
+        out[rows] = encoder.encode_texts_in([prompts[i][1] for i in rows], language)
     return out

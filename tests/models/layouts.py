@@ -214,7 +214,7 @@ def immich_nllb(root: Path, name: str = "nllb-clip-base-siglip__v1") -> Path:
     _write(folder / "config.json", config)
     onnx.save(tower(TINY / "textual.onnx", "text", ["embedding"], int32=True, batch_one=True),
               str(folder / "textual" / "model.onnx"))
-    word_tokenizer(folder / "textual" / "tokenizer.json", pad="<pad>", specials=("eng_Latn",))
+    word_tokenizer(folder / "textual" / "tokenizer.json", pad="<pad>", specials=("eng_Latn", "deu_Latn", "fra_Latn"))
     _write(folder / "textual" / "tokenizer_config.json", {"eos_token": "</s>", "pad_token": "<pad>",
            "tokenizer_class": "NllbTokenizer", "src_lang": "eng_Latn"})
     return folder

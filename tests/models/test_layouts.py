@@ -99,6 +99,26 @@ def test_immich_nllb_reads_english_first_and_pads_to_77(tmp_path):
     np.testing.assert_allclose(encoder.encode_texts(TEXTS), tiny_texts(encoder.text_tower.tokenizer(TEXTS)), atol=1e-5)
 
 
+def test_nllb_reads_each_translation_with_its_language_code(tmp_path):
+    from columnist.vocab.prompts import ensemble, text_embeddings
+    from columnist.vocab.schema import vocabulary_from_dict
+
+    convert(layouts.immich_nllb(tmp_path / "src"), tmp_path / "model", "immich-app/nllb-clip-base-siglip__v1")
+    encoder = ClipEncoder.from_directory(tmp_path / "model")
+    tokens = encoder.text_tower.tokenizer._tokenizer
+    ids, _ = encoder.text_tower.tokenizer.encode(["der Mond"], "deu_Latn")
+    assert ids[0, 0] == tokens.token_to_id("deu_Latn")
+    vocab = vocabulary_from_dict({"name": "m", "version": 1, "attributes": [
+        {"code": "moon", "description": "the moon", "translations": {"de": "der Mond", "fra_Latn": "la lune"}}]})
+    expected = ensemble(np.concatenate([encoder.encode_texts_in(["a photo of the moon"], None),
+                                        encoder.encode_texts_in(["der Mond"], "de"),
+                                        encoder.encode_texts_in(["la lune"], "fra_Latn")]))
+    np.testing.assert_allclose(text_embeddings(encoder, vocab)["moon"], expected, atol=1e-6)
+    assert not np.allclose(encoder.encode_texts_in(["der Mond"], "de"), encoder.encode_texts(["der Mond"]))
+    with pytest.raises(ValueError, match="FLORES-200"):
+        encoder.encode_texts_in(["x"], "tlh")
+
+
 def test_immich_mclip_feeds_the_attention_mask_and_copies_weights_kept_beside_the_graph(tmp_path):
     spec = convert(layouts.immich_mclip(tmp_path / "src"), tmp_path / "model", "immich-app/XLM-Roberta-Large-Vit-B-32")
     assert (tmp_path / "model" / "textual" / "c1f385d0-4888-11ef-a23b-00155d655292").is_file()
