@@ -183,18 +183,24 @@ FLORES = {"ar": "arb_Arab", "bg": "bul_Cyrl", "ca": "cat_Latn", "cs": "ces_Latn"
           "it": "ita_Latn", "ja": "jpn_Jpan", "ko": "kor_Hang", "lt": "lit_Latn", "lv": "lvs_Latn", "nl": "nld_Latn",
           "nb": "nob_Latn", "no": "nob_Latn", "pl": "pol_Latn", "pt": "por_Latn", "ro": "ron_Latn", "ru": "rus_Cyrl",
           "sk": "slk_Latn", "sl": "slv_Latn", "sr": "srp_Cyrl", "sv": "swe_Latn", "th": "tha_Thai", "tr": "tur_Latn",
-          "uk": "ukr_Cyrl", "vi": "vie_Latn", "zh": "zho_Hans", "zh-TW": "zho_Hant"}
+          "uk": "ukr_Cyrl", "vi": "vie_Latn", "zh": "zho_Hans", "zh-hant": "zho_Hant", "zh-tw": "zho_Hant",
+          "zh-hk": "zho_Hant", "zh-mo": "zho_Hant", "sr-latn": "srp_Latn"}
 """ISO 639-1 codes to the FLORES-200 codes NLLB reads (the languages Immich maps)."""
 
 
 def flores_code(language: str) -> str:
-    """'de' -> 'deu_Latn'; a FLORES-200 code ('deu_Latn') as it is; ValueError otherwise."""
+    """'de' -> 'deu_Latn', 'zh-Hant' -> 'zho_Hant'; a FLORES-200 code ('deu_Latn') as it is.
+    An unknown language is read as English, as Immich does, with a warning naming it."""
+    import logging
     import re
 
     if re.fullmatch(r"[a-z]{3}_[A-Z][a-z]{3}", language):
         return language
-    code = FLORES.get(language) or FLORES.get(language.split("-")[0].split("_")[0])
+    tag = language.replace("_", "-").lower()
+    code = FLORES.get(tag) or FLORES.get(tag.split("-")[0])
     if code is None:
-        raise ValueError(f"translation language {language!r}: this model (NLLB) needs a FLORES-200 code for it, "
-                         "such as 'deu_Latn', as the translation's key")
+        logging.getLogger(__name__).warning(
+            "translation language %r: no FLORES-200 code known for it, read as English (eng_Latn); "
+            "give the code itself as the key, e.g. 'epo_Latn'", language[:40])
+        return "eng_Latn"
     return code

@@ -22,6 +22,8 @@ MAX_JPEG_SCANS = 100
 """A progressive JPEG has about 10 scans; thousands of empty ones keep the decoder busy for minutes."""
 SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")  # JPEG covers MPO (multi-picture JPEGs)
+JPEG_FORMATS = ("JPEG", "MPO")
+"""What Pillow calls a JPEG it opened: a phone photo with a gain map is an MPO."""
 """The formats photo collections hold; Pillow is told to try no other. Some of its other
 plugins decode pixels inside ``Image.open`` (an ICO holding a 13000x13000 PNG, whatever its
 file name says), before any size check could refuse them."""
@@ -70,7 +72,7 @@ def decode(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, at_leas
     except Exception as err:  # a fuzzed file can make Pillow raise anything (TypeError, struct.error, ...)
         raise ImageError(name, f"cannot decode image header: {_describe(err)}") from None
     width, height = image.size
-    scans = data.count(b"\xff\xda") if image.format == "JPEG" else 0  # SOS markers: never inside scan data
+    scans = data.count(b"\xff\xda") if image.format in JPEG_FORMATS else 0  # SOS markers: never inside scan data
     if scans > MAX_JPEG_SCANS:
         raise ImageError(name, f"refused before decoding: a JPEG with {scans:,} scans (at most {MAX_JPEG_SCANS})")
     if width <= 0 or height <= 0:
@@ -82,7 +84,7 @@ def decode(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, at_leas
         )
     try:
         image.seek(0)
-        if at_least and image.format == "JPEG":
+        if at_least and image.format in JPEG_FORMATS:
             image.draft("RGB", (at_least, at_least))
         image.load()
         before = image.size
@@ -106,7 +108,7 @@ def decoded_pixels(data: bytes, at_least: int = 0) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image = _open(data)
-            if at_least and image.format == "JPEG":
+            if at_least and image.format in JPEG_FORMATS:
                 image.draft("RGB", (at_least, at_least))
             return image.size[0] * image.size[1]
     except Exception:  # noqa: BLE001 - a bad header is decode's to report

@@ -22,6 +22,7 @@ short text to check their inputs and embedding sizes before anything is written.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -79,9 +80,15 @@ def convert(folder: Path, out: Path, source: str, name: str | None = None, varia
     if spec.name in RESERVED_NAMES or (BUILTIN_DIR / spec.name / "model.json").is_file():
         raise LayoutError(f"model name {spec.name!r} is a built-in model's: choose another --name")
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a conversion that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))  # appears whole or not at all
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would keep the model from a service running as another user
     try:
-        allowed = (folder, folder.resolve().parent.parent / "blobs")  # the folder, or a snapshot's blobs
+        snapshots = folder.resolve().parent
+        allowed = (folder, snapshots.parent / "blobs") if snapshots.name == "snapshots" else (folder,)
         for relative in files:
             _regular(folder / relative, MAX_MODEL_FILE_BYTES, allowed)
             target = staging / relative

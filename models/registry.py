@@ -57,6 +57,8 @@ def local_models() -> list[tuple[str, str, str, int, str, str, str]]:
     rows = []
     for folder in model_folders():
         for description in sorted(folder.glob("*/model.json")):
+            if description.parent.name.startswith("."):
+                continue  # a conversion in progress, or one that was killed
             try:
                 spec = ModelSpec.read(description.parent)
             except (OSError, ValueError):

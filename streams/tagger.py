@@ -93,7 +93,8 @@ def read_image_file(path: Path, max_bytes: int) -> bytes:
     """A regular file's bytes, refused (OSError) beyond ``max_bytes``, before reading them."""
     import stat
 
-    with open(path, "rb") as file:
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO named on the command line must not block
+    with os.fdopen(descriptor, "rb") as file:
         status = os.fstat(file.fileno())
         if not stat.S_ISREG(status.st_mode):
             raise OSError("not a regular file")

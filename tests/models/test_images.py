@@ -127,3 +127,21 @@ def test_a_rotated_camera_jpeg_keeps_its_upright_full_size():
 
     decoded = decode(camera_jpeg(orientation=6), "rotated.jpg", at_least=448)
     assert (decoded.width, decoded.height) == (3000, 4000) and decoded.image.size == (750, 1000)
+
+
+def test_an_mpo_photo_is_decoded_at_the_size_needed_like_a_jpeg():
+    """Phones write JPEGs with a gain map as MPO: the same draft decoding and scan limit apply."""
+    import io
+
+    from PIL import Image
+
+    from columnist.models.images import decode, decoded_pixels
+
+    buffer = io.BytesIO()
+    photo = Image.new("RGB", (4000, 3000), (90, 120, 200))
+    photo.save(buffer, "MPO", save_all=True, append_images=[Image.new("RGB", (400, 300))])
+    data = buffer.getvalue()
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    decoded = decode(data, "phone.jpg", at_least=448)
+    assert (decoded.width, decoded.height) == (4000, 3000) and decoded.image.size == (1000, 750)
+    assert decoded_pixels(data, at_least=448) == 1000 * 750

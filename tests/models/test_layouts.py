@@ -115,8 +115,10 @@ def test_nllb_reads_each_translation_with_its_language_code(tmp_path):
                                         encoder.encode_texts_in(["la lune"], "fra_Latn")]))
     np.testing.assert_allclose(text_embeddings(encoder, vocab)["moon"], expected, atol=1e-6)
     assert not np.allclose(encoder.encode_texts_in(["der Mond"], "de"), encoder.encode_texts(["der Mond"]))
-    with pytest.raises(ValueError, match="FLORES-200"):
-        encoder.encode_texts_in(["x"], "tlh")
+    from columnist.models.clip import flores_code
+
+    assert [flores_code(c) for c in ("de", "zh-Hant", "zh_TW", "sr-Latn", "pt-BR", "epo_Latn", "tlh")] == [
+        "deu_Latn", "zho_Hant", "zho_Hant", "srp_Latn", "por_Latn", "epo_Latn", "eng_Latn"]
 
 
 def test_immich_mclip_feeds_the_attention_mask_and_copies_weights_kept_beside_the_graph(tmp_path):
@@ -263,3 +265,20 @@ def test_a_built_in_models_name_is_not_taken(tmp_path):
         convert(layouts.immich_clip(tmp_path / "src"), tmp_path / "out", "x/y", name="mock")
     with pytest.raises(LayoutError, match="finite number"):
         convert(layouts.immich_clip(tmp_path / "src2"), tmp_path / "out", "x/y", logit_scale=float("nan"))
+
+
+def test_a_converted_model_is_readable_by_others_and_killed_conversions_are_cleared(tmp_path):
+    import stat
+
+    (tmp_path / ".model.partial-old").mkdir()  # as a killed conversion leaves it
+    (tmp_path / ".model.partial-old" / "model.json").write_text("{}")
+    convert(layouts.immich_clip(tmp_path / "src"), tmp_path / "model", "x/y")
+    mode = stat.S_IMODE((tmp_path / "model").stat().st_mode)
+    assert mode == 0o777 & ~_umask() and mode & 0o005
+    assert not (tmp_path / ".model.partial-old").exists()
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
