@@ -71,8 +71,7 @@ def convert(folder: Path, out: Path, source: str, name: str | None = None, varia
         raise LayoutError(f"{folder}: its {layout} configuration files do not describe a model columnist can "
                           f"run ({type(err).__name__}: {str(err)[:200]})") from None
     spec = _with_logits(spec, logit_scale, logit_bias)
-    if name:
-        spec = spec.model_copy(update={"name": name})
+    spec = spec.model_copy(update={"name": name or f"{spec.name}@{_revision(folder, spec)}"})
     try:
         spec = ModelSpec.model_validate(spec.model_dump())  # model_copy does not validate what it sets
     except ValueError as err:
@@ -102,6 +101,24 @@ def convert(folder: Path, out: Path, source: str, name: str | None = None, varia
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return spec
+
+
+def _revision(folder: Path, spec: ModelSpec) -> str:
+    """What tells these weights from another revision's, in the model's name (stored with every
+    embedding, so a store refuses to mix them): the Hugging Face commit of a cache snapshot,
+    else the first hex digits of the two graph files' sha256."""
+    import hashlib
+    import re
+
+    resolved = folder.resolve()
+    if resolved.parent.name == "snapshots" and re.fullmatch(r"[0-9a-f]{40}", resolved.name):
+        return resolved.name[:10]
+    digest = hashlib.sha256()
+    for file in (spec.visual, spec.textual):
+        with open(folder / file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256-" + digest.hexdigest()[:10]
 
 
 def _check_target(out: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from columnist.vocab.prompts import render_prompts
+from columnist.vocab.prompts import language_prompts
 from columnist.vocab.rules import parse_rule, references
 from columnist.vocab.schema import Attribute, Calibration, Vocabulary
 
@@ -34,7 +34,7 @@ class VocabularyDiff:
 
 def _base_signature(vocab: Vocabulary, attribute: Attribute, model: Calibration | None = None) -> tuple:
     calibration = vocab.calibration_for(attribute, model)
-    return tuple(render_prompts(vocab, attribute)), calibration.centre, calibration.scale
+    return tuple(language_prompts(vocab, attribute)), calibration.centre, calibration.scale
 
 
 def dependents(vocab: Vocabulary, codes: set[str]) -> list[str]:

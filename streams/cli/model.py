@@ -163,7 +163,8 @@ def pull(
                                                           "~/.columnist/models/OWNER--NAME)."),
     revision: Optional[str] = typer.Option(None, help="A branch, tag or commit of the repository."),
     variant: str = typer.Option("fp32", help="fp32, or int8 (transformers.js's quantized towers)."),
-    name: Optional[str] = typer.Option(None, help="Model name stored with embeddings (default: the repository id)."),
+    name: Optional[str] = typer.Option(None, help="Model name stored with embeddings (default: the repository id "
+                                                  "and its revision, e.g. OWNER/NAME@1a2b3c4d5e)."),
     logit_scale: Optional[float] = typer.Option(None, help="The model's trained logit scale, where the "
                                                           "repository does not carry it (CLIP: 100)."),
     logit_bias: Optional[float] = typer.Option(None, help="SigLIP's trained logit bias: scores become "

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 
 from columnist.models.clip import ClipEncoder
@@ -50,8 +51,8 @@ def test_immich_clip_computes_what_tiny_clip_does_and_leaves_other_runtimes_file
     folder = layouts.immich_clip(tmp_path / "src")
     spec = convert(folder, tmp_path / "model", "immich-app/ViT-B-32__openai")
     assert ModelSpec.read(tmp_path / "model") == spec
-    assert (spec.name, spec.embedding_dim, spec.context_length, spec.pad_token) == (
-        "immich-app/ViT-B-32__openai", 512, 77, "<|endoftext|>")
+    assert (spec.embedding_dim, spec.context_length, spec.pad_token) == (512, 77, "<|endoftext|>")
+    assert spec.name.startswith("immich-app/ViT-B-32__openai@sha256-")  # the weights' own mark: see below
     assert spec.provenance["embedding_dim"] == "config.json embed_dim" and spec.scoring == "calibrated sigmoid"
     copied = {p.relative_to(tmp_path / "model").as_posix() for p in (tmp_path / "model").rglob("*") if p.is_file()}
     assert not any(name.endswith((".armnn", ".rknn")) for name in copied) and "visual/model.onnx" in copied
@@ -194,7 +195,7 @@ def test_pull_offline_reads_the_cache_and_says_what_to_do_when_it_is_empty(tmp_p
     pulled = _cli("model", "pull", "immich-app/ViT-B-32__openai", env=env)
     assert pulled.returncode == 0, pulled.stderr
     target = tmp_path / "home" / ".columnist" / "models" / "immich-app--ViT-B-32__openai"
-    assert ModelSpec.read(target).name == "immich-app/ViT-B-32__openai"
+    assert ModelSpec.read(target).name == "immich-app/ViT-B-32__openai@0123456789"  # the snapshot's commit
     assert not list(target.rglob("*.armnn"))
 
     listed = _cli("model", "list", env=env).stdout
@@ -282,3 +283,15 @@ def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return umask
+
+
+def test_other_weights_under_the_same_repository_get_another_name(tmp_path):
+    """The name is stored with every embedding: a store refuses to mix two revisions' vectors."""
+    first = convert(layouts.immich_clip(tmp_path / "a"), tmp_path / "one", "x/y")
+    folder = layouts.immich_clip(tmp_path / "b")
+    model = onnx.load(str(folder / "visual" / "model.onnx"))
+    model.graph.initializer[0].raw_data = bytes(len(model.graph.initializer[0].raw_data))  # other weights
+    onnx.save(model, str(folder / "visual" / "model.onnx"))
+    second = convert(folder, tmp_path / "two", "x/y")
+    assert first.name != second.name and first.name.startswith("x/y@") and second.name.startswith("x/y@")
+    assert convert(layouts.immich_clip(tmp_path / "c"), tmp_path / "three", "x/y", name="mine").name == "mine"

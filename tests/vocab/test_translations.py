@@ -38,6 +38,8 @@ def test_translations_join_the_ensemble_in_their_languages_templates():
 def test_a_changed_translation_rescores_that_attribute_only_and_old_hashes_hold():
     diff = diff_vocabularies(vocab(1), vocab(2, fr="la lune (astre)"))
     assert set(diff.rescore) == {"moon"}
+    renamed = parse_vocabulary(DOC.format(version=2, fr="la Lune").replace("fr:", "nl:"))
+    assert set(diff_vocabularies(vocab(1), renamed).rescore) == {"moon"}  # same text, read as another language
     plain = parse_vocabulary("name: p\nversion: 1\nattributes: [{code: a, description: x}]")
     same = parse_vocabulary("name: p\nversion: 1\ntemplates_by_language: {}\n"
                             "attributes: [{code: a, description: x, translations: {}}]")
