@@ -70,9 +70,11 @@ def download(repo_id: str, revision: str | None = None, variant: str = "fp32") -
     except RevisionNotFoundError:
         raise PullError(f"{repo_id}: no revision {revision!r}") from None
     except LocalEntryNotFoundError:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        cache = Path(HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
         raise PullError(f"{repo_id} is not in the Hugging Face cache and the hub cannot be reached "
-                        "(offline, or HF_HUB_OFFLINE=1): pull it on a machine with network, then copy its "
-                        "cache folder (~/.cache/huggingface/hub/models--" + repo_id.replace("/", "--") +
-                        ") here, or convert a copied snapshot folder with --from-folder DIR") from None
+                        f"(offline, or HF_HUB_OFFLINE=1): pull it on a machine with network, then copy its "
+                        f"cache folder to {cache}, or convert a copied snapshot folder with --from-folder DIR") from None
     except (HfHubHTTPError, OSError) as err:
         raise PullError(f"{repo_id}: download failed: {str(err).splitlines()[0][:300]}") from None
