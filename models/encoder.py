@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL.Image import Image
 
+    from columnist.vocab.schema import Calibration
+
 
 def l2_normalise(matrix: "np.ndarray") -> "np.ndarray":
     """Rows (or a vector) scaled to unit length, as float32."""
@@ -30,8 +32,9 @@ class Encoder(Protocol):
     logit_scale: float
     source: str
     """The ``source`` written with scores: 'clip' for a real model, 'mock' for the mock."""
-    # optional: ``calibration`` (a vocab.schema.Calibration or None), the model's own default
-    # centre and scale; models with a learned logit bias (SigLIP) have one
+    calibration: "Calibration | None"
+    """The model's own default centre and scale (vocab.schema.Calibration): models with a
+    learned logit bias (SigLIP) have one; None leaves the vocabulary's."""
 
     def prepare_image(self, image: "Image") -> "np.ndarray":
         """What the image tower needs of one decoded image (CLIP: its normalised pixels).

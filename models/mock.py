@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 class MockEncoder:
     source = "mock"
+    calibration = None  # no learned bias: the vocabulary's calibration
 
     def __init__(self, dim: int = 512, logit_scale: float = 100.0):
         self.name = "mock"

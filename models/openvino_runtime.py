@@ -63,7 +63,7 @@ def openvino_session(path: Path, threads: int = 0, precision: str | None = None)
     core.set_property({"CACHE_DIR": str(cache)})
     config = {"INFERENCE_NUM_THREADS": threads or cpu_count(),
               "ENABLE_CPU_PINNING": False}  # pinning makes two workers on one machine share a core
-    if precision == "bf16-where-fast":
+    if precision is None:
         # OpenVINO picks bf16 by itself only on AMX CPUs; with AVX-512 bf16 units it is still
         # faster, also for the float parts of an int8 model (1.5x onnxruntime int8 instead of
         # 1.3x on an AMD EPYC here), at a cosine to fp32 >= 0.9997

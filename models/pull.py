@@ -42,14 +42,18 @@ def check_repo_id(repo_id: str) -> str:
 
 
 def default_out(repo_id: str) -> Path:
-    return Path.home() / ".columnist" / "models" / check_repo_id(repo_id).replace("/", "--")
+    from columnist.models.registry import PULLED_DIR
+
+    return PULLED_DIR / check_repo_id(repo_id).replace("/", "--")
 
 
 def pull(repo_id: str, out: Path | None = None, revision: str | None = None, variant: str = "fp32",
-         name: str | None = None, logit_scale: float | None = None, logit_bias: float | None = None) -> tuple[ModelSpec, Path]:
-    """Download ``repo_id`` (or read it from the cache) and convert it into ``out``."""
-    snapshot = download(check_repo_id(repo_id), revision, variant)
+         name: str | None = None, logit_scale: float | None = None, logit_bias: float | None = None,
+         snapshot: Path | None = None) -> tuple[ModelSpec, Path]:
+    """Download ``repo_id`` (or read it from the cache), or take ``snapshot``, a copied folder,
+    and convert it into ``out``."""
     out = Path(out) if out else default_out(repo_id)
+    snapshot = snapshot or download(check_repo_id(repo_id), revision, variant)
     spec = convert(snapshot, out, repo_id, name=name, variant=variant, logit_scale=logit_scale, logit_bias=logit_bias)
     return spec, out
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from columnist.models.encoder import Encoder
 
 BUILTIN_DIR = Path(__file__).parent
+PULLED_DIR = Path.home() / ".columnist" / "models"
+"""Where `columnist model pull` writes models (OWNER--NAME)."""
 
 
 class ModelNotFound(LookupError):
@@ -31,7 +33,7 @@ def load_encoder(name: str, threads: int = 0, batch_size: int = 32, runtime: str
 
 def model_folders() -> list[Path]:
     """Where local models live: the built-in ones, pulled ones, and this checkout's exports."""
-    return [BUILTIN_DIR, Path.home() / ".columnist" / "models", Path(".columnist") / "models"]
+    return [BUILTIN_DIR, PULLED_DIR, Path(".columnist") / "models"]
 
 
 def resolve_model_dir(name: str) -> Path:

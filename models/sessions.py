@@ -44,7 +44,7 @@ def _openvino(precision: str | None) -> Callable[..., Any]:
 
 RUNTIMES: dict[str, Callable[..., Any]] = {
     "onnxruntime": onnxruntime_session,
-    "openvino": _openvino("bf16-where-fast"),  # bf16 where the CPU has bf16 units, else its default
+    "openvino": _openvino(None),  # bf16 where the CPU has bf16 units, else its default
     "openvino-f32": _openvino("f32"),
 }
 """Runtimes by the name a model.json gives (``runtime``). Each opens a session over an ONNX

@@ -182,8 +182,8 @@ def embed_and_score(prepared: Sequence[PreparedImage], vocabularies: Sequence[tu
             tensors.setdefault(p.record.sha256, p.tensor)
     encoded = dict(zip(tensors, encoder.encode_prepared(list(tensors.values())))) if tensors else {}
     embeddings = np.stack([p.embedding if p.embedding is not None else encoded[p.record.sha256] for p in prepared])
-    model = getattr(encoder, "calibration", None)
-    scores = [(vocab, score_vocabulary(embeddings, texts, vocab, encoder.logit_scale, encoder.source, model))
+    scores = [(vocab, score_vocabulary(embeddings, texts, vocab, encoder.logit_scale, encoder.source,
+                                       encoder.calibration))
               for vocab, texts in vocabularies]
     return ScoredBatch(encoder.name, [p.record for p in prepared], embeddings, scores)
 

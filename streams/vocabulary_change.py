@@ -71,15 +71,14 @@ def apply_vocabulary(
     if recorded is not None and (old is None or recorded.version > old.version):
         old, old_texts = recorded, None
     check_newer(old, new)
-    model_calibration = getattr(encoder, "calibration", None)
-    diff = diff_vocabularies(old, new, model_calibration)
+    diff = diff_vocabularies(old, new, encoder.calibration)
     new_texts = text_embeddings(encoder, new, diff.rescore)
     if on_switch:
         kept = {a.code: old_texts[a.code] for a in new.attributes
                 if old_texts and a.code in old_texts and a.code not in new_texts}
         on_switch({**kept, **new_texts})
     replayer = store.replayer(encoder.name, encoder.logit_scale, encoder.source, chunks,
-                              model_calibration=model_calibration)
+                              model_calibration=encoder.calibration)
     report = replayer.run(new, diff, new_texts, on_chunk, start_at)
-    store.apply_vocabulary(new, encoder.name, default_view, model_calibration=model_calibration)
+    store.apply_vocabulary(new, encoder.name, default_view, model_calibration=encoder.calibration)
     return ApplyReport(diff, report, report.score_rows)

@@ -174,16 +174,11 @@ def pull(
 ) -> None:
     """Get a ready-made ONNX CLIP or SigLIP (Immich's or transformers.js's layouts) without
     torch; offline, set HF_HUB_OFFLINE=1 to read the Hugging Face cache only."""
-    from columnist.models import pull as pulling
-    from columnist.models.layouts import convert
+    from columnist.models.pull import pull as pull_model
 
-    if source is not None:
-        target = out or pulling.default_out(repo_id)
-        spec = convert(source, target, repo_id, name=name, variant=variant, logit_scale=logit_scale,
-                       logit_bias=logit_bias)
-    else:
+    if source is None:
         typer.echo(f"fetching {repo_id} ({variant}) with huggingface_hub ...", err=True)
-        spec, target = pulling.pull(repo_id, out, revision, variant, name, logit_scale, logit_bias)
+    spec, target = pull_model(repo_id, out, revision, variant, name, logit_scale, logit_bias, snapshot=source)
     typer.echo(f"wrote {spec.name} to {target}: {spec.embedding_dim}-d, {spec.image_size} px, {spec.scoring}")
     for key in ("logit_scale", "logit_bias"):
         if "not in the repository" in spec.provenance.get(key, ""):

@@ -111,7 +111,7 @@ def backfill(
     encoder = load_encoder(model or settings.model, settings.threads, settings.batch_size, runtime=settings.runtime)
     replayer = store.replayer(encoder.name, encoder.logit_scale, encoder.source, settings.replay_chunks,
                               job=f"backfill {applied.content_hash()[:16]} {' '.join(ordered)}",
-                              model_calibration=getattr(encoder, "calibration", None))
+                              model_calibration=encoder.calibration)
     if not resume:
         replayer.forget_checkpoints(applied)
     progress, advance = _progress_chunks(f"backfilling {len(ordered)} attributes")

@@ -40,7 +40,7 @@ def calibrate(
     try:
         _, logits = cal.sample_logits(store, encoder, vocabulary, sample)
         print_rows(["attribute", "min", "mean", "max", "std", "accepted", "tentative", "rejected"],
-                   cal.statistics_rows(vocabulary, logits, getattr(encoder, "calibration", None)))
+                   cal.statistics_rows(vocabulary, logits, encoder.calibration))
         if labels:
             reports, vocab_wide = cal.fit_from_labels(store, encoder, vocabulary, cal.read_labels(labels)), None
             print_rows(["attribute", "labels", "centre", "scale", "log-loss before", "log-loss after"],
@@ -58,9 +58,9 @@ def calibrate(
     if plot:
         by_code = {r.code: r for r in reports}
         cal.plot(plot, vocabulary, [by_code.get(c) or cal.AttributeReport(c, v) for c, v in logits.items()], vocab_wide,
-                 model=getattr(encoder, "calibration", None))
+                 model=encoder.calibration)
         typer.echo(f"wrote {plot}")
-    if write and vocab_wide is not None and getattr(encoder, "calibration", None) is not None:
+    if write and vocab_wide is not None and encoder.calibration is not None:
         typer.echo(f"note: {encoder.name} brings its own calibration (a learned logit bias), which comes before a "
                    "vocabulary-wide one; fit per attribute (--per-attribute or --labels) to change its scores",
                    err=True)

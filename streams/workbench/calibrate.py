@@ -88,7 +88,7 @@ def fit_from_labels(store: "Store", encoder: "Encoder", vocab: Vocabulary, label
         known = [i for i in per_image if i in position]
         values = logits[code][[position[i] for i in known]]
         truth = np.array([per_image[i] for i in known], np.float64)
-        calibration = vocab.calibration_for(vocab.entry(code), getattr(encoder, "calibration", None))
+        calibration = vocab.calibration_for(vocab.entry(code), encoder.calibration)
         fit, before, after = fit_labelled(values, truth, calibration.centre, calibration.scale)
         reports.append(AttributeReport(code, values, fit, before, after, len(known)))
     return reports
