@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.model import configurations, machine, measure_in_child  # noqa: E402
-from columnist.streams.worker.events import image_event  # noqa: E402
+from columnist.worker.events import image_event  # noqa: E402
 from deploy.local import LocalKafka, WorkerProcess, free_port, wait_until  # noqa: E402
 
 STATE = REPO / ".columnist" / "bench"
@@ -125,8 +125,8 @@ def publish(bootstrap: str, topic: str, ids: list[str], files: list[Path], rate:
 
 
 def start_worker(kafka: LocalKafka, name: str, model: tuple[Path, str], extra: dict | None = None) -> tuple[WorkerProcess, dict]:
-    from columnist.streams.kafka.admin import create_topics
-    from columnist.streams.settings import Settings
+    from columnist.kafka.admin import create_topics
+    from columnist.settings import Settings
 
     db = STATE / f"db-{name}"
     shutil.rmtree(db, ignore_errors=True)
@@ -189,11 +189,11 @@ def latency(kafka: LocalKafka, model: tuple[Path, str], files: list[Path], peak:
 # -- 3 and 4. replay and dashboard ---------------------------------------------------------
 
 def replay(embeddings: int, encode_rate: float) -> tuple[dict, dict]:
-    """The worker's replay path (columnist.streams.vocabulary_change.apply_vocabulary) over
+    """The worker's replay path (columnist.vocabulary_change.apply_vocabulary) over
     synthetic embeddings; then the dashboard queries over the space vocabulary's wide view."""
     from columnist.models.mock import MockEncoder
-    from columnist.streams.store import connect
-    from columnist.streams.vocabulary_change import apply_vocabulary
+    from columnist.store import connect
+    from columnist.vocabulary_change import apply_vocabulary
     from columnist.vocab.schema import vocabulary_from_dict
 
     db = STATE / "db-replay"
@@ -240,7 +240,7 @@ def dashboard_queries(store, encoder, images: int) -> dict:
     """The space vocabulary applied over the stored embeddings (a replay of every attribute),
     one image row per embedding, then two dashboard queries on its wide view: right after the
     replay (many fresh parts: FINAL merges them at query time) and once merged."""
-    from columnist.streams.vocabulary_change import apply_vocabulary
+    from columnist.vocabulary_change import apply_vocabulary
     from columnist.vocab.schema import load_vocabulary
 
     space = load_vocabulary(REPO / "vocab" / "space.yaml")
@@ -281,8 +281,8 @@ def dashboard_queries(store, encoder, images: int) -> dict:
 def try_speed(embeddings: int) -> dict:
     """`columnist try` over stored embeddings: the read out of ClickHouse and the compute."""
     from columnist.models.mock import MockEncoder
-    from columnist.streams.workbench.gallery import try_description
-    from columnist.streams.store import connect
+    from columnist.workbench.gallery import try_description
+    from columnist.store import connect
     from columnist.vocab.schema import vocabulary_from_dict
 
     db = STATE / "db-try"

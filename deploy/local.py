@@ -65,9 +65,9 @@ class WorkerProcess:
     """A `columnist worker` subprocess, configured by COLUMNIST_* variables in ``env``."""
 
     def __init__(self, env: dict, log_path: Path):
-        from columnist.streams.settings import Settings
-        from columnist.streams.store.reader import WorkerClient
-        from columnist.streams.worker.control import socket_path
+        from columnist.settings import Settings
+        from columnist.store.reader import WorkerClient
+        from columnist.worker.control import socket_path
 
         self.env = {**os.environ, **{k: str(v) for k, v in env.items()}}
         self.log_path = log_path

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from columnist.models.images import DEFAULT_MAX_PIXELS, ImageError
-from columnist.streams.pipeline import BatchPreparer, ImageInput, embed_and_score, encoded_count, sha256_of
+from columnist.pipeline import BatchPreparer, ImageInput, embed_and_score, encoded_count, sha256_of
 from columnist.vocab.prompts import text_embeddings
 from columnist.vocab.schema import Vocabulary
 
 if TYPE_CHECKING:
     from columnist.models.encoder import Encoder
-    from columnist.streams.store import Store
+    from columnist.store import Store
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -72,7 +72,7 @@ def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
 def applied_with(store: "Store", encoder: "Encoder", vocab: Vocabulary, default_view: bool) -> list[Vocabulary]:
     """Apply ``vocab`` if the store does not have it yet (refused if older than the applied
     one: VocabularyConflict), and return every applied vocabulary."""
-    from columnist.streams.vocabulary_change import apply_vocabulary
+    from columnist.vocabulary_change import apply_vocabulary
 
     applied = {v.name: v for v in store.applied_vocabularies()}
     current = applied.get(vocab.name)
@@ -122,7 +122,7 @@ def tag(
     """Encode, score and store every new file; return what was written, skipped and failed.
     ``report`` is filled as the run goes (for a caller that is interrupted); ``limits``: the
     largest file and image accepted, and the decode threads (the worker's settings)."""
-    from columnist.streams.store import check_model
+    from columnist.store import check_model
 
     check_model(store, encoder.name)
     limits = limits or ImageLimits()

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from columnist.models.encoder import Encoder
-    from columnist.streams.store import Store
-    from columnist.streams.store.replay import ReplayReport
+    from columnist.store import Store
+    from columnist.store.replay import ReplayReport
 
 
 class VocabularyConflict(ValueError):

@@ -24,7 +24,7 @@ def session_dsn(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def session_store(session_dsn):
-    from columnist.streams.store import connect
+    from columnist.store import connect
 
     store = connect(session_dsn)
     yield store

@@ -47,5 +47,5 @@ def test_the_wheel_installs_one_package_and_runs_from_a_folder_with_its_own_mode
     counted = run(fresh / "python", "-m", "columnist", "query", "--db", db,
                   "SELECT count() AS images FROM columnist.images FINAL", cwd=work)
     assert counted.stdout.split() == ["images", str(len(list(PHOTOS.glob("*.jpg"))))]
-    imported = run(fresh / "python", "-c", "import columnist.streams.store.clickhouse as m; print(m.__file__)", cwd=work)
+    imported = run(fresh / "python", "-c", "import columnist.store.clickhouse as m; print(m.__file__)", cwd=work)
     assert str(tmp_path / "venv") in imported.stdout

@@ -50,7 +50,7 @@ up() {
     > "$data/kafka.log" 2>&1 < /dev/null &
   echo $! > "$pidfile"
   echo "kafka starting (pid $(cat "$pidfile")) on 127.0.0.1:$port, log $data/kafka.log"
-  if ! COLUMNIST_KAFKA="127.0.0.1:$port" "$python" -m columnist.streams.kafka.admin wait-and-create --timeout 120 \
+  if ! COLUMNIST_KAFKA="127.0.0.1:$port" "$python" -m columnist.kafka.admin wait-and-create --timeout 120 \
      || ! running; then  # the broker that answered must be the one this script started
     echo "kafka did not become ready; last log lines:" >&2
     tail -n 30 "$data/kafka.log" >&2

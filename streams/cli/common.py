@@ -17,7 +17,7 @@ VocabOption = typer.Option(None, "--vocab", help="A vocabulary YAML file or buil
 
 
 def settings():
-    from columnist.streams.settings import get_settings
+    from columnist.settings import get_settings
 
     return get_settings()
 
@@ -31,7 +31,7 @@ def vocabulary_or_exit(name_or_path: Optional[str]) -> Vocabulary:
     """The vocabulary argument (default: $COLUMNIST_VOCAB), or exit naming every problem."""
     from columnist.vocab.schema import VocabularyError
 
-    from columnist.streams.cli.errors import CONFIGURATION
+    from columnist.cli.errors import CONFIGURATION
 
     try:
         return load_vocabulary_arg(name_or_path or settings().vocab)
@@ -50,8 +50,8 @@ WHEN_LOCKED = {
 def store_or_exit(db: Optional[str], purpose: str):
     """The store for --db (default: $COLUMNIST_DB), or exit saying what to do when a worker
     owns it (``purpose``: a key of WHEN_LOCKED)."""
-    from columnist.streams.cli.errors import LOCKED
-    from columnist.streams.store.reader import StoreLocked, connect_store
+    from columnist.cli.errors import LOCKED
+    from columnist.store.reader import StoreLocked, connect_store
 
     try:
         return connect_store(db or settings().db, settings())

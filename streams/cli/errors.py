@@ -17,11 +17,11 @@ def describe(err: BaseException) -> tuple[int, str]:
     from columnist.models.layouts import LayoutError
     from columnist.models.pull import InvalidRepoId, PullError
     from columnist.models.registry import ModelNotFound
-    from columnist.streams.settings import get_settings
-    from columnist.streams.store import ModelMismatch, StoreUnavailable
-    from columnist.streams.store.clickhouse import InvalidDSN
-    from columnist.streams.store.reader import StoreLocked
-    from columnist.streams.vocabulary_change import VocabularyConflict
+    from columnist.settings import get_settings
+    from columnist.store import ModelMismatch, StoreUnavailable
+    from columnist.store.clickhouse import InvalidDSN
+    from columnist.store.reader import StoreLocked
+    from columnist.vocabulary_change import VocabularyConflict
     from columnist.vocab.schema import VocabularyError
 
     if isinstance(err, (InvalidDSN, InvalidRepoId)):

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from columnist.streams.cli import model, query, stream, tag, vocab, workbench
+from columnist.cli import model, query, stream, tag, vocab, workbench
 
 app = typer.Typer(help="Turn a CLIP model into ClickHouse columns: one confidence per attribute, per image.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -48,7 +48,7 @@ def main() -> None:
     except Exception as err:
         if os.environ.get("COLUMNIST_DEBUG"):
             raise
-        from columnist.streams.cli.errors import describe
+        from columnist.cli.errors import describe
 
         code, message = describe(err)
         sys.stderr.write(message.rstrip() + "\n")

@@ -42,8 +42,8 @@ def export(
     """Export a CLIP or SigLIP model to ONNX towers (needs the export extra: pip install -e '.\\[export]')."""
     import importlib.util
 
-    from columnist.streams.cli.common import fail
-    from columnist.streams.cli.errors import CONFIGURATION, UNAVAILABLE
+    from columnist.cli.common import fail
+    from columnist.cli.errors import CONFIGURATION, UNAVAILABLE
 
     if (source is None) == (random is None):
         raise typer.BadParameter("give exactly one of --from or --random")
@@ -99,8 +99,8 @@ def quantize(
 ) -> None:
     """Write int8 towers beside a copy of the tokenizer."""
     from columnist.models.registry import resolve_model_dir
-    from columnist.streams.cli.common import fail
-    from columnist.streams.cli.errors import CONFIGURATION
+    from columnist.cli.common import fail
+    from columnist.cli.errors import CONFIGURATION
 
     if runtime == "onnxruntime":
         from columnist.models.quantize import quantize_model_dir
@@ -110,7 +110,7 @@ def quantize(
         import importlib.util
 
         from columnist.models.openvino_runtime import quantize_for_openvino
-        from columnist.streams.tagger import find_images
+        from columnist.tagger import find_images
 
         if importlib.util.find_spec("nncf") is None or importlib.util.find_spec("openvino") is None:
             fail("quantizing for OpenVINO needs openvino and nncf: pip install -e '.[openvino]'", CONFIGURATION)
@@ -136,7 +136,7 @@ def embed(
 
     from columnist.models.images import ImageError, open_image
     from columnist.models.registry import load_encoder
-    from columnist.streams.settings import get_settings
+    from columnist.settings import get_settings
 
     if bool(image) == bool(text):
         raise typer.BadParameter("give --image files or --text strings (not both)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from columnist.streams.store.rows import plain
+from columnist.store.rows import plain
 
 
 def print_rows(columns: Sequence[str], rows: Sequence[Sequence]) -> None:

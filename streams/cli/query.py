@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from columnist.streams.cli.common import DbOption, fail, settings
+from columnist.cli.common import DbOption, fail, settings
 
 ALIASES = {"csv": "CSVWithNames", "tsv": "TabSeparatedWithNames", "json": "JSONEachRow"}
 
@@ -29,14 +29,14 @@ def query(
                                          "a table on a terminal, TabSeparatedWithNames when piped."),
 ) -> None:
     """Run a SQL query and print the result (through the worker while it owns an embedded database)."""
-    from columnist.streams.store.reader import QueryFailed, Reader
+    from columnist.store.reader import QueryFailed, Reader
 
     text = _read_sql(sql, file)
     fmt = ALIASES.get((format or "").lower(), format) or ("table" if sys.stdout.isatty() else "TabSeparatedWithNames")
     reader = Reader(db or settings().db, settings())
     try:
         if fmt == "table":
-            from columnist.streams.cli.output import print_rows
+            from columnist.cli.output import print_rows
 
             print_rows(*reader.query(text))
         else:

@@ -7,15 +7,15 @@ from typing import List, Optional
 
 import typer
 
-from columnist.streams.cli.common import DbOption, ModelOption
-from columnist.streams.cli.common import settings as current_settings
+from columnist.cli.common import DbOption, ModelOption
+from columnist.cli.common import settings as current_settings
 
 publish_app = typer.Typer(help="Publish events to Kafka.", no_args_is_help=True)
 
 
 def worker(loglevel: str = typer.Option("info", help="Log level.")) -> None:
     """Run the streaming worker: ingest images, apply vocabulary changes (COLUMNIST_* settings)."""
-    from columnist.streams.worker.app import run_worker
+    from columnist.worker.app import run_worker
 
     run_worker(current_settings(), loglevel)
 
@@ -29,8 +29,8 @@ def publish_images(
     """Publish one ingest event per image (file:// URIs; the worker's COLUMNIST_IMAGE_ROOTS must cover them)."""
     from rich.progress import Progress
 
-    from columnist.streams.kafka.publish import publish_images as publish
-    from columnist.streams.tagger import find_images
+    from columnist.kafka.publish import publish_images as publish
+    from columnist.tagger import find_images
 
     files = find_images(paths, collection)
     if not files:
@@ -59,9 +59,9 @@ def replay(
 ) -> None:
     """Apply a vocabulary by hand: diff against the applied one, score only what changed from stored embeddings."""
     from columnist.models.registry import load_encoder
-    from columnist.streams.cli.common import fail, store_or_exit, vocabulary_or_exit
-    from columnist.streams.store import ModelMismatch, check_model
-    from columnist.streams.vocabulary_change import VocabularyConflict, apply_vocabulary
+    from columnist.cli.common import fail, store_or_exit, vocabulary_or_exit
+    from columnist.store import ModelMismatch, check_model
+    from columnist.vocabulary_change import VocabularyConflict, apply_vocabulary
 
     settings = current_settings()
     new = vocabulary_or_exit(vocab)
@@ -93,7 +93,7 @@ def backfill(
 ) -> None:
     """Re-score attributes of the applied vocabulary for every stored embedding (and their derived dependents)."""
     from columnist.models.registry import load_encoder
-    from columnist.streams.cli.common import fail, store_or_exit
+    from columnist.cli.common import fail, store_or_exit
     from columnist.vocab.diff import VocabularyDiff, dependents
     from columnist.vocab.prompts import text_embeddings
 
@@ -124,9 +124,9 @@ def backfill(
 
 def status(db: Optional[str] = DbOption) -> None:
     """Consumer lag, images, embeddings, scores per attribute and dead letters."""
-    from columnist.streams.cli.output import print_rows
-    from columnist.streams.store.reader import Reader
-    from columnist.streams.kafka.lag import kafka_status
+    from columnist.cli.output import print_rows
+    from columnist.store.reader import Reader
+    from columnist.kafka.lag import kafka_status
 
     settings = current_settings()
     try:
@@ -146,7 +146,7 @@ def status(db: Optional[str] = DbOption) -> None:
     finally:
         reader.close()
     if kafka_down:
-        from columnist.streams.cli.errors import UNAVAILABLE
+        from columnist.cli.errors import UNAVAILABLE
 
         raise typer.Exit(UNAVAILABLE)
 

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from columnist.streams.cli.common import DbOption, ModelOption, VocabOption, fail, settings, store_or_exit, \
+from columnist.cli.common import DbOption, ModelOption, VocabOption, fail, settings, store_or_exit, \
     vocabulary_or_exit
 
 
@@ -29,9 +29,9 @@ def tag(
     from rich.table import Table
 
     from columnist.models.registry import load_encoder
-    from columnist.streams.store import ModelMismatch
-    from columnist.streams.tagger import ImageLimits, TagReport, find_images, tag as run_tag
-    from columnist.streams.vocabulary_change import VocabularyConflict
+    from columnist.store import ModelMismatch
+    from columnist.tagger import ImageLimits, TagReport, find_images, tag as run_tag
+    from columnist.vocabulary_change import VocabularyConflict
 
     config = settings()
     missing = [str(p) for p in paths if not p.exists()]

@@ -7,7 +7,7 @@ from typing import List
 
 import typer
 
-from columnist.streams.cli.common import settings as current_settings
+from columnist.cli.common import settings as current_settings
 
 vocab_app = typer.Typer(help="Validate and publish vocabularies.", no_args_is_help=True)
 
@@ -34,7 +34,7 @@ def vocab_validate(files: List[Path] = typer.Argument(..., help="Vocabulary YAML
 @vocab_app.command("push")
 def vocab_push(file: Path = typer.Argument(..., help="A vocabulary YAML file.")) -> None:
     """Validate a vocabulary and publish it for the worker to apply (an invalid one is refused here)."""
-    from columnist.streams.kafka.publish import push_vocabulary
+    from columnist.kafka.publish import push_vocabulary
     from columnist.vocab.schema import VocabularyError, load_vocabulary
 
     try:

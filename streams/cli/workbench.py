@@ -7,14 +7,14 @@ from typing import List, Optional
 
 import typer
 
-from columnist.streams.cli.common import DbOption, ModelOption, VocabOption
+from columnist.cli.common import DbOption, ModelOption, VocabOption
 
 
 
 def _context(db, model, vocab):
     """(store, encoder, vocabulary) for a workbench command."""
     from columnist.models.registry import load_encoder
-    from columnist.streams.cli.common import settings, store_or_exit, vocabulary_or_exit
+    from columnist.cli.common import settings, store_or_exit, vocabulary_or_exit
 
     config = settings()
     encoder = load_encoder(model or config.model, config.threads, config.batch_size, runtime=config.runtime)
@@ -32,9 +32,9 @@ def calibrate(
     model: Optional[str] = ModelOption,
 ) -> None:
     """Logit statistics per attribute on stored embeddings, and a fitted sigmoid centre and scale."""
-    from columnist.streams.workbench import calibrate as cal
-    from columnist.streams.cli.common import fail
-    from columnist.streams.cli.output import print_rows
+    from columnist.workbench import calibrate as cal
+    from columnist.cli.common import fail
+    from columnist.cli.output import print_rows
 
     store, encoder, vocabulary = _context(db, model, vocab)
     try:
@@ -83,9 +83,9 @@ def try_(
     model: Optional[str] = ModelOption,
 ) -> None:
     """Score a description against every stored embedding (one matrix product) before adding it."""
-    from columnist.streams.cli.common import fail
-    from columnist.streams.workbench.gallery import try_description, write_html
-    from columnist.streams.cli.output import print_rows
+    from columnist.cli.common import fail
+    from columnist.workbench.gallery import try_description, write_html
+    from columnist.cli.output import print_rows
 
     if not description.strip():
         fail("give a description to try, e.g. 'a spacecraft window or porthole'", 2)
@@ -122,8 +122,8 @@ def gallery(
     db: Optional[str] = DbOption,
 ) -> None:
     """Thumbnails of an attribute's accepted, tentative and rejected images with their scores."""
-    from columnist.streams.cli.common import fail, store_or_exit, vocabulary_or_exit
-    from columnist.streams.workbench.gallery import gallery_sections, write_html
+    from columnist.cli.common import fail, store_or_exit, vocabulary_or_exit
+    from columnist.workbench.gallery import gallery_sections, write_html
 
     vocabulary = vocabulary_or_exit(vocab)
     if attribute not in vocabulary.codes:

@@ -2,7 +2,7 @@
 
 Topics are never auto-created: an auto-created source topic and a changelog can disagree on
 partitions (Faust then stops with PartitionsMismatch), so every topic is made here with its
-partition count. ``python -m columnist.streams.kafka.admin wait-and-create`` is what
+partition count. ``python -m columnist.kafka.admin wait-and-create`` is what
 ``deploy/kafka/kafka.sh up`` runs.
 """
 
@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import time
 
-from columnist.streams.settings import Settings, get_settings
+from columnist.settings import Settings, get_settings
 
 
 def topic_specs(settings: Settings) -> list[tuple[str, int, dict]]:

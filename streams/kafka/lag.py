@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from columnist.streams.settings import Settings
+from columnist.settings import Settings
 
 
 async def read_kafka_status(settings: Settings) -> dict:

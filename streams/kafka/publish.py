@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Callable, Sequence
 
-from columnist.streams.worker.events import image_event, vocab_event
-from columnist.streams.settings import Settings
+from columnist.worker.events import image_event, vocab_event
+from columnist.settings import Settings
 from columnist.vocab.schema import Vocabulary
 
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 if TYPE_CHECKING:
     import numpy as np
 
-    from columnist.streams.pipeline import KnownImage, ScoredBatch
-    from columnist.streams.store.replay import Replayer
+    from columnist.pipeline import KnownImage, ScoredBatch
+    from columnist.store.replay import Replayer
     from columnist.vocab.schema import Calibration, Vocabulary
 
 Rows = tuple[list[str], list[tuple]]
@@ -100,7 +100,7 @@ class Store(Protocol):
 def connect(dsn: str, cluster: str | None = None, create: bool = True) -> Store:
     """The store at ``dsn`` (its schema created or migrated first, unless ``create`` is
     false: a reader of a store someone else keeps); StoreUnavailable if unreachable."""
-    from columnist.streams.store.clickhouse import ClickHouseStore
+    from columnist.store.clickhouse import ClickHouseStore
 
     return ClickHouseStore.connect(dsn, cluster, create)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any, Sequence
 
-from columnist.streams import faults
-from columnist.streams.store import QueryLimits, Rows, StoreUnavailable
+from columnist import faults
+from columnist.store import QueryLimits, Rows, StoreUnavailable
 from columnist.vocab.prompts import render_prompts
 from columnist.vocab.schema import Attribute, Calibration, Vocabulary, vocabulary_from_dict
 
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-    from columnist.streams.pipeline import ImageRecord, KnownImage, ScoredBatch
-    from columnist.streams.store.replay import Replayer
+    from columnist.pipeline import ImageRecord, KnownImage, ScoredBatch
+    from columnist.store.replay import Replayer
     from columnist.vocab.scoring import Scores
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -114,7 +114,7 @@ def _timestamps(count: int) -> "pa.Array":
 
 
 class ClickHouseStore:
-    """The Store protocol (columnist.streams.store) on clickhouse-connect."""
+    """The Store protocol (columnist.store) on clickhouse-connect."""
 
     def __init__(self, client: Any, cluster: str | None = None, dsn: str = ""):
         self.client = _Client(client)
@@ -303,7 +303,7 @@ class ClickHouseStore:
         image row that agrees on the content (rows are written embedding first, image last)."""
         import numpy as np
 
-        from columnist.streams.pipeline import KnownImage
+        from columnist.pipeline import KnownImage
 
         if not sha256s:
             return {}
@@ -333,7 +333,7 @@ class ClickHouseStore:
 
     def replayer(self, model: str, logit_scale: float, source: str, chunks: int = 0,
                  job: str | None = None, model_calibration: "Calibration | None" = None) -> "Replayer":
-        from columnist.streams.store.replay import Replayer
+        from columnist.store.replay import Replayer
 
         return Replayer(self, model, logit_scale, source, chunks, job, model_calibration=model_calibration)
 
@@ -390,7 +390,7 @@ class ClickHouseStore:
         return [(i, float(s), float(lg)) for i, s, lg in rows]
 
     def summary(self) -> dict[str, Any]:
-        from columnist.streams.store.rows import plain
+        from columnist.store.rows import plain
 
         def rows(sql: str) -> dict:
             columns, found = self.query(sql)
@@ -408,7 +408,7 @@ class ClickHouseStore:
         }
 
     def select(self, sql: str, limits: QueryLimits, fmt: str | None = None) -> Rows | bytes:
-        from columnist.streams.store.query_guard import canonical_select, query_settings
+        from columnist.store.query_guard import canonical_select, query_settings
 
         statement = canonical_select(self.client, sql)
         settings = query_settings(limits.seconds, limits.rows, limits.bytes)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from columnist.streams.settings import Settings
+from columnist.settings import Settings
 
 
 class StoreLocked(RuntimeError):
@@ -42,8 +42,8 @@ def _stderr_captured():
 
 def connect_store(dsn: str, settings: Settings):
     """Open the store, or raise StoreLocked when another process owns the embedded database."""
-    from columnist.streams.store import connect
-    from columnist.streams.store.clickhouse import normalise_dsn
+    from columnist.store import connect
+    from columnist.store.clickhouse import normalise_dsn
 
     with _stderr_captured() as captured:
         try:
@@ -119,7 +119,7 @@ class Reader:
         try:
             self.store = connect_store(dsn, settings)
         except StoreLocked:
-            from columnist.streams.worker.control import socket_path
+            from columnist.worker.control import socket_path
 
             self.worker = WorkerClient(socket_path(settings))
 

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from columnist.streams import faults
-from columnist.streams.store.clickhouse import IDENTIFIER
+from columnist import faults
+from columnist.store.clickhouse import IDENTIFIER
 from columnist.vocab.diff import VocabularyDiff
 from columnist.vocab.rules import parse_rule, references, to_sql
 from columnist.vocab.schema import Vocabulary
@@ -24,7 +24,7 @@ from columnist.vocab.schema import Vocabulary
 if TYPE_CHECKING:
     import numpy as np
 
-    from columnist.streams.store.clickhouse import ClickHouseStore
+    from columnist.store.clickhouse import ClickHouseStore
     from columnist.vocab.schema import Calibration
 
 INSERT_SCORES = """

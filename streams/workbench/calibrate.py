@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from columnist.models.encoder import Encoder
-    from columnist.streams.store import Store
+    from columnist.store import Store
 
 
 @dataclass

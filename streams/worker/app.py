@@ -25,13 +25,13 @@ import signal
 
 import faust
 
-from columnist.streams.settings import Settings
-from columnist.streams.worker.control import ControlPage
-from columnist.streams.worker.fetch import FetchPolicy
-from columnist.streams.worker.ingest import RawEvent
-from columnist.streams.worker.metrics import MetricsPage
-from columnist.streams.worker.service import Service
-from columnist.streams.worker.vocabulary_feed import follow_vocabularies
+from columnist.settings import Settings
+from columnist.worker.control import ControlPage
+from columnist.worker.fetch import FetchPolicy
+from columnist.worker.ingest import RawEvent
+from columnist.worker.metrics import MetricsPage
+from columnist.worker.service import Service
+from columnist.worker.vocabulary_feed import follow_vocabularies
 
 log = logging.getLogger("columnist.worker")
 
@@ -43,7 +43,7 @@ async def build_service(settings: Settings, send_dead_letter) -> Service:
     from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
     from columnist.models.registry import load_encoder
-    from columnist.streams.store import StoreUnavailable, connect
+    from columnist.store import StoreUnavailable, connect
     from columnist.vocab import load_vocabulary_arg
 
     configured = load_vocabulary_arg(settings.vocab)
@@ -71,7 +71,7 @@ def create_app(settings: Settings) -> faust.App:
         datadir=datadir,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
-        topic_allow_declare=False,  # topics are created explicitly (columnist.streams.kafka.admin)
+        topic_allow_declare=False,  # topics are created explicitly (columnist.kafka.admin)
         topic_disable_leader=True,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout,
@@ -92,7 +92,7 @@ def create_app(settings: Settings) -> faust.App:
     control = ControlPage(status, ready, settings)
     async def status_with_lag() -> dict:
         """The status and the consumer group's lag (one Kafka round trip per scrape)."""
-        from columnist.streams.kafka.lag import read_kafka_status
+        from columnist.kafka.lag import read_kafka_status
 
         try:
             lag = (await asyncio.wait_for(read_kafka_status(settings), 10))["lag"]
@@ -174,7 +174,7 @@ def check_configuration(settings: Settings) -> None:
     """What can be checked before joining the consumer group: the DSN, the vocabulary file,
     the model directory. A mistake here ends the command with a message, not a rebalance."""
     from columnist.models.registry import resolve_model_dir
-    from columnist.streams.store.clickhouse import normalise_dsn
+    from columnist.store.clickhouse import normalise_dsn
     from columnist.vocab import load_vocabulary_arg
 
     normalise_dsn(settings.db)

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 if TYPE_CHECKING:
-    from columnist.streams.store import Store
-    from columnist.streams.settings import Settings
+    from columnist.store import Store
+    from columnist.settings import Settings
 
 log = logging.getLogger("columnist.worker")
 MAX_BODY = 256 * 1024
@@ -93,9 +93,9 @@ class ControlPage:
     async def _query(self, request):
         from aiohttp import web
 
-        from columnist.streams.store import QueryLimits
-        from columnist.streams.store.query_guard import QueryRefused
-        from columnist.streams.store.rows import plain
+        from columnist.store import QueryLimits
+        from columnist.store.query_guard import QueryRefused
+        from columnist.store.rows import plain
 
         if not self.ready.is_set():
             return self._refuse(503, "the worker is still starting")
@@ -125,7 +125,7 @@ class ControlPage:
     def _store(self) -> "Store":
         """Its own connection: a query never waits for ingest's."""
         if self.store is None:
-            from columnist.streams.store import connect
+            from columnist.store import connect
 
             self.store = connect(self.settings.db, self.settings.cluster, create=False)  # the worker made it
         return self.store

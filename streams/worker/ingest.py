@@ -12,13 +12,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
-from columnist.streams.pipeline import BatchPreparer, ImageInput, PreparedImage, sha256_of
-from columnist.streams.worker.events import ImageEvent, parse_image_event
-from columnist.streams.worker.fetch import FetchPolicy, WorkerOutOfResources, fetch
+from columnist.pipeline import BatchPreparer, ImageInput, PreparedImage, sha256_of
+from columnist.worker.events import ImageEvent, parse_image_event
+from columnist.worker.fetch import FetchPolicy, WorkerOutOfResources, fetch
 
 if TYPE_CHECKING:
     from columnist.models.encoder import Encoder
-    from columnist.streams.store import Store
+    from columnist.store import Store
 
 log = logging.getLogger("columnist.worker")
 

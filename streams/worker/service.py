@@ -1,6 +1,6 @@
 """The worker's state and the two things it does: ingest a batch, apply a vocabulary.
 
-Kept apart from the Faust wiring (columnist.streams.worker.app) so it reads as plain asyncio. Blocking work
+Kept apart from the Faust wiring (columnist.worker.app) so it reads as plain asyncio. Blocking work
 (decoding, encoding, ClickHouse) runs on one worker thread, in submission order. Scoring a
 batch and writing it, and applying a vocabulary, each hold the vocabulary lock: a batch
 scored with the old vocabulary is written before the switch, so the replay's final pass
@@ -19,12 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Awaitable, Callable
 
-from columnist.streams import faults
-from columnist.streams.worker.events import dead_letter, parse_vocab_event
-from columnist.streams.worker.fetch import FetchPolicy
-from columnist.streams.worker.ingest import Counters, Prepared, RawEvent, Rejected, prepare_events
-from columnist.streams.pipeline import Texts, embed_and_score, encoded_count
-from columnist.streams.settings import Settings
+from columnist import faults
+from columnist.worker.events import dead_letter, parse_vocab_event
+from columnist.worker.fetch import FetchPolicy
+from columnist.worker.ingest import Counters, Prepared, RawEvent, Rejected, prepare_events
+from columnist.pipeline import Texts, embed_and_score, encoded_count
+from columnist.settings import Settings
 from columnist.vocab.prompts import render_prompts, text_embeddings
 from columnist.vocab.schema import Vocabulary, vocabulary_from_dict
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from columnist.models.encoder import Encoder
-    from columnist.streams.store import Store
+    from columnist.store import Store
 
 log = logging.getLogger("columnist.worker")
 SendDeadLetter = Callable[[bytes], Awaitable[None]]
@@ -76,7 +76,7 @@ class Service:
     async def start(self) -> None:
         """Refuse a store of another model; take up every applied vocabulary, and apply the
         configured one if no vocabulary of its name was applied yet."""
-        from columnist.streams.store import check_model
+        from columnist.store import check_model
 
         await self.run(check_model, self.store, self.encoder.name)
         accepted = self.settings.accepted_vocabularies
@@ -244,8 +244,8 @@ class Service:
         the removal of dropped attributes see every row written under the old one. While
         ClickHouse is unavailable it retries (the job resumes from its checkpoints); on any
         other failure the worker goes back to the vocabulary it had."""
-        from columnist.streams.store import StoreUnavailable
-        from columnist.streams.vocabulary_change import apply_vocabulary
+        from columnist.store import StoreUnavailable
+        from columnist.vocabulary_change import apply_vocabulary
 
         name = vocab.name
 

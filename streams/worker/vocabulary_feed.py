@@ -14,8 +14,8 @@ import asyncio
 import logging
 from typing import Awaitable, Callable
 
-from columnist.streams.settings import Settings
-from columnist.streams.worker.ingest import RawEvent
+from columnist.settings import Settings
+from columnist.worker.ingest import RawEvent
 
 log = logging.getLogger("columnist.worker")
 

@@ -9,7 +9,7 @@ import re
 import yaml
 
 from columnist.models.mock import MockEncoder
-from columnist.streams.tagger import find_images, tag
+from columnist.tagger import find_images, tag
 from tests.conftest import PHOTOS, REPO
 
 DEPLOY = REPO / "deploy"

@@ -47,8 +47,8 @@ def partitions() -> int:
 @pytest.fixture
 def stream_env(kafka_backend, tmp_path, partitions):
     """COLUMNIST_* settings of one isolated test: own topics, group, database, port."""
-    from columnist.streams.kafka.admin import create_topics
-    from columnist.streams.settings import Settings
+    from columnist.kafka.admin import create_topics
+    from columnist.settings import Settings
 
     bootstrap, dsn = kafka_backend
     tag = uuid.uuid4().hex[:8]
@@ -87,7 +87,7 @@ def start_worker(stream_env, tmp_path):
 
 
 def produce(settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
-    from columnist.streams.kafka.publish import _produce
+    from columnist.kafka.publish import _produce
 
     asyncio.run(_produce(settings, topic, messages))
 

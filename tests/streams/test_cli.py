@@ -65,7 +65,7 @@ def test_tag_of_only_bad_files_fails_naming_them(tmp_path):
 HEAVY = ("onnxruntime", "faust", "chdb", "clickhouse_connect", "aiokafka", "torch")
 PROBE = """
 import sys
-from columnist.streams.cli.main import app
+from columnist.cli.main import app
 try:
     app(sys.argv[1:])
 except SystemExit:

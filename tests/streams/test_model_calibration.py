@@ -6,8 +6,8 @@ import pytest
 
 from columnist.models.clip import ClipEncoder
 from columnist.models.layouts import convert
-from columnist.streams.tagger import find_images, tag
-from columnist.streams.vocabulary_change import apply_vocabulary
+from columnist.tagger import find_images, tag
+from columnist.vocabulary_change import apply_vocabulary
 from columnist.vocab.schema import vocabulary_from_dict
 from tests.conftest import PHOTOS
 from tests.models import layouts

@@ -5,8 +5,8 @@ import threading
 from columnist.models import images
 from columnist.models.images import ImageError
 from columnist.models.mock import MockEncoder
-from columnist.streams import pipeline
-from columnist.streams.pipeline import BatchPreparer, ImageInput, sha256_of
+from columnist import pipeline
+from columnist.pipeline import BatchPreparer, ImageInput, sha256_of
 from tests.conftest import PHOTOS
 
 

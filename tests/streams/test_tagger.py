@@ -3,7 +3,7 @@ import shutil
 import pytest
 
 from columnist.models.mock import MockEncoder
-from columnist.streams.tagger import find_images, tag
+from columnist.tagger import find_images, tag
 from tests.conftest import PHOTOS
 
 pytestmark = pytest.mark.integration
@@ -110,8 +110,8 @@ def test_two_vocabularies_sharing_a_code_keep_both_scores_and_views(store, space
 
 
 def test_an_older_vocabulary_or_another_model_is_refused_and_nothing_changes(store, space_vocab):
-    from columnist.streams.store import ModelMismatch
-    from columnist.streams.vocabulary_change import VocabularyConflict
+    from columnist.store import ModelMismatch
+    from columnist.vocabulary_change import VocabularyConflict
     from columnist.vocab.schema import vocabulary_from_dict
 
     document = space_vocab.model_dump(mode="json")
@@ -131,7 +131,7 @@ def test_an_older_vocabulary_or_another_model_is_refused_and_nothing_changes(sto
 
 
 def test_files_over_the_size_limit_are_refused_before_they_are_read(store, space_vocab, tmp_path):
-    from columnist.streams.tagger import ImageLimits
+    from columnist.tagger import ImageLimits
 
     folder = tmp_path / "sparse"
     folder.mkdir()

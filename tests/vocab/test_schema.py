@@ -3,7 +3,7 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from columnist.streams.cli.main import app
+from columnist.cli.main import app
 from tests.conftest import SPACE_YAML
 from columnist.vocab.schema import VocabularyError, load_vocabulary, parse_vocabulary
 

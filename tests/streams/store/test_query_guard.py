@@ -3,7 +3,7 @@ is; only a SELECT without output files, table functions or file-reading function
 
 import pytest
 
-from columnist.streams.store.query_guard import QueryRefused, canonical_select
+from columnist.store.query_guard import QueryRefused, canonical_select
 
 
 @pytest.mark.parametrize("sql, refusal", [
@@ -53,7 +53,7 @@ def test_allowed(session_store, sql):
 
 def test_the_analysed_tree_shows_what_apply_hides(session_store):
     """Second line of defence: EXPLAIN QUERY TREE spells out APPLY's function call."""
-    from columnist.streams.store.query_guard import _check_analysed
+    from columnist.store.query_guard import _check_analysed
 
     lines = [row[0] for row in session_store.client.query(
         "EXPLAIN QUERY TREE SELECT * APPLY file FROM (SELECT '/etc/hostname' AS p)").result_rows]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from columnist.models.mock import MockEncoder
-from columnist.streams.store.replay import Replayer
-from columnist.streams.pipeline import ImageRecord, ScoredBatch
+from columnist.store.replay import Replayer
+from columnist.pipeline import ImageRecord, ScoredBatch
 from columnist.vocab.diff import diff_vocabularies
 from columnist.vocab.prompts import l2_normalise, text_embeddings
 from columnist.vocab.schema import parse_vocabulary

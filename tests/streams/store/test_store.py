@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from columnist.models.mock import MockEncoder
-from columnist.streams.pipeline import ImageRecord, ScoredBatch
-from columnist.streams.store.clickhouse import normalise_dsn, render_schema
+from columnist.pipeline import ImageRecord, ScoredBatch
+from columnist.store.clickhouse import normalise_dsn, render_schema
 from columnist.vocab.prompts import l2_normalise, text_embeddings
 from columnist.vocab.schema import parse_vocabulary
 from columnist.vocab.scoring import score_vocabulary

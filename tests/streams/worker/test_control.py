@@ -8,8 +8,8 @@ import stat
 
 import aiohttp
 
-from columnist.streams.settings import Settings
-from columnist.streams.worker.control import ControlPage, socket_path
+from columnist.settings import Settings
+from columnist.worker.control import ControlPage, socket_path
 
 
 def test_the_control_page_is_the_users_alone_and_only_reads(store, session_dsn, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from columnist.streams.worker.fetch import FetchError, FetchPolicy, fetch
+from columnist.worker.fetch import FetchError, FetchPolicy, fetch
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_the_root_check_holds_for_the_opened_descriptor(tmp_path):
     """What a rename race would produce: a descriptor of a file outside the roots."""
     import os
 
-    from columnist.streams.worker.fetch import _read_regular_file
+    from columnist.worker.fetch import _read_regular_file
 
     (tmp_path / "outside.jpg").write_bytes(b"outside")
     (tmp_path / "root").mkdir()

@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 from columnist.models.mock import MockEncoder
-from columnist.streams.worker.events import dead_letter
-from columnist.streams.worker.fetch import FetchPolicy
-from columnist.streams.worker.ingest import Counters, RawEvent, prepare_events
+from columnist.worker.events import dead_letter
+from columnist.worker.fetch import FetchPolicy
+from columnist.worker.ingest import Counters, RawEvent, prepare_events
 from tests.conftest import PHOTOS
 from tests.hostile import MAX_BYTES, event, image_cases
 
@@ -53,8 +53,8 @@ import resource, sys
 from pathlib import Path
 from PIL import Image, PngImagePlugin
 from columnist.models.registry import load_encoder
-from columnist.streams.worker.fetch import FetchPolicy
-from columnist.streams.worker.ingest import Counters, RawEvent, prepare_events
+from columnist.worker.fetch import FetchPolicy
+from columnist.worker.ingest import Counters, RawEvent, prepare_events
 from tests.hostile import event
 root = Path(sys.argv[1])
 encoder = load_encoder("tiny-clip")
@@ -90,7 +90,7 @@ def test_a_worker_out_of_file_descriptors_retries_the_batch_instead_of_dead_lett
 
     import pytest
 
-    from columnist.streams.worker.fetch import WorkerOutOfResources
+    from columnist.worker.fetch import WorkerOutOfResources
 
     shutil.copy(sorted(PHOTOS.glob("*.jpg"))[0], tmp_path / "a.jpg")
     events = [RawEvent(event("a", (tmp_path / "a.jpg").as_uri()))]

@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 
-from columnist.streams.worker.metrics import MetricsPage, render
+from columnist.worker.metrics import MetricsPage, render
 from deploy.local import free_port
 
 

@@ -10,12 +10,12 @@ import shutil
 import yaml
 
 from columnist.models.mock import MockEncoder
-from columnist.streams.settings import Settings
-from columnist.streams.store import StoreUnavailable
-from columnist.streams.worker.events import vocab_event
-from columnist.streams.worker.fetch import FetchPolicy
-from columnist.streams.worker.ingest import RawEvent
-from columnist.streams.worker.service import Service
+from columnist.settings import Settings
+from columnist.store import StoreUnavailable
+from columnist.worker.events import vocab_event
+from columnist.worker.fetch import FetchPolicy
+from columnist.worker.ingest import RawEvent
+from columnist.worker.service import Service
 from columnist.vocab.schema import vocabulary_from_dict
 from tests.conftest import PHOTOS, SPACE_YAML
 from tests.hostile import MAX_BYTES, event

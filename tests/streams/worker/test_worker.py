@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from columnist.streams.worker.events import image_event, vocab_event
+from columnist.worker.events import image_event, vocab_event
 from tests.conftest import PHOTOS, REPO, SPACE_YAML
 from tests.hostile import MAX_BYTES, image_cases, vocabulary_cases
 from tests.streams.conftest import consume_all, free_port, produce, wait_until
@@ -381,7 +381,7 @@ def test_a_broker_restart_mid_stream_loses_nothing(stream_env, start_worker, tmp
     flow: every event published before and after is stored, nothing half-written."""
     import asyncio
 
-    from columnist.streams.kafka.admin import create_topics
+    from columnist.kafka.admin import create_topics
     from deploy.local import LocalKafka
 
     env, settings = stream_env

@@ -1,5 +1,5 @@
 """``python -m columnist``: the command line."""
 
-from columnist.streams.cli.main import main
+from columnist.cli.main import main
 
 main()
