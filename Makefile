@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DB ?= chdb://./.columnist/demo-tag-db
 
-.PHONY: setup setup-export test test-parity demo demo-tag kafka-up kafka-down tiny-clip bench bench-model bench-decode clean
+.PHONY: setup setup-export test test-fast test-parity demo demo-tag kafka-up kafka-down tiny-clip bench bench-model bench-decode clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ $(VENV)/.export-installed: $(VENV)/.installed
 
 test: setup
 	$(BIN)/pytest
+
+# the inner loop: everything that needs no Kafka broker (no JVM), in about a minute
+test-fast: setup
+	$(BIN)/pytest -m "not kafka"
 
 test-parity: setup-export
 	$(BIN)/pytest -s tests/models/test_parity.py tests/models/test_parity_siglip.py

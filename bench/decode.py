@@ -15,7 +15,7 @@ sys.path.insert(0, str(REPO))
 
 from columnist.models.images import decode  # noqa: E402
 from columnist.models.registry import load_encoder  # noqa: E402
-from tests.models.test_images import camera_jpeg  # noqa: E402
+from bench.media import camera_jpeg  # noqa: E402
 
 
 def seconds_per_image(data: bytes, encoder, at_least: int, rounds: int = 15) -> float:

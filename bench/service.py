@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.model import configurations, machine, measure_in_child  # noqa: E402
-from columnist.worker.events import image_event  # noqa: E402
+from columnist.kafka.events import image_event  # noqa: E402
 from deploy.local import LocalKafka, WorkerProcess, free_port, wait_until  # noqa: E402
 
 STATE = REPO / ".columnist" / "bench"

@@ -73,8 +73,8 @@ def run(worker: WorkerProcess) -> None:
                        "ORDER BY image_id")
     columnist("query", "SELECT (SELECT count() FROM columnist.image_embedding FINAL) AS embeddings, "
                        "(SELECT count() FROM columnist.feature_image_attribute FINAL) AS scores, "
-                       "(SELECT count() FROM system.columns WHERE database = 'columnist' "
-                       "AND table = 'image_columns') - 4 AS attribute_columns")
+                       "(SELECT count() FROM columnist.vocabulary_current WHERE vocab_name = 'space') "
+                       "AS attribute_columns")
 
 
 if __name__ == "__main__":

@@ -66,14 +66,13 @@ class WorkerProcess:
 
     def __init__(self, env: dict, log_path: Path):
         from columnist.settings import Settings
-        from columnist.store.reader import WorkerClient
-        from columnist.worker.control import socket_path
+        from columnist.worker.control_client import WorkerClient
 
         self.env = {**os.environ, **{k: str(v) for k, v in env.items()}}
         self.log_path = log_path
         port = int(self.env["COLUMNIST_WORKER_PORT"])
         run_dir = self.env.get("COLUMNIST_RUN_DIR", Settings.model_fields["run_dir"].default)
-        self.client = WorkerClient(socket_path(Settings(run_dir=run_dir), port), timeout=60)
+        self.client = WorkerClient(Settings(run_dir=run_dir, worker_port=port).control_socket, timeout=60)
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "columnist", "worker"], cwd=REPO, env=self.env,
                                         stdout=self._log, stderr=subprocess.STDOUT)

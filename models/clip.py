@@ -8,22 +8,25 @@ here so a dot product is a cosine.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from columnist.models.encoder import l2_normalise
 from columnist.models.preprocess import preprocess
 from columnist.models.sessions import open_session, resolve_runtime
 from columnist.models.spec import ModelSpec
 from columnist.models.tokenizer import ClipTokenizer
+from columnist.errors import ConfigurationError
+from columnist.printable import printable
+from columnist.records import ModelCalibration
+from columnist.vectors import l2_normalise
 
 if TYPE_CHECKING:
     import numpy as np
     from PIL.Image import Image
 
-    from columnist.vocab.schema import Calibration
+    from columnist.models.encoder import Session
 
 
-def _run_in_batches(session: Any, feeds: dict[str, "np.ndarray"], batch_size: int, output: int) -> "np.ndarray":
+def _run_in_batches(session: "Session", feeds: dict[str, "np.ndarray"], batch_size: int, output: int) -> "np.ndarray":
     """Run ``session`` over the rows of ``feeds`` (same length) ``batch_size`` rows at a time."""
     import numpy as np
 
@@ -33,14 +36,14 @@ def _run_in_batches(session: Any, feeds: dict[str, "np.ndarray"], batch_size: in
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
 
-def _batch_size(session: Any, wanted: int) -> int:
+def _batch_size(session: "Session", wanted: int) -> int:
     """1 for a tower exported with a fixed batch of one (Immich's are), else ``wanted``."""
-    shape = getattr(session.get_inputs()[0], "shape", None) or [None]
+    shape = session.get_inputs()[0].shape or [None]
     return 1 if shape[0] == 1 else wanted
 
 
-def _output_index(session: Any, name: str | None) -> int:
-    if name is None or not hasattr(session, "get_outputs"):
+def _output_index(session: "Session", name: str | None) -> int:
+    if name is None:
         return 0
     names = [o.name for o in session.get_outputs()]
     if name not in names:
@@ -49,7 +52,7 @@ def _output_index(session: Any, name: str | None) -> int:
 
 
 class ImageTower:
-    def __init__(self, session: Any, spec: ModelSpec, batch_size: int = 32):
+    def __init__(self, session: "Session", spec: ModelSpec, batch_size: int = 32):
         self.session, self.spec = session, spec
         self.batch_size = _batch_size(session, batch_size)
         self.input_name = session.get_inputs()[0].name
@@ -70,21 +73,34 @@ class TextTower:
     """Token ids in the integer type the tower declares (Immich's take int32), plus the
     attention mask where the tower asks for one (multilingual M-CLIP)."""
 
-    def __init__(self, session: Any, tokenizer: ClipTokenizer, batch_size: int = 32, output: str | None = None):
+    def __init__(self, session: "Session", tokenizer: ClipTokenizer, batch_size: int = 32, output: str | None = None):
         self.session, self.tokenizer = session, tokenizer
         self.batch_size = _batch_size(session, batch_size)
         inputs = session.get_inputs()
         self.input_name = inputs[0].name
         self.mask_name = next((i.name for i in inputs[1:] if "mask" in i.name), None)
-        self.dtype = "int32" if "int32" in str(getattr(inputs[0], "type", "")) else "int64"
+        self.dtype = "int32" if "int32" in str(inputs[0].type) else "int64"
         self.output = _output_index(session, output)
 
     def __call__(self, texts: Sequence[str], prefix: str | None = None) -> "np.ndarray":
+        """Tokenized and encoded a batch at a time: ten thousand prompts never sit in the
+        tokenizer at once."""
+        import numpy as np
+
+        chunk = max(self.batch_size, 32)
+        parts = [self._encode_chunk(texts[start:start + chunk], prefix) for start in range(0, len(texts), chunk)]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+    def _encode_chunk(self, texts: Sequence[str], prefix: str | None) -> "np.ndarray":
         ids, mask = self.tokenizer.encode(texts, prefix)
         feeds = {self.input_name: ids.astype(self.dtype)}
         if self.mask_name:
             feeds[self.mask_name] = mask.astype(self.dtype)
         return l2_normalise(_run_in_batches(self.session, feeds, self.batch_size, self.output))
+
+
+class LanguageNotRead(ConfigurationError):
+    """A translation in a language the model's text tower has no code for."""
 
 
 class ClipEncoder:
@@ -125,15 +141,13 @@ class ClipEncoder:
         return self._text_tower
 
     @property
-    def calibration(self) -> "Calibration | None":
+    def calibration(self) -> ModelCalibration | None:
         """A model with a learned logit bias (SigLIP) scores sigmoid(logit + bias): centre
         -bias, scale 1 (Vocabulary.calibration_for). None: the vocabulary's calibration."""
-        from columnist.vocab.schema import Calibration
-
         bias = self.spec.logit_bias
         if bias is None:
             return None
-        return Calibration(centre=-bias, scale=1.0, source=f"model {self.name[:200]}: logit bias {bias:g}")
+        return ModelCalibration(centre=-bias, scale=1.0, source=f"model {self.name[:200]}: logit bias {bias:g}")
 
     def prepare_image(self, image: "Image") -> "np.ndarray":
         spec = self.spec
@@ -167,7 +181,12 @@ class ClipEncoder:
             return np.zeros((0, self.dim), np.float32)
         if not self.reads_language or language is None:
             return self.text_tower(texts)
-        return self.text_tower(texts, flores_code(language))
+        code = flores_code(language)
+        if self.text_tower.tokenizer.token_id(code) is None:
+            raise LanguageNotRead(f"translation language {printable(language, 40)!r} ({code}): the text tower of "
+                                  f"{printable(self.name)} has no token for it, so it would read the text as something "
+                                  "else; use a language the model knows, or leave the translation out")
+        return self.text_tower(texts, code)
 
     def encode_texts(self, texts: Sequence[str]) -> "np.ndarray":
         import numpy as np

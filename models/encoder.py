@@ -1,25 +1,33 @@
-"""The encoder interface every model implements (mock, ONNX CLIP, ...).
+"""The interfaces every model and runtime implements: ``Encoder`` (mock, ONNX CLIP/SigLIP, ...)
+and ``Session`` (onnxruntime, OpenVINO, ...).
 
-Embeddings come back as float32 rows of unit length, so a dot product is a cosine.
+Embeddings come back as float32 rows of unit length, so a dot product is a cosine. Callers
+use only what is declared here: nothing is probed with ``getattr``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
     import numpy as np
     from PIL.Image import Image
 
-    from columnist.vocab.schema import Calibration
+    from columnist.records import ModelCalibration
 
 
-def l2_normalise(matrix: "np.ndarray") -> "np.ndarray":
-    """Rows (or a vector) scaled to unit length, as float32."""
-    import numpy as np
+@runtime_checkable
+class Session(Protocol):
+    """One tower opened by a runtime (models.sessions.RUNTIMES): onnxruntime's
+    InferenceSession is one, OpenVINOSession another (the shape of Immich's ModelSession)."""
 
-    norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
-    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+    def get_inputs(self) -> Sequence[Any]:
+        """Each input's ``name``, ``shape`` (None where dynamic) and ``type`` ('tensor(int64)', ...)."""
+        ...
+
+    def get_outputs(self) -> Sequence[Any]: ...
+
+    def run(self, outputs: Sequence[str] | None, feeds: Mapping[str, "np.ndarray"]) -> list["np.ndarray"]: ...
 
 
 @runtime_checkable
@@ -32,9 +40,13 @@ class Encoder(Protocol):
     logit_scale: float
     source: str
     """The ``source`` written with scores: 'clip' for a real model, 'mock' for the mock."""
-    calibration: "Calibration | None"
-    """The model's own default centre and scale (vocab.schema.Calibration): models with a
-    learned logit bias (SigLIP) have one; None leaves the vocabulary's."""
+    runtime: str
+    """What runs the towers ('onnxruntime', 'openvino', ...; 'numpy' for the mock)."""
+    calibration: "ModelCalibration | None"
+    """The model's own default centre and scale: models with a learned logit bias (SigLIP)
+    have one; None leaves the vocabulary's."""
+    reads_language: bool
+    """Whether the text tower reads a language code before each text (NLLB)."""
 
     def prepare_image(self, image: "Image") -> "np.ndarray":
         """What the image tower needs of one decoded image (CLIP: its normalised pixels).
@@ -53,4 +65,8 @@ class Encoder(Protocol):
 
     def encode_texts(self, texts: Sequence[str]) -> "np.ndarray":
         """(len(texts), dim) unit-length float32 embeddings."""
+        ...
+
+    def encode_texts_in(self, texts: Sequence[str], language: str | None) -> "np.ndarray":
+        """Texts in ``language`` (a vocabulary's translation key); None: the model's own."""
         ...

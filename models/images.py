@@ -13,11 +13,15 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from columnist.errors import BadInput
+from columnist.printable import printable
+from columnist.records import ImageLimits
+
 if TYPE_CHECKING:
     import numpy as np
     from PIL.Image import Image
 
-DEFAULT_MAX_PIXELS = 60_000_000  # ~ 8000 x 7500; far above any photo CLIP needs
+DEFAULT_MAX_PIXELS = ImageLimits().max_pixels
 MAX_JPEG_SCANS = 100
 """A progressive JPEG has about 10 scans; thousands of empty ones keep the decoder busy for minutes."""
 SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
@@ -29,13 +33,13 @@ plugins decode pixels inside ``Image.open`` (an ICO holding a 13000x13000 PNG, w
 file name says), before any size check could refuse them."""
 
 
-class ImageError(ValueError):
+class ImageError(BadInput, ValueError):
     """An image that cannot be used; ``reason`` is for people, ``name`` says which image."""
 
     def __init__(self, name: str, reason: str):
         self.name = name
         self.reason = reason
-        super().__init__(f"{name}: {reason}")
+        super().__init__(f"{printable(name, 300)}: {reason}")
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from columnist.errors import ConfigurationError
 from columnist.models.registry import BUILTIN_DIR
 from columnist.models.spec import ModelSpec
+from columnist.models.target import check_target, mark, target_lock
+from columnist.printable import printable
 
 CLIP_LOGIT_SCALE = 100.0
 """OpenAI CLIP's trained logit scale (exp 4.6052), the value of every released CLIP."""
@@ -40,7 +43,7 @@ SKIPPED = (".armnn", ".rknn")
 """Files of other runtimes in Immich's folders (ARM NN, Rockchip NPU)."""
 
 
-class LayoutError(ValueError):
+class LayoutError(ConfigurationError, ValueError):
     """A folder that is not a model layout columnist knows, or whose files disagree."""
 
 
@@ -59,48 +62,75 @@ def recognise(folder: Path) -> str:
 
 def convert(folder: Path, out: Path, source: str, name: str | None = None, variant: str = "fp32",
             logit_scale: float | None = None, logit_bias: float | None = None) -> ModelSpec:
-    """Write a columnist model directory ``out`` from the model layout in ``folder``."""
+    """Write a columnist model directory ``out`` from the model layout in ``folder``; ``out``
+    appears whole or not at all, and replaces only a model directory a pull wrote."""
     folder, out = Path(folder), Path(out)
     layout = recognise(folder)
-    _check_target(out)
-    try:
-        spec, files = (_immich if layout == "immich" else _transformers_js)(folder, source, variant)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as err:
-        if isinstance(err, LayoutError):
+    with target_lock(out):
+        check_target(out, replaces=True, source=folder)
+        spec, files = _read_layout(layout, folder, source, variant)
+        spec = _with_logits(spec, logit_scale, logit_bias)
+        spec = spec.model_copy(update={"name": name or f"{spec.name}@{_revision(folder, spec)}"})
+        try:
+            spec = ModelSpec.model_validate(spec.model_dump())  # model_copy does not validate what it sets
+        except ValueError as err:
+            raise LayoutError(f"{printable(folder)}: {' '.join(str(err).split())[:400]}") from None
+        if spec.name in RESERVED_NAMES or (BUILTIN_DIR / spec.name / "model.json").is_file():
+            raise LayoutError(f"model name {spec.name!r} is a built-in model's: choose another --name")
+        _check_files(folder, files)
+        for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a conversion that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would keep the model from a service running as another user
+        try:
+            for relative in files:
+                target = staging / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(folder / relative, target)
+            spec.write(staging)
+            mark(staging)
+            check(staging, spec, named=folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
             raise
-        raise LayoutError(f"{folder}: its {layout} configuration files do not describe a model columnist can "
-                          f"run ({type(err).__name__}: {str(err)[:200]})") from None
-    spec = _with_logits(spec, logit_scale, logit_bias)
-    spec = spec.model_copy(update={"name": name or f"{spec.name}@{_revision(folder, spec)}"})
-    try:
-        spec = ModelSpec.model_validate(spec.model_dump())  # model_copy does not validate what it sets
-    except ValueError as err:
-        raise LayoutError(f"{folder}: {' '.join(str(err).split())[:400]}") from None
-    if spec.name in RESERVED_NAMES or (BUILTIN_DIR / spec.name / "model.json").is_file():
-        raise LayoutError(f"model name {spec.name!r} is a built-in model's: choose another --name")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a conversion that was killed
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))  # appears whole or not at all
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would keep the model from a service running as another user
-    try:
-        snapshots = folder.resolve().parent
-        allowed = (folder, snapshots.parent / "blobs") if snapshots.name == "snapshots" else (folder,)
-        for relative in files:
-            _regular(folder / relative, MAX_MODEL_FILE_BYTES, allowed)
-            target = staging / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(folder / relative, target)
-        spec.write(staging)
-        check(staging, spec, named=folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+        _swap(staging, out)
     return spec
+
+
+def _read_layout(layout: str, folder: Path, source: str, variant: str) -> tuple[ModelSpec, list[str]]:
+    try:
+        return (_immich if layout == "immich" else _transformers_js)(folder, source, variant)
+    except LayoutError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError, ArithmeticError) as err:
+        raise LayoutError(f"{printable(folder)}: its {layout} configuration files do not describe a model columnist "
+                          f"can run ({type(err).__name__}: {printable(err)})") from None
+
+
+def _check_files(folder: Path, files: list[str]) -> None:
+    """Every file to copy is a regular file inside the folder (a Hugging Face snapshot links
+    into its repository's blobs), not sparse, and all of them together within MAX_MODEL_BYTES."""
+    snapshots = folder.resolve().parent
+    allowed = (folder, snapshots.parent / "blobs") if snapshots.name == "snapshots" else (folder,)
+    total = 0
+    for relative in files:
+        total += _regular(folder / relative, MAX_MODEL_FILE_BYTES, allowed)
+    if total > MAX_MODEL_BYTES:
+        raise LayoutError(f"{printable(folder)}: its model files come to {total:,} bytes, more than a model may have "
+                          f"({MAX_MODEL_BYTES:,})")
+
+
+def _swap(staging: Path, out: Path) -> None:
+    """``staging`` becomes ``out``; what was there (a model directory a pull wrote) goes."""
+    if not out.exists():
+        staging.rename(out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    out.rename(old / out.name)
+    staging.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _revision(folder: Path, spec: ModelSpec) -> str:
@@ -119,15 +149,6 @@ def _revision(folder: Path, spec: ModelSpec) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return "sha256-" + digest.hexdigest()[:10]
-
-
-def _check_target(out: Path) -> None:
-    """``out`` is replaced as a whole: it may only be a new folder, an empty one, or a model
-    directory (a mistyped --out must never wipe a folder of photos)."""
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise LayoutError(f"{out}: exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not (out / "model.json").is_file():
-        raise LayoutError(f"{out}: a folder that is not a model directory (no model.json); choose another --out")
 
 
 # -- Immich ------------------------------------------------------------------------------
@@ -154,13 +175,13 @@ def _immich(folder: Path, source: str, variant: str) -> tuple[ModelSpec, list[st
         "pad_token": "textual/tokenizer_config.json pad_token",
     }
     spec = ModelSpec(
-        name=source, embedding_dim=int(config["embed_dim"]),
-        image_size=int(size[0] if isinstance(size, list) else size),
+        name=source, embedding_dim=_integer(config["embed_dim"], "config.json embed_dim"),
+        image_size=_integer(size[0] if isinstance(size, list) else size, "visual/preprocess_cfg.json size"),
         mean=tuple(preprocess.get("mean", (0.48145466, 0.4578275, 0.40821073))),
         std=tuple(preprocess.get("std", (0.26862954, 0.26130258, 0.27577711))),
         resize=_resize_mode(preprocess.get("resize_mode", "shortest"), folder),
         interpolation=_interpolation(preprocess.get("interpolation", "bicubic"), folder),
-        context_length=int(text.get("context_length", 77)),
+        context_length=_integer(text.get("context_length", 77), "config.json text_cfg.context_length"),
         logit_scale=CLIP_LOGIT_SCALE, source=f"{source} (Immich layout)",
         visual="visual/model.onnx", textual="textual/model.onnx", tokenizer="textual/tokenizer.json",
         pad_token=_token(tokenizer_config.get("pad_token")),
@@ -178,7 +199,7 @@ def _wanted(path: Path, tower: Path) -> bool:
     """Everything of an ONNX tower (its model, external weight files, configs), nothing of
     other runtimes (``*.armnn``, ``*.rknn``, the ``rknpu/`` and ``fp16/`` folders)."""
     parts = path.relative_to(tower).parts
-    return path.is_file() and path.suffix not in SKIPPED and parts[0] not in ("rknpu", "fp16")
+    return not path.is_dir() and path.suffix not in SKIPPED and parts[0] not in ("rknpu", "fp16")  # a FIFO is refused later
 
 
 # -- transformers.js ---------------------------------------------------------------------
@@ -205,9 +226,13 @@ def _transformers_js(folder: Path, source: str, variant: str) -> tuple[ModelSpec
     size = _side(preprocess.get("crop_size") if crop else preprocess.get("size"))
     siglip = kind == "siglip"
     dim = config.get("projection_dim", 512) if not siglip else config.get("text_config", {}).get("hidden_size", 768)
-    max_length = int(tokenizer_config.get("model_max_length", 64 if siglip else 77))
+    max_length = tokenizer_config.get("model_max_length", 64 if siglip else 77)
+    max_length = int(min(max_length, 512)) if isinstance(max_length, (int, float)) and not isinstance(max_length, bool) \
+        else _integer(max_length, "tokenizer_config.json model_max_length")
     spec = ModelSpec(
-        name=source + ("-int8" if variant == "int8" else ""), embedding_dim=int(dim), image_size=size,
+        name=source + ("-int8" if variant == "int8" else ""),
+        embedding_dim=_integer(dim, "config.json " + ("text_config.hidden_size" if siglip else "projection_dim")),
+        image_size=size,
         mean=tuple(preprocess.get("image_mean")), std=tuple(preprocess.get("image_std")),
         resize="shortest" if crop else "squash",
         interpolation="bilinear" if preprocess.get("resample") == 2 else "bicubic",
@@ -256,59 +281,107 @@ def _with_logits(spec: ModelSpec, logit_scale: float | None, logit_bias: float |
 
 
 def check(directory: Path, spec: ModelSpec, named: Path | None = None) -> None:
-    """Run both towers once (a blank image, a short text): their inputs, embedding sizes and
-    the tokenizer must agree with ``spec``; LayoutError names the file and both numbers."""
+    """Run both towers on two different inputs each, alone and together: their inputs,
+    embedding sizes and the tokenizer must agree with ``spec``, every row must be finite, and
+    an input's row must not depend on its batch-mates (a tower that reverses or mixes its
+    batch would store every image with another's embedding). LayoutError names the file."""
     import numpy as np
     from PIL import Image
 
     from columnist.models.clip import ClipEncoder
 
-    shown = named or directory  # errors name the folder people gave, not the staging copy
+    shown = printable(named or directory)  # errors name the folder people gave, not the staging copy
     encoder = ClipEncoder(directory, spec, runtime="onnxruntime", batch_size=2)
+    side = spec.image_size
+    images = [Image.new("RGB", (side, side), (127, 127, 127)),
+              Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8))]
+    texts = ["a photo of the Moon", "an astronaut floating outside a spacecraft, seen through a window"]
     try:
-        image = encoder.encode_images([Image.new("RGB", (spec.image_size, spec.image_size), (127, 127, 127))])
-        text = encoder.encode_texts(["a photo of the Moon"])
+        checks = [("image", spec.visual, encoder.encode_images(images), [encoder.encode_images([i]) for i in images]),
+                  ("text", spec.textual, encoder.encode_texts(texts), [encoder.encode_texts([t]) for t in texts])]
     except ValueError as err:
-        raise LayoutError(f"{shown}: {str(err).replace(str(directory), str(shown))[:400]}") from None
+        raise LayoutError(f"{shown}: {printable(str(err).replace(str(directory), str(named or directory)), 400)}") from None
     except Exception as err:  # onnxruntime's own errors name the input and the shape it wanted
-        message = str(err).replace(str(directory), str(shown))[:400]
+        message = printable(str(err).replace(str(directory), str(named or directory)), 400)
         raise LayoutError(f"{shown}: the towers do not run as described: {message}") from None
-    for tower, file, embedding in (("image", spec.visual, image), ("text", spec.textual, text)):
-        if embedding.shape[-1] != spec.embedding_dim:
-            raise LayoutError(f"{shown / file}: the {tower} tower gives {embedding.shape[-1]}-d embeddings, "
-                              f"the configuration says {spec.embedding_dim}")
-        if not np.isfinite(embedding).all():
-            raise LayoutError(f"{shown / file}: the {tower} tower gives NaN or infinite values")
+    for tower, file, together, alone in checks:
+        where = f"{shown}/{printable(file)}"
+        if together.shape != (2, spec.embedding_dim) or any(a.shape != (1, spec.embedding_dim) for a in alone):
+            raise LayoutError(f"{where}: the {tower} tower answers {together.shape} for 2 inputs of "
+                              f"{spec.embedding_dim} dimensions (the configuration's embedding size)")
+        if not np.isfinite(together).all() or not all(np.isfinite(a).all() for a in alone):
+            raise LayoutError(f"{where}: the {tower} tower gives NaN or infinite values")
+        agreement = [float(together[i] @ alone[i][0]) for i in range(2)]
+        if min(agreement) < 0.999:
+            raise LayoutError(f"{where}: the {tower} tower's answer for one input changes with the other inputs of its "
+                              f"batch (cosine {min(agreement):.3f} between the same input alone and in a batch)")
 
 
 MAX_JSON_BYTES = 10_000_000
 MAX_MODEL_FILE_BYTES = 20_000_000_000  # the largest published towers keep ~4 GB beside model.onnx
+MAX_MODEL_BYTES = 20_000_000_000
+"""All files of a model together (the largest published multilingual towers are ~9 GB)."""
 
 
 def _json(path: Path) -> dict:
-    """A JSON object from a small regular file (a config names no FIFO, device or huge file)."""
+    """A JSON object from a small regular file (a config names no FIFO, device or huge file),
+    with finite numbers only (``Infinity``, ``NaN`` and ``1e999`` are refused)."""
+    from columnist.files import FileRefused, read_regular_file
+
     if not path.exists():
-        raise LayoutError(f"{path} is missing")
+        raise LayoutError(f"{printable(path)} is missing")
     _regular(path, MAX_JSON_BYTES)
     try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError) as err:
-        raise LayoutError(f"{path}: cannot read it as JSON: {str(err)[:200]}") from None
+        document = json.loads(read_regular_file(path, MAX_JSON_BYTES), parse_constant=_not_finite,
+                              parse_float=_finite)
+    except (OSError, ValueError, RecursionError, FileRefused) as err:
+        raise LayoutError(f"{printable(path)}: cannot read it as JSON: {printable(err)}") from None
     if not isinstance(document, dict):
-        raise LayoutError(f"{path}: not a JSON object")
+        raise LayoutError(f"{printable(path)}: not a JSON object")
     return document
 
 
-def _regular(path: Path, max_bytes: int | None = None, inside: tuple[Path, ...] = ()) -> None:
-    """``path`` (after its symlinks) is a regular file of at most ``max_bytes``, inside one of
-    ``inside`` when given (a Hugging Face snapshot links into its repository's blobs folder)."""
+def _not_finite(constant: str) -> float:
+    raise ValueError(f"{constant} is not a number a model configuration may hold")
+
+
+def _finite(text: str) -> float:
+    import math
+
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is beyond what a number may be")
+    return value
+
+
+def _integer(value: Any, where: str) -> int:
+    """A whole number as a configuration writes one (512, not 512.7, not true)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LayoutError(f"{where}: {printable(value, 40)} is not a whole number")
+    return value
+
+
+def _regular(path: Path, max_bytes: int | None = None, inside: tuple[Path, ...] = ()) -> int:
+    """``path`` (after its symlinks) is a regular file of at most ``max_bytes``, not sparse,
+    inside one of ``inside`` when given; its size."""
+    import stat
+
     target = path.resolve()
-    if not target.is_file():
-        raise LayoutError(f"{path}: not a regular file")
+    try:
+        info = os.stat(target)
+    except OSError as err:
+        raise LayoutError(f"{printable(path)}: cannot read it: {err.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        from columnist.files import kind
+
+        raise LayoutError(f"{printable(path)}: {kind(info.st_mode)}, not a regular file")
     if inside and not any(target.is_relative_to(folder.resolve()) for folder in inside):
-        raise LayoutError(f"{path}: a link to a file outside the model folder ({target})")
-    if max_bytes is not None and target.stat().st_size > max_bytes:
-        raise LayoutError(f"{path}: {target.stat().st_size:,} bytes, more than a model file may have")
+        raise LayoutError(f"{printable(path)}: a link to a file outside the model folder ({printable(target)})")
+    if max_bytes is not None and info.st_size > max_bytes:
+        raise LayoutError(f"{printable(path)}: {info.st_size:,} bytes, more than a model file may have")
+    if info.st_size > (1 << 20) and info.st_blocks * 512 < info.st_size // 2:
+        raise LayoutError(f"{printable(path)}: a sparse file ({info.st_size:,} bytes, mostly holes), not model weights")
+    return info.st_size
 
 
 def _token(value: Any) -> str | None:

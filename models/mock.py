@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 class MockEncoder:
     source = "mock"
+    runtime = "numpy"
     calibration = None  # no learned bias: the vocabulary's calibration
+    reads_language = False
 
     def __init__(self, dim: int = 512, logit_scale: float = 100.0):
         self.name = "mock"
@@ -57,3 +59,6 @@ class MockEncoder:
 
         rows = [self._vector(b"text:" + text.encode()) for text in texts]
         return np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
+
+    def encode_texts_in(self, texts: Sequence[str], language: str | None) -> "np.ndarray":
+        return self.encode_texts(texts)

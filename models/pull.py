@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from columnist.errors import Unavailable, UsageError
 from columnist.models.layouts import convert
 from columnist.models.spec import ModelSpec
 
@@ -22,11 +23,11 @@ PATTERNS = {
 IGNORE = ["*.armnn", "*.rknn", "*/rknpu/*", "*/fp16/*"]
 
 
-class PullError(RuntimeError):
+class PullError(Unavailable, RuntimeError):
     """Offline, unknown repository or revision, no network: a sentence saying what to do."""
 
 
-class InvalidRepoId(ValueError):
+class InvalidRepoId(UsageError, ValueError):
     """Not OWNER/NAME: refused before anything is fetched or a folder is named after it."""
 
 

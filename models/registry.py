@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from columnist.errors import ConfigurationError
 from columnist.models.encoder import Encoder
+from columnist.printable import printable
 
 BUILTIN_DIR = Path(__file__).parent
 PULLED_DIR = Path.home() / ".columnist" / "models"
 """Where `columnist model pull` writes models (OWNER--NAME)."""
 
 
-class ModelNotFound(LookupError):
-    pass
+class ModelNotFound(ConfigurationError, LookupError):
+    """No built-in, pulled or local model by that name (or path)."""
 
 
 def load_encoder(name: str, threads: int = 0, batch_size: int = 32, runtime: str = "auto") -> Encoder:
@@ -43,8 +45,10 @@ def resolve_model_dir(name: str) -> Path:
         if (candidate / "model.json").is_file():
             return candidate.resolve()
     raise ModelNotFound(
-        f"model {name!r} not found: expected 'mock', a built-in model "
-        f"({', '.join(builtin_models()) or 'none'}) or a directory holding model.json"
+        f"model {printable(name)!r} not found: expected 'mock', a built-in model "
+        f"({', '.join(builtin_models()) or 'none'}) or a directory holding model.json; a model from Hugging Face "
+        f"is pulled first: columnist model pull OWNER/NAME (e.g. immich-app/{printable(name.split('/')[-1], 60)}__openai"
+        f" for open_clip's names), then --model OWNER/NAME"
     )
 
 

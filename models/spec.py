@@ -6,10 +6,17 @@ import json
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from columnist.errors import ConfigurationError
+from columnist.printable import printable
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ModelSpecError(ConfigurationError, ValueError):
+    """A model.json that does not describe a model columnist can run."""
 
 
 class ModelSpec(BaseModel):
@@ -67,11 +74,16 @@ class ModelSpec(BaseModel):
 
     @classmethod
     def read(cls, directory: Path) -> "ModelSpec":
+        from columnist.files import read_regular_file
+
         path = Path(directory) / "model.json"
         try:
-            return cls.model_validate_json(path.read_text())
+            return cls.model_validate_json(read_regular_file(path, 1_000_000))
+        except ValidationError as err:
+            raise ModelSpecError(f"{printable(path)}: not a model description columnist can use: "
+                                 f"{printable(' '.join(str(err).split()), 400)}") from None
         except OSError as err:
-            raise FileNotFoundError(f"{path}: cannot read model description: {err.strerror}") from None
+            raise FileNotFoundError(f"{printable(path)}: cannot read model description: {err.strerror or err}") from None
 
     def write(self, directory: Path) -> None:
         """model.json; the layout fields are written only where they are not their defaults

@@ -1,74 +1,52 @@
-"""The embed-and-score pipeline, shared by the worker and the batch tagger.
+"""The one batch path, shared by the worker and `columnist tag`: look up, prepare, reuse,
+split, count; then embed and score.
 
-Two steps. ``prepare`` turns one image's bytes into what the image tower needs (decode,
-upright RGB, preprocess) and keeps nothing else: a batch holds small tensors; at most one
-image over LARGE_DECODE_PIXELS is decoded at a time, beside at most DEFAULT_DECODE_THREADS - 1
-smaller ones. An image whose content (sha256) is already stored for the
-model is not decoded at all: its stored embedding is reused. ``embed_and_score`` encodes
-the rest of a batch and scores every attribute of every vocabulary given; the store writes
-the result as one batch.
+A batch arrives as ``ImageInput``s (bytes already read: from events by the worker, from files
+by tag). ``take_batch`` asks the store which ids are stored with this content (tag skips them)
+and which contents it knows for the model (their embedding is reused, nothing decoded), then
+``BatchPreparer`` decodes and preprocesses each new content once, keeping only the tensors:
+at most one image over LARGE_DECODE_PIXELS is decoded at a time, beside at most
+DEFAULT_DECODE_THREADS - 1 smaller ones. Any failure of one image is that image's.
+``embed_and_score`` encodes the rest and scores every attribute of every vocabulary given;
+the store writes the result as one batch.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Sequence
 
-from columnist.models.images import DEFAULT_MAX_PIXELS, decode, decoded_pixels
+from columnist.errors import BadInput
+from columnist.models.images import decode, decoded_pixels
 from columnist.models.sessions import cpu_count
+from columnist.printable import printable
+from columnist.records import (Counters, ImageInput, ImageLimits, ImageRecord, KnownImage, PreparedImage,
+                               ScoredBatch)
 from columnist.vocab.scoring import score_vocabulary
 
 if TYPE_CHECKING:
     import numpy as np
 
     from columnist.models.encoder import Encoder
+    from columnist.store import IngestStore
     from columnist.vocab.schema import Vocabulary
-    from columnist.vocab.scoring import Scores
+
+log = logging.getLogger("columnist.pipeline")
 
 Texts = dict[str, "np.ndarray"]
 """One unit-length text embedding per base attribute code of a vocabulary."""
 
-
-@dataclass(frozen=True)
-class ImageRecord:
-    image_id: str
-    uri: str
-    collection: str
-    width: int
-    height: int
-    sha256: str
+DEFAULT_MAX_PIXELS = ImageLimits().max_pixels
 
 
-@dataclass(frozen=True)
-class KnownImage:
-    """Content the store already holds for this model: its size and embedding."""
-
-    width: int
-    height: int
-    embedding: "np.ndarray"
-
-
-@dataclass(frozen=True)
-class PreparedImage:
-    record: ImageRecord
-    tensor: "np.ndarray | None"
-    """What the image tower takes; None when ``embedding`` is already known, or when the
-    same content is prepared once already in this batch."""
-    embedding: "np.ndarray | None" = None
-
-
-@dataclass
-class ScoredBatch:
-    """What one batch of images produced: metadata, embeddings and each vocabulary's scores."""
-
-    model: str
-    images: list[ImageRecord]
-    embeddings: "np.ndarray"
-    scores: list[tuple["Vocabulary", "Scores"]]
+class ModelOutputError(BadInput):
+    """The image tower answered with another number of rows than it was given images: every
+    image of that batch fails with this reason (retrying the same batch would answer the same)."""
 
 
 def sha256_of(data: bytes) -> str:
@@ -103,19 +81,6 @@ def prepare(data: bytes, name: str, encoder: "Encoder", image_id: str, uri: str,
         return PreparedImage(record, encoder.prepare_image(decoded.image))
 
 
-@dataclass(frozen=True)
-class ImageInput:
-    """One image of a batch, as read: its bytes and what it will be stored as."""
-
-    data: bytes
-    sha256: str
-    name: str
-    """How errors name it (file path, or image id and URI)."""
-    image_id: str
-    uri: str
-    collection: str = ""
-
-
 class BatchPreparer:
     """Prepares the images of one batch: content the store knows is not decoded, the same
     content twice in the batch is decoded once, and new contents are decoded on ``threads``
@@ -140,7 +105,7 @@ class BatchPreparer:
                 new.setdefault(item.sha256, item)
         if len(new) > 1 and self.threads > 1:
             with ThreadPoolExecutor(min(self.threads, len(new)), thread_name_prefix="columnist-decode") as pool:
-                done = dict(zip(new, pool.map(self._attempt, new.values())))
+                done = dict(zip(new, pool.map(self._attempt, new.values()), strict=True))
         else:
             done = {sha256: self._attempt(item) for sha256, item in new.items()}
         results: list[PreparedImage | Exception] = []
@@ -173,17 +138,22 @@ class BatchPreparer:
 
 def embed_and_score(prepared: Sequence[PreparedImage], vocabularies: Sequence[tuple["Vocabulary", Texts]],
                     encoder: "Encoder") -> ScoredBatch:
-    """Encode each content of the batch once (known embeddings are reused), then score."""
+    """Encode each content of the batch once (known embeddings are reused), then score.
+    ModelOutputError when the tower does not answer one finite row per image."""
     import numpy as np
 
     tensors: dict[str, "np.ndarray"] = {}
     for p in prepared:
         if p.embedding is None and p.tensor is not None:
             tensors.setdefault(p.record.sha256, p.tensor)
-    encoded = dict(zip(tensors, encoder.encode_prepared(list(tensors.values())))) if tensors else {}
+    rows = encoder.encode_prepared(list(tensors.values())) if tensors else np.zeros((0, encoder.dim), np.float32)
+    if rows.shape != (len(tensors), encoder.dim) or not np.isfinite(rows).all():
+        raise ModelOutputError(f"model {printable(encoder.name)} answered {tuple(rows.shape)} for {len(tensors)} "
+                               f"images of {encoder.dim} dimensions{'' if np.isfinite(rows).all() else ' (not finite)'}; "
+                               "the model is broken (check it: columnist model check)")
+    encoded = dict(zip(tensors, rows, strict=True))
     embeddings = np.stack([p.embedding if p.embedding is not None else encoded[p.record.sha256] for p in prepared])
-    scores = [(vocab, score_vocabulary(embeddings, texts, vocab, encoder.logit_scale, encoder.source,
-                                       encoder.calibration))
+    scores = [score_vocabulary(embeddings, texts, vocab, encoder.logit_scale, encoder.source, encoder.calibration)
               for vocab, texts in vocabularies]
     return ScoredBatch(encoder.name, [p.record for p in prepared], embeddings, scores)
 
@@ -191,3 +161,58 @@ def embed_and_score(prepared: Sequence[PreparedImage], vocabularies: Sequence[tu
 def encoded_count(prepared: Sequence[PreparedImage]) -> int:
     """How many images of ``prepared`` go through the image tower (the others reuse an embedding)."""
     return len({p.record.sha256 for p in prepared if p.embedding is None and p.tensor is not None})
+
+
+@dataclass
+class TakenBatch:
+    """A batch after look-up and preparation: what goes on to the encoder, and what does not."""
+
+    prepared: list[PreparedImage] = field(default_factory=list)
+    prepared_from: list[int] = field(default_factory=list)
+    """The position in the inputs of each prepared image."""
+    failed: list[tuple[int, Exception]] = field(default_factory=list)
+    """(position in the inputs, why) of each image that cannot be used."""
+    unchanged: list[int] = field(default_factory=list)
+    """Positions of inputs stored before under the same id with the same content (skipped
+    when the caller asked for ``skip_unchanged``)."""
+
+
+def take_batch(inputs: Sequence[ImageInput], encoder: "Encoder", store: "IngestStore | None", counters: Counters,
+               limits: ImageLimits = ImageLimits(), skip_unchanged: bool = False, force: bool = False) -> TakenBatch:
+    """Look the batch up in ``store`` (a store that cannot answer fails the whole batch:
+    StoreUnavailable, retried by the caller), then prepare the rest and count.
+
+    ``skip_unchanged``: an id stored with the same content is left out (tag's incremental
+    re-run); otherwise it is written again. ``force``: nothing is looked up, everything is
+    decoded and encoded again."""
+    taken = TakenBatch()
+    ids = [item.image_id for item in inputs]
+    stored = store.stored_content(encoder.name, ids) if store is not None and not force and inputs else {}
+    wanted: list[int] = []
+    for position, item in enumerate(inputs):
+        before = stored.get(item.image_id)
+        if before == item.sha256 and skip_unchanged:
+            taken.unchanged.append(position)
+            continue
+        if before not in (None, item.sha256):
+            counters.images_replaced += 1
+            log.info("image %s is stored with other content: the new content (sha256 %s…) replaces it",
+                     printable(item.image_id), item.sha256[:12])
+        wanted.append(position)
+    counters.images_unchanged += len(taken.unchanged)
+    known = store.known_images(encoder.name, [inputs[p].sha256 for p in wanted]) \
+        if store is not None and not force and wanted else {}
+    preparer = BatchPreparer(encoder, known, limits.max_pixels, limits.decode_threads)
+    outcomes = preparer.prepare_all([inputs[p] for p in wanted])
+    for position, outcome in zip(wanted, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            taken.failed.append((position, outcome))
+            continue
+        taken.prepared.append(outcome)
+        taken.prepared_from.append(position)
+        if outcome.tensor is None:  # known content, or the same content earlier in the batch
+            counters.images_reused += 1
+        else:
+            counters.images_decoded += 1
+    counters.images_failed += len(taken.failed)
+    return taken

@@ -114,6 +114,11 @@ class Settings(BaseSettings):
         return Path(self.run_dir).expanduser()
 
     @property
+    def control_socket(self) -> Path:
+        """The worker's control page (worker.control): one per worker port on a machine."""
+        return self.run_path / f"worker-{self.worker_port}.sock"
+
+    @property
     def allowed_hosts(self) -> set[str]:
         return {h.strip().lower() for h in self.http_allow.split(",") if h.strip()}
 

@@ -1,4 +1,4 @@
-"""The batch path: tag files and folders without Kafka, with the same pipeline and store.
+"""The batch path without Kafka: tag files and folders with the same pipeline and store.
 
 What an image id is: the file's URI (``file:///photos/a/IMG_0001.jpg``) by default, so the
 same file keeps its id on every run and two folders' ``IMG_0001.jpg`` never collide; with a
@@ -13,15 +13,19 @@ applied to the store is scored, so none of them misses the new images.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
-from columnist.models.images import DEFAULT_MAX_PIXELS, ImageError
-from columnist.pipeline import BatchPreparer, ImageInput, embed_and_score, encoded_count, sha256_of
+from columnist.files import read_regular_file
+from columnist.pipeline import ModelOutputError, embed_and_score, encoded_count, sha256_of, take_batch
+from columnist.prompt_cache import PromptCache
+from columnist.records import Counters, ImageInput, ImageLimits
+from columnist.store import check_model
+from columnist.store.check import delete_orphans
 from columnist.vocab.prompts import text_embeddings
 from columnist.vocab.schema import Vocabulary
+from columnist.vocabulary_change import ApplyReport, ensure_applied, scored_vocabularies
 
 if TYPE_CHECKING:
     from columnist.models.encoder import Encoder
@@ -31,15 +35,19 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".we
 
 
 @dataclass
-class TagReport:
-    tagged: int = 0
-    """Images written by this run."""
-    encoded: int = 0
-    """Of those, how many went through the image tower (the rest reused stored embeddings)."""
-    already: int = 0
-    """Files skipped: stored before under the same id with the same content."""
-    score_rows: int = 0
+class TagRun:
+    """What a `tag` run did, filled as it goes (an interrupted run still says what it stored)."""
+
+    counters: Counters = field(default_factory=Counters)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    """(file, reason) of every file that could not be used."""
+    applied: ApplyReport | None = None
+    """The vocabulary change this run applied first (None: it was applied already)."""
+
+    @property
+    def score_rows(self) -> int:
+        """Scores written: for the new images, and by the vocabulary change for stored ones."""
+        return self.counters.score_rows + (self.applied.stored_scores if self.applied else 0)
 
 
 def image_id(file: Path, folder: Path | None, collection: str) -> str:
@@ -69,41 +77,19 @@ def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start:start + size]
 
 
-def applied_with(store: "Store", encoder: "Encoder", vocab: Vocabulary, default_view: bool) -> list[Vocabulary]:
-    """Apply ``vocab`` if the store does not have it yet (refused if older than the applied
-    one: VocabularyConflict), and return every applied vocabulary."""
-    from columnist.vocabulary_change import apply_vocabulary
-
-    applied = {v.name: v for v in store.applied_vocabularies()}
-    current = applied.get(vocab.name)
-    if current is None or current.content_hash() != vocab.content_hash():
-        apply_vocabulary(store, encoder, current, vocab, chunks=0, default_view=default_view)
-        applied[vocab.name] = vocab
-    return list(applied.values())
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    max_bytes: int = 50_000_000
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    decode_threads: int = 0
-
-
-def read_image_file(path: Path, max_bytes: int) -> bytes:
-    """A regular file's bytes, refused (OSError) beyond ``max_bytes``, before reading them."""
-    import stat
-
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO named on the command line must not block
-    with os.fdopen(descriptor, "rb") as file:
-        status = os.fstat(file.fileno())
-        if not stat.S_ISREG(status.st_mode):
-            raise OSError("not a regular file")
-        if status.st_size > max_bytes:
-            raise OSError(f"{status.st_size:,} bytes, over the limit of {max_bytes:,}")
-        data = file.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise OSError(f"over the limit of {max_bytes:,} bytes")
-    return data
+def _read(batch: Sequence[tuple[str, Path]], limits: ImageLimits, collection: str,
+          run: TagRun) -> list[ImageInput]:
+    inputs = []
+    for image_id_, path in batch:
+        try:
+            data = read_regular_file(path, limits.max_bytes)
+        except OSError as err:  # FileRefused says why; other OSErrors (missing, denied) their strerror
+            reason = getattr(err, "reason", None) or err.strerror or str(err)
+            run.failed.append((str(path), f"cannot read file: {reason}"))
+            run.counters.images_failed += 1
+            continue
+        inputs.append(ImageInput(data, sha256_of(data), str(path), image_id_, path.resolve().as_uri(), collection))
+    return inputs
 
 
 def tag(
@@ -116,48 +102,33 @@ def tag(
     on_progress: Callable[[int], None] | None = None,
     force: bool = False,
     default_view: bool = True,
-    report: TagReport | None = None,
-    limits: "ImageLimits | None" = None,
-) -> TagReport:
+    run: TagRun | None = None,
+    limits: ImageLimits | None = None,
+) -> TagRun:
     """Encode, score and store every new file; return what was written, skipped and failed.
-    ``report`` is filled as the run goes (for a caller that is interrupted); ``limits``: the
+    ``run`` is filled as the run goes (for a caller that is interrupted); ``limits``: the
     largest file and image accepted, and the decode threads (the worker's settings)."""
-    from columnist.store import check_model
-
     check_model(store, encoder.name)
+    delete_orphans(store)  # what a killed run left, older than check.GRACE_S
     limits = limits or ImageLimits()
-    report = report if report is not None else TagReport()
-    vocabularies = [(v, text_embeddings(encoder, v)) for v in applied_with(store, encoder, vocab, default_view)]
+    run = run if run is not None else TagRun()
+    prompts = PromptCache(encoder, store, run.counters)
+    run.applied = ensure_applied(store, encoder, vocab, default_view, prompts)
+    vocabularies = [(v, text_embeddings(prompts, v)) for v in scored_vocabularies(store)]
     for batch in _batches(files, batch_size):
-        stored = {} if force else store.stored_content(encoder.name, [i for i, _ in batch])
-        read = []
-        for image_id_, path in batch:
+        inputs = _read(batch, limits, collection, run)
+        taken = take_batch(inputs, encoder, store, run.counters, limits, skip_unchanged=not force, force=force)
+        run.failed += [(inputs[position].name, getattr(error, "reason", str(error))) for position, error in taken.failed]
+        if taken.prepared:
             try:
-                data = read_image_file(path, limits.max_bytes)
-            except OSError as err:
-                report.failed.append((str(path), f"cannot read file: {err.strerror or err}"))
-                continue
-            sha256 = sha256_of(data)
-            if stored.get(image_id_) == sha256:
-                report.already += 1
-                continue
-            read.append((image_id_, path, data, sha256))
-        preparer = BatchPreparer(encoder, {} if force else store.known_images(encoder.name, [s for *_, s in read]),
-                                 limits.max_pixels, limits.decode_threads)
-        inputs = [ImageInput(data, sha256, str(path), image_id_, path.resolve().as_uri(), collection)
-                  for image_id_, path, data, sha256 in read]
-        prepared = []
-        for item, outcome in zip(inputs, preparer.prepare_all(inputs)):
-            if isinstance(outcome, ImageError):
-                report.failed.append((item.name, outcome.reason))
-            elif isinstance(outcome, Exception):
-                raise outcome
+                scored = embed_and_score(taken.prepared, vocabularies, encoder)
+            except ModelOutputError as err:  # the model's fault, for every image of the batch
+                run.failed += [(inputs[position].name, str(err)) for position in taken.prepared_from]
+                run.counters.images_failed += len(taken.prepared)
             else:
-                prepared.append(outcome)
-        if prepared:
-            report.score_rows += store.write(embed_and_score(prepared, vocabularies, encoder))
-            report.tagged += len(prepared)
-            report.encoded += encoded_count(prepared)
+                run.counters.score_rows += store.write(scored)
+                run.counters.images_stored += len(taken.prepared)
+                run.counters.images_encoded += encoded_count(taken.prepared)
         if on_progress:
             on_progress(len(batch))
-    return report
+    return run

@@ -10,20 +10,23 @@ backwards, and a version number never means two different documents.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Collection
 
-from columnist.vocab.diff import VocabularyDiff
+from columnist.errors import ConfigurationError
+from columnist.vocab.diff import VocabularyDiff, diff_vocabularies
+from columnist.vocab.prompts import text_embeddings
 from columnist.vocab.schema import Vocabulary
 
 if TYPE_CHECKING:
     import numpy as np
 
     from columnist.models.encoder import Encoder
-    from columnist.store import Store
+    from columnist.store import ChangeStore, VocabularyLedger
     from columnist.store.replay import ReplayReport
+    from columnist.vocab.prompts import TextEncoder
 
 
-class VocabularyConflict(ValueError):
+class VocabularyConflict(ConfigurationError, ValueError):
     """A document that would move a vocabulary backwards; the message names both versions."""
 
 
@@ -49,12 +52,13 @@ class ApplyReport:
 
 
 def apply_vocabulary(
-    store: "Store", encoder: "Encoder", old: Vocabulary | None, new: Vocabulary, chunks: int,
+    store: "ChangeStore", encoder: "Encoder", old: Vocabulary | None, new: Vocabulary, chunks: int,
     old_texts: dict[str, "np.ndarray"] | None = None,
     on_switch: Callable[[dict[str, "np.ndarray"]], None] | None = None,
     on_chunk: Callable[[int, int], None] | None = None,
     default_view: bool = False,
     start_at: int = 0,
+    prompts: "TextEncoder | None" = None,
 ) -> ApplyReport:
     """Move from ``old`` to ``new``: encode only the new or changed prompts, replay stored
     embeddings for the affected attributes, then record ``new`` as applied.
@@ -63,16 +67,14 @@ def apply_vocabulary(
     known, before the replay starts (the worker switches its ingest path there).
     ``default_view``: the vocabulary is the default one, whose view is also ``image_columns``.
     ``start_at``: where this worker starts in the replay's ring of chunks (Replayer.run).
+    ``prompts``: the text encoder (a PromptCache in front of ``encoder``'s text tower).
     """
-    from columnist.vocab.diff import diff_vocabularies
-    from columnist.vocab.prompts import text_embeddings
-
     recorded = store.applied_vocabulary(new.name)  # another worker may have gone further meanwhile
     if recorded is not None and (old is None or recorded.version > old.version):
         old, old_texts = recorded, None
     check_newer(old, new)
     diff = diff_vocabularies(old, new, encoder.calibration)
-    new_texts = text_embeddings(encoder, new, diff.rescore)
+    new_texts = text_embeddings(prompts or encoder, new, diff.rescore)
     if on_switch:
         kept = {a.code: old_texts[a.code] for a in new.attributes
                 if old_texts and a.code in old_texts and a.code not in new_texts}
@@ -82,3 +84,19 @@ def apply_vocabulary(
     report = replayer.run(new, diff, new_texts, on_chunk, start_at)
     store.apply_vocabulary(new, encoder.name, default_view, model_calibration=encoder.calibration)
     return ApplyReport(diff, report, report.score_rows)
+
+
+def scored_vocabularies(store: "VocabularyLedger", accepted: Collection[str] = (), keep: str | None = None) -> list[Vocabulary]:
+    """The vocabularies new images are scored with: every one applied to the store, or only
+    the ``accepted`` names when given (``keep``, the configured default, always)."""
+    return [v for v in store.applied_vocabularies() if not accepted or v.name in accepted or v.name == keep]
+
+
+def ensure_applied(store: "ChangeStore", encoder: "Encoder", vocab: Vocabulary, default_view: bool,
+                   prompts: "TextEncoder | None" = None) -> ApplyReport | None:
+    """Apply ``vocab`` unless the store has this very document applied (VocabularyConflict
+    if it is older than the applied one); the report of what it did, or None."""
+    current = store.applied_vocabulary(vocab.name)
+    if current is not None and current.content_hash() == vocab.content_hash():
+        return None
+    return apply_vocabulary(store, encoder, current, vocab, chunks=0, default_view=default_view, prompts=prompts)

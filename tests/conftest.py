@@ -13,7 +13,16 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = REPO / "tests" / "data" / "photos"
 SPACE_YAML = REPO / "vocab" / "space.yaml"
-TABLES = ["images", "image_embedding", "feature_image_attribute", "vocabulary", "vocabulary_applied", "replay_checkpoint"]
+TABLES = ["images", "image_embedding", "feature_image_attribute", "vocabulary", "vocabulary_applied", "replay_checkpoint",
+          "prompt_embedding"]
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that need the Kafka broker (a JVM) are marked ``kafka``: `make test-fast` runs the
+    rest, the whole suite runs everything."""
+    for item in items:
+        if "kafka_backend" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
 
 
 @pytest.fixture(scope="session")

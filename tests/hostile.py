@@ -65,6 +65,22 @@ def ico_bomb(side: int = 2_000) -> bytes:
     return struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png), 22) + png
 
 
+def prompt_explosion_document(attributes: int = 200, templates: int = 50) -> dict:
+    """A 255 kB vocabulary that `vocab validate` once called ok: 50 templates repeating
+    {description} 76 times (988 characters each) x 200 descriptions of 1,000 characters
+    rendered 10,000 prompts of 76,000 characters (ten minutes and ~17 GB in a worker)."""
+    template = "{description}" * 76
+    return {"name": "space", "version": 2, "templates": [template + f"{n:02d}" for n in range(templates)],
+            "attributes": [{"code": f"a{i}", "description": f"{i} " + "d" * 995} for i in range(attributes)]}
+
+
+def prompt_explosion() -> bytes:
+    """The prompt explosion as a vocabulary event."""
+    document = prompt_explosion_document()
+    return json.dumps({"schema": 1, "name": "space", "version": 2, "content_hash": "0" * 64,
+                       "document": document}).encode()
+
+
 def image_cases(root: Path, outside: Path) -> list[Case]:
     """Events that must each be dead-lettered with a reason, never crash or hang the worker."""
     root.mkdir(parents=True, exist_ok=True)
@@ -158,4 +174,8 @@ def vocabulary_cases(valid_document: dict) -> list[Case]:
             {"code": "deep_not", "rule": "not " * 60 + "earth"})), "more than 50 deep"),
         Case("NaN centre", document_event(lambda d: d.update(calibration={"centre": float("nan"), "scale": 2.5})),
              "finite number"),
+        Case("a prompt explosion (10,000 prompts of 76,000 characters)", prompt_explosion(), "renders a prompt of"),
+        Case("prompts too long together", document_event(lambda d: d.update(
+            templates=["{description} " * 13 + "{description}"],
+            attributes=[{"code": f"a{i}", "description": "d" * 100} for i in range(1_900)])), "characters together"),
     ]

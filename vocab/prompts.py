@@ -8,16 +8,25 @@ CLIP's zero-shot recipe: normalise each, average, normalise again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Protocol, Sequence
 
-from columnist.models.encoder import l2_normalise  # noqa: F401 - re-exported for callers of vocab.prompts
-
+from columnist.vectors import l2_normalise
 from columnist.vocab.schema import Attribute, Vocabulary
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from columnist.models.encoder import Encoder
+
+class TextEncoder(Protocol):
+    """What prompts need of a model: its text tower (models.encoder.Encoder is one)."""
+
+    dim: int
+    reads_language: bool
+    """Whether the text tower reads a language code with each text (NLLB)."""
+
+    def encode_texts(self, texts: Sequence[str]) -> "np.ndarray": ...
+
+    def encode_texts_in(self, texts: Sequence[str], language: str | None) -> "np.ndarray": ...
 
 
 def render_prompts(vocab: Vocabulary, attribute: Attribute) -> list[str]:
@@ -41,12 +50,12 @@ def ensemble(embeddings: "np.ndarray") -> "np.ndarray":
     return l2_normalise(l2_normalise(embeddings).mean(axis=0))
 
 
-def prompt_ensemble(encoder: "Encoder", prompts: Sequence[str]) -> "np.ndarray":
+def prompt_ensemble(encoder: TextEncoder, prompts: Sequence[str]) -> "np.ndarray":
     return ensemble(encoder.encode_texts(prompts))
 
 
 def text_embeddings(
-    encoder: "Encoder", vocab: Vocabulary, codes: Iterable[str] | None = None
+    encoder: TextEncoder, vocab: Vocabulary, codes: Iterable[str] | None = None
 ) -> dict[str, "np.ndarray"]:
     """One unit-length text embedding per base attribute (all of them, or ``codes``).
 
@@ -67,13 +76,13 @@ def text_embeddings(
     return out
 
 
-def _encode(encoder: "Encoder", prompts: list[tuple[str | None, str]]) -> "np.ndarray":
+def _encode(encoder: TextEncoder, prompts: list[tuple[str | None, str]]) -> "np.ndarray":
     """The prompts' embeddings in order: in one call, or one per language for an encoder that
     reads a language code with each text (``reads_language``, ``encode_texts_in``: NLLB)."""
     import numpy as np
 
     languages = {language for language, _ in prompts}
-    if not getattr(encoder, "reads_language", False) or languages == {None}:
+    if not encoder.reads_language or languages == {None}:
         return encoder.encode_texts([text for _, text in prompts])
     out = np.zeros((len(prompts), encoder.dim), np.float32)
     for language in languages:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Callable, Mapping, Union
 
+from columnist.errors import ConfigurationError
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -29,7 +31,7 @@ CODE: /(?!(and|or|not)\b)[a-z][a-z0-9_]*/
 """
 
 
-class RuleError(ValueError):
+class RuleError(ConfigurationError, ValueError):
     """A rule that does not parse; the message says where."""
 
 

@@ -18,6 +18,8 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from columnist.errors import ConfigurationError
+from columnist.records import ModelCalibration
 from columnist.vocab.rules import RuleError, parse_rule, references
 
 CODE_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -33,11 +35,25 @@ MAX_VERSION = 2**32 - 1  # vocab_version is a UInt32 column
 MAX_LANGUAGES = 50
 MAX_PROMPTS = 10_000
 LANGUAGE = re.compile(r"[a-z]{2,3}([_-][A-Za-z]{2,8}){0,2}")
+ISO_639_1 = set("""aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy
+da de dv dz ee el en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr ht hu hy hz ia id ie ig ii
+ik io is it iu ja jv ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb lg li ln lo lt lu lv mg mh mi mk ml mn mr ms
+mt my na nb nd ne ng nl nn no nr nv ny oc oj om or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl sm sn
+so sq sr ss st su sv sw ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu""".split())
+"""Two-letter language codes (ISO 639-1): a two-letter key outside it is a typo, not a language."""
 MAX_TEXT = 1_000  # characters of a description, template or rule (CLIP reads 77 tokens)
 MAX_ENTRIES = 2_000
+MAX_PROMPT_CHARS = 1_500
+"""Longest rendered prompt (a description or translation in a template): about four times
+what a 77-token context holds. A template may repeat {description} as often as fits in 1,000
+characters: 76 times a 1,000-character description is a 76,000-character prompt."""
+MAX_RENDERED_CHARS = 2_000_000
+"""Every rendered prompt of a document together: what the tokenizer reads on a change."""
+MAX_LISTED = 8
+"""Problems of one kind listed by name before the rest are counted."""
 
 
-class VocabularyError(ValueError):
+class VocabularyError(ConfigurationError, ValueError):
     """An invalid vocabulary; ``problems`` holds one message per problem."""
 
     def __init__(self, source: str, problems: list[str]):
@@ -100,6 +116,9 @@ def _check_templates(templates: Optional[list[str]]) -> Optional[list[str]]:
 def _check_language(language: str) -> None:
     if not isinstance(language, str) or not LANGUAGE.fullmatch(language):
         raise ValueError(f"{language[:40]!r} is not a language code (like 'de', 'pt-BR' or 'deu_Latn')")
+    base = re.split(r"[_-]", language)[0]
+    if len(base) == 2 and base not in ISO_639_1:
+        raise ValueError(f"{language!r} is not a language: {base!r} is no ISO 639-1 code (like 'de', 'fr', 'pt-BR')")
 
 
 def _check_translations(translations: dict[str, str]) -> dict[str, str]:
@@ -233,7 +252,7 @@ class Vocabulary(_Strict):
     def templates_for(self, attribute: Attribute) -> list[str]:
         return attribute.templates or self.templates
 
-    def calibration_for(self, attribute: Attribute, model: Calibration | None = None) -> Calibration:
+    def calibration_for(self, attribute: Attribute, model: ModelCalibration | None = None) -> Calibration:
         """The attribute's own centre and scale where it sets them; else the model's (a model
         with a learned bias, SigLIP: its scores are probabilities as they come); else the
         vocabulary's (CLIP-era defaults)."""
@@ -243,7 +262,7 @@ class Vocabulary(_Strict):
             scale=wide.scale if override.scale is None else override.scale,
         )
 
-    def calibration_source(self, attribute: Attribute, model: Calibration | None = None) -> str:
+    def calibration_source(self, attribute: Attribute, model: ModelCalibration | None = None) -> str:
         """How the attribute's centre and scale were chosen: a fit (as recorded), 'set by
         hand', the model, or 'default'."""
         override, wide = attribute.calibration, self.calibration
@@ -360,11 +379,55 @@ def _cross_entry_problems(vocab: Vocabulary, cycles: bool = True) -> list[str]:
     cycle = _find_cycle(vocab) if cycles else None
     if cycle:
         problems.append(f"derived rules form a cycle: {' -> '.join(cycle)}")
-    prompts = sum(len(vocab.templates_for(a)) + sum(len(vocab.templates_by_language.get(language) or [None])
-                                                    for language in a.translations) for a in vocab.attributes)
-    if prompts > MAX_PROMPTS:
-        problems.append(f"the templates and translations render {prompts:,} prompts (at most {MAX_PROMPTS:,}; each goes "
-                        "through the text tower on every change): use fewer templates or languages")
+    problems += _prompt_problems(vocab)
+    return problems
+
+
+def rendered_length(template: str, text: str, parsed: dict[str, tuple[int, int]] | None = None) -> int:
+    """Characters of ``template`` with ``text`` in every placeholder, counted without
+    rendering it (``parsed`` caches each template's literal length and placeholder count)."""
+    from string import Formatter
+
+    if parsed is None or template not in parsed:
+        literal = fields = 0
+        for text_part, name, _, _ in Formatter().parse(template):
+            literal += len(text_part)
+            fields += name is not None
+        if parsed is None:
+            return literal + fields * len(text)
+        parsed[template] = (literal, fields)
+    literal, fields = parsed[template]
+    return literal + fields * len(text)
+
+
+def _prompt_problems(vocab: Vocabulary) -> list[str]:
+    """What the prompts would cost, from their lengths alone, before one is rendered: too many,
+    too long, or too much text together."""
+    parsed: dict[str, tuple[int, int]] = {}
+    count = total = 0
+    too_long: list[str] = []
+    for index, attribute in enumerate(vocab.attributes):
+        own = "its templates" if attribute.templates else "templates"
+        pairs = [(f"{own}[{j}]", t, attribute.description) for j, t in enumerate(vocab.templates_for(attribute))]
+        for language, text in attribute.translations.items():
+            pairs += [(f"templates_by_language.{language}[{j}]", t, text)
+                      for j, t in enumerate(vocab.templates_by_language.get(language) or ["{description}"])]
+        for where, template, text in pairs:
+            length = rendered_length(template, text, parsed)
+            count, total = count + 1, total + length
+            if length > MAX_PROMPT_CHARS:
+                too_long.append(f"attributes[{index}] ({attribute.code}): {where} {template[:32]!r}"
+                                f"{'…' if len(template) > 32 else ''} renders a prompt of {length:,} characters "
+                                f"(at most {MAX_PROMPT_CHARS:,}: a text tower reads 77 tokens)")
+    problems = too_long[:MAX_LISTED]
+    if len(too_long) > MAX_LISTED:
+        problems.append(f"… and {len(too_long) - MAX_LISTED:,} more prompts over {MAX_PROMPT_CHARS:,} characters")
+    if count > MAX_PROMPTS:
+        problems.append(f"the templates and translations render {count:,} prompts (at most {MAX_PROMPTS:,}; each goes "
+                        "through the text tower once): use fewer templates or languages")
+    if total > MAX_RENDERED_CHARS:
+        problems.append(f"the prompts come to {total:,} characters together (at most {MAX_RENDERED_CHARS:,}): "
+                        "use shorter descriptions, or fewer templates or languages")
     return problems
 
 

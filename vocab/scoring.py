@@ -9,11 +9,11 @@ matrix shape changes; one attribute's score is then bit-identical whatever else 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
+from columnist.records import ModelCalibration, Scores
 from columnist.vocab.rules import evaluate, parse_rule
-from columnist.vocab.schema import Calibration, Vocabulary
+from columnist.vocab.schema import Vocabulary
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,26 +42,13 @@ def tier(scores: "np.ndarray", accept: float, reject: float) -> "np.ndarray":
     return np.where(scores >= accept, ACCEPTED, np.where(scores <= reject, REJECTED, TENTATIVE))
 
 
-@dataclass
-class Scores:
-    """Scores of a batch of images for some attributes; logits are NaN for derived ones."""
-
-    scores: dict[str, "np.ndarray"] = field(default_factory=dict)
-    logits: dict[str, "np.ndarray"] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def codes(self) -> list[str]:
-        return list(self.scores)
-
-
 def score_base(
     images: "np.ndarray", texts: Mapping[str, "np.ndarray"], vocab: Vocabulary, logit_scale: float,
-    source: str = "clip", model_calibration: Calibration | None = None,
+    source: str = "clip", model_calibration: ModelCalibration | None = None,
 ) -> Scores:
     """Score the base attributes whose text embeddings are in ``texts``; ``model_calibration``:
     the model's own default (Vocabulary.calibration_for)."""
-    out = Scores()
+    out = Scores(vocab.name, vocab.version)
     for attribute in vocab.attributes:
         if attribute.code not in texts:
             continue
@@ -87,7 +74,7 @@ def score_derived(base: Scores, vocab: Vocabulary) -> Scores:
 
 def score_vocabulary(
     images: "np.ndarray", texts: Mapping[str, "np.ndarray"], vocab: Vocabulary, logit_scale: float,
-    source: str = "clip", model_calibration: Calibration | None = None,
+    source: str = "clip", model_calibration: ModelCalibration | None = None,
 ) -> Scores:
     """Every base and derived attribute of ``vocab`` for unit-length image embeddings."""
     return score_derived(score_base(images, texts, vocab, logit_scale, source, model_calibration), vocab)

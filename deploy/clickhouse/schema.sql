@@ -127,3 +127,16 @@ CREATE TABLE IF NOT EXISTS columnist.replay_checkpoint ${ON_CLUSTER}
 )
 ENGINE = ${REPLICATED}ReplacingMergeTree(done_at)
 ORDER BY (vocab_name, job, chunks, chunk);
+
+-- Text embeddings of prompts, per model (language '' for the description's own): a prompt
+-- goes through the text tower once, whatever re-applies, re-starts or re-tags later.
+CREATE TABLE IF NOT EXISTS columnist.prompt_embedding ${ON_CLUSTER}
+(
+    model      LowCardinality(String),
+    language   LowCardinality(String),
+    prompt     String,
+    embedding  Array(Float32) CODEC(NONE),
+    created_at DateTime64(3, 'UTC')
+)
+ENGINE = ${REPLICATED}ReplacingMergeTree(created_at)
+ORDER BY (model, language, prompt);

@@ -42,6 +42,7 @@ def vocabulary_or_exit(name_or_path: Optional[str]) -> Vocabulary:
 WHEN_LOCKED = {
     "replay": "a running worker applies vocabularies itself: `columnist vocab push FILE`; or stop it first",
     "tag": "stop the worker first, or let it ingest them: `columnist publish images PATH`",
+    "repair": "a running worker owns it: stop the worker first (it mends orphans itself when it starts)",
     "workbench": "the workbench reads stored embeddings, which only the process owning an embedded database can: "
                  "stop the worker first, or keep both on a ClickHouse server (COLUMNIST_DB=http://…)",
 }
@@ -51,9 +52,9 @@ def store_or_exit(db: Optional[str], purpose: str):
     """The store for --db (default: $COLUMNIST_DB), or exit saying what to do when a worker
     owns it (``purpose``: a key of WHEN_LOCKED)."""
     from columnist.cli.errors import LOCKED
-    from columnist.store.reader import StoreLocked, connect_store
+    from columnist.store import StoreLocked, connect
 
     try:
-        return connect_store(db or settings().db, settings())
+        return connect(db or settings().db, settings().cluster)
     except StoreLocked as err:
         fail(f"{err}\n{WHEN_LOCKED[purpose]}", LOCKED)

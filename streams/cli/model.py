@@ -30,6 +30,20 @@ def info(name: str = typer.Argument(..., help="'mock', a built-in model or a mod
         typer.echo(f"  file {file.name:20} {file.stat().st_size / 1e6:8.2f} MB")
 
 
+@model_app.command("check")
+def check(name: str = typer.Argument(..., help="A built-in model, a pulled one's repository id, or a model directory.")) -> None:
+    """Run both towers on two inputs each, alone and together: sizes, finite rows, and rows
+    that do not depend on their batch-mates (what `model pull` checks before it writes)."""
+    from columnist.models.layouts import check as check_towers
+    from columnist.models.registry import resolve_model_dir
+    from columnist.models.spec import ModelSpec
+
+    directory = resolve_model_dir(name)
+    spec = ModelSpec.read(directory)
+    check_towers(directory, spec)
+    typer.echo(f"{spec.name}: both towers answer one finite {spec.embedding_dim}-d row per input, whatever the batch")
+
+
 @model_app.command("export")
 def export(
     out: Path = typer.Option(..., "--out", help="Directory to write the model into."),

@@ -29,7 +29,7 @@ def query(
                                          "a table on a terminal, TabSeparatedWithNames when piped."),
 ) -> None:
     """Run a SQL query and print the result (through the worker while it owns an embedded database)."""
-    from columnist.store.reader import QueryFailed, Reader
+    from columnist.cli.reader import QueryFailed, Reader
 
     text = _read_sql(sql, file)
     fmt = ALIASES.get((format or "").lower(), format) or ("table" if sys.stdout.isatty() else "TabSeparatedWithNames")

@@ -13,11 +13,21 @@ from columnist.cli.common import settings as current_settings
 publish_app = typer.Typer(help="Publish events to Kafka.", no_args_is_help=True)
 
 
-def worker(loglevel: str = typer.Option("info", help="Log level.")) -> None:
-    """Run the streaming worker: ingest images, apply vocabulary changes (COLUMNIST_* settings)."""
+def worker(
+    model: Optional[str] = ModelOption,
+    db: Optional[str] = DbOption,
+    vocab: Optional[str] = typer.Option(None, "--vocab", metavar="FILE_OR_NAME",
+                                        help="The default vocabulary, applied when none of its name is (default: "
+                                             "$COLUMNIST_VOCAB)."),
+    loglevel: str = typer.Option("info", help="Log level."),
+) -> None:
+    """Run the streaming worker: ingest images, apply vocabulary changes (COLUMNIST_* settings;
+    the options override them)."""
     from columnist.worker.app import run_worker
 
-    run_worker(current_settings(), loglevel)
+    given = {"model": model, "db": db, "vocab": vocab}
+    settings = current_settings().model_copy(update={k: v for k, v in given.items() if v is not None})
+    run_worker(settings, loglevel)
 
 
 @publish_app.command("images")
@@ -58,8 +68,9 @@ def replay(
     model: Optional[str] = ModelOption,
 ) -> None:
     """Apply a vocabulary by hand: diff against the applied one, score only what changed from stored embeddings."""
-    from columnist.models.registry import load_encoder
     from columnist.cli.common import fail, store_or_exit, vocabulary_or_exit
+    from columnist.models.registry import load_encoder
+    from columnist.prompt_cache import PromptCache
     from columnist.store import ModelMismatch, check_model
     from columnist.vocabulary_change import VocabularyConflict, apply_vocabulary
 
@@ -73,10 +84,11 @@ def replay(
         check_model(store, encoder.name)
         with progress:
             report = apply_vocabulary(store, encoder, old, new, settings.replay_chunks, on_chunk=advance,
-                                      default_view=new.name == vocabulary_or_exit(None).name)
+                                      default_view=new.name == vocabulary_or_exit(None).name,
+                                      prompts=PromptCache(encoder, store))
     except (VocabularyConflict, ModelMismatch) as err:
         store.close()
-        fail(f"{err}; the store is unchanged")
+        fail(f"{err}; the store is unchanged", err.exit_code)
     d = report.diff
     typer.echo(f"applied {new.name} v{new.version}: added {list(d.added)}, changed {list(d.changed)}, "
                f"removed {list(d.removed)}, dependents {list(d.dependents)}; "
@@ -92,8 +104,9 @@ def backfill(
     resume: bool = typer.Option(False, help="Continue an interrupted backfill instead of starting over."),
 ) -> None:
     """Re-score attributes of the applied vocabulary for every stored embedding (and their derived dependents)."""
-    from columnist.models.registry import load_encoder
     from columnist.cli.common import fail, store_or_exit
+    from columnist.models.registry import load_encoder
+    from columnist.prompt_cache import PromptCache
     from columnist.vocab.diff import VocabularyDiff, dependents
     from columnist.vocab.prompts import text_embeddings
 
@@ -116,7 +129,8 @@ def backfill(
         replayer.forget_checkpoints(applied)
     progress, advance = _progress_chunks(f"backfilling {len(ordered)} attributes")
     with progress:
-        report = replayer.run(applied, VocabularyDiff(changed=ordered), text_embeddings(encoder, applied, ordered), advance)
+        texts = text_embeddings(PromptCache(encoder, store), applied, ordered)
+        report = replayer.run(applied, VocabularyDiff(changed=ordered), texts, advance)
     typer.echo(f"backfilled {', '.join(ordered)}: {report.score_rows + report.late_score_rows} scores written "
                f"({report.chunks_skipped} chunks resumed)")
     store.close()
@@ -125,7 +139,7 @@ def backfill(
 def status(db: Optional[str] = DbOption) -> None:
     """Consumer lag, images, embeddings, scores per attribute and dead letters."""
     from columnist.cli.output import print_rows
-    from columnist.store.reader import Reader
+    from columnist.cli.reader import Reader
     from columnist.kafka.lag import kafka_status
 
     settings = current_settings()

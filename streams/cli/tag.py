@@ -9,6 +9,8 @@ import typer
 
 from columnist.cli.common import DbOption, ModelOption, VocabOption, fail, settings, store_or_exit, \
     vocabulary_or_exit
+from columnist.errors import INTERRUPTED
+from columnist.printable import printable
 
 
 def tag(
@@ -29,8 +31,9 @@ def tag(
     from rich.table import Table
 
     from columnist.models.registry import load_encoder
+    from columnist.records import ImageLimits
     from columnist.store import ModelMismatch
-    from columnist.tagger import ImageLimits, TagReport, find_images, tag as run_tag
+    from columnist.tagger import TagRun, find_images, tag as run_tag
     from columnist.vocabulary_change import VocabularyConflict
 
     config = settings()
@@ -44,34 +47,36 @@ def tag(
     encoder = load_encoder(model or config.model, threads=config.threads, batch_size=config.batch_size, runtime=config.runtime)
     store = store_or_exit(db, "tag")
     console = Console(stderr=True)
-    report = TagReport()
+    run = TagRun()
     default_view = vocabulary.name == vocabulary_or_exit(None).name  # COLUMNIST_VOCAB's view is image_columns
     try:
         with Progress(console=console, transient=False) as progress:
             task = progress.add_task(f"tagging with {encoder.name}", total=len(files))
             run_tag(files, vocabulary, encoder, store, batch_size or config.batch_size, collection,
                     on_progress=lambda n: progress.advance(task, n), force=force, default_view=default_view,
-                    report=report, limits=ImageLimits(config.max_image_bytes, config.max_image_pixels,
-                                                      config.decode_threads))
+                    run=run, limits=ImageLimits(config.max_image_bytes, config.max_image_pixels,
+                                                config.decode_threads))
     except (VocabularyConflict, ModelMismatch) as err:
         store.close()
-        fail(f"{err}; nothing was tagged")
+        fail(f"{err}; nothing was tagged", err.exit_code)
     except KeyboardInterrupt:
         store.close()
-        fail(f"interrupted: {report.tagged} images stored, {report.already} already stored; "
-             "run the same command again to resume", 130)
+        fail(f"interrupted: {run.counters.images_stored} images stored, {run.counters.images_unchanged} already "
+             "stored; run the same command again to resume", INTERRUPTED)
+    counters = run.counters
     summary = Table(title=f"columnist tag: vocabulary {vocabulary.name} v{vocabulary.version}")
     for column in ("images tagged", "encoded", "already stored", "failed", "attributes", "score rows written"):
         summary.add_column(column, justify="right")
-    summary.add_row(str(report.tagged), str(report.encoded), str(report.already), str(len(report.failed)),
-                    str(len(vocabulary.codes)), str(report.score_rows))
+    summary.add_row(str(counters.images_stored), str(counters.images_encoded), str(counters.images_unchanged),
+                    str(len(run.failed)), str(len(vocabulary.codes)), str(run.score_rows))
     Console().print(summary)
-    if report.already:
-        console.print(f"{report.already} already stored (unchanged since they were tagged; --force encodes them again)")
-    for path, reason in report.failed:
-        console.print(f"[red]failed[/red] {path}: {reason}", highlight=False, soft_wrap=True)
+    if counters.images_unchanged:
+        console.print(f"{counters.images_unchanged} already stored (unchanged since they were tagged; --force encodes "
+                      "them again)")
+    for path, reason in run.failed:
+        console.print(f"[red]failed[/red] {printable(path, 300)}: {reason}", highlight=False, soft_wrap=True)
     store.close()
-    if report.failed and not report.tagged and not report.already:
+    if run.failed and not counters.images_stored and not counters.images_unchanged:
         raise typer.Exit(1)
 
 

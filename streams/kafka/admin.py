@@ -24,6 +24,16 @@ def topic_specs(settings: Settings) -> list[tuple[str, int, dict]]:
     ]
 
 
+async def partitions_of(consumer, topic: str) -> set[int]:
+    """A topic's partitions as ``consumer`` knows them, asking the broker when it does not
+    yet (aiokafka learns a topic's partitions lazily)."""
+    known = consumer.partitions_for_topic(topic)
+    if not known:
+        await consumer._client.force_metadata_update()
+        known = consumer.partitions_for_topic(topic)
+    return set(known or ())
+
+
 async def wait_until_ready(bootstrap: str, timeout: float, options: dict | None = None) -> list[str]:
     """List topics until the broker answers; return them. Raises TimeoutError."""
     import logging

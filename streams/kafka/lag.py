@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from columnist.kafka import kafka_errors
+from columnist.kafka.admin import partitions_of
 from columnist.settings import Settings
 
 
@@ -23,8 +25,7 @@ async def read_kafka_status(settings: Settings) -> dict:
         await consumer.start()
         committed = await admin.list_consumer_group_offsets(settings.group)
         partitions = [TopicPartition(settings.topic_images, p)
-                      for p in sorted(consumer.partitions_for_topic(settings.topic_images) or
-                                      await _partitions(consumer, settings.topic_images))]
+                      for p in sorted(await partitions_of(consumer, settings.topic_images))]
         ends = await consumer.end_offsets(partitions)
         per_partition = {tp.partition: ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions}
         dead = TopicPartition(settings.topic_deadletter, 0)
@@ -36,10 +37,6 @@ async def read_kafka_status(settings: Settings) -> dict:
         await admin.close()
 
 
-async def _partitions(consumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # aiokafka learns a topic's partitions lazily
-    return consumer.partitions_for_topic(topic) or set()
-
-
 def kafka_status(settings: Settings) -> dict:
-    return asyncio.run(read_kafka_status(settings))
+    with kafka_errors(settings.kafka):
+        return asyncio.run(read_kafka_status(settings))

@@ -6,7 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Callable, Sequence
 
-from columnist.worker.events import image_event, vocab_event
+from columnist.kafka import kafka_errors
+from columnist.kafka.events import image_event, vocab_event
 from columnist.settings import Settings
 from columnist.vocab.schema import Vocabulary
 
@@ -34,10 +35,12 @@ def publish_images(files: Sequence[tuple[str, Path]], settings: Settings, collec
     """One ingest event per file, keyed by image_id, with an absolute file:// URI."""
     messages = [(image_id.encode(), image_event(image_id, path.resolve().as_uri(), collection))
                 for image_id, path in files]
-    asyncio.run(_produce(settings, settings.topic_images, messages, on_sent))
+    with kafka_errors(settings.kafka):
+        asyncio.run(_produce(settings, settings.topic_images, messages, on_sent))
     return len(messages)
 
 
 def push_vocabulary(vocab: Vocabulary, settings: Settings) -> None:
     """The whole document, keyed by vocabulary name (the topic is compacted)."""
-    asyncio.run(_produce(settings, settings.topic_vocab, [(vocab.name.encode(), vocab_event(vocab))]))
+    with kafka_errors(settings.kafka):
+        asyncio.run(_produce(settings, settings.topic_vocab, [(vocab.name.encode(), vocab_event(vocab))]))

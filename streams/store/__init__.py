@@ -1,10 +1,12 @@
 """The store: every statement against ``columnist.*`` lives in this subpackage.
 
-``Store`` is what the rest of columnist may ask of it; ``ClickHouseStore``
-(store.clickhouse) answers for the embedded engine (``chdb://PATH``) and a server
-(``http://host:8123``) alike, with the replay statements in store.replay and the guard of
-the worker's read-only queries in store.query_guard. A store that cannot be reached raises
-``StoreUnavailable``, the one exception callers retry on.
+What the rest of columnist may ask of it is split by role, so each caller types against the
+part it uses: ``IngestStore`` (the batch path), ``VocabularyLedger`` (which vocabularies are
+applied), ``ReplayStore`` (the in-engine replay), ``WorkbenchReads`` (calibrate, try,
+gallery) and ``OperatorSQL`` (the operator's own queries and the worker's guarded page).
+``Store`` is all of them; ``ClickHouseStore`` (store.clickhouse) answers for the embedded
+engine (``chdb://PATH``) and a server (``http://host:8123``) alike. A store that cannot be
+reached raises ``StoreUnavailable``, the one exception callers retry on.
 """
 
 from __future__ import annotations
@@ -12,19 +14,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
+from columnist.errors import ConfigurationError, Locked, Unavailable
+
 if TYPE_CHECKING:
     import numpy as np
 
-    from columnist.pipeline import KnownImage, ScoredBatch
+    from columnist.records import KnownImage, ModelCalibration, ScoredBatch
     from columnist.store.replay import Replayer
-    from columnist.vocab.schema import Calibration, Vocabulary
+    from columnist.vocab.schema import Vocabulary
 
 Rows = tuple[list[str], list[tuple]]
 """Column names and rows of a query result."""
 
 
-class StoreUnavailable(ConnectionError):
+class StoreUnavailable(Unavailable, ConnectionError):
     """ClickHouse could not be reached: try again later (as opposed to a statement it refused)."""
+
+    hint = "start the server, or point --db / COLUMNIST_DB at one (chdb://PATH needs no server)"
+
+
+class StoreLocked(Locked, RuntimeError):
+    """Another process (a running worker) owns the embedded database."""
+
+
+class ModelMismatch(ConfigurationError, ValueError):
+    """The store's embeddings were made by another model; the message names both."""
 
 
 @dataclass(frozen=True)
@@ -36,23 +50,12 @@ class QueryLimits:
     bytes: int = 100_000_000
 
 
-class Store(Protocol):
-    # -- writes --------------------------------------------------------------------------
+class IngestStore(Protocol):
+    """What the batch path (worker and tag) needs."""
+
     def write(self, batch: "ScoredBatch") -> int:
         """Images, embeddings and scores of a batch, idempotently; returns the score rows."""
 
-    # -- vocabularies --------------------------------------------------------------------
-    def apply_vocabulary(self, vocab: "Vocabulary", model: str, default: bool = False,
-                         model_calibration: "Calibration | None" = None) -> None:
-        """Record ``vocab`` as applied and regenerate its view ``columns_<name>`` (and
-        ``image_columns`` for the ``default`` vocabulary); ``model_calibration``: the model's
-        own default centre and scale, recorded for attributes that do not set theirs."""
-
-    def applied_vocabulary(self, name: str) -> "Vocabulary | None": ...
-
-    def applied_vocabularies(self) -> list["Vocabulary"]: ...
-
-    # -- identity and content ------------------------------------------------------------
     def stored_content(self, model: str, image_ids: Sequence[str]) -> dict[str, str]:
         """image_id -> sha256 of the given ids stored with an embedding of that content."""
 
@@ -62,17 +65,59 @@ class Store(Protocol):
     def embedding_models(self) -> list[str]:
         """Models whose embeddings the store holds (one, normally)."""
 
+
+class PromptStore(Protocol):
+    """Text embeddings of prompts, per model: each prompt goes through the text tower once."""
+
+    def prompt_embeddings(self, model: str, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], "np.ndarray"]:
+        """(language or '', prompt) -> its stored embedding, for the keys stored."""
+
+    def save_prompt_embeddings(self, model: str, keys: Sequence[tuple[str, str]], embeddings: "np.ndarray") -> None: ...
+
+
+class VocabularyLedger(Protocol):
+    """Which vocabularies are applied, and their views."""
+
+    def apply_vocabulary(self, vocab: "Vocabulary", model: str, default: bool = False,
+                         model_calibration: "ModelCalibration | None" = None) -> None:
+        """Record ``vocab`` as applied and regenerate its view ``columns_<name>`` (and
+        ``image_columns`` for the ``default`` vocabulary); ``model_calibration``: the model's
+        own default centre and scale, recorded for attributes that do not set theirs."""
+
+    def applied_vocabulary(self, name: str) -> "Vocabulary | None": ...
+
+    def applied_vocabularies(self) -> list["Vocabulary"]: ...
+
     def was_applied(self, name: str, content_hash: str) -> bool:
         """Whether this exact document was applied at some time."""
 
     def count_scores(self, vocab_name: str, codes: Sequence[str]) -> int:
         """Current scores of these attributes of one vocabulary (counted with FINAL)."""
 
+
+class ReplayStore(Protocol):
     def replayer(self, model: str, logit_scale: float, source: str, chunks: int = 0,
-                 job: str | None = None, model_calibration: "Calibration | None" = None) -> "Replayer":
+                 job: str | None = None, model_calibration: "ModelCalibration | None" = None) -> "Replayer":
         """The in-engine replay of attributes over stored embeddings, with checkpoints."""
 
-    # -- reads ---------------------------------------------------------------------------
+
+class ChangeStore(VocabularyLedger, ReplayStore, Protocol):
+    """What a vocabulary change needs: the ledger, and the replay."""
+
+
+class Statements(Protocol):
+    """Plain statements with bound parameters: what the replayer runs (store.replay)."""
+
+    def command(self, sql: str, parameters: dict | None = None, settings: dict | None = None) -> None: ...
+
+    def query(self, sql: str, parameters: dict | None = None) -> Rows: ...
+
+    def scalar(self, sql: str, parameters: dict | None = None) -> Any: ...
+
+
+class WorkbenchReads(Protocol):
+    """Stored embeddings and scores, for calibrate, try and gallery."""
+
     def read_embeddings(self, model: str, image_ids: Sequence[str] | None = None,
                         sample: int | None = None) -> tuple[list[str], "np.ndarray"]: ...
 
@@ -80,6 +125,10 @@ class Store(Protocol):
 
     def attribute_scores(self, vocab_name: str, code: str) -> list[tuple[str, float, float]]:
         """(image_id, score, logit) of every image for one attribute of one vocabulary."""
+
+
+class OperatorSQL(Protocol):
+    """SQL from people: the operator's own (their rights), or guarded for the control page."""
 
     def summary(self) -> dict[str, Any]:
         """Counts, applied vocabularies and scores per attribute, for `columnist status`."""
@@ -94,6 +143,10 @@ class Store(Protocol):
     def query_raw(self, sql: str, fmt: str) -> bytes:
         """The operator's own SQL, as ClickHouse writes output format ``fmt``."""
 
+
+class Store(IngestStore, PromptStore, VocabularyLedger, ReplayStore, WorkbenchReads, OperatorSQL, Protocol):
+    dsn: str
+
     def close(self) -> None: ...
 
 
@@ -105,11 +158,7 @@ def connect(dsn: str, cluster: str | None = None, create: bool = True) -> Store:
     return ClickHouseStore.connect(dsn, cluster, create)
 
 
-class ModelMismatch(ValueError):
-    """The store's embeddings were made by another model; the message names both."""
-
-
-def check_model(store: Store, model: str, where: str = "the store") -> None:
+def check_model(store: IngestStore, model: str, where: str = "the store") -> None:
     """A store's embeddings and scores belong to one model: refuse to mix in another's."""
     others = [m for m in store.embedding_models() if m != model]
     if others:

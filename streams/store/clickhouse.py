@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,28 +18,36 @@ from string import Template
 from typing import TYPE_CHECKING, Any, Sequence
 
 from columnist import faults
-from columnist.store import QueryLimits, Rows, StoreUnavailable
+from columnist.errors import UsageError
+from columnist.records import ImageRecord, KnownImage, ModelCalibration, ScoredBatch, Scores
+from columnist.store import QueryLimits, Rows, StoreLocked, StoreUnavailable
 from columnist.vocab.prompts import render_prompts
-from columnist.vocab.schema import Attribute, Calibration, Vocabulary, vocabulary_from_dict
+from columnist.vocab.schema import Attribute, Vocabulary, vocabulary_from_dict
 
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-    from columnist.pipeline import ImageRecord, KnownImage, ScoredBatch
     from columnist.store.replay import Replayer
-    from columnist.vocab.scoring import Scores
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class InvalidDSN(ValueError):
+class InvalidDSN(UsageError, ValueError):
     """A --db / COLUMNIST_DB that is not a ClickHouse DSN columnist can use."""
+
+
+class ResultTooLarge(UsageError, ValueError):
+    """A result over the control page's byte limit."""
+
+
+class BadFormat(UsageError, ValueError):
+    """Not the name of a ClickHouse output format."""
 
 
 def check_format(fmt: str) -> None:
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", fmt or ""):
-        raise ValueError(f"{fmt!r} is not a ClickHouse output format name (e.g. CSVWithNames, JSONEachRow, Parquet)")
+        raise BadFormat(f"{fmt!r} is not a ClickHouse output format name (e.g. CSVWithNames, JSONEachRow, Parquet)")
 
 
 class _Client:
@@ -73,7 +82,23 @@ def unavailable_as_store_error():
     except StoreUnavailable:
         raise
     except (OperationalError, ConnectionError, TimeoutError) as err:
-        raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
+        raise StoreUnavailable(f"cannot reach ClickHouse: {type(err).__name__}: {err}") from err
+
+
+@contextmanager
+def _stderr_captured():
+    """The embedded engine prints its own errors on file descriptor 2; hold them back."""
+    import os
+    import tempfile
+
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield capture
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def normalise_dsn(dsn: str) -> str:
@@ -123,15 +148,25 @@ class ClickHouseStore:
 
     @classmethod
     def connect(cls, dsn: str, cluster: str | None = None, create: bool = True) -> "ClickHouseStore":
+        """StoreLocked when another process owns the embedded database at ``dsn``."""
         import clickhouse_connect
 
         dsn = normalise_dsn(dsn)
         if dsn.startswith("chdb:///"):
             Path(dsn[len("chdb://"):]).mkdir(parents=True, exist_ok=True)
-        with unavailable_as_store_error():
-            store = cls(clickhouse_connect.get_client(dsn=dsn), cluster, dsn)
-        if create:
-            store.create_schema()
+        with _stderr_captured() as captured:
+            try:
+                with unavailable_as_store_error():
+                    store = cls(clickhouse_connect.get_client(dsn=dsn), cluster, dsn)
+                if create:
+                    store.create_schema()
+            except Exception as err:
+                captured.seek(0)
+                engine_said = captured.read().decode(errors="replace")
+                if "Cannot lock file" in engine_said or "Cannot lock file" in str(err):
+                    raise StoreLocked(f"the database {dsn} is in use by another process (a running worker?)") from None
+                sys.stderr.write(engine_said)
+                raise
         return store
 
     def close(self) -> None:
@@ -173,7 +208,7 @@ class ClickHouseStore:
         ids = [i.image_id for i in batch.images]
         self.write_embeddings(batch.model, ids, batch.embeddings, [i.sha256 for i in batch.images])
         faults.point("after_embeddings")
-        rows = sum(self.write_scores(ids, scores, batch.model, vocab) for vocab, scores in batch.scores)
+        rows = sum(self.write_scores(ids, scores, batch.model) for scores in batch.scores)
         self.write_images(batch.images)  # last: an image row means its embedding and scores are there
         return rows
 
@@ -208,7 +243,7 @@ class ClickHouseStore:
         })
         self.client.insert_arrow("columnist.image_embedding", table)
 
-    def write_scores(self, image_ids: Sequence[str], scores: "Scores", model: str, vocab: Vocabulary) -> int:
+    def write_scores(self, image_ids: Sequence[str], scores: Scores, model: str) -> int:
         import numpy as np
         import pyarrow as pa
 
@@ -221,8 +256,8 @@ class ClickHouseStore:
             "logit": np.concatenate([scores.logits[c] for c in codes]).astype(np.float32),
             "source": [scores.sources[c] for c in codes for _ in range(n)],
             "model": [model] * (n * len(codes)),
-            "vocab_name": [vocab.name] * (n * len(codes)),
-            "vocab_version": pa.array([vocab.version] * (n * len(codes)), pa.uint32()),
+            "vocab_name": [scores.vocab_name] * (n * len(codes)),
+            "vocab_version": pa.array([scores.vocab_version] * (n * len(codes)), pa.uint32()),
             "updated_at": _timestamps(n * len(codes)),
         })
         self.client.insert_arrow("columnist.feature_image_attribute", table)
@@ -231,7 +266,7 @@ class ClickHouseStore:
     # -- vocabularies --------------------------------------------------------------------
 
     def apply_vocabulary(self, vocab: Vocabulary, model: str, default: bool = False,
-                         model_calibration: "Calibration | None" = None) -> None:
+                         model_calibration: ModelCalibration | None = None) -> None:
         """Record ``vocab`` as applied (its rows, with the centre and scale each attribute is
         scored with, and the whole document) and regenerate its view ``columns_<name>`` (and
         ``image_columns`` too for the ``default`` vocabulary)."""
@@ -254,7 +289,7 @@ class ClickHouseStore:
         }))
 
     @staticmethod
-    def _vocabulary_row(vocab: Vocabulary, entry, model: str, model_calibration: "Calibration | None") -> dict:
+    def _vocabulary_row(vocab: Vocabulary, entry, model: str, model_calibration: ModelCalibration | None) -> dict:
         thresholds = vocab.thresholds_for(entry)
         is_base = isinstance(entry, Attribute)
         calibration = vocab.calibration_for(entry, model_calibration) if is_base else None
@@ -303,8 +338,6 @@ class ClickHouseStore:
         image row that agrees on the content (rows are written embedding first, image last)."""
         import numpy as np
 
-        from columnist.pipeline import KnownImage
-
         if not sha256s:
             return {}
         table = self.client.query_arrow(
@@ -320,6 +353,35 @@ class ClickHouseStore:
             known[sha] = KnownImage(width, height, np.asarray(embedding, dtype=np.float32))
         return known
 
+    def prompt_embeddings(self, model: str, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], "np.ndarray"]:
+        import numpy as np
+
+        if not keys:
+            return {}
+        table = self.client.query_arrow(
+            "SELECT language, prompt, embedding FROM columnist.prompt_embedding FINAL WHERE model = {m:String} "
+            "AND (language, prompt) IN {k:Array(Tuple(String, String))}",
+            parameters={"m": model, "k": [tuple(k) for k in set(keys)]})
+        found = {}
+        for language, prompt, embedding in zip(*(table.column(c).to_pylist() for c in ("language", "prompt", "embedding"))):
+            found[(language, prompt)] = np.asarray(embedding, dtype=np.float32)
+        return found
+
+    def save_prompt_embeddings(self, model: str, keys: Sequence[tuple[str, str]], embeddings: "np.ndarray") -> None:
+        import numpy as np
+        import pyarrow as pa
+
+        if not len(keys):
+            return
+        flat = pa.array(np.ascontiguousarray(embeddings, dtype=np.float32).ravel())
+        self.client.insert_arrow("columnist.prompt_embedding", pa.table({
+            "model": [model] * len(keys),
+            "language": [language for language, _ in keys],
+            "prompt": [prompt for _, prompt in keys],
+            "embedding": pa.FixedSizeListArray.from_arrays(flat, embeddings.shape[1]).cast(pa.list_(pa.float32())),
+            "created_at": _timestamps(len(keys)),
+        }))
+
     def was_applied(self, name: str, content_hash: str) -> bool:
         return self.scalar("SELECT count() FROM columnist.vocabulary WHERE vocab_name = {n:String} "
                            "AND content_hash = {h:String}", {"n": name, "h": content_hash}) > 0
@@ -332,7 +394,7 @@ class ClickHouseStore:
                            {"v": vocab_name, "c": list(codes)})
 
     def replayer(self, model: str, logit_scale: float, source: str, chunks: int = 0,
-                 job: str | None = None, model_calibration: "Calibration | None" = None) -> "Replayer":
+                 job: str | None = None, model_calibration: ModelCalibration | None = None) -> "Replayer":
         from columnist.store.replay import Replayer
 
         return Replayer(self, model, logit_scale, source, chunks, job, model_calibration=model_calibration)
@@ -357,7 +419,7 @@ class ClickHouseStore:
             f"FROM (\n  SELECT image_id,\n    {columns}\n"
             f"  FROM columnist.feature_image_attribute FINAL\n"
             f"  WHERE vocab_name = '{vocab.name}' AND attribute IN ({in_list})\n  GROUP BY image_id\n) AS s\n"
-            f"LEFT JOIN (SELECT image_id, collection, uri, ingested_at FROM columnist.images FINAL) AS i "
+            f"INNER JOIN (SELECT image_id, collection, uri, ingested_at FROM columnist.images FINAL) AS i "
             f"ON i.image_id = s.image_id"
         )
 
@@ -408,16 +470,48 @@ class ClickHouseStore:
         }
 
     def select(self, sql: str, limits: QueryLimits, fmt: str | None = None) -> Rows | bytes:
-        from columnist.store.query_guard import canonical_select, query_settings
+        """After any failure the connection is replaced: a query that failed mid-stream (a
+        limit, a timeout) leaves bytes on it that the next query would read as its own."""
+        from columnist.store.query_guard import QueryRefused, guarded_statement, query_settings
 
-        statement = canonical_select(self.client, sql)
-        settings = query_settings(limits.seconds, limits.rows, limits.bytes)
-        if fmt:  # the settings as a clause of this statement: applied with SET, readonly=1 would outlive it
-            check_format(fmt)
-            clause = ", ".join(f"{name} = {value!r}" for name, value in settings.items())
-            return bytes(self.client.raw_query(f"{statement}\nSETTINGS {clause}\nFORMAT {fmt}"))
-        result = self.client.query(statement, settings=settings)
-        return list(result.column_names), [tuple(r) for r in result.result_rows]
+        try:
+            statement = guarded_statement(self.client, sql, limits.rows)
+            settings = query_settings(limits.seconds, limits.rows, limits.bytes)
+            if fmt:  # the settings as a clause of this statement: applied with SET, readonly=1 would outlive it
+                check_format(fmt)
+                clause = ", ".join(f"{name} = {value!r}" for name, value in settings.items())
+                return self._bounded_raw(f"{statement}\nSETTINGS {clause}\nFORMAT {fmt}", limits.bytes)
+            result = self.client.query(statement, settings=settings)
+            return list(result.column_names), [tuple(r) for r in result.result_rows]
+        except QueryRefused:
+            raise  # refused before it ran: nothing was left on the connection
+        except BaseException:
+            self.reconnect()
+            raise
+
+    def _bounded_raw(self, statement: str, max_bytes: int) -> bytes:
+        """The formatted result, read as a stream and refused past twice ``max_bytes`` (the
+        engine counts the data; a text format may be larger than it)."""
+        chunks, total = [], 0
+        for chunk in self.client.raw_stream(statement):
+            total += len(chunk)
+            if total > 2 * max_bytes + 65_536:
+                raise ResultTooLarge(f"the result is over {2 * max_bytes:,} bytes in this format; "
+                                     "select fewer rows or columns")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def reconnect(self) -> None:
+        """A new connection in place of this one (which is closed)."""
+        import clickhouse_connect
+
+        old = self.client
+        with unavailable_as_store_error():
+            self.client = _Client(clickhouse_connect.get_client(dsn=self.dsn))
+        try:
+            old.close()
+        except Exception:  # noqa: BLE001 - a connection out of step may fail to close; it is dropped anyway
+            pass
 
     def query_raw(self, sql: str, fmt: str) -> bytes:
         """The result as ClickHouse writes it in output format ``fmt`` (CSVWithNames, Parquet…)."""
@@ -432,6 +526,9 @@ class ClickHouseStore:
     def query(self, sql: str, parameters: dict | None = None) -> Rows:
         result = self.client.query(sql, parameters=parameters or {})
         return list(result.column_names), [tuple(row) for row in result.result_rows]
+
+    def command(self, sql: str, parameters: dict | None = None, settings: dict | None = None) -> None:
+        self.client.command(sql, parameters=parameters or {}, settings=settings or {})
 
     def scalar(self, sql: str, parameters: dict | None = None) -> Any:
         return self.query(sql, parameters)[1][0][0]

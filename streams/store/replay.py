@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from columnist import faults
+from columnist.records import ModelCalibration
 from columnist.store.clickhouse import IDENTIFIER
 from columnist.vocab.diff import VocabularyDiff
 from columnist.vocab.rules import parse_rule, references, to_sql
@@ -24,8 +25,7 @@ from columnist.vocab.schema import Vocabulary
 if TYPE_CHECKING:
     import numpy as np
 
-    from columnist.store.clickhouse import ClickHouseStore
-    from columnist.vocab.schema import Calibration
+    from columnist.store import Statements
 
 INSERT_SCORES = """
 INSERT INTO columnist.feature_image_attribute
@@ -86,8 +86,8 @@ class Replayer:
 
     ROWS_PER_CHUNK = 250_000
 
-    def __init__(self, store: "ClickHouseStore", model: str, logit_scale: float, source: str, chunks: int = 0,
-                 job: str | None = None, clock_slack_ms: int = 5_000, model_calibration: "Calibration | None" = None):
+    def __init__(self, store: "Statements", model: str, logit_scale: float, source: str, chunks: int = 0,
+                 job: str | None = None, clock_slack_ms: int = 5_000, model_calibration: ModelCalibration | None = None):
         self.store, self.model, self.logit_scale, self.source = store, model, logit_scale, source
         self.model_calibration = model_calibration  # the model's default centre and scale (SigLIP's bias)
         self.job = job
@@ -101,7 +101,7 @@ class Replayer:
         return self.job or vocab.content_hash()
 
     def forget_checkpoints(self, vocab: Vocabulary) -> None:
-        self.store.client.command("DELETE FROM columnist.replay_checkpoint WHERE vocab_name = {v:String} AND job = {j:String}",
+        self.store.command("DELETE FROM columnist.replay_checkpoint WHERE vocab_name = {v:String} AND job = {j:String}",
                                   parameters={"v": vocab.name, "j": self.job_of(vocab)})
 
     def run(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"],
@@ -163,9 +163,16 @@ class Replayer:
                                         f"AND {LATE_WHERE}", {"model": self.model, **since})
         late = self._write(vocab, base, derived, texts, LATE_WHERE, since) if late_images else 0
         for code in diff.removed:
-            self.store.client.command("DELETE FROM columnist.feature_image_attribute WHERE vocab_name = {v:String} "
+            self.store.command("DELETE FROM columnist.feature_image_attribute WHERE vocab_name = {v:String} "
                                       "AND attribute = {c:String}", parameters={"v": vocab.name, "c": code})
         return late
+
+    def rescore_images(self, vocab: Vocabulary, texts: dict[str, "np.ndarray"], image_ids: list[str]) -> int:
+        """Every attribute of ``vocab`` for these images, from their stored embeddings (store
+        check --repair); the score rows written."""
+        base = [a.code for a in vocab.attributes if a.code in texts]
+        derived = [d.code for d in vocab.derived_in_order()]
+        return self._write(vocab, base, derived, texts, "image_id IN {ids:Array(String)}", {"ids": list(image_ids)})
 
     @staticmethod
     def _split(vocab: Vocabulary, diff: VocabularyDiff, texts) -> tuple[list[str], list[str]]:
@@ -199,7 +206,7 @@ class Replayer:
         rows = int(self.store.scalar(f"SELECT count() FROM ({select})", parameters)) if count else None
         if rows != 0:
             # each (attribute, image_id) occurs once per statement: skip the insert-time dedup
-            self.store.client.command(INSERT_SCORES + select, parameters=parameters, settings={"optimize_on_insert": 0})
+            self.store.command(INSERT_SCORES + select, parameters=parameters, settings={"optimize_on_insert": 0})
         return rows or 0
 
     @staticmethod
@@ -240,13 +247,13 @@ class Replayer:
 
     def _claim(self, vocab: Vocabulary, chunk: int) -> None:
         """A checkpoint row without a finish time (done_at 0); the finished one replaces it."""
-        self.store.client.command(
+        self.store.command(
             "INSERT INTO columnist.replay_checkpoint (vocab_name, job, chunks, chunk, score_rows, started_at, done_at) "
             "VALUES ({v:String}, {j:String}, {n:UInt32}, {c:UInt32}, 0, now64(3), fromUnixTimestamp64Milli(0))",
             parameters={"v": vocab.name, "j": self.job_of(vocab), "n": self.chunks, "c": chunk})
 
     def _checkpoint(self, vocab: Vocabulary, chunk: int, rows: int, started_ms: int) -> None:
-        self.store.client.command(
+        self.store.command(
             "INSERT INTO columnist.replay_checkpoint (vocab_name, job, chunks, chunk, score_rows, started_at, done_at) "
             "VALUES ({v:String}, {j:String}, {n:UInt32}, {c:UInt32}, {r:UInt64}, fromUnixTimestamp64Milli({s:Int64}), now64(3))",
             parameters={"v": vocab.name, "j": self.job_of(vocab), "n": self.chunks, "c": chunk, "r": rows,

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from columnist.vocab.calibration import LogisticFit, fit_labelled, suggest_unlabelled
 from columnist.vocab.prompts import text_embeddings
-from columnist.vocab.schema import Calibration, Vocabulary
+from columnist.records import ModelCalibration
+from columnist.vocab.schema import Vocabulary
 from columnist.vocab.scoring import clip_logits, sigmoid, tier
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def sample_logits(store: "Store", encoder: "Encoder", vocab: Vocabulary, sample:
     return ids, {code: clip_logits(embeddings, vector, encoder.logit_scale) for code, vector in texts.items()}
 
 
-def statistics_rows(vocab: Vocabulary, logits: dict[str, "np.ndarray"], model: "Calibration | None" = None) -> list[list]:
+def statistics_rows(vocab: Vocabulary, logits: dict[str, "np.ndarray"], model: ModelCalibration | None = None) -> list[list]:
     """Per attribute: min, mean, max, std of the logit and the share of each tier now (with
     ``model``, the model's own calibration where an attribute sets none: SigLIP's bias)."""
     rows = []
@@ -160,7 +161,7 @@ def write_calibration(path: Path, vocab_wide: LogisticFit | None, reports: list[
 
 
 def plot(path: Path, vocab: Vocabulary, reports: list[AttributeReport], vocab_wide: LogisticFit | None,
-         max_panels: int = 48, model: "Calibration | None" = None) -> None:
+         max_panels: int = 48, model: ModelCalibration | None = None) -> None:
     """Histograms of logits per attribute with the sigmoid over them and thresholds marked."""
     import math
 

@@ -1,67 +1,86 @@
-"""The Faust app: the ingest agent, the vocabulary feed, the control and metrics pages.
+"""Starting a worker, and its Faust wiring.
 
-- ``ingest``: image events in batches (``take_events``), handed to the Service in two
-  halves: a batch is fetched and decoded while the previous one is encoded and written (so
-  decoding and inference overlap). A batch counts as done only when every event of it is
-  stored or dead-lettered (the Service retries what fails for the whole batch). ``take_events`` acknowledges a batch in a
-  ``finally``, even when the agent is cancelled at shutdown in the middle of a retry, and
-  before the batch behind it is stored; so each event's message is held (one more reference)
-  while its batch is processed and released only after it is stored: an unfinished batch is never committed and Kafka delivers
-  it again to the next worker.
-- vocabularies: every worker reads the whole vocabulary topic outside the consumer group
-  (worker.vocabulary_feed), so each one switches its own ingest path; the Service applies
-  each document or dead-letters it.
-- the control page (worker.control) on a Unix socket only its user can reach: how the CLI
-  reads an embedded (chdb) database while this worker owns it. Faust's own web server is off;
-  /metrics and /health (worker.metrics) only when COLUMNIST_METRICS_PORT asks for them.
+Start-up runs in the order that fails early, cheaply and without disturbing anyone: the
+settings and the vocabulary file, the model, the store (waited for while ClickHouse is
+unavailable; refused when another process owns it or it holds another model's embeddings),
+the control socket (refused while another worker answers on it), the metrics port, and only
+then Kafka (waited for while the broker is away) and the consumer group. A worker that cannot
+start says why in a line and exits with its code (errors.py), before any rebalance.
+
+Faust only adapts Kafka to the Service's loop (worker.kafka_source): the ``ingest`` agent runs
+``Service.run``, which owns batching, holding and acking. Faust's own web server is off; the
+control page (worker.control) is on a Unix socket only its user can reach, /metrics and
+/health (worker.metrics) only when COLUMNIST_METRICS_PORT asks for them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
+import socket
 
 import faust
 
+from columnist.errors import ConfigurationError
+from columnist.kafka import KafkaUnavailable
+from columnist.retry import until_done_blocking
 from columnist.settings import Settings
 from columnist.worker.control import ControlPage
 from columnist.worker.fetch import FetchPolicy
-from columnist.worker.ingest import RawEvent
+from columnist.worker.kafka_source import KafkaSource
 from columnist.worker.metrics import MetricsPage
 from columnist.worker.service import Service
-from columnist.worker.vocabulary_feed import follow_vocabularies
 
 log = logging.getLogger("columnist.worker")
 
 
+class PortTaken(ConfigurationError):
+    """The metrics port is in use."""
 
-async def build_service(settings: Settings, send_dead_letter) -> Service:
-    """The Service with what it works with: the configured vocabulary, the model, the store
-    (retried while ClickHouse is unavailable) and the fetch policy."""
-    from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+def build_service(settings: Settings) -> Service:
+    """The Service with what it works with, started: the configured vocabulary, the model,
+    the store (waited for while ClickHouse is unavailable) and the fetch policy."""
     from columnist.models.registry import load_encoder
     from columnist.store import StoreUnavailable, connect
     from columnist.vocab import load_vocabulary_arg
 
     configured = load_vocabulary_arg(settings.vocab)
-    encoder = await asyncio.to_thread(load_encoder, settings.model, settings.threads, settings.batch_size,
-                                     settings.runtime)
-    async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.5, max=30), reraise=True,
-                                       retry=retry_if_exception_type(StoreUnavailable),
-                                       before_sleep=lambda state: log.warning(
-                                           "ClickHouse at %s unavailable (attempt %d): %s", settings.db,
-                                           state.attempt_number, state.outcome.exception())):
-        with attempt:
-            store = await asyncio.to_thread(connect, settings.db, settings.cluster)
+    encoder = load_encoder(settings.model, settings.threads, settings.batch_size, settings.runtime)
+    unavailable = lambda err: isinstance(err, StoreUnavailable)  # noqa: E731
+    store = until_done_blocking(lambda: connect(settings.db, settings.cluster), f"opening ClickHouse at {settings.db}",
+                                retry_if=unavailable)
     policy = FetchPolicy(settings.roots, settings.allowed_hosts, settings.max_image_bytes, settings.http_timeout,
                          settings.allow_hard_links)
-    return Service(store, encoder, configured, policy, send_dead_letter, settings)
+    service = Service(store, encoder, configured, policy, settings)
+    until_done_blocking(service.start, "starting the worker on its store", retry_if=unavailable)
+    return service
 
 
-def create_app(settings: Settings) -> faust.App:
+def check_port_free(bind: str, port: int) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind((bind, port))
+        except OSError as err:
+            raise PortTaken(f"the metrics port {bind}:{port} (COLUMNIST_METRICS_PORT) is taken: {err.strerror}; "
+                            "choose another, or 0 for none") from None
+
+
+def wait_for_kafka(settings: Settings) -> None:
+    """Until the broker answers: a worker is a service, it waits for its broker."""
+    from columnist.kafka.admin import wait_until_ready
+
+    def answered() -> None:
+        try:
+            asyncio.run(wait_until_ready(settings.kafka, 10, settings.kafka_client_options()))
+        except TimeoutError as err:
+            raise KafkaUnavailable(f"Kafka at {settings.kafka} does not answer") from err
+
+    until_done_blocking(answered, f"reaching Kafka at {settings.kafka}",
+                        retry_if=lambda err: isinstance(err, KafkaUnavailable), first=1.0)
+
+
+def create_app(settings: Settings, service: Service, control: ControlPage, metrics: MetricsPage | None) -> faust.App:
     datadir = settings.run_path / "faust"  # tables live in memory; Faust only wants the folder to exist
     datadir.mkdir(parents=True, exist_ok=True, mode=0o700)
     app = faust.App(
@@ -80,44 +99,12 @@ def create_app(settings: Settings) -> faust.App:
     )
     images = app.topic(settings.topic_images, value_serializer="raw", key_serializer="raw")
     dead_letters = app.topic(settings.topic_deadletter, value_serializer="raw", key_serializer="raw")
-    built: list[Service] = []  # the Service, once start() has built it
-    ready = asyncio.Event()
-
-    async def send_dead_letter(value: bytes) -> None:
-        await dead_letters.send(value=value)
-
-    async def status() -> dict:
-        return await built[0].status() if built else {"ready": False}
-
-    control = ControlPage(status, ready, settings)
-    async def status_with_lag() -> dict:
-        """The status and the consumer group's lag (one Kafka round trip per scrape)."""
-        from columnist.kafka.lag import read_kafka_status
-
-        try:
-            lag = (await asyncio.wait_for(read_kafka_status(settings), 10))["lag"]
-        except Exception:  # Kafka unreachable: the other metrics still count
-            lag = None
-        return {**await status(), "lag": lag}
-
-    metrics = MetricsPage(status_with_lag, settings.metrics_bind, settings.metrics_port) \
-        if settings.metrics_port else None
 
     @app.task
-    async def start() -> None:
-        """Build and start the Service; a configuration that cannot work (a bad vocabulary
-        file, an unknown model) stops the worker with the reason."""
+    async def pages() -> None:
         await control.start()
         if metrics:
             await metrics.start()
-        try:
-            built.append(await build_service(settings, send_dead_letter))
-            await built[0].start()
-        except Exception as err:
-            log.critical("worker cannot start: %s: %s", type(err).__name__, err)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        ready.set()
 
     @app.on_before_shutdown.connect
     async def stop(app, **kwargs) -> None:
@@ -127,34 +114,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(images, name="ingest")
     async def ingest(stream):
-        await ready.wait()
-        service = built[0]
-        storing: asyncio.Future | None = None  # the previous batch, encoded and written meanwhile
-
-        async def store_and_release(events, raw, prepared) -> None:
-            await service.store_prepared(raw, prepared)
-            for event in events:
-                event.ack()  # our reference: the last of the two acks (ours or take_events') commits
-
-        try:
-            async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
-                for event in events:
-                    event.message.incref()  # held until stored: the finally in take_events must not ack it
-                raw = [RawEvent(e.message.value, e.message.partition, e.message.offset) for e in events]
-                prepared = await service.prepare(raw)  # decoding this batch while the previous one encodes
-                if storing is not None:
-                    await storing  # batches are stored in order, one behind the other
-                storing = asyncio.ensure_future(store_and_release(events, raw, prepared))
-            if storing is not None:
-                await storing
-        finally:
-            if storing is not None and not storing.done():
-                storing.cancel()  # its messages stay held: not committed, delivered again
-
-    @app.task
-    async def vocabularies() -> None:
-        await ready.wait()
-        await follow_vocabularies(settings, built[0].vocabulary_event)
+        await service.run(KafkaSource(stream, settings, dead_letters))
 
     return app
 
@@ -170,23 +130,31 @@ def _credentials(settings: Settings):
     return None
 
 
-def check_configuration(settings: Settings) -> None:
-    """What can be checked before joining the consumer group: the DSN, the vocabulary file,
-    the model directory. A mistake here ends the command with a message, not a rebalance."""
-    from columnist.models.registry import resolve_model_dir
-    from columnist.store.clickhouse import normalise_dsn
-    from columnist.vocab import load_vocabulary_arg
-
-    normalise_dsn(settings.db)
-    load_vocabulary_arg(settings.vocab)
-    if settings.model != "mock":
-        resolve_model_dir(settings.model)
-
-
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
-    """Run the worker in this process until SIGTERM/SIGINT."""
+    """Run the worker in this process until SIGTERM/SIGINT; fail before joining the consumer
+    group when it cannot work (a ColumnistError with its exit code)."""
     from faust.worker import Worker
 
-    check_configuration(settings)
-    app = create_app(settings)
-    Worker(app, loglevel=loglevel).execute_from_commandline()
+    from columnist.store.clickhouse import normalise_dsn
+
+    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    normalise_dsn(settings.db)
+    control = ControlPage(lambda: service.status(), lambda: service.ready, settings)
+    control.claim()
+    if settings.metrics_port:
+        check_port_free(settings.metrics_bind, settings.metrics_port)
+    service = build_service(settings)
+
+    async def status_with_lag() -> dict:
+        """The status and the consumer group's lag (one Kafka round trip per scrape)."""
+        from columnist.kafka.lag import read_kafka_status
+
+        try:
+            lag = (await asyncio.wait_for(read_kafka_status(settings), 10))["lag"]
+        except Exception:  # Kafka unreachable: the other metrics still count
+            lag = None
+        return {**await service.status(), "lag": lag}
+
+    metrics = MetricsPage(status_with_lag, settings.metrics_bind, settings.metrics_port) if settings.metrics_port else None
+    wait_for_kafka(settings)
+    Worker(create_app(settings, service, control, metrics), loglevel=loglevel).execute_from_commandline()

@@ -2,14 +2,15 @@
 
 chdb lets one process open a database path, so while a worker owns an embedded database
 the CLI reads through it. The page is HTTP on a Unix socket, ``<run_dir>/worker-<port>.sock``
-(mode 0600 in a 0700 folder): only the user running the worker (and root) can connect, no
-other local process, no web page in a browser, no DNS rebinding, and nobody else can hold
-its connections open.
+(mode 0600 in a 0700 folder the user owns, never a symbolic link): only the user running the
+worker (and root) can connect, no other local process, no web page in a browser, no DNS
+rebinding, and nobody else can hold its connections open. One worker per socket: a worker
+refuses to start where another answers, and removes only the socket it made.
 
-It serves ``GET /status`` (the worker), ``GET /summary`` (the store's counts) and
-``POST /query`` with a JSON body (one SELECT, checked by store.query_guard, run with time,
-row, byte, memory and thread limits on its own thread and its own connection, so a slow query
-never stalls ingest). Nothing else.
+It serves ``GET /status`` (the worker, naming the database it serves), ``GET /summary`` (the
+store's counts) and ``POST /query`` with a JSON body (one SELECT about columnist's own tables,
+checked by store.query_guard, run with time, row, byte, memory and thread limits on its own
+thread and its own connection, so a slow query never stalls ingest). Nothing else.
 """
 
 from __future__ import annotations
@@ -17,38 +18,87 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Awaitable, Callable
 
+from columnist.errors import ConfigurationError, Locked
+from columnist.printable import printable
+
 if TYPE_CHECKING:
-    from columnist.store import Store
     from columnist.settings import Settings
+    from columnist.store import Store
 
 log = logging.getLogger("columnist.worker")
 MAX_BODY = 256 * 1024
 
 
-def socket_path(settings: "Settings", port: int | None = None) -> Path:
-    return settings.run_path / f"worker-{port or settings.worker_port}.sock"
+class SocketTaken(Locked):
+    """Another worker serves this control socket."""
+
+
+class UnsafeRunDir(ConfigurationError):
+    """The run folder is a symbolic link, or someone else's."""
+
+
+def prepare_run_dir(path: Path) -> None:
+    """Make the folder of control sockets (0700), or check the one that is there: a real
+    folder (not a link: chmod would follow it) owned by this user."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise UnsafeRunDir(f"{printable(path)} (COLUMNIST_RUN_DIR) is not a folder (a symbolic link?); "
+                           "point COLUMNIST_RUN_DIR at a folder of your own")
+    if info.st_uid != os.getuid():
+        raise UnsafeRunDir(f"{printable(path)} (COLUMNIST_RUN_DIR) belongs to another user (uid {info.st_uid}); "
+                           "point COLUMNIST_RUN_DIR at a folder of your own")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700, follow_symlinks=False)
+
+
+def claim_socket(path: Path) -> None:
+    """Refuse to start where another worker answers on ``path``; clear a socket a killed
+    worker left (a socket this user owns that nobody answers on). Anything else at the path
+    is not ours to remove."""
+    from columnist.worker.control_client import WorkerClient
+
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.getuid():
+        raise UnsafeRunDir(f"{printable(path)} exists and is not a control socket of this user; remove it or "
+                           "choose another COLUMNIST_WORKER_PORT")
+    try:
+        status = WorkerClient(path, timeout=5).status()
+    except ConnectionError:
+        path.unlink(missing_ok=True)  # left by a worker that was killed
+        return
+    raise SocketTaken(f"another worker (database {printable(status.get('database'))}) serves {printable(path)}: "
+                      "give this one its own COLUMNIST_WORKER_PORT")
 
 
 class ControlPage:
-    """``status()`` is the worker's status; ``ready`` is set once the worker can serve reads."""
+    """``status()`` is the worker's status; ``is_ready()`` says whether it can serve reads."""
 
-    def __init__(self, status: Callable[[], Awaitable[dict]], ready: asyncio.Event, settings: "Settings"):
-        self.status, self.ready, self.settings = status, ready, settings
-        self.path = socket_path(settings)
+    def __init__(self, status: Callable[[], Awaitable[dict]], is_ready: Callable[[], bool], settings: "Settings"):
+        self.status, self.is_ready, self.settings = status, is_ready, settings
+        self.path = settings.control_socket
         self.runner = None
+        self.made: tuple[int, int] | None = None
+        """(device, inode) of the socket this page made: the only one it removes."""
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-query")
         self.store: "Store | None" = None
+
+    def claim(self) -> None:
+        """Before the worker joins anything: its run folder is safe, its socket is free."""
+        prepare_run_dir(self.path.parent)
+        claim_socket(self.path)
 
     async def start(self) -> None:
         from aiohttp import web
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.path.parent, 0o700)
-        self.path.unlink(missing_ok=True)  # left by a worker that was killed
         @web.middleware
         async def guard(request, handler):
             return await self._guard(request, handler)
@@ -59,14 +109,22 @@ class ControlPage:
         app.router.add_post("/query", self._query)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
+        claim_socket(self.path)  # again: a worker may have started since the first look
         await web.UnixSite(self.runner, str(self.path)).start()
         os.chmod(self.path, 0o600)
+        info = os.lstat(self.path)
+        self.made = (info.st_dev, info.st_ino)
         log.info("control page on the Unix socket %s", self.path)
 
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
-        self.path.unlink(missing_ok=True)
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if self.made == (info.st_dev, info.st_ino):
+            self.path.unlink(missing_ok=True)
 
     def _refuse(self, status: int, message: str):
         from aiohttp import web
@@ -86,7 +144,7 @@ class ControlPage:
     async def _summary(self, request):
         from aiohttp import web
 
-        if not self.ready.is_set():
+        if not self.is_ready():
             return self._refuse(503, "the worker is still starting")
         return web.json_response(await self._in_query_thread(lambda: self._store().summary()))
 
@@ -97,7 +155,7 @@ class ControlPage:
         from columnist.store.query_guard import QueryRefused
         from columnist.store.rows import plain
 
-        if not self.ready.is_set():
+        if not self.is_ready():
             return self._refuse(503, "the worker is still starting")
         try:
             body = await request.json()

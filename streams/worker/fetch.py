@@ -18,20 +18,24 @@ import base64
 import binascii
 import errno
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, unquote_to_bytes, urlparse
+
+from columnist.errors import BadInput, ColumnistError
+from columnist.files import FileRefused, open_nonblocking, read_at_most, regular_status
+from columnist.printable import printable
+from columnist.records import ImageLimits
 
 MAX_URI_CHARS = 8_192
 """Longest file:// or http(s):// URI (data: URIs are bounded by the image size cap)."""
 
 
-class FetchError(ValueError):
-    pass
+class FetchError(BadInput, ValueError):
+    """A URI that is not fetched; the message says why."""
 
 
-class WorkerOutOfResources(RuntimeError):
+class WorkerOutOfResources(ColumnistError, RuntimeError):
     """Not the event's fault: this process ran out of file descriptors or memory while
     fetching. The batch is retried rather than the event dead-lettered."""
 
@@ -40,7 +44,7 @@ class WorkerOutOfResources(RuntimeError):
 class FetchPolicy:
     roots: list[Path] = field(default_factory=list)
     allowed_hosts: set[str] = field(default_factory=set)
-    max_bytes: int = 50_000_000
+    max_bytes: int = ImageLimits().max_bytes
     http_timeout: float = 20.0
     """Seconds for a whole http exchange: connect, headers and body."""
     allow_hard_links: bool = False
@@ -57,7 +61,7 @@ def fetch(uri: str, policy: FetchPolicy) -> bytes:
         return _fetch_file(uri, policy)
     if scheme in ("http", "https"):
         return _fetch_http(uri, policy)
-    raise FetchError(f"unsupported URI scheme {scheme[:20] or '(none)'!r} in {uri[:100]!r}: "
+    raise FetchError(f"unsupported URI scheme {scheme[:20] or '(none)'!r} in '{printable(uri, 100)}': "
                      "use file://, data: or http(s)://")
 
 
@@ -71,20 +75,20 @@ def _fetch_file(uri: str, policy: FetchPolicy) -> bytes:
     try:
         parsed = urlparse(uri)
     except ValueError as err:
-        raise FetchError(f"malformed file URI {uri[:200]!r}: {err}") from None
+        raise FetchError(f"malformed file URI '{printable(uri)}': {err}") from None
     if parsed.netloc not in ("", "localhost"):
-        raise FetchError(f"file URI {uri[:200]!r} names a host; only local files can be read")
+        raise FetchError(f"file URI '{printable(uri)}' names a host; only local files can be read")
     given = unquote(parsed.path)
     if "\x00" in given:
-        raise FetchError(f"file URI {uri[:200]!r} contains a NUL byte")
+        raise FetchError(f"file URI '{printable(uri)}' contains a NUL byte")
     if not policy.roots:
-        raise FetchError(f"{given[:200]} cannot be read: no image roots are configured (set COLUMNIST_IMAGE_ROOTS)")
+        raise FetchError(f"{printable(given)} cannot be read: no image roots are configured (set COLUMNIST_IMAGE_ROOTS)")
     try:
         resolved = Path(given).resolve()
     except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop
-        raise FetchError(f"{given[:200]}: cannot resolve the path ({err.__class__.__name__})") from None
+        raise FetchError(f"{printable(given)}: cannot resolve the path ({err.__class__.__name__})") from None
     if not _inside(resolved, policy.roots):  # refuse early, before touching the file
-        raise FetchError(f"{given[:200]} is outside the image roots ({', '.join(map(str, policy.roots))})")
+        raise FetchError(f"{printable(given)} is outside the image roots ({', '.join(map(str, policy.roots))})")
     fd = _open(resolved, given)
     try:
         return _read_regular_file(fd, given, policy)
@@ -101,46 +105,31 @@ _OPEN_ERRORS = {"ENOENT": "file not found", "ENOTDIR": "a part of the path is no
 
 def _open(path: Path, given: str) -> int:
     """Open without blocking (a FIFO would) and without following a final symlink."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        return os.open(path, flags)
+        return open_nonblocking(path, nofollow=True)
     except OSError as err:
         if err.errno in _OUT_OF_RESOURCES:
-            raise WorkerOutOfResources(f"opening {given[:200]}: {err.strerror}") from None
+            raise WorkerOutOfResources(f"opening {printable(given)}: {err.strerror}") from None
         reason = _OPEN_ERRORS.get(errno.errorcode.get(err.errno or 0, ""), err.strerror or type(err).__name__)
-        raise FetchError(f"{given[:200]}: {reason}") from None
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "not a regular file"
+        raise FetchError(f"{printable(given)}: {reason}") from None
 
 
 def _read_regular_file(fd: int, given: str, policy: FetchPolicy) -> bytes:
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        raise FetchError(f"{given[:200]} is {_kind(info.st_mode)}, not a regular file")
+    try:
+        return _read_checked(fd, given, policy)
+    except FileRefused as err:
+        raise FetchError(str(err)) from None
+
+
+def _read_checked(fd: int, given: str, policy: FetchPolicy) -> bytes:
+    info = regular_status(fd, given)
     real = _real_path(fd)
     if real is not None and not _inside(real, policy.roots):
-        raise FetchError(f"{given[:200]} is outside the image roots (it moved while it was opened)")
+        raise FetchError(f"{printable(given)} is outside the image roots (it moved while it was opened)")
     if info.st_nlink > 1 and not policy.allow_hard_links:
-        raise FetchError(f"{given[:200]} has {info.st_nlink} hard links; files with several names are not read "
+        raise FetchError(f"{printable(given)} has {info.st_nlink} hard links; files with several names are not read "
                          "(one may lie outside the roots; COLUMNIST_ALLOW_HARD_LINKS=1 allows them)")
-    if info.st_size > policy.max_bytes:
-        raise FetchError(f"{given[:200]} is {info.st_size:,} bytes, over the limit of {policy.max_bytes:,} bytes")
-    chunks, total = [], 0
-    while total <= policy.max_bytes:  # the file may grow after fstat: read at most the cap + 1
-        chunk = os.read(fd, min(1 << 20, policy.max_bytes + 1 - total))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    if total > policy.max_bytes:
-        raise FetchError(f"{given[:200]} grew over the limit of {policy.max_bytes:,} bytes while it was read")
-    return b"".join(chunks)
+    return read_at_most(fd, policy.max_bytes, given, info)
 
 
 def _real_path(fd: int) -> Path | None:
@@ -178,7 +167,7 @@ def _fetch_http(uri: str, policy: FetchPolicy) -> bytes:
         parsed = urlparse(uri)
         host, port = (parsed.hostname or "").lower(), parsed.port
     except ValueError as err:  # a bad port, an unclosed [IPv6 bracket
-        raise FetchError(f"malformed URL {uri[:200]!r}: {err}") from None
+        raise FetchError(f"malformed URL '{printable(uri)}': {err}") from None
     if parsed.username is not None or parsed.password is not None:
         raise FetchError(f"URL {parsed.scheme}://…@{host}{':' + str(port) if port else ''}{parsed.path[:100]} carries "
                          "credentials; they are not supported (they would be stored and logged with the URI)")
@@ -199,21 +188,21 @@ async def _get(uri: str, policy: FetchPolicy) -> bytes:
         async with aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": "columnist"}) as session:
             async with session.get(uri, allow_redirects=False) as response:
                 if 300 <= response.status < 400:
-                    raise FetchError(f"{uri[:200]} redirects to {response.headers.get('Location', '?')[:200]}; "
+                    raise FetchError(f"{printable(uri)} redirects to {response.headers.get('Location', '?')[:200]}; "
                                      "redirects are not followed")
                 if response.status != 200:
-                    raise FetchError(f"{uri[:200]} answered HTTP {response.status}")
+                    raise FetchError(f"{printable(uri)} answered HTTP {response.status}")
                 data = bytearray()
                 async for chunk in response.content.iter_chunked(1 << 16):
                     data += chunk
                     if len(data) > policy.max_bytes:
-                        raise FetchError(f"{uri[:200]} is over the limit of {policy.max_bytes:,} bytes")
+                        raise FetchError(f"{printable(uri)} is over the limit of {policy.max_bytes:,} bytes")
                 return bytes(data)
     except FetchError:
         raise
     except asyncio.TimeoutError:
-        raise FetchError(f"{uri[:200]} did not answer in full within {policy.http_timeout:g} s") from None
+        raise FetchError(f"{printable(uri)} did not answer in full within {policy.http_timeout:g} s") from None
     except (aiohttp.ClientError, OSError, ValueError) as err:
         if getattr(getattr(err, "os_error", err), "errno", None) in _OUT_OF_RESOURCES:
-            raise WorkerOutOfResources(f"fetching {uri[:200]}: {err}") from None
-        raise FetchError(f"cannot fetch {uri[:200]}: {type(err).__name__}: {str(err)[:200]}") from None
+            raise WorkerOutOfResources(f"fetching {printable(uri)}: {err}") from None
+        raise FetchError(f"cannot fetch {printable(uri)}: {type(err).__name__}: {str(err)[:200]}") from None

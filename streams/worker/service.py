@@ -1,10 +1,18 @@
-"""The worker's state and the two things it does: ingest a batch, apply a vocabulary.
+"""The worker: its state, and the one loop that ingests batches and applies vocabularies.
 
-Kept apart from the Faust wiring (columnist.worker.app) so it reads as plain asyncio. Blocking work
-(decoding, encoding, ClickHouse) runs on one worker thread, in submission order. Scoring a
-batch and writing it, and applying a vocabulary, each hold the vocabulary lock: a batch
-scored with the old vocabulary is written before the switch, so the replay's final pass
-and the removal of dropped attributes see it, and no batch mixes two versions.
+``start`` (blocking, before any source is read) checks the store's model and takes up the
+applied vocabularies. ``run(source)`` is the loop production and the in-process tests share:
+batch N+1 is fetched and decoded while batch N is encoded and written (both cores busy), a
+batch is acked only once every event of it is stored or dead-lettered, a batch that fails as
+a whole is retried with backoff until it is stored (never acked meanwhile, never skipped),
+and vocabulary documents are applied beside ingest as they arrive.
+
+Blocking work runs on threads: decoding the next batch on one, encoding and writing on
+another, encoding a new vocabulary's prompts on a third. Scoring a batch and writing it, and
+switching and replaying a vocabulary, each hold the vocabulary lock: a batch scored with the
+old vocabulary is written before the switch (so the replay's final pass and the removal of
+dropped attributes see it), and no batch mixes two versions. A new vocabulary's prompts are
+encoded before the lock is taken, so ingest goes on meanwhile.
 """
 
 from __future__ import annotations
@@ -20,26 +28,33 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from columnist import faults
-from columnist.worker.events import dead_letter, parse_vocab_event
-from columnist.worker.fetch import FetchPolicy
-from columnist.worker.ingest import Counters, Prepared, RawEvent, Rejected, prepare_events
-from columnist.pipeline import Texts, embed_and_score, encoded_count
+from columnist.errors import ConfigurationError
+from columnist.kafka.events import dead_letter, parse_vocab_event
+from columnist.pipeline import ModelOutputError, Texts, embed_and_score, encoded_count
+from columnist.printable import printable
+from columnist.prompt_cache import PromptCache
+from columnist.records import Counters, ImageLimits, RawEvent
+from columnist.retry import until_done
 from columnist.settings import Settings
-from columnist.vocab.prompts import render_prompts, text_embeddings
+from columnist.store import StoreUnavailable, check_model
+from columnist.store.check import GRACE_S, delete_orphans
+from columnist.vocab.diff import diff_vocabularies
+from columnist.vocab.prompts import text_embeddings
 from columnist.vocab.schema import Vocabulary, vocabulary_from_dict
+from columnist.vocabulary_change import apply_vocabulary, scored_vocabularies
+from columnist.worker.fetch import FetchPolicy
+from columnist.worker.ingest import Prepared, Rejected, prepare_events
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from columnist.models.encoder import Encoder
     from columnist.store import Store
+    from columnist.worker.sources import Batch, Source
 
 log = logging.getLogger("columnist.worker")
-SendDeadLetter = Callable[[bytes], Awaitable[None]]
 
 
-class VocabularyRejected(ValueError):
-    pass
+class VocabularyRejected(ConfigurationError, ValueError):
+    """A vocabulary document this worker does not apply (another name, a forged hash)."""
 
 
 class Service:
@@ -47,95 +62,130 @@ class Service:
     tests build it with the mock encoder and the embedded engine, without Kafka)."""
 
     def __init__(self, store: "Store", encoder: "Encoder", configured: Vocabulary, policy: FetchPolicy,
-                 send_dead_letter: SendDeadLetter, settings: Settings):
+                 settings: Settings):
         self.store, self.encoder, self.configured, self.policy = store, encoder, configured, policy
-        self.send_dead_letter = send_dead_letter
         self.settings = settings  # topic names, image and replay limits
+        self.limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.decode_threads)
         self.counters = Counters()
+        self.prompts = PromptCache(encoder, store, self.counters)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-work")
         self.prepare_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-prepare")
         """Fetching and decoding the next batch runs here while this one is encoded and written."""
-        self.started = asyncio.Event()
-        self.vocab_lock = asyncio.Lock()
+        self.prompt_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-prompts")
+        """A new vocabulary's prompts are encoded here, beside ingest."""
+        self.ready = False
         self.replay_start = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
         """Where this worker starts in a replay's ring of chunks: workers sharing a store start apart."""
         self.vocabs: dict[str, Vocabulary] = {}
-        """Every vocabulary this worker scores with, by name: all applied ones."""
+        """Every vocabulary this worker scores with, by name."""
         self.texts: dict[str, Texts] = {}
+        self._lock: asyncio.Lock | None = None
+        self._send: Callable[[bytes], Awaitable[None]] | None = None
 
     @property
     def vocab(self) -> Vocabulary | None:
         """The configured (default) vocabulary as applied."""
         return self.vocabs.get(self.configured.name)
 
-    async def run(self, function, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+    @property
+    def vocab_lock(self) -> asyncio.Lock:
+        """Made in the loop that first uses it (the worker starts before its event loop does)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
 
-    # -- start-up ------------------------------------------------------------------------
+    async def _on(self, executor: ThreadPoolExecutor, function, *args):
+        return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
 
-    async def start(self) -> None:
-        """Refuse a store of another model; take up every applied vocabulary, and apply the
-        configured one if no vocabulary of its name was applied yet."""
-        from columnist.store import check_model
+    async def run_blocking(self, function, *args):
+        """On the work thread, in submission order (encoding, writing, replays)."""
+        return await self._on(self.executor, function, *args)
 
-        await self.run(check_model, self.store, self.encoder.name)
+    # -- start-up (blocking) -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Refuse a store of another model; take up every applied vocabulary (the accepted
+        ones), and apply the configured one if no vocabulary of its name was applied yet."""
+        check_model(self.store, self.encoder.name)
+        orphans = delete_orphans(self.store)
+        if any(orphans):
+            log.warning("deleted %d embeddings and %d scores left without their image by a write that was killed "
+                        "(older than %d s; `columnist store check` lists what else a crash left)", *orphans, GRACE_S)
         accepted = self.settings.accepted_vocabularies
-        for applied in await self.run(self.store.applied_vocabularies):
-            if accepted and applied.name not in accepted and applied.name != self.configured.name:
-                continue  # another worker's: this one would never hear of its changes
+        for applied in scored_vocabularies(self.store, accepted, keep=self.configured.name):
             self.vocabs[applied.name] = applied
-            self.texts[applied.name] = await self.run(self._encode_prompts, applied, None)
+            self.texts[applied.name] = text_embeddings(self.prompts, applied)
         configured = self.configured
         if configured.name not in self.vocabs:
             log.info("no vocabulary %r applied yet: applying %s v%d", configured.name, configured.name,
                      configured.version)
-            await self.apply_vocabulary(configured)
+            apply_vocabulary(self.store, self.encoder, None, configured, self.settings.replay_chunks, default_view=True,
+                             start_at=self.replay_start, prompts=self.prompts)
+            self.vocabs[configured.name] = configured
+            self.texts[configured.name] = text_embeddings(self.prompts, configured)
         log.info("worker ready: model %s on %s, vocabularies %s (default %s), images from %s", self.encoder.name,
-                 getattr(self.encoder, "runtime", "numpy"),
+                 self.encoder.runtime,
                  ", ".join(f"{v.name} v{v.version} ({len(v.codes)} attributes)" for v in self.vocabs.values()),
                  configured.name, ", ".join(map(str, self.policy.roots)) or "no file roots")
-        self.started.set()
+        self.ready = True
 
-    def _encode_prompts(self, vocab: Vocabulary, codes) -> dict[str, "np.ndarray"]:
-        texts = text_embeddings(self.encoder, vocab, codes)
-        self._count_prompts(vocab, texts)
-        return texts
+    # -- the loop ------------------------------------------------------------------------
 
-    def _count_prompts(self, vocab: Vocabulary, codes) -> None:
-        self.counters.prompts_encoded += sum(len(render_prompts(vocab, vocab.entry(c))) for c in codes)
+    async def run(self, source: "Source") -> None:
+        """Ingest the source's batches until it ends (or this task is cancelled), applying its
+        vocabulary documents beside. A batch still being stored when the task is cancelled
+        is not acked: the source delivers it again."""
+        self._send = source.dead_letter
+        following = asyncio.create_task(self._follow(source), name="columnist-vocabularies")
+        storing: asyncio.Task | None = None  # the previous batch, encoded and written meanwhile
+        try:
+            async for batch in source.batches():
+                prepared = await self.prepare(batch.events)  # decoding this batch while the previous one encodes
+                if storing is not None:
+                    await storing  # batches are stored in order, one behind the other
+                storing = asyncio.create_task(self._store_and_ack(batch, prepared))
+            if storing is not None:
+                await storing
+        finally:
+            if storing is not None and not storing.done():
+                storing.cancel()
+            following.cancel()
+
+    async def _store_and_ack(self, batch: "Batch", prepared: Prepared) -> None:
+        await self.store_prepared(batch.events, prepared)
+        batch.ack()
+
+    async def _follow(self, source: "Source") -> None:
+        async for event in source.vocabularies():
+            await self.vocabulary_event(event)
 
     # -- ingest --------------------------------------------------------------------------
-
-    async def ingest(self, events: list[RawEvent]) -> None:
-        """Score and store a batch; dead-letter what cannot be used. Returns only when every
-        event is stored or dead-lettered (offsets are committed after that, not before).
-
-        Each event is prepared on its own (any exception: its dead letter). What fails for
-        the batch as a whole (encoding, the store, a bug) is retried with backoff until it
-        succeeds: the stream pauses, nothing is lost, and no later batch is acknowledged
-        past a hole (Faust would commit past one at the head of a new consumer group).
-        The worker's agent calls the two halves itself, so the next batch is fetched and
-        decoded while this one is encoded (both cores busy)."""
-        await self.store_prepared(events, await self.prepare(events))
 
     async def prepare(self, events: list[RawEvent]) -> Prepared:
         """Fetch, decode and preprocess a batch (retried as a whole when the store cannot
         say which contents it already has, or the worker is out of file descriptors)."""
         async def attempt() -> Prepared:
             faults.point("ingest_batch")
-            return await asyncio.get_running_loop().run_in_executor(
-                self.prepare_executor, prepare_events, events, self.encoder, self.policy, self.counters,
-                self.settings.max_image_pixels, self.store, self.settings.decode_threads)
+            return await self._on(self.prepare_executor, prepare_events, events, self.encoder, self.policy,
+                                  self.counters, self.limits, self.store)
 
-        return await self._until_done(attempt, self._describe_batch(events), on_retry=self._count_batch_retry)
+        return await until_done(attempt, self._describe_batch(events), on_retry=self._count_batch_retry)
 
     async def store_prepared(self, events: list[RawEvent], prepared: Prepared) -> None:
         """Encode, score and write a prepared batch (retried until stored), then send its
-        dead letters."""
-        await self._until_done(lambda: self._encode_and_write(prepared), self._describe_batch(events),
-                               on_retry=self._count_batch_retry)
-        for rejected in prepared.rejected:
-            await self._dead_letter(rejected)
+        dead letters. A model that answers the wrong number of rows fails the batch's images
+        (dead letters with the reason): the same batch would get the same answer again."""
+        rejected = list(prepared.rejected)
+        try:
+            await until_done(lambda: self._encode_and_write(prepared), self._describe_batch(events),
+                             on_retry=self._count_batch_retry, retry_if=lambda err: isinstance(err, Exception)
+                             and not isinstance(err, ModelOutputError))
+        except ModelOutputError as err:
+            log.error("%s", err)
+            rejected += [Rejected(event, err, image.record.image_id)
+                         for event, image in zip(prepared.events, prepared.images, strict=True)]
+        for each in rejected:
+            await self._dead_letter(each)
         self.counters.batches += 1
 
     @staticmethod
@@ -151,53 +201,36 @@ class Service:
         and written under one vocabulary version whatever is pushed meanwhile."""
         if not prepared.images:
             return
-        first = prepared.images[0].record.image_id
         async with self.vocab_lock:
             started = time.perf_counter()
             vocabularies = [(vocab, self.texts[name]) for name, vocab in self.vocabs.items()]
-            batch = await self._until_done(
-                lambda: self.run(embed_and_score, prepared.images, vocabularies, self.encoder),
-                f"encoding {len(prepared.images)} images (first {first!r})")
-            self.counters.images_encoded += encoded_count(prepared.images)
+            batch = await self.run_blocking(embed_and_score, prepared.images, vocabularies, self.encoder)
             written = time.perf_counter()
             self.counters.encode_s += written - started
-            self.counters.score_rows += await self._until_done(
-                lambda: self.run(self.store.write, batch),
-                f"ClickHouse write of {len(batch.images)} images (first {first!r})", on_retry=self._count_store_retry)
+            try:
+                rows = await self.run_blocking(self.store.write, batch)
+            except StoreUnavailable:
+                self.counters.store_retries += 1
+                raise
+            self.counters.images_encoded += encoded_count(prepared.images)
+            self.counters.images_stored += len(prepared.images)
+            self.counters.score_rows += rows
             self.counters.write_s += time.perf_counter() - written
-
-    def _count_store_retry(self) -> None:
-        self.counters.store_retries += 1
-
-    async def _until_done(self, job: Callable[[], Awaitable], what: str, on_retry: Callable[[], None] | None = None,
-                          retry_if: Callable[[BaseException], bool] = lambda err: isinstance(err, Exception)):
-        """Await ``job()`` until it succeeds, with backoff (at most 30 s between attempts).
-        Cancellation (the worker stopping) is never retried: it is a BaseException."""
-        from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
-
-        def report(state) -> None:
-            if on_retry:
-                on_retry()
-            log.warning("%s failed (attempt %d): %s: %s; retrying in %.1f s", what, state.attempt_number,
-                        type(state.outcome.exception()).__name__, state.outcome.exception(), state.next_action.sleep)
-
-        async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.2, max=30), reraise=True,
-                                           retry=retry_if_exception(retry_if), before_sleep=report):
-            with attempt:
-                return await job()
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _dead_letter(self, rejected: Rejected) -> None:
         event = rejected.event
-        log.warning("dead letter: %s event at partition %s offset %s (image %r): %s: %s",
+        log.warning("dead letter: %s event at partition %s offset %s (image %s): %s: %s",
                     self.settings.topic_images, event.partition, event.offset,
-                    rejected.image_id[:200] if rejected.image_id else None,
-                    type(rejected.error).__name__, str(rejected.error)[:500])
+                    printable(rejected.image_id) if rejected.image_id else None,
+                    type(rejected.error).__name__, printable(rejected.error, 500))
         await self._send_dead_letter(dead_letter(event.value, self.settings.topic_images, rejected.error,
                                                  event.partition, event.offset, rejected.image_id))
 
     async def _send_dead_letter(self, letter: bytes) -> None:
-        await self._until_done(lambda: self.send_dead_letter(letter), "sending a dead letter")
+        send = self._send
+        if send is None:
+            raise RuntimeError("no source to send dead letters to: call run(source)")  # pragma: no cover
+        await until_done(lambda: send(letter), "sending a dead letter")
         self.counters.dead_letters += 1
 
     # -- vocabularies --------------------------------------------------------------------
@@ -208,46 +241,49 @@ class Service:
         try:
             vocab = self._parse_vocabulary(event.value)
             current = self.vocabs.get(vocab.name)
-            if current and (vocab.content_hash() == current.content_hash() or await self._applied_before(vocab)):
-                log.info("vocabulary %s v%d was already applied; nothing to do", vocab.name, vocab.version)
+            if current and vocab.content_hash() == current.content_hash():
+                log.info("vocabulary %s v%d is the one applied; nothing to do", vocab.name, vocab.version)
+                return
+            if current and await self._applied_before(vocab):
+                log.info("vocabulary %s v%d is older than the applied v%d and was applied before; nothing to do",
+                         vocab.name, vocab.version, current.version)
                 return
             await self.apply_vocabulary(vocab)
         except Exception as err:
             log.warning("vocabulary event at %s partition %s offset %s rejected: %s: %s", self.settings.topic_vocab,
-                        event.partition, event.offset, type(err).__name__, str(err)[:1000])
+                        event.partition, event.offset, type(err).__name__, printable(err, 1000))
             await self._send_dead_letter(dead_letter(event.value, self.settings.topic_vocab, err,
                                                      event.partition, event.offset))
 
     async def _applied_before(self, vocab: Vocabulary) -> bool:
         """True for a document applied in the past (a redelivered, older event)."""
-        return vocab.version < self.vocabs[vocab.name].version and await self.run(
+        return vocab.version < self.vocabs[vocab.name].version and await self.run_blocking(
             self.store.was_applied, vocab.name, vocab.content_hash())
 
     def _parse_vocabulary(self, raw: bytes | None) -> Vocabulary:
         event = parse_vocab_event(raw)
-        vocab = vocabulary_from_dict(event.document, f"vocabulary event {event.name[:100]!r} v{event.version}")
+        vocab = vocabulary_from_dict(event.document, f"vocabulary event {printable(event.name, 100)!r} v{event.version}")
         accepted = self.settings.accepted_vocabularies
         if accepted and vocab.name not in accepted:
             raise VocabularyRejected(f"this worker accepts the vocabularies {', '.join(sorted(accepted))}, "
                                      f"not {vocab.name!r} (COLUMNIST_ACCEPT_VOCABULARIES)")
         if event.content_hash != vocab.content_hash():
-            raise VocabularyRejected(f"content_hash {event.content_hash[:12]}... does not match the document "
+            raise VocabularyRejected(f"content_hash {printable(event.content_hash, 12)}... does not match the document "
                                      f"({vocab.content_hash()[:12]}...)")
         return vocab
 
     async def apply_vocabulary(self, vocab: Vocabulary) -> None:
-        """Encode only new or changed prompts, switch ingest to the new vocabulary, replay
-        stored embeddings in checkpointed chunks, then record the vocabulary as applied.
+        """Encode only new or changed prompts (beside ingest), then switch ingest to the new
+        vocabulary, replay stored embeddings in checkpointed chunks, and record it as applied.
 
-        It holds the vocabulary lock: a batch being scored finishes its write first, batches
-        after it use the new vocabulary, so no batch mixes the two and the final pass and
-        the removal of dropped attributes see every row written under the old one. While
-        ClickHouse is unavailable it retries (the job resumes from its checkpoints); on any
-        other failure the worker goes back to the vocabulary it had."""
-        from columnist.store import StoreUnavailable
-        from columnist.vocabulary_change import apply_vocabulary
-
+        The switch and the replay hold the vocabulary lock: a batch being scored finishes its
+        write first, batches after it use the new vocabulary, so no batch mixes the two and
+        the final pass and the removal of dropped attributes see every row written under the
+        old one. While ClickHouse is unavailable it retries (the job resumes from its
+        checkpoints); on any other failure the worker goes back to the vocabulary it had."""
         name = vocab.name
+        wanted = diff_vocabularies(self.vocabs.get(name), vocab, self.encoder.calibration).rescore
+        await self._on(self.prompt_executor, text_embeddings, self.prompts, vocab, wanted)  # into the cache
 
         def switch(texts: Texts) -> None:
             self.vocabs[name], self.texts[name] = vocab, texts
@@ -255,15 +291,14 @@ class Service:
         async with self.vocab_lock:
             old, old_texts = self.vocabs.get(name), self.texts.get(name)
             try:
-                report = await self._until_done(lambda: self.run(lambda: apply_vocabulary(
+                report = await until_done(lambda: self.run_blocking(lambda: apply_vocabulary(
                     self.store, self.encoder, old, vocab, self.settings.replay_chunks, old_texts, on_switch=switch,
-                    default_view=name == self.configured.name, start_at=self.replay_start)),
+                    default_view=name == self.configured.name, start_at=self.replay_start, prompts=self.prompts)),
                     f"applying vocabulary {name} v{vocab.version}", retry_if=lambda err: isinstance(err, StoreUnavailable))
             except BaseException:
                 await self._fall_back(name, vocab, old, old_texts)
                 raise
         diff, replay = report.diff, report.replay
-        self._count_prompts(vocab, [c for c in diff.rescore if c in self.texts[name]])
         self.counters.replays += 1
         self.counters.replay_chunks_written += replay.chunks - replay.chunks_skipped
         self.counters.replayed_score_rows += replay.score_rows + replay.late_score_rows
@@ -276,7 +311,7 @@ class Service:
         """After a failed change: stay on the new vocabulary if the store recorded it (so no
         batch writes old scores over it), else go back to the old one."""
         try:
-            recorded = await self.run(self.store.applied_vocabulary, name)
+            recorded = await self.run_blocking(self.store.applied_vocabulary, name)
         except Exception:
             recorded = None
         if recorded is not None and recorded.content_hash() == failed.content_hash():
@@ -290,8 +325,10 @@ class Service:
 
     async def status(self) -> dict:
         return {
-            "ready": self.started.is_set(),
-            "model": self.encoder.name if self.encoder else None,
+            "ready": self.ready,
+            "model": self.encoder.name,
+            "runtime": self.encoder.runtime,
+            "database": self.store.dsn,
             "vocabulary": _describe(self.vocab) if self.vocab else None,
             "vocabularies": [_describe(v) for v in self.vocabs.values()],
             "counters": asdict(self.counters),

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable
+from typing import AsyncIterator
 
+from columnist.kafka.admin import partitions_of
+from columnist.records import RawEvent
 from columnist.settings import Settings
-from columnist.worker.ingest import RawEvent
 
 log = logging.getLogger("columnist.worker")
 
 
-async def follow_vocabularies(settings: Settings, handle: Callable[[RawEvent], Awaitable[None]]) -> None:
-    """Hand every message of the vocabulary topic to ``handle``, in order, for ever: after a
-    lost connection it reconnects and goes on where it stopped."""
+async def follow_vocabularies(settings: Settings) -> AsyncIterator[RawEvent]:
+    """Every message of the vocabulary topic, in order, for ever: after a lost connection it
+    reconnects (with backoff) and goes on where it stopped."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
 
@@ -33,10 +34,7 @@ async def follow_vocabularies(settings: Settings, handle: Callable[[RawEvent], A
                                     auto_offset_reset="earliest", **settings.kafka_client_options())
         try:
             await consumer.start()
-            partitions = consumer.partitions_for_topic(settings.topic_vocab)
-            if not partitions:
-                await consumer._client.force_metadata_update()  # aiokafka learns partitions lazily
-                partitions = consumer.partitions_for_topic(settings.topic_vocab) or set()
+            partitions = await partitions_of(consumer, settings.topic_vocab)
             if not partitions:
                 raise KafkaError(f"topic {settings.topic_vocab} has no partitions (was it created?)")
             assigned = [TopicPartition(settings.topic_vocab, p) for p in sorted(partitions)]
@@ -48,7 +46,7 @@ async def follow_vocabularies(settings: Settings, handle: Callable[[RawEvent], A
                     await consumer.seek_to_beginning(tp)
             delay = 0.5
             async for message in consumer:
-                await handle(RawEvent(message.value, message.partition, message.offset))
+                yield RawEvent(message.value, message.partition, message.offset)
                 positions[message.partition] = message.offset + 1
         except (KafkaError, OSError) as err:
             log.warning("reading vocabularies from %s at %s failed: %s; again in %.1f s", settings.topic_vocab,

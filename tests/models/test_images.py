@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.media import camera_jpeg
 from columnist.models.images import ImageError, open_image
 
 
@@ -93,18 +94,6 @@ def test_exif_orientation_is_applied():
     assert image.size == (20, 40)
     top = np.asarray(image)[2, 10]
     assert top[0] > 200 and top[1] < 60  # the red half is now on top
-
-
-def camera_jpeg(orientation: int | None = None) -> bytes:
-    """A 4000x3000 JPEG (q90) made from a real photo: what a 12-megapixel camera writes."""
-    from tests.conftest import PHOTOS
-
-    photo = Image.open(PHOTOS / "astronaut.jpg").convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC)
-    if orientation is None:
-        return encode(photo, "JPEG", quality=90)
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    return encode(photo, "JPEG", quality=90, exif=exif.tobytes())
 
 
 def test_a_camera_jpeg_decoded_at_the_size_needed_embeds_like_the_full_decode():

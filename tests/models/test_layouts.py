@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -21,6 +22,7 @@ from columnist.models.layouts import LayoutError, convert
 from columnist.models.preprocess import preprocess
 from columnist.models.sessions import onnxruntime_session
 from columnist.models.spec import ModelSpec
+from columnist.models.target import TargetBusy, TargetRefused
 from tests.conftest import PHOTOS, REPO
 from tests.models import layouts
 
@@ -162,7 +164,7 @@ def test_unknown_folders_and_disagreeing_configs_are_refused_by_name(tmp_path):
     folder = layouts.immich_clip(tmp_path / "src")
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "embed_dim": 768}))
-    with pytest.raises(LayoutError, match=r"visual/model.onnx: the image tower gives 512-d embeddings, the configuration says 768"):
+    with pytest.raises(LayoutError, match=r"visual/model.onnx: the image tower answers \(2, 512\) for 2 inputs of 768"):
         convert(folder, tmp_path / "out", "x/y")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
     with pytest.raises(LayoutError, match="fp32 ONNX towers only"):
@@ -208,9 +210,101 @@ def test_a_folder_that_is_not_a_model_directory_is_never_replaced(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "holiday.jpg").write_bytes(b"precious")
-    with pytest.raises(LayoutError, match="not a model directory"):
+    with pytest.raises(TargetRefused, match="a folder columnist did not write"):
         convert(layouts.immich_clip(tmp_path / "src"), photos, "immich-app/ViT-B-32__openai")
     assert (photos / "holiday.jpg").read_bytes() == b"precious"
+
+
+def test_a_model_json_alone_does_not_make_a_folder_replaceable(tmp_path):
+    """Any folder holding a file named model.json (even `{}`) was deleted whole, photos included."""
+    album = tmp_path / "album"
+    album.mkdir()
+    (album / "model.json").write_text("{}")
+    (album / "IMG_0001.jpg").write_bytes(b"precious")
+    with pytest.raises(TargetRefused, match="no .columnist-model in it"):
+        convert(layouts.immich_clip(tmp_path / "src"), album, "x/y")
+    assert sorted(p.name for p in album.iterdir()) == ["IMG_0001.jpg", "model.json"]
+
+
+def test_a_pulled_model_is_replaced_by_the_next_pull_and_nothing_else_is(tmp_path):
+    first = convert(layouts.immich_clip(tmp_path / "src"), tmp_path / "model", "x/y", name="first")
+    assert (tmp_path / "model" / ".columnist-model").is_file()
+    second = convert(tmp_path / "src" / "ViT-B-32__openai", tmp_path / "model", "x/y", name="second")
+    assert (first.name, second.name, ModelSpec.read(tmp_path / "model").name) == ("first", "second", "second")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "src"]  # no staging or old copy left
+
+
+def test_the_folder_being_converted_and_its_parents_are_never_the_target(tmp_path):
+    folder = layouts.immich_clip(tmp_path / "library" / "src")
+    for out in (folder, tmp_path / "library", tmp_path, folder / "visual"):
+        with pytest.raises(TargetRefused, match="the folder being converted"):
+            convert(folder, out, "x/y")
+    assert (folder / "visual" / "model.onnx").is_file()
+
+
+def test_concurrent_pulls_into_one_folder_take_turns_or_say_so(tmp_path):
+    """Four pulls to one --out deleted each other's staging folders: now one writes at a time
+    (a lock on the folder) and the others end with a message naming it."""
+    from columnist.models.target import target_lock
+
+    folder = layouts.immich_clip(tmp_path / "src")
+    with target_lock(tmp_path / "model"):  # another pull, half way
+        with pytest.raises(TargetBusy, match="another `columnist model pull` is writing into"):
+            convert(folder, tmp_path / "model", "x/y")
+    convert(folder, tmp_path / "model", "x/y")
+    assert ModelSpec.read(tmp_path / "model").name.startswith("x/y@")
+
+
+def test_an_out_that_cannot_be_a_folder_is_a_short_refusal(tmp_path):
+    with pytest.raises(TargetRefused, match="cannot use its folder"):
+        convert(layouts.immich_clip(tmp_path / "src"), Path("/dev/null/x"), "x/y")
+
+
+def _reversing(model_path):
+    """The image tower with its output rows reversed: each image gets another's embedding."""
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    out = graph.output[0]
+    inner = out.name + "__inner"
+    for node in graph.node:
+        node.output[:] = [inner if o == out.name else o for o in node.output]
+    graph.node.extend([
+        helper.make_node("Shape", [inner], ["rows_shape"], start=0, end=1),
+        helper.make_node("Constant", [], ["minus_one"], value=helper.make_tensor("m", TensorProto.INT64, [1], [-1])),
+        helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("z", TensorProto.INT64, [1], [0])),
+        helper.make_node("Sub", ["rows_shape", "minus_one"], ["rows_plus"]),
+        helper.make_node("Sub", ["zero", "rows_plus"], ["stop"]),
+        helper.make_node("Slice", [inner, "minus_one", "stop", "zero", "minus_one"], [out.name]),
+    ])
+    onnx.save(model, str(model_path))
+
+
+def _collapsing(model_path):
+    """The image tower answering one row (the batch's mean) whatever the batch size."""
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    out = graph.output[0]
+    inner = out.name + "__inner"
+    for node in graph.node:
+        node.output[:] = [inner if o == out.name else o for o in node.output]
+    graph.node.extend([
+        helper.make_node("Constant", [], ["batch_axis"], value=helper.make_tensor("b", TensorProto.INT64, [1], [0])),
+        helper.make_node("ReduceMean", [inner, "batch_axis"], [out.name], keepdims=1)])
+    onnx.save(model, str(model_path))
+
+
+@pytest.mark.parametrize("edit, reason", [(_reversing, "changes with the other inputs of its batch"),
+                                          (_collapsing, "answers")])
+def test_a_tower_whose_rows_depend_on_the_batch_is_refused(tmp_path, edit, reason):
+    folder = layouts.transformers_js_clip(tmp_path / "src")
+    edit(folder / "onnx" / "vision_model.onnx")
+    with pytest.raises(LayoutError, match=reason):
+        convert(folder, tmp_path / "out", "x/y")
+    assert not (tmp_path / "out").exists()
 
 
 def test_broken_configs_are_layout_errors_naming_the_folder(tmp_path):
@@ -239,7 +333,7 @@ def _edit_json(path, **changes):
 
 HOSTILE_FOLDERS = {
     "NaN mean": (lambda f: (f / "visual" / "preprocess_cfg.json").write_text(
-        (f / "visual" / "preprocess_cfg.json").read_text().replace("0.48145466", "NaN")), "finite number"),
+        (f / "visual" / "preprocess_cfg.json").read_text().replace("0.48145466", "NaN")), "NaN is not a number"),
     "std of zero": (lambda f: _edit_json(f / "visual" / "preprocess_cfg.json", std=[0, 0, 0]), "out of range"),
     "a 30000-pixel side": (lambda f: _edit_json(f / "visual" / "preprocess_cfg.json", size=[30000, 30000]),
                            "less than or equal to 1024"),
@@ -248,6 +342,13 @@ HOSTILE_FOLDERS = {
     "a FIFO config": (lambda f: ((f / "config.json").unlink(), os.mkfifo(f / "config.json")), "not a regular file"),
     "a link out of the folder": (lambda f: (f / "visual" / "passwd.txt").symlink_to("/etc/passwd"),
                                  "a link to a file outside the model folder"),
+    "Infinity in a config": (lambda f: (f / "config.json").write_text('{"embed_dim": Infinity}'), "Infinity is not"),
+    "1e999 in a config": (lambda f: (f / "visual" / "preprocess_cfg.json").write_text('{"size": 1e999}'), "beyond"),
+    "a fractional embedding size": (lambda f: _edit_json(f / "config.json", embed_dim=512.7), "not a whole number"),
+    "a FIFO tokenizer": (lambda f: ((f / "textual" / "tokenizer.json").unlink(),
+                                    os.mkfifo(f / "textual" / "tokenizer.json")), "tokenizer.json: a FIFO"),
+    "a sparse weights file": (lambda f: ((f / "visual" / "weights.bin").write_bytes(b""),
+                                         os.truncate(f / "visual" / "weights.bin", 64 << 20)), "a sparse file"),
 }
 
 

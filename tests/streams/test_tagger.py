@@ -38,7 +38,7 @@ def test_bad_files_are_named_and_every_good_one_is_stored(store, space_vocab, mi
     files = find_images([mixed_folder])
     report = tag(files, space_vocab, MockEncoder(), store, batch_size=4)
     good = len(list(PHOTOS.glob("*.jpg"))) + 1
-    assert report.tagged == good
+    assert report.counters.images_stored == good
     failed = dict(report.failed)
     assert set(failed) == {str(mixed_folder / n) for n in ("empty.jpg", "notes.png", "cut.jpg")}
     assert failed[str(mixed_folder / "empty.jpg")] == "empty file (0 bytes)"
@@ -69,13 +69,13 @@ def test_a_rerun_encodes_nothing_and_identical_content_is_encoded_once(store, sp
     shutil.copy(PHOTOS / "moon.jpg", tmp_path / "photos" / "moon-copy.jpg")
     photos = len(list(PHOTOS.glob("*.jpg")))
     first = tag(find_images([tmp_path / "photos"]), space_vocab, MockEncoder(), store)
-    assert (first.tagged, first.encoded, first.already) == (photos + 1, photos, 0)  # the copy reuses moon's embedding
+    assert (first.counters.images_stored, first.counters.images_encoded, first.counters.images_unchanged) == (photos + 1, photos, 0)  # the copy reuses moon's embedding
     created = store.query("SELECT image_id, created_at FROM columnist.image_embedding FINAL ORDER BY image_id")
     again = tag(find_images([tmp_path / "photos"]), space_vocab, MockEncoder(), store)
-    assert (again.tagged, again.encoded, again.already) == (0, 0, photos + 1)
+    assert (again.counters.images_stored, again.counters.images_encoded, again.counters.images_unchanged) == (0, 0, photos + 1)
     assert store.query("SELECT image_id, created_at FROM columnist.image_embedding FINAL ORDER BY image_id") == created
     forced = tag(find_images([tmp_path / "photos"]), space_vocab, MockEncoder(), store, force=True)
-    assert (forced.tagged, forced.encoded) == (photos + 1, photos)  # re-encoded; the copy still shares its content
+    assert (forced.counters.images_stored, forced.counters.images_encoded) == (photos + 1, photos)  # re-encoded; the copy still shares its content
     _, same = store.query("SELECT uniqExact(embedding) FROM columnist.image_embedding FINAL "
                           "WHERE image_id LIKE '%moon%'")
     assert same == [(1,)]
@@ -91,7 +91,7 @@ def test_two_vocabularies_sharing_a_code_keep_both_scores_and_views(store, space
     pets = vocabulary_from_dict(PETS)
     tag(find_images([PHOTOS]), space_vocab, MockEncoder(), store)
     report = tag(find_images([PHOTOS]), pets, MockEncoder(), store, default_view=False)
-    assert report.encoded == 0  # pets was scored from the stored embeddings when it was applied
+    assert report.counters.images_encoded == 0  # pets was scored from the stored embeddings when it was applied
     photos = len(list(PHOTOS.glob("*.jpg")))
     assert store.count_scores("space", ["earth"]) == store.count_scores("pets", ["earth"]) == photos
     different = store.scalar("SELECT countIf(s.score != p.score) FROM "
@@ -131,7 +131,7 @@ def test_an_older_vocabulary_or_another_model_is_refused_and_nothing_changes(sto
 
 
 def test_files_over_the_size_limit_are_refused_before_they_are_read(store, space_vocab, tmp_path):
-    from columnist.tagger import ImageLimits
+    from columnist.records import ImageLimits
 
     folder = tmp_path / "sparse"
     folder.mkdir()
@@ -139,5 +139,5 @@ def test_files_over_the_size_limit_are_refused_before_they_are_read(store, space
     with open(folder / "huge.png", "wb") as file:  # 1 GB, sparse: nothing on disk, all of it if read
         file.truncate(1_000_000_000)
     report = tag(find_images([folder]), space_vocab, MockEncoder(), store, limits=ImageLimits(max_bytes=10_000_000))
-    assert report.tagged == 1
-    assert report.failed == [(str(folder / "huge.png"), "cannot read file: 1,000,000,000 bytes, over the limit of 10,000,000")]
+    assert report.counters.images_stored == 1
+    assert report.failed == [(str(folder / "huge.png"), "cannot read file: 1,000,000,000 bytes, over the limit of 10,000,000 bytes")]

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from columnist.models.mock import MockEncoder
-from columnist.vocab.prompts import l2_normalise, render_prompts, text_embeddings
+from columnist.vectors import l2_normalise
+from columnist.vocab.prompts import render_prompts, text_embeddings
 from columnist.vocab.schema import parse_vocabulary
 from columnist.vocab.scoring import score_vocabulary, sigmoid, tier
 

@@ -5,9 +5,10 @@ import pytest
 
 from columnist.models.mock import MockEncoder
 from columnist.store.replay import Replayer
-from columnist.pipeline import ImageRecord, ScoredBatch
+from columnist.records import ImageRecord, ScoredBatch
 from columnist.vocab.diff import diff_vocabularies
-from columnist.vocab.prompts import l2_normalise, text_embeddings
+from columnist.vectors import l2_normalise
+from columnist.vocab.prompts import text_embeddings
 from columnist.vocab.schema import parse_vocabulary
 from columnist.vocab.scoring import score_vocabulary
 
@@ -32,7 +33,7 @@ def ingest(store, vocab, count=200, seed=0, prefix="img"):
     embeddings = l2_normalise(np.random.default_rng(seed).standard_normal((count, encoder.dim)) + 3 * np.eye(1, encoder.dim))
     images = [ImageRecord(f"{prefix}{i}", "file:///x", "", 1, 1, "") for i in range(count)]
     scores = score_vocabulary(embeddings, text_embeddings(encoder, vocab), vocab, encoder.logit_scale, "mock")
-    store.write(ScoredBatch("mock", images, embeddings, [(vocab, scores)]))
+    store.write(ScoredBatch("mock", images, embeddings, [scores]))
     return embeddings
 
 

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from columnist.models.mock import MockEncoder
-from columnist.pipeline import ImageRecord, ScoredBatch
+from columnist.records import ImageRecord, ScoredBatch
 from columnist.store.clickhouse import normalise_dsn, render_schema
-from columnist.vocab.prompts import l2_normalise, text_embeddings
+from columnist.vectors import l2_normalise
+from columnist.vocab.prompts import text_embeddings
 from columnist.vocab.schema import parse_vocabulary
 from columnist.vocab.scoring import score_vocabulary
 
@@ -28,7 +29,7 @@ def make_batch(vocab, count=5, seed=0):
     embeddings = l2_normalise(np.random.default_rng(seed).standard_normal((count, encoder.dim)))
     images = [ImageRecord(f"img{i}", f"file:///x/img{i}.jpg", "c", 10, 20, "0" * 64) for i in range(count)]
     scores = score_vocabulary(embeddings, text_embeddings(encoder, vocab), vocab, encoder.logit_scale, "mock")
-    return ScoredBatch("mock", images, embeddings, [(vocab, scores)])
+    return ScoredBatch("mock", images, embeddings, [scores])
 
 
 def counts(store):
@@ -61,7 +62,7 @@ def test_embeddings_and_scores_round_trip(store):
     _, rows = store.query(
         "SELECT score, logit, source FROM columnist.feature_image_attribute FINAL "
         "WHERE attribute = {a:String} AND image_id = 'img1'", {"a": "both"})
-    assert rows[0][0] == pytest.approx(float(batch.scores[0][1].scores["both"][1]))
+    assert rows[0][0] == pytest.approx(float(batch.scores[0].scores["both"][1]))
     assert np.isnan(rows[0][1]) and rows[0][2] == "derived"
 
 
@@ -73,7 +74,7 @@ def test_apply_vocabulary_builds_column_view_and_tiers(store):
     columns, rows = store.query("SELECT * FROM columnist.image_columns ORDER BY image_id")
     assert columns == ["image_id", "collection", "uri", "ingested_at", "earth", "moon", "both"]
     assert len(rows) == 5
-    assert rows[2][5] == pytest.approx(float(batch.scores[0][1].scores["moon"][2]))
+    assert rows[2][5] == pytest.approx(float(batch.scores[0].scores["moon"][2]))
     assert rows[2][:3] == ("img2", "c", "file:///x/img2.jpg")
     assert store.query("SELECT * FROM columnist.columns_t ORDER BY image_id") == (columns, rows)
     _, tiers = store.query("SELECT attribute, image_id, score, tier FROM columnist.image_attribute_tier")

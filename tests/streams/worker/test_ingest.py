@@ -9,9 +9,10 @@ import subprocess
 import sys
 
 from columnist.models.mock import MockEncoder
-from columnist.worker.events import dead_letter
+from columnist.kafka.events import dead_letter
 from columnist.worker.fetch import FetchPolicy
-from columnist.worker.ingest import Counters, RawEvent, prepare_events
+from columnist.records import Counters, ImageLimits, RawEvent
+from columnist.worker.ingest import prepare_events
 from tests.conftest import PHOTOS
 from tests.hostile import MAX_BYTES, event, image_cases
 
@@ -27,7 +28,7 @@ def test_every_hostile_event_is_rejected_with_its_reason_and_the_good_ones_go_on
     mixed = [e for pair in zip(bad, good) for e in pair] + bad[len(good):]
     policy = FetchPolicy([root.resolve()], max_bytes=MAX_BYTES, http_timeout=2)
 
-    prepared = prepare_events(mixed, MockEncoder(), policy, Counters(), max_pixels=60_000_000)
+    prepared = prepare_events(mixed, MockEncoder(), policy, Counters(), ImageLimits())
 
     assert [p.record.image_id for p in prepared.images] == [f"good-{p.stem}" for p in photos]
     reasons = {r.event.offset: str(r.error) for r in prepared.rejected}
@@ -54,14 +55,15 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 from columnist.models.registry import load_encoder
 from columnist.worker.fetch import FetchPolicy
-from columnist.worker.ingest import Counters, RawEvent, prepare_events
+from columnist.records import Counters, ImageLimits, RawEvent
+from columnist.worker.ingest import prepare_events
 from tests.hostile import event
 root = Path(sys.argv[1])
 encoder = load_encoder("tiny-clip")
 encoder.encode_images([Image.new("RGB", (300, 200))])  # the model is loaded before the baseline
 events = [RawEvent(event(f"zeros{i}", (root / f"zeros{i}.png").as_uri())) for i in range(8)]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-prepared = prepare_events(events, encoder, FetchPolicy([root]), Counters(), max_pixels=60_000_000)
+prepared = prepare_events(events, encoder, FetchPolicy([root]), Counters(), ImageLimits())
 assert len(prepared.images) == 8, prepared.rejected
 print(before // 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 """
@@ -105,7 +107,7 @@ def test_a_worker_out_of_file_descriptors_retries_the_batch_instead_of_dead_lett
         pass
     try:
         with pytest.raises(WorkerOutOfResources, match="a.jpg"):
-            prepare_events(events, MockEncoder(), policy, Counters(), max_pixels=60_000_000)
+            prepare_events(events, MockEncoder(), policy, Counters(), ImageLimits())
     finally:
         for fd in hogs:
             os.close(fd)

@@ -1,24 +1,32 @@
-"""The Service in-process: the mock encoder, the real embedded engine, no Kafka. Dead letters
-are collected in a list instead of being sent to a topic."""
+"""The Service's loop in-process (Service.run): the mock encoder, the real embedded engine and
+a scripted source in place of Kafka. What Kafka's adapter relies on is proven here without a
+broker: a batch is acked only once stored, a failed write is retried and never acked
+meanwhile, a cancelled batch is not acked, the next batch is prepared while one is stored,
+and vocabulary documents are applied (or dead-lettered) beside ingest."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import shutil
+import threading
 
 import yaml
 
+from columnist.kafka.events import vocab_event
 from columnist.models.mock import MockEncoder
+from columnist.records import RawEvent
 from columnist.settings import Settings
 from columnist.store import StoreUnavailable
-from columnist.worker.events import vocab_event
-from columnist.worker.fetch import FetchPolicy
-from columnist.worker.ingest import RawEvent
-from columnist.worker.service import Service
 from columnist.vocab.schema import vocabulary_from_dict
+from columnist.worker.fetch import FetchPolicy
+from columnist.worker.service import Service
 from tests.conftest import PHOTOS, SPACE_YAML
 from tests.hostile import MAX_BYTES, event
+from tests.streams.worker.scripted_source import ScriptedSource, Vocab
+
+WAIT = 60
+"""Seconds a gate waits before the test calls it a deadlock (a bound, never a synchronisation)."""
 
 
 def space(version: int, edit=None):
@@ -29,123 +37,252 @@ def space(version: int, edit=None):
     return vocabulary_from_dict(document, f"space v{version}")
 
 
-def service_for(store, tmp_path, vocab) -> tuple[Service, list[dict]]:
+def with_porthole(version: int = 2, description: str = "a porthole"):
+    return space(version, lambda d: d["attributes"].append({"code": "porthole_view", "description": description}))
+
+
+def service_for(store, tmp_path, vocab, encoder=None, **settings) -> Service:
     root = tmp_path / "images"
     root.mkdir(exist_ok=True)
-    letters: list[dict] = []
-
-    async def send_dead_letter(value: bytes) -> None:
-        letters.append(json.loads(value))
-
     policy = FetchPolicy([root.resolve()], max_bytes=MAX_BYTES)
-    return Service(store, MockEncoder(), vocab, policy, send_dead_letter, Settings(replay_chunks=2)), letters
+    service = Service(store, encoder or MockEncoder(), vocab, policy, Settings(**{"replay_chunks": 2, **settings}))
+    service.start()
+    return service
 
 
-def photo_events(tmp_path) -> list[RawEvent]:
+def photo_events(tmp_path, prefix: str = "", offset: int = 0) -> list[RawEvent]:
     events = []
     for i, photo in enumerate(sorted(PHOTOS.glob("*.jpg"))):
         shutil.copy(photo, tmp_path / "images" / photo.name)
-        events.append(RawEvent(event(photo.stem, (tmp_path / "images" / photo.name).as_uri()), 0, i))
+        events.append(RawEvent(event(prefix + photo.stem, (tmp_path / "images" / photo.name).as_uri()), 0, offset + i))
     return events
 
 
-def test_a_batch_is_stored_and_its_bad_events_dead_lettered(store, tmp_path):
-    service, letters = service_for(store, tmp_path, space(1))
-
-    async def scenario():
-        await service.start()
-        good = photo_events(tmp_path)
-        bad = [RawEvent(b"{not json", 1, 0), RawEvent(None, 1, 1), RawEvent(event("gone", "file:///nope.jpg"), 1, 2)]
-        await service.ingest(good[:3] + bad + good[3:])
-        return good
-
-    good = asyncio.run(scenario())
-    _, rows = store.query("SELECT image_id FROM columnist.images FINAL ORDER BY image_id")
-    assert [r[0] for r in rows] == sorted(p.stem for p in PHOTOS.glob("*.jpg"))
-    assert store.count_scores("space", space(1).codes) == len(good) * len(space(1).codes)
-    assert [(letter["partition"], letter["offset"]) for letter in letters] == [(1, 0), (1, 1), (1, 2)]
-    assert "not valid JSON" in letters[0]["reason"] and "tombstone" in letters[1]["reason"]
-    assert "outside the image roots" in letters[2]["reason"]
-    assert service.counters.dead_letters == 3 and service.counters.images_encoded == len(good)
+def vocabulary(vocab) -> Vocab:
+    return Vocab(RawEvent(vocab_event(vocab), 0, 0))
 
 
-def test_vocabulary_events_are_applied_once_or_dead_lettered_with_a_reason(store, tmp_path):
-    service, letters = service_for(store, tmp_path, space(1))
-    v2 = space(2, lambda d: d["attributes"].append({"code": "porthole_view", "description": "a porthole"}))
-    older = space(1, lambda d: d.update(description="an older edit"))
-    other = vocabulary_from_dict({"name": "pets", "version": 5, "attributes": [{"code": "cat", "description": "a cat"}]})
-    tampered = json.loads(vocab_event(space(3)))
-    tampered["document"]["description"] = "changed after hashing"
-
-    async def scenario():
-        await service.start()
-        await service.ingest(photo_events(tmp_path))
-        for number, raw in enumerate([vocab_event(v2), vocab_event(v2), vocab_event(older), vocab_event(other),
-                                      json.dumps(tampered).encode()]):
-            await service.vocabulary_event(RawEvent(raw, 0, number))
-
-    asyncio.run(scenario())
-    assert store.applied_vocabulary("space").version == 2 and service.vocab.version == 2
-    assert store.count_scores("space", ["porthole_view"]) == len(list(PHOTOS.glob("*.jpg")))
-    assert [letter["offset"] for letter in letters] == [2, 4]  # the repeated v2 is not an error
-    assert "v1 is older than the applied v2" in letters[0]["reason"]
-    assert "does not match the document" in letters[1]["reason"]
-    # another name is a vocabulary of its own, beside space, scored from the stored embeddings
-    assert sorted(service.vocabs) == ["pets", "space"]
-    assert store.count_scores("pets", ["cat"]) == len(list(PHOTOS.glob("*.jpg")))
+def stored_ids(store) -> list[str]:
+    return [r[0] for r in store.query("SELECT image_id FROM columnist.images FINAL ORDER BY image_id")[1]]
 
 
-class FlakyStore:
-    """The real store, except that its first ``failures`` replays find ClickHouse unreachable
-    (a stand-in for a server going away: the embedded engine cannot be stopped)."""
+class StoreWrapper:
+    """The real store, with ``write`` wrapped by a test (a stand-in for ClickHouse misbehaving:
+    the embedded engine cannot be stopped or slowed from outside)."""
 
-    def __init__(self, store, failures: int):
-        self.store, self.failures = store, failures
-
-    def replayer(self, *args, **kwargs):
-        if self.failures:
-            self.failures -= 1
-            raise StoreUnavailable("connection refused (injected)")
-        return self.store.replayer(*args, **kwargs)
+    def __init__(self, store):
+        self.store = store
 
     def __getattr__(self, name):
         return getattr(self.store, name)
 
 
-def test_a_vocabulary_change_waits_for_the_store_and_then_applies(store, tmp_path):
-    service, letters = service_for(FlakyStore(store, failures=2), tmp_path, space(1))
-    v2 = space(2, lambda d: d["attributes"].append({"code": "porthole_view", "description": "a porthole"}))
+def test_a_batch_is_stored_and_its_bad_events_dead_lettered(store, tmp_path):
+    service = service_for(store, tmp_path, space(1))
+    good = photo_events(tmp_path)
+    bad = [RawEvent(b"{not json", 1, 0), RawEvent(None, 1, 1), RawEvent(event("gone", "file:///nope.jpg"), 1, 2)]
+    source = ScriptedSource(good[:3] + bad + good[3:])
+
+    asyncio.run(service.run(source))
+
+    assert stored_ids(store) == sorted(p.stem for p in PHOTOS.glob("*.jpg"))
+    assert store.count_scores("space", space(1).codes) == len(good) * len(space(1).codes)
+    assert [(letter["partition"], letter["offset"]) for letter in source.letters] == [(1, 0), (1, 1), (1, 2)]
+    assert "not valid JSON" in source.letters[0]["reason"] and "tombstone" in source.letters[1]["reason"]
+    assert "outside the image roots" in source.letters[2]["reason"]
+    assert service.counters.dead_letters == 3 and service.counters.images_encoded == len(good)
+    assert source.acked == [0]
+
+
+def test_identical_content_in_one_batch_is_decoded_and_encoded_once(store, tmp_path):
+    service = service_for(store, tmp_path, space(1))
+    photo = photo_events(tmp_path)[0]
+    uri = json.loads(photo.value)["uri"]
+    copies = [RawEvent(event(f"copy{n:02d}", uri), 0, n) for n in range(14)]
+
+    asyncio.run(service.run(ScriptedSource(copies)))
+
+    counters = service.counters
+    assert (counters.images_decoded, counters.images_encoded, counters.images_reused) == (1, 1, 13)
+    assert counters.images_stored == 14 and len(stored_ids(store)) == 14
+
+
+def test_a_batch_is_acked_only_after_it_is_stored_and_a_failed_write_is_retried(store, tmp_path):
+    """The first two writes find ClickHouse unreachable: the batch is written on the third
+    attempt, acked after it, and no later batch is acked before it."""
+    seen_at_ack: list[int] = []
+    wrapper = StoreWrapper(store)
+    failures = [StoreUnavailable("connection refused (injected)")] * 2
+
+    def write(batch):
+        if failures:
+            raise failures.pop()
+        return store.write(batch)
+
+    wrapper.write = write
+    service = service_for(wrapper, tmp_path, space(1))
+    source = ScriptedSource(photo_events(tmp_path)[:3], photo_events(tmp_path, "b-")[:3],
+                            on_ack=lambda _: seen_at_ack.append(len(stored_ids(store))))
+
+    asyncio.run(service.run(source))
+
+    assert source.acked == [0, 1] and seen_at_ack == [3, 6]
+    assert service.counters.batch_retries == 2 and service.counters.store_retries == 2
+
+
+def test_the_next_batch_is_prepared_while_this_one_is_written(store, tmp_path):
+    """The first batch's write waits until the second batch is being prepared (its contents
+    looked up in the store): a loop that prepared only after writing would never get there."""
+    second_prepared, waited = threading.Event(), []
+    wrapper = StoreWrapper(store)
+
+    def stored_content(model, ids):
+        if any(i.startswith("b-") for i in ids):
+            second_prepared.set()
+        return store.stored_content(model, ids)
+
+    def write(batch):
+        if batch.images[0].image_id.startswith("a-"):
+            waited.append(second_prepared.wait(WAIT))
+        return store.write(batch)
+
+    wrapper.stored_content, wrapper.write = stored_content, write
+    service = service_for(wrapper, tmp_path, space(1))
+    source = ScriptedSource(photo_events(tmp_path, "a-")[:3], photo_events(tmp_path, "b-")[:3])
+
+    asyncio.run(service.run(source))
+
+    assert waited == [True] and source.acked == [0, 1]
+
+
+def test_a_batch_cancelled_while_it_is_written_is_not_acked(store, tmp_path):
+    """Stopping the worker cancels the loop: a batch whose write had not finished is not
+    acked (Kafka delivers it again), and the write is not retried."""
+    writing, release, writes = threading.Event(), threading.Event(), []
+    wrapper = StoreWrapper(store)
+
+    def write(batch):
+        writes.append(len(batch.images))
+        writing.set()
+        release.wait(WAIT)
+        return store.write(batch)
+
+    wrapper.write = write
+    service = service_for(wrapper, tmp_path, space(1))
+    source = ScriptedSource(photo_events(tmp_path)[:3])
 
     async def scenario():
-        await service.start()  # (v1 goes through a replayer too: it takes the two failures)
-        await service.vocabulary_event(RawEvent(vocab_event(v2), 0, 0))
+        loop = asyncio.get_running_loop()
+        running = asyncio.create_task(service.run(source))
+        await loop.run_in_executor(None, writing.wait, WAIT)
+        running.cancel()
+        try:
+            await running
+        except asyncio.CancelledError:
+            return "cancelled"
 
-    asyncio.run(scenario())
-    assert letters == [] and store.applied_vocabulary("space").version == 2
+    try:
+        assert asyncio.run(scenario()) == "cancelled"
+    finally:
+        release.set()
+    assert source.acked == [] and writes == [3]
+
+
+def test_vocabulary_events_are_applied_once_or_dead_lettered_with_a_reason(store, tmp_path):
+    service = service_for(store, tmp_path, space(1))
+    v2 = with_porthole()
+    older = space(1, lambda d: d.update(description="an older edit"))
+    other = vocabulary_from_dict({"name": "pets", "version": 5, "attributes": [{"code": "cat", "description": "a cat"}]})
+    tampered = json.loads(vocab_event(space(3)))
+    tampered["document"]["description"] = "changed after hashing"
+    documents = [vocab_event(v2), vocab_event(v2), vocab_event(older), vocab_event(other), json.dumps(tampered).encode()]
+    source = ScriptedSource(photo_events(tmp_path), *(Vocab(RawEvent(raw, 0, n)) for n, raw in enumerate(documents)))
+
+    asyncio.run(service.run(source))
+
+    assert store.applied_vocabulary("space").version == 2 and service.vocab.version == 2
+    assert store.count_scores("space", ["porthole_view"]) == len(list(PHOTOS.glob("*.jpg")))
+    assert [letter["offset"] for letter in source.letters] == [2, 4]  # the repeated v2 is not an error
+    assert "v1 is older than the applied v2" in source.letters[0]["reason"]
+    assert "does not match the document" in source.letters[1]["reason"]
+    # another name is a vocabulary of its own, beside space, scored from the stored embeddings
+    assert sorted(service.vocabs) == ["pets", "space"]
+    assert store.count_scores("pets", ["cat"]) == len(list(PHOTOS.glob("*.jpg")))
+
+
+def test_a_vocabulary_change_waits_for_the_store_and_then_applies(store, tmp_path):
+    wrapper = StoreWrapper(store)
+    failures = [StoreUnavailable("connection refused (injected)")] * 2
+
+    def replayer(*args, **kwargs):
+        if failures:
+            raise failures.pop()
+        return store.replayer(*args, **kwargs)
+
+    service = service_for(wrapper, tmp_path, space(1))
+    wrapper.replayer = replayer
+    source = ScriptedSource(vocabulary(with_porthole()))
+
+    asyncio.run(service.run(source))
+
+    assert source.letters == [] and store.applied_vocabulary("space").version == 2
+
+
+def test_new_prompts_are_encoded_while_ingest_goes_on(store, tmp_path):
+    """A vocabulary whose prompts take long to encode does not hold ingest: the text tower
+    here returns only once the batch after the document is stored."""
+    stored_after, waited = threading.Event(), []
+
+    class SlowTexts(MockEncoder):  # a test double: a text tower that waits for ingest
+        def encode_texts(self, texts):
+            if any("xylophone" in t for t in texts):
+                waited.append(stored_after.wait(WAIT))
+            return super().encode_texts(texts)
+
+    service = service_for(store, tmp_path, space(1), encoder=SlowTexts())
+    v2 = with_porthole(2, "a xylophone-shaped crater")
+    source = ScriptedSource(photo_events(tmp_path, "a-")[:2], Vocab(RawEvent(vocab_event(v2), 0, 0), wait=False),
+                            photo_events(tmp_path, "b-")[:2], on_ack=lambda position: position == 2 and stored_after.set())
+
+    asyncio.run(service.run(source))
+
+    assert waited == [True] and source.acked == [0, 2]
+    assert service.vocab.version == 2 and store.count_scores("space", ["porthole_view"]) == 4
+
+
+def test_a_prompt_explosion_is_dead_lettered_at_once_and_ingest_goes_on(store, tmp_path):
+    """The 255 kB document that rendered 10,000 prompts of 76,000 characters: refused from
+    its size alone, before a prompt is rendered or tokenized."""
+    from tests.hostile import prompt_explosion
+
+    service = service_for(store, tmp_path, space(1))
+    encoded_at_start = service.counters.prompts_encoded
+    source = ScriptedSource(photo_events(tmp_path, "a-")[:2], Vocab(RawEvent(prompt_explosion(), 0, 7)),
+                            photo_events(tmp_path, "b-")[:2])
+
+    asyncio.run(service.run(source))
+
+    assert source.acked == [0, 2] and len(stored_ids(store)) == 4
+    assert len(source.letters) == 1 and source.letters[0]["offset"] == 7
+    assert "renders a prompt of 75,774 characters" in source.letters[0]["reason"]
+    assert service.counters.prompts_encoded == encoded_at_start and service.vocab.version == 1
 
 
 def test_two_workers_on_one_store_split_a_vocabulary_change_and_miss_no_image(store, tmp_path):
     """Two Services on ONE embedded store (what N workers on a ClickHouse server are): both
     receive the change, the chunks are split between them, every image gets the attribute."""
-    first, _ = service_for(store, tmp_path, space(1))
-    second, _ = service_for(store, tmp_path, space(1))
-    first.replay_start, second.replay_start = 0, 4  # apart in the ring of 8 chunks (Settings(replay_chunks=2)*4)
-    for service in (first, second):
-        service.settings = Settings(replay_chunks=8)
-    v2 = space(2, lambda d: d["attributes"].append({"code": "porthole_view", "description": "a porthole"}))
+    first = service_for(store, tmp_path, space(1), replay_chunks=8)
+    second = service_for(store, tmp_path, space(1), replay_chunks=8)
+    first.replay_start, second.replay_start = 0, 4  # apart in the ring of 8 chunks
+    photos = photo_events(tmp_path)
+    copies = [RawEvent(event(f"copy{n:03d}", json.loads(photos[n % len(photos)].value)["uri"]), 0, n)
+              for n in range(80)]
+    v2 = RawEvent(vocab_event(with_porthole()), 0, 0)
 
     async def scenario():
-        await first.start()
-        await second.start()
-        photos = photo_events(tmp_path)
-        copies = [RawEvent(event(f"copy{n:03d}", json.loads(photos[n % len(photos)].value)["uri"]), 0, n)
-                  for n in range(80)]
-        await first.ingest(copies[:40])
-        await second.ingest(copies[40:])
-        for service in (first, second):
-            service.counters.replay_chunks_written = 0  # (the first applied v1 at start: chunks of nothing)
-        await asyncio.gather(first.vocabulary_event(RawEvent(vocab_event(v2), 0, 0)),
-                             second.vocabulary_event(RawEvent(vocab_event(v2), 0, 0)))
+        await first.run(ScriptedSource(copies[:40]))
+        await second.run(ScriptedSource(copies[40:]))
+        await asyncio.gather(first.run(ScriptedSource(Vocab(v2))), second.run(ScriptedSource(Vocab(v2))))
 
     asyncio.run(scenario())
     assert store.count_scores("space", ["porthole_view"]) == 80
@@ -156,44 +293,21 @@ def test_two_workers_on_one_store_split_a_vocabulary_change_and_miss_no_image(st
 
 def test_a_worker_behind_another_never_rolls_the_store_back(store, tmp_path):
     """Two workers on one store: the first has applied v3 already when the second, still on
-    v2, receives v3's predecessor... and then v3: the store never goes back, the second
-    catches up without replaying again."""
-    ahead, _ = service_for(store, tmp_path, space(1))
-    behind, letters = service_for(store, tmp_path, space(1))
-    v2 = space(2, lambda d: d["attributes"].append({"code": "porthole_view", "description": "a porthole"}))
-    v3 = space(3, lambda d: d["attributes"].append({"code": "porthole_view", "description": "a round window"}))
+    v1, receives v2... and then v3: the store never goes back, the second catches up without
+    replaying again."""
+    ahead = service_for(store, tmp_path, space(1))
+    behind = service_for(store, tmp_path, space(1))
+    v2, v3 = with_porthole(2), with_porthole(3, "a round window")
+    late = ScriptedSource(Vocab(RawEvent(vocab_event(v2), 0, 0)), Vocab(RawEvent(vocab_event(v3), 0, 1)))
 
     async def scenario():
-        await ahead.start()
-        await behind.start()
-        await ahead.ingest(photo_events(tmp_path))
-        await ahead.vocabulary_event(RawEvent(vocab_event(v2), 0, 0))
-        await ahead.vocabulary_event(RawEvent(vocab_event(v3), 0, 1))
-        await behind.vocabulary_event(RawEvent(vocab_event(v2), 0, 0))  # late: the store is at v3 already
-        await behind.vocabulary_event(RawEvent(vocab_event(v3), 0, 1))
+        await ahead.run(ScriptedSource(photo_events(tmp_path), vocabulary(v2), vocabulary(v3)))
+        await behind.run(late)
 
     asyncio.run(scenario())
     assert store.applied_vocabulary("space").version == 3
     assert behind.vocab.version == 3 and behind.counters.replay_chunks_written == 0
-    assert "older than the applied v3" in letters[0]["reason"] and len(letters) == 1
+    assert "older than the applied v3" in late.letters[0]["reason"] and len(late.letters) == 1
     _, versions = store.query("SELECT DISTINCT vocab_version FROM columnist.feature_image_attribute FINAL "
                               "WHERE attribute = 'porthole_view'")
     assert versions == [(3,)]
-
-
-def test_a_cancelled_job_is_not_retried(store, tmp_path):
-    """Stopping the worker cancels what it awaits; a retry loop must let that through."""
-    service, _ = service_for(store, tmp_path, space(1))
-    attempts = []
-
-    async def scenario():
-        async def job():
-            attempts.append(1)
-            raise asyncio.CancelledError()
-
-        try:
-            await service._until_done(job, "a job the worker's stop cancels")
-        except asyncio.CancelledError:
-            return "cancelled"
-
-    assert asyncio.run(scenario()) == "cancelled" and attempts == [1]

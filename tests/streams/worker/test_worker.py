@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from columnist.worker.events import image_event, vocab_event
+from columnist.kafka.events import image_event, vocab_event
 from tests.conftest import PHOTOS, REPO, SPACE_YAML
 from tests.hostile import MAX_BYTES, image_cases, vocabulary_cases
 from tests.streams.conftest import consume_all, free_port, produce, wait_until
@@ -95,7 +95,7 @@ def test_publish_ingest_and_vocabulary_changes(stream_env, start_worker):
     n = len(PHOTO_FILES)
     wait_for_scores(worker, n * len(SPACE.codes))
     assert worker.scalar("SELECT count() FROM columnist.image_embedding FINAL") == n
-    columns = worker.query("SELECT name FROM system.columns WHERE database = 'columnist' AND table = 'image_columns'")
+    columns = [row[:1] for row in worker.query("DESCRIBE TABLE columnist.image_columns")]
     assert [c for (c,) in columns] == ["image_id", "collection", "uri", "ingested_at", *SPACE.codes]
     assert_invariant(worker, SPACE)
     # the CLI reads the embedded database through the worker, in any format (piped: TSV)
@@ -132,7 +132,7 @@ def test_publish_ingest_and_vocabulary_changes(stream_env, start_worker):
     v4 = space_version(4)
     push(settings, v4)
     wait_for_version(worker, 4)
-    columns = worker.query("SELECT name FROM system.columns WHERE database = 'columnist' AND table = 'image_columns'")
+    columns = [row[:1] for row in worker.query("DESCRIBE TABLE columnist.image_columns")]
     assert "solar_eclipse" not in {c for (c,) in columns}
     assert worker.scalar("SELECT count() FROM columnist.feature_image_attribute FINAL WHERE attribute = 'solar_eclipse'") == 0
     assert_invariant(worker, v4)
@@ -250,7 +250,7 @@ def test_failing_store_stalls_the_stream_and_loses_nothing(stream_env, start_wor
     assert counters["store_retries"] == 4
     assert counters["dead_letters"] == 0
     assert_invariant(worker, SPACE)
-    assert "ClickHouse write of" in worker.tail(400)
+    assert "failed (attempt 4): StoreUnavailable: cannot reach ClickHouse" in worker.tail(400)
 
 
 def test_a_worker_with_an_invalid_vocabulary_file_stops_and_says_why(stream_env, start_worker, tmp_path):
@@ -406,4 +406,30 @@ def test_a_broker_restart_mid_stream_loses_nothing(stream_env, start_worker, tmp
     finally:
         if worker is not None:
             worker.stop()  # before its broker: a worker without one waits long to shut down
+        kafka.stop()
+
+
+def test_a_worker_started_before_its_broker_waits_for_it(stream_env, start_worker, tmp_path):
+    """A worker is a service: started while Kafka is down it waits (logging, with backoff),
+    then begins once the broker comes, instead of exiting after a second."""
+    import asyncio
+
+    from columnist.kafka.admin import create_topics
+    from deploy.local import LocalKafka
+
+    env, settings = stream_env
+    kafka = LocalKafka(tmp_path / "kafka")  # its port is chosen, nobody listens on it yet
+    worker = start_worker(COLUMNIST_KAFKA=kafka.bootstrap)
+    try:
+        wait_until(lambda: "reaching Kafka at" in worker.tail(), 120, "the worker to say it is waiting for Kafka")
+        wait_until(lambda: "(attempt 2)" in worker.tail(), 120, "a second attempt")
+        assert worker.process.poll() is None
+        kafka.start()
+        settings = settings.model_copy(update={"kafka": kafka.bootstrap})
+        asyncio.run(create_topics(settings))
+        worker.wait_ready()
+        ids = publish_copies(settings, 3)
+        wait_until(lambda: worker.scalar("SELECT count() FROM columnist.images FINAL") == len(ids), 120, "the images")
+    finally:
+        worker.stop()
         kafka.stop()

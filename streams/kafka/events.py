@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from columnist.errors import BadInput
+
 SCHEMA_VERSION = 1
 MAX_EVENT_BYTES = 1_048_576
 """Kafka's default message size: nothing larger can be a columnist event (data: URIs included)."""
@@ -29,7 +31,7 @@ its size and its sha256 (a dead letter must itself fit in a Kafka message)."""
 MAX_REASON = 2_000
 
 
-class EventError(ValueError):
+class EventError(BadInput, ValueError):
     """An event that cannot be processed; the message is the dead-letter reason."""
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from columnist.worker.events import EventError, dead_letter, image_event, parse_image_event, parse_vocab_event
+from columnist.kafka.events import EventError, dead_letter, image_event, parse_image_event, parse_vocab_event
 
 
 def test_round_trip():

@@ -1,0 +1,160 @@
+"""The records that cross layers: what a source hands the service, what an image becomes on
+its way to the store, what a batch counts.
+
+This module imports nothing of columnist, so every layer may use it (records, errors and
+settings are the bottom layer; see the package docstring). Arrays are numpy arrays, named in
+strings so that importing the records does not import numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+# -- limits ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What one image may cost. The defaults are the settings' defaults (COLUMNIST_MAX_IMAGE_BYTES,
+    _MAX_IMAGE_PIXELS, _DECODE_THREADS)."""
+
+    max_bytes: int = 50_000_000
+    """Largest file (or data: payload, or http body) read."""
+    max_pixels: int = 60_000_000
+    """Largest image, width x height from its header, refused before decoding (~ 8000 x 7500)."""
+    decode_threads: int = 0
+    """Threads decoding a batch's new images (0: one per core, at most 4)."""
+
+
+# -- what comes in ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RawEvent:
+    """An event as a source delivers it: the bytes, and where it sits (for its dead letter)."""
+
+    value: bytes | None
+    partition: int | None = None
+    offset: int | None = None
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """One image of a batch, as read: its bytes and what it will be stored as."""
+
+    data: bytes
+    sha256: str
+    name: str
+    """How errors name it (a file path, or the image id and URI)."""
+    image_id: str
+    uri: str
+    collection: str = ""
+
+
+# -- what an image becomes --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """The ``images`` row of one image."""
+
+    image_id: str
+    uri: str
+    collection: str
+    width: int
+    height: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class KnownImage:
+    """Content the store already holds for a model: its size and embedding."""
+
+    width: int
+    height: int
+    embedding: "np.ndarray"
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    record: ImageRecord
+    tensor: "np.ndarray | None"
+    """What the image tower takes; None when ``embedding`` is already known, or when the same
+    content is prepared once already in this batch."""
+    embedding: "np.ndarray | None" = None
+
+
+@dataclass(frozen=True)
+class ModelCalibration:
+    """A model's own default sigmoid centre and scale (SigLIP's learned bias: centre = -bias,
+    scale 1); vocabularies use it for attributes that set none of their own."""
+
+    centre: float
+    scale: float = 1.0
+    source: str = ""
+
+
+@dataclass
+class Scores:
+    """One vocabulary's scores for a batch of images, per attribute code (logits are NaN for
+    derived attributes)."""
+
+    vocab_name: str
+    vocab_version: int
+    scores: dict[str, "np.ndarray"] = field(default_factory=dict)
+    logits: dict[str, "np.ndarray"] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def codes(self) -> list[str]:
+        return list(self.scores)
+
+
+@dataclass
+class ScoredBatch:
+    """What one batch of images produced: rows, embeddings and each vocabulary's scores."""
+
+    model: str
+    images: list[ImageRecord]
+    embeddings: "np.ndarray"
+    scores: list[Scores]
+
+
+# -- what a run counts -------------------------------------------------------------------------
+
+@dataclass
+class Counters:
+    """What the worker (since it started) or a `tag` run has done; the worker serves them on
+    /status and /metrics."""
+
+    images_stored: int = 0
+    """Images written (new content, reused content and re-publishes alike)."""
+    images_decoded: int = 0
+    images_encoded: int = 0
+    """Images that went through the image tower (the rest reused a stored embedding)."""
+    images_reused: int = 0
+    """Images whose content was already stored: their embedding is reused, nothing decoded."""
+    images_replaced: int = 0
+    """Events whose image_id was stored with other content (a re-publish replaces it)."""
+    images_unchanged: int = 0
+    """Skipped: stored before under the same id with the same content (tag)."""
+    images_failed: int = 0
+    """Images that could not be used (dead letters, or tag's 'failed' lines)."""
+    prompts_encoded: int = 0
+    batches: int = 0
+    score_rows: int = 0
+    dead_letters: int = 0
+    replays: int = 0
+    replayed_score_rows: int = 0
+    replay_chunks_written: int = 0
+    """Replay chunks this process wrote (workers sharing a store split a replay's chunks)."""
+    store_retries: int = 0
+    batch_retries: int = 0
+    """Attempts at a batch that failed as a whole (it is retried until stored, never skipped)."""
+    fetch_decode_s: float = 0.0
+    """Seconds spent fetching, decoding and preprocessing."""
+    encode_s: float = 0.0
+    """Seconds in the image tower and scoring."""
+    write_s: float = 0.0
