@@ -39,11 +39,12 @@ def model_folders() -> list[Path]:
 
 
 def resolve_model_dir(name: str) -> Path:
-    candidates = [BUILTIN_DIR / name, Path(name).expanduser(),
-                  *(folder / name.replace("/", "--") for folder in model_folders()[1:])]
-    for candidate in candidates:
-        if (candidate / "model.json").is_file():
-            return candidate.resolve()
+    """A model directory by path, or by the name of a built-in, pulled or exported model."""
+    from columnist.lookup import name_or_path
+
+    found = name_or_path(name, model_folders(), lambda candidate: (candidate / "model.json").is_file())
+    if found is not None:
+        return found.resolve()
     raise ModelNotFound(
         f"model {printable(name)!r} not found: expected 'mock', a built-in model "
         f"({', '.join(builtin_models()) or 'none'}) or a directory holding model.json; a model from Hugging Face "

@@ -55,3 +55,18 @@ def until_done_blocking(job: Callable[[], T], what: str, retry_if: Callable[[Bas
         with attempt:
             return job()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class Backoff:
+    """Delays for a reconnect loop that cannot be a retried call (a generator that yields
+    what it reads): ``first`` doubling up to ``ceiling``, back to ``first`` on ``reset``."""
+
+    def __init__(self, first: float = 0.5, ceiling: float = 30.0):
+        self.first, self.ceiling, self.delay = first, ceiling, first
+
+    def next(self) -> float:
+        delay, self.delay = self.delay, min(self.delay * 2, self.ceiling)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.first

@@ -9,6 +9,10 @@ from typing import Optional
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from columnist.records import ImageLimits
+
+LIMITS = ImageLimits()
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COLUMNIST_", extra="ignore")
@@ -60,11 +64,11 @@ class Settings(BaseSettings):
     """Folders that file:// URIs may read, separated by ':' (empty: none)."""
     http_allow: str = ""
     """Hosts that http(s):// URIs may fetch from, separated by ',' (empty: http is off)."""
-    max_image_bytes: int = 50_000_000
+    max_image_bytes: int = LIMITS.max_bytes
     """Largest image accepted from any URI, data: URIs included."""
-    max_image_pixels: int = 60_000_000
+    max_image_pixels: int = LIMITS.max_pixels
     """Largest image (width x height, read from its header before decoding)."""
-    decode_threads: int = Field(0, ge=0, le=64)
+    decode_threads: int = Field(LIMITS.decode_threads, ge=0, le=64)
     """Threads decoding a batch's images (0: one per core); they run beside inference."""
     http_timeout: float = 20.0
     """Seconds for a whole http(s) fetch: connect, headers and body."""
@@ -88,6 +92,10 @@ class Settings(BaseSettings):
     replay_chunks: int = 0
     """Replays run in this many checkpointed chunks (by a hash of image_id, at most 64);
     0 sizes them to about 250,000 stored embeddings each."""
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(self.max_image_bytes, self.max_image_pixels, self.decode_threads)
 
     @property
     def roots(self) -> list[Path]:

@@ -12,9 +12,8 @@ def builtin_vocabulary_path(name: str = "space") -> Path:
 
 def load_vocabulary_arg(name_or_path: str):
     """A YAML file path, or the name of a built-in vocabulary ('space'); raises VocabularyError."""
+    from columnist.lookup import name_or_path as lookup
     from columnist.vocab.schema import load_vocabulary
 
-    path = Path(name_or_path)
-    if not path.exists() and builtin_vocabulary_path(name_or_path).exists():
-        path = builtin_vocabulary_path(name_or_path)
-    return load_vocabulary(path)
+    found = lookup(name_or_path, [BUILTIN_DIR], Path.is_file, suffix=".yaml")
+    return load_vocabulary(found or Path(name_or_path))

@@ -31,7 +31,6 @@ def tag(
     from rich.table import Table
 
     from columnist.models.registry import load_encoder
-    from columnist.records import ImageLimits
     from columnist.store import ModelMismatch
     from columnist.tagger import TagRun, find_images, tag as run_tag
     from columnist.vocabulary_change import VocabularyConflict
@@ -54,8 +53,7 @@ def tag(
             task = progress.add_task(f"tagging with {encoder.name}", total=len(files))
             run_tag(files, vocabulary, encoder, store, batch_size or config.batch_size, collection,
                     on_progress=lambda n: progress.advance(task, n), force=force, default_view=default_view,
-                    run=run, limits=ImageLimits(config.max_image_bytes, config.max_image_pixels,
-                                                config.decode_threads))
+                    run=run, limits=config.image_limits)
     except (VocabularyConflict, ModelMismatch) as err:
         store.close()
         fail(f"{err}; nothing was tagged", err.exit_code)

@@ -33,7 +33,7 @@ from columnist.kafka.events import dead_letter, parse_vocab_event
 from columnist.pipeline import ModelOutputError, Texts, embed_and_score, encoded_count
 from columnist.printable import printable
 from columnist.prompt_cache import PromptCache
-from columnist.records import Counters, ImageLimits, RawEvent
+from columnist.records import Counters, RawEvent
 from columnist.retry import until_done
 from columnist.settings import Settings
 from columnist.store import StoreUnavailable, check_model
@@ -65,7 +65,7 @@ class Service:
                  settings: Settings):
         self.store, self.encoder, self.configured, self.policy = store, encoder, configured, policy
         self.settings = settings  # topic names, image and replay limits
-        self.limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.decode_threads)
+        self.limits = settings.image_limits
         self.counters = Counters()
         self.prompts = PromptCache(encoder, store, self.counters)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-work")

@@ -16,6 +16,7 @@ from typing import AsyncIterator
 
 from columnist.kafka.admin import partitions_of
 from columnist.records import RawEvent
+from columnist.retry import Backoff
 from columnist.settings import Settings
 
 log = logging.getLogger("columnist.worker")
@@ -28,7 +29,7 @@ async def follow_vocabularies(settings: Settings) -> AsyncIterator[RawEvent]:
     from aiokafka.errors import KafkaError
 
     positions: dict[int, int] = {}  # partition -> next offset to read
-    delay = 0.5
+    backoff = Backoff()
     while True:
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, group_id=None, enable_auto_commit=False,
                                     auto_offset_reset="earliest", **settings.kafka_client_options())
@@ -44,14 +45,14 @@ async def follow_vocabularies(settings: Settings) -> AsyncIterator[RawEvent]:
                     consumer.seek(tp, positions[tp.partition])
                 else:
                     await consumer.seek_to_beginning(tp)
-            delay = 0.5
+            backoff.reset()
             async for message in consumer:
                 yield RawEvent(message.value, message.partition, message.offset)
                 positions[message.partition] = message.offset + 1
         except (KafkaError, OSError) as err:
+            delay = backoff.next()
             log.warning("reading vocabularies from %s at %s failed: %s; again in %.1f s", settings.topic_vocab,
                         settings.kafka, err, delay)
             await asyncio.sleep(delay)  # backoff before reconnecting, not a synchronisation
-            delay = min(delay * 2, 30)
         finally:
             await consumer.stop()
