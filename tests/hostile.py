@@ -179,3 +179,83 @@ def vocabulary_cases(valid_document: dict) -> list[Case]:
             templates=["{description} " * 13 + "{description}"],
             attributes=[{"code": f"a{i}", "description": "d" * 100} for i in range(1_900)])), "characters together"),
     ]
+
+
+QUERY_PROBES: list[tuple[str, str]] = [
+    ("SELECT 1 INTO OUTFILE '{out}'", "INTO OUTFILE"),
+    ("select 1 into   outfile '{out}' append", "INTO OUTFILE"),
+    ("SELECT 1 /* hidden */ INTO OUTFILE '{out}' COMPRESSION 'gzip' LEVEL 3", "INTO OUTFILE"),
+    ("SELECT 1; SELECT 1 INTO OUTFILE '{out}'", "not one valid SQL statement"),
+    ("KILL QUERY WHERE 1", "only SELECT"),
+    ("INSERT INTO columnist.images (image_id) VALUES ('x')", "only SELECT"),
+    ("DROP TABLE columnist.images", "only SELECT"),
+    ("EXPLAIN SELECT 1", "only SELECT"),
+    ("SYSTEM SHUTDOWN", "only SELECT"),
+    ("SELECT file('/etc/hostname')", "reads files"),
+    ("SELECT length(FILE('/etc/hostname'))", "reads files"),
+    ("SELECT * FROM file('/etc/hostname', 'LineAsString')", "table functions"),
+    ("SELECT * FROM url('http://127.0.0.1:9/x', 'CSV')", "table functions"),
+    ("SELECT * FROM numbers(3)", "table functions"),
+    ("SELECT * FROM (SELECT * FROM executable('x.sh', 'CSV', 'a Int8'))", "table functions"),
+    ("SELECT 1 FROM columnist.images WHERE image_id IN (SELECT * FROM file('/etc/passwd', 'CSV'))", "table functions"),
+    ("SELECT * APPLY file FROM (SELECT '/etc/hostname' AS p)", "APPLY"),
+    ("SELECT COLUMNS('p') APPLY(file) FROM (SELECT '/etc/hostname' AS p)", "APPLY"),
+    ("SELECT * APPLY(x -> file(x)) FROM (SELECT '/etc/hostname' AS p)", "APPLY"),
+    ("this is not SQL", "not one valid SQL statement"),
+    ("SELECT 1 SETTINGS readonly = 0", "settings clause"),
+    ("SELECT 1 FORMAT TSV", "format clause"),
+    ("SELECT '" + "x" * 70_000 + "'", "over the limit"),
+    # the host's internals (round three of the hostile corpus)
+    ("SELECT * FROM system.stack_trace", "not one of columnist's tables"),
+    ("SELECT * FROM system.processes", "not one of columnist's tables"),
+    ("SELECT name, value FROM system.settings", "not one of columnist's tables"),
+    ("SELECT * FROM system.disks", "not one of columnist's tables"),
+    ("SELECT * FROM system.errors", "not one of columnist's tables"),
+    ("SELECT * FROM system.build_options", "not one of columnist's tables"),
+    ("SELECT count() FROM columnist.images WHERE image_id IN (SELECT name FROM system.tables)",
+     "not one of columnist's tables"),
+    ("SELECT * FROM default.anything", "not one of columnist's tables"),
+    ("SELECT addressToLine(toUInt64(1))", "not allowed here"),
+    ("SELECT filesystemAvailable()", "not allowed here"),
+    ("SELECT getSetting('max_threads')", "not allowed here"),
+    ("SELECT hostname()", "not allowed here"),
+    ("SELECT FQDN()", "not allowed here"),
+    ("SELECT version(), uptime()", "not allowed here"),
+    ("SELECT aiGenerate('hello')", "not allowed here"),
+    ("SELECT logTrace('forged log line')", "not allowed here"),
+    ("SELECT dictGet('d', 'x', 1)", "not allowed here"),
+    ("SHOW TABLES FROM system", "only `SHOW TABLES`"),
+    ("DESCRIBE TABLE system.one", "only `SHOW TABLES`"),
+    ("DESCRIBE TABLE file('/etc/passwd')", "only `SHOW TABLES`"),
+    ("SHOW CREATE TABLE columnist.images", "only `SHOW TABLES`"),
+]
+"""Statements the worker's query page must refuse, and the words of the refusal ({out}: a
+file that must not be written)."""
+
+
+def _edit_json(path, **changes):
+    document = json.loads(path.read_text())
+    document.update(changes)
+    path.write_text(json.dumps(document))
+
+
+HOSTILE_FOLDERS = {  # a model folder edited by each case, and the words of its refusal
+    "NaN mean": (lambda f: (f / "visual" / "preprocess_cfg.json").write_text(
+        (f / "visual" / "preprocess_cfg.json").read_text().replace("0.48145466", "NaN")), "NaN is not a number"),
+    "std of zero": (lambda f: _edit_json(f / "visual" / "preprocess_cfg.json", std=[0, 0, 0]), "out of range"),
+    "a 30000-pixel side": (lambda f: _edit_json(f / "visual" / "preprocess_cfg.json", size=[30000, 30000]),
+                           "less than or equal to 1024"),
+    "a list for a config": (lambda f: (f / "config.json").write_text("[1, 2]"), "not a JSON object"),
+    "a string for text_cfg": (lambda f: _edit_json(f / "config.json", text_cfg="x"), "do not describe a model"),
+    "a FIFO config": (lambda f: ((f / "config.json").unlink(), os.mkfifo(f / "config.json")), "not a regular file"),
+    "a link out of the folder": (lambda f: (f / "visual" / "passwd.txt").symlink_to("/etc/passwd"),
+                                 "a link to a file outside the model folder"),
+    "Infinity in a config": (lambda f: (f / "config.json").write_text('{"embed_dim": Infinity}'), "Infinity is not"),
+    "1e999 in a config": (lambda f: (f / "visual" / "preprocess_cfg.json").write_text('{"size": 1e999}'), "beyond"),
+    "a fractional embedding size": (lambda f: _edit_json(f / "config.json", embed_dim=512.7), "not a whole number"),
+    "a FIFO tokenizer": (lambda f: ((f / "textual" / "tokenizer.json").unlink(),
+                                    os.mkfifo(f / "textual" / "tokenizer.json")), "tokenizer.json: a FIFO"),
+    "a sparse weights file": (lambda f: ((f / "visual" / "weights.bin").write_bytes(b""),
+                                         os.truncate(f / "visual" / "weights.bin", 64 << 20)), "a sparse file"),
+}
+

@@ -24,6 +24,7 @@ from columnist.models.sessions import onnxruntime_session
 from columnist.models.spec import ModelSpec
 from columnist.models.target import TargetBusy, TargetRefused
 from tests.conftest import PHOTOS, REPO
+from tests.hostile import HOSTILE_FOLDERS
 from tests.models import layouts
 
 TEXTS = ["a photo of the moon", "An astronaut, on a SPACEWALK!", "über café", "moon " * 100]
@@ -325,31 +326,6 @@ def test_repository_ids_that_could_name_another_folder_are_refused(repo_id, tmp_
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
-def _edit_json(path, **changes):
-    document = json.loads(path.read_text())
-    document.update(changes)
-    path.write_text(json.dumps(document))
-
-
-HOSTILE_FOLDERS = {
-    "NaN mean": (lambda f: (f / "visual" / "preprocess_cfg.json").write_text(
-        (f / "visual" / "preprocess_cfg.json").read_text().replace("0.48145466", "NaN")), "NaN is not a number"),
-    "std of zero": (lambda f: _edit_json(f / "visual" / "preprocess_cfg.json", std=[0, 0, 0]), "out of range"),
-    "a 30000-pixel side": (lambda f: _edit_json(f / "visual" / "preprocess_cfg.json", size=[30000, 30000]),
-                           "less than or equal to 1024"),
-    "a list for a config": (lambda f: (f / "config.json").write_text("[1, 2]"), "not a JSON object"),
-    "a string for text_cfg": (lambda f: _edit_json(f / "config.json", text_cfg="x"), "do not describe a model"),
-    "a FIFO config": (lambda f: ((f / "config.json").unlink(), os.mkfifo(f / "config.json")), "not a regular file"),
-    "a link out of the folder": (lambda f: (f / "visual" / "passwd.txt").symlink_to("/etc/passwd"),
-                                 "a link to a file outside the model folder"),
-    "Infinity in a config": (lambda f: (f / "config.json").write_text('{"embed_dim": Infinity}'), "Infinity is not"),
-    "1e999 in a config": (lambda f: (f / "visual" / "preprocess_cfg.json").write_text('{"size": 1e999}'), "beyond"),
-    "a fractional embedding size": (lambda f: _edit_json(f / "config.json", embed_dim=512.7), "not a whole number"),
-    "a FIFO tokenizer": (lambda f: ((f / "textual" / "tokenizer.json").unlink(),
-                                    os.mkfifo(f / "textual" / "tokenizer.json")), "tokenizer.json: a FIFO"),
-    "a sparse weights file": (lambda f: ((f / "visual" / "weights.bin").write_bytes(b""),
-                                         os.truncate(f / "visual" / "weights.bin", 64 << 20)), "a sparse file"),
-}
 
 
 @pytest.mark.parametrize("case", list(HOSTILE_FOLDERS))
@@ -396,3 +372,24 @@ def test_other_weights_under_the_same_repository_get_another_name(tmp_path):
     second = convert(folder, tmp_path / "two", "x/y")
     assert first.name != second.name and first.name.startswith("x/y@") and second.name.startswith("x/y@")
     assert convert(layouts.immich_clip(tmp_path / "c"), tmp_path / "three", "x/y", name="mine").name == "mine"
+
+
+def test_an_nllb_tower_refuses_a_language_it_has_no_code_for(tmp_path):
+    """`abc_Defg` passed validation and was read as whatever the tower made of it."""
+    from columnist.models.clip import LanguageNotRead
+
+    convert(layouts.immich_nllb(tmp_path / "src"), tmp_path / "model", "immich-app/nllb-clip-base-siglip__v1")
+    encoder = ClipEncoder.from_directory(tmp_path / "model")
+    with pytest.raises(LanguageNotRead, match="'abc_Defg' \\(abc_Defg\\): the text tower .* has no token for it"):
+        encoder.encode_texts_in(["la lune"], "abc_Defg")
+    assert encoder.encode_texts_in(["la lune"], "fra_Latn").shape == (1, 512)
+
+
+def test_names_from_outside_are_printed_escaped(tmp_path):
+    """A folder named with a newline and a terminal escape cannot forge lines or colours."""
+    evil = tmp_path / "evil\n\x1b[31mred"
+    evil.mkdir()
+    with pytest.raises(LayoutError) as refused:
+        convert(evil, tmp_path / "out", "x/y")
+    assert "\n" not in str(refused.value) and "\x1b" not in str(refused.value)
+    assert "evil\\n\\x1b[31mred" in str(refused.value)

@@ -67,3 +67,15 @@ def test_a_vocabulary_rendering_too_many_prompts_is_refused():
 
     with pytest.raises(VocabularyError, match="render 12,505 prompts"):
         vocabulary_from_dict(document)
+
+
+def test_a_two_letter_key_must_be_a_language():
+    import pytest
+
+    from columnist.vocab.schema import VocabularyError, vocabulary_from_dict
+
+    with pytest.raises(VocabularyError, match="'zz' is not a language"):
+        vocabulary_from_dict({"name": "m", "version": 1, "attributes": [
+            {"code": "moon", "description": "the moon", "translations": {"zz": "la lune"}}]})
+    vocabulary_from_dict({"name": "m", "version": 1, "attributes": [
+        {"code": "moon", "description": "the moon", "translations": {"pt-BR": "a lua", "deu_Latn": "der Mond"}}]})

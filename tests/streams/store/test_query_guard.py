@@ -6,56 +6,10 @@ import pytest
 
 from columnist.store import QueryLimits
 from columnist.store.query_guard import QueryRefused, guarded_statement
+from tests.hostile import QUERY_PROBES
 
 
-@pytest.mark.parametrize("sql, refusal", [
-    ("SELECT 1 INTO OUTFILE '{out}'", "INTO OUTFILE"),
-    ("select 1 into   outfile '{out}' append", "INTO OUTFILE"),
-    ("SELECT 1 /* hidden */ INTO OUTFILE '{out}' COMPRESSION 'gzip' LEVEL 3", "INTO OUTFILE"),
-    ("SELECT 1; SELECT 1 INTO OUTFILE '{out}'", "not one valid SQL statement"),
-    ("KILL QUERY WHERE 1", "only SELECT"),
-    ("INSERT INTO columnist.images (image_id) VALUES ('x')", "only SELECT"),
-    ("DROP TABLE columnist.images", "only SELECT"),
-    ("EXPLAIN SELECT 1", "only SELECT"),
-    ("SYSTEM SHUTDOWN", "only SELECT"),
-    ("SELECT file('/etc/hostname')", "reads files"),
-    ("SELECT length(FILE('/etc/hostname'))", "reads files"),
-    ("SELECT * FROM file('/etc/hostname', 'LineAsString')", "table functions"),
-    ("SELECT * FROM url('http://127.0.0.1:9/x', 'CSV')", "table functions"),
-    ("SELECT * FROM numbers(3)", "table functions"),
-    ("SELECT * FROM (SELECT * FROM executable('x.sh', 'CSV', 'a Int8'))", "table functions"),
-    ("SELECT 1 FROM columnist.images WHERE image_id IN (SELECT * FROM file('/etc/passwd', 'CSV'))", "table functions"),
-    ("SELECT * APPLY file FROM (SELECT '/etc/hostname' AS p)", "APPLY"),
-    ("SELECT COLUMNS('p') APPLY(file) FROM (SELECT '/etc/hostname' AS p)", "APPLY"),
-    ("SELECT * APPLY(x -> file(x)) FROM (SELECT '/etc/hostname' AS p)", "APPLY"),
-    ("this is not SQL", "not one valid SQL statement"),
-    ("SELECT 1 SETTINGS readonly = 0", "settings clause"),
-    ("SELECT 1 FORMAT TSV", "format clause"),
-    ("SELECT '" + "x" * 70_000 + "'", "over the limit"),
-    # the host's internals (round three of the hostile corpus)
-    ("SELECT * FROM system.stack_trace", "not one of columnist's tables"),
-    ("SELECT * FROM system.processes", "not one of columnist's tables"),
-    ("SELECT name, value FROM system.settings", "not one of columnist's tables"),
-    ("SELECT * FROM system.disks", "not one of columnist's tables"),
-    ("SELECT * FROM system.errors", "not one of columnist's tables"),
-    ("SELECT * FROM system.build_options", "not one of columnist's tables"),
-    ("SELECT count() FROM columnist.images WHERE image_id IN (SELECT name FROM system.tables)",
-     "not one of columnist's tables"),
-    ("SELECT * FROM default.anything", "not one of columnist's tables"),
-    ("SELECT addressToLine(toUInt64(1))", "not allowed here"),
-    ("SELECT filesystemAvailable()", "not allowed here"),
-    ("SELECT getSetting('max_threads')", "not allowed here"),
-    ("SELECT hostname()", "not allowed here"),
-    ("SELECT FQDN()", "not allowed here"),
-    ("SELECT version(), uptime()", "not allowed here"),
-    ("SELECT aiGenerate('hello')", "not allowed here"),
-    ("SELECT logTrace('forged log line')", "not allowed here"),
-    ("SELECT dictGet('d', 'x', 1)", "not allowed here"),
-    ("SHOW TABLES FROM system", "only `SHOW TABLES`"),
-    ("DESCRIBE TABLE system.one", "only `SHOW TABLES`"),
-    ("DESCRIBE TABLE file('/etc/passwd')", "only `SHOW TABLES`"),
-    ("SHOW CREATE TABLE columnist.images", "only `SHOW TABLES`"),
-])
+@pytest.mark.parametrize("sql, refusal", QUERY_PROBES)
 def test_refused(session_store, tmp_path, sql, refusal):
     out = tmp_path / "written.txt"
     with pytest.raises(QueryRefused, match=refusal):
