@@ -1,9 +1,13 @@
 """Opening untrusted image bytes: every failure becomes an ImageError naming the image.
 
-What people's collections contain: truncated files, zero bytes, things that are not images,
-decompression bombs, CMYK, 16-bit, palette and alpha images, animations, EXIF rotation. Each
-is either turned into a correct RGB image or refused with a reason, and the size is checked
-from the header before any pixel is decoded.
+What people's collections contain: JPEG (and phones' MPO), PNG, GIF, BMP, TIFF, WebP, HEIC,
+AVIF, JPEG XL and camera RAW (models.raw); truncated files, zero bytes, things that are not
+images, decompression bombs, CMYK, 16-bit, palette and alpha images, animations, EXIF
+rotation. Each is either turned into a correct RGB image or refused with a reason, and the
+size is checked from the header before any pixel is decoded (for JPEG XL, whose Pillow plugin
+decodes inside ``Image.open``, by columnist's own header reader, models.jxl). JPEG and HEIC
+are decoded at the size the model needs where they can be (JPEG's DCT scaling, HEIC's
+embedded thumbnails when large enough).
 """
 
 from __future__ import annotations
@@ -25,9 +29,13 @@ DEFAULT_MAX_PIXELS = ImageLimits().max_pixels
 MAX_JPEG_SCANS = 100
 """A progressive JPEG has about 10 scans; thousands of empty ones keep the decoder busy for minutes."""
 SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
-FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")  # JPEG covers MPO (multi-picture JPEGs)
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "HEIF", "AVIF", "JXL")  # JPEG covers MPO (multi-picture JPEGs)
 JPEG_FORMATS = ("JPEG", "MPO")
 """What Pillow calls a JPEG it opened: a phone photo with a gain map is an MPO."""
+READS = "JPEG, PNG, GIF, BMP, TIFF, WebP, HEIC, AVIF, JPEG XL, camera RAW and video"
+DRAFT_FORMATS = (*JPEG_FORMATS, "HEIF")
+"""Formats Pillow can decode at a smaller size (JPEG: DCT scaling; HEIC: an embedded thumbnail
+at least as large as asked for)."""
 """The formats photo collections hold; Pillow is told to try no other. Some of its other
 plugins decode pixels inside ``Image.open`` (an ICO holding a 13000x13000 PNG, whatever its
 file name says), before any size check could refuse them."""
@@ -56,21 +64,32 @@ def open_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     return decode(data, name, max_pixels).image
 
 
-def decode(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int = 0) -> Decoded:
+def decode(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int = 0,
+           kind: str | None = None) -> Decoded:
     """Decode ``data`` into an upright RGB image. With ``at_least``, a JPEG is decoded at the
     smallest of its DCT scales (1/2, 1/4, 1/8) that keeps both sides at ``at_least`` pixels
     or more: a 12-megapixel photo for a 224-pixel model decodes about 6x faster, in an
     eighth of the memory, and the final 224-pixel input differs by a fraction of a level."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from columnist.models import media
+
     if not data:
         raise ImageError(name, "empty file (0 bytes)")
+    kind = kind or media.kind_of(data)
+    if kind == media.RAW:
+        from columnist.models.raw import decode_raw
+
+        return decode_raw(data, name, max_pixels, at_least)
+    if kind == media.VIDEO:
+        raise ImageError(name, "a video, not a still image")
+    _check_declared_size(data, name, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = _open(data)
     except UnidentifiedImageError:
-        raise ImageError(name, f"not an image columnist reads (it reads {', '.join(FORMATS)})") from None
+        raise ImageError(name, f"not an image columnist reads (it reads {READS})") from None
     except Image.DecompressionBombError as err:
         raise ImageError(name, f"refused before decoding: {err}") from None
     except Exception as err:  # a fuzzed file can make Pillow raise anything (TypeError, struct.error, ...)
@@ -88,7 +107,7 @@ def decode(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, at_leas
         )
     try:
         image.seek(0)
-        if at_least and image.format in JPEG_FORMATS:
+        if at_least and image.format in DRAFT_FORMATS:
             image.draft("RGB", (at_least, at_least))
         image.load()
         before = image.size
@@ -108,22 +127,61 @@ def decoded_pixels(data: bytes, at_least: int = 0) -> int:
     """How many pixels ``decode(data, at_least=...)`` will decode, from the header alone
     (UNKNOWN_PIXELS when the header cannot be read: decode then says why)."""
 
+    from columnist.models import jxl, media
+
     try:
+        if media.kind_of(data) != media.IMAGE:
+            return UNKNOWN_PIXELS  # RAW and video decode one at a time
+        if jxl.is_jxl(data):
+            width, height = jxl.declared_size(data)  # Pillow's plugin would decode it to say
+            return width * height
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image = _open(data)
-            if at_least and image.format in JPEG_FORMATS:
+            if at_least and image.format in DRAFT_FORMATS:
                 image.draft("RGB", (at_least, at_least))
             return image.size[0] * image.size[1]
     except Exception:  # noqa: BLE001 - a bad header is decode's to report
         return UNKNOWN_PIXELS
 
 
+def _check_declared_size(data: bytes, name: str, max_pixels: int) -> None:
+    """JPEG XL: the size its header declares, before Pillow's plugin decodes it whole."""
+    from columnist.models import jxl
+
+    if not jxl.is_jxl(data):
+        return
+    try:
+        width, height = jxl.declared_size(data)
+    except ValueError as err:
+        raise ImageError(name, f"cannot read the JPEG XL header: {err}") from None
+    if width * height > max_pixels:
+        raise ImageError(name, f"refused before decoding: {width}x{height} is {width * height:,} pixels, over the "
+                               f"limit of {max_pixels:,}")
+
+
+_PLUGINS = []
+
+
 def _open(data: bytes) -> "Image":
     from PIL import Image
 
-    Image.init()  # registers every plugin once, so that the allowed ones (MPO, WEBP, ...) are known
+    if not _PLUGINS:
+        _register_plugins()
+        _PLUGINS.append(True)
     return Image.open(io.BytesIO(data), formats=FORMATS)
+
+
+def _register_plugins() -> None:
+    """Pillow's own plugins (MPO, WEBP, AVIF, ...), HEIC through pillow-heif (its security
+    limits on, embedded thumbnails read for draft decoding, no depth or auxiliary images) and
+    JPEG XL through pillow-jxl-plugin."""
+    import pillow_heif
+    import pillow_jxl  # noqa: F401 - registers the JXL plugin
+    from PIL import Image
+
+    pillow_heif.register_heif_opener(thumbnails=True, depth_images=False, aux_images=False)
+    Image.init()
 
 
 UNKNOWN_PIXELS = 2**62

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Sequence
 
 from columnist.errors import BadInput
-from columnist.models.images import decode, decoded_pixels
+from columnist.models import media, video
+from columnist.models.images import ImageError, decode, decoded_pixels
 from columnist.models.sessions import cpu_count
 from columnist.printable import printable
-from columnist.records import (Counters, ImageInput, ImageLimits, ImageRecord, KnownImage, PreparedImage,
-                               ScoredBatch)
+from columnist.records import (Counters, FrameRecord, ImageInput, ImageLimits, ImageRecord, KnownImage,
+                               PreparedFrame, PreparedImage, ScoredBatch)
 from columnist.vocab.scoring import score_vocabulary
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ log = logging.getLogger("columnist.pipeline")
 Texts = dict[str, "np.ndarray"]
 """One unit-length text embedding per base attribute code of a vocabulary."""
 
-DEFAULT_MAX_PIXELS = ImageLimits().max_pixels
 
 
 class ModelOutputError(BadInput):
@@ -65,20 +65,44 @@ _large_decode = threading.Lock()
 
 
 def prepare(data: bytes, name: str, encoder: "Encoder", image_id: str, uri: str, collection: str = "",
-            max_pixels: int = DEFAULT_MAX_PIXELS, known: KnownImage | None = None,
+            limits: ImageLimits = ImageLimits(), known: KnownImage | None = None,
             sha256: str | None = None) -> PreparedImage:
-    """Decode and preprocess one image, or reuse ``known`` content without decoding; raise
-    ImageError (naming ``name``) when it cannot be used."""
+    """Decode and preprocess one image or video, or reuse ``known`` content without decoding;
+    raise ImageError (naming ``name``) when it cannot be used."""
     sha256 = sha256 or sha256_of(data)
     if known is not None:
         record = ImageRecord(image_id, uri, collection, known.width, known.height, sha256)
         return PreparedImage(record, None, known.embedding)
-    at_least = 2 * encoder.image_size  # JPEGs are decoded at the size needed
+    kind = media.kind_of(data, uri if not uri.startswith("data:") else "")
+    if kind != media.VIDEO and len(data) > limits.max_bytes:
+        raise ImageError(name, f"{len(data):,} bytes, over the limit of {limits.max_bytes:,} for images")
+    at_least = 2 * encoder.image_size  # decoded at the size needed where the codec allows
+    if kind == media.VIDEO:
+        with _large_decode:  # one video at a time
+            return _prepare_video(data, name, encoder, ImageRecord(image_id, uri, collection, 0, 0, sha256, "video"),
+                                  limits, at_least)
     large = decoded_pixels(data, at_least) > LARGE_DECODE_PIXELS
     with _large_decode if large else nullcontext():
-        decoded = decode(data, name, max_pixels, at_least=at_least)
+        decoded = decode(data, name, limits.max_pixels, at_least=at_least, kind=kind)
         record = ImageRecord(image_id, uri, collection, decoded.width, decoded.height, sha256)
         return PreparedImage(record, encoder.prepare_image(decoded.image))
+
+
+def _prepare_video(data: bytes, name: str, encoder: "Encoder", record: ImageRecord, limits: ImageLimits,
+                   at_least: int) -> PreparedImage:
+    """A video's sampled frames, each prepared for the image tower as it is decoded."""
+    try:
+        sampled = video.sample(data, video.VideoLimits(limits.max_pixels, limits.video_frames, limits.video_interval,
+                                                       limits.video_seconds, limits.video_deadline), at_least)
+    except video.VideoError as err:
+        raise ImageError(name, str(err)) from None
+    frames = tuple(PreparedFrame(FrameRecord(record.image_id, video.frame_id(record.image_id, seconds), seconds),
+                                 encoder.prepare_image(image)) for seconds, image in sampled.frames)
+    if sampled.truncated_at is not None:
+        log.info("%s: %d frames sampled up to %.1f s of %.1f s (COLUMNIST_VIDEO_FRAMES, _VIDEO_SECONDS, "
+                 "_VIDEO_DEADLINE)", printable(name), len(frames), sampled.truncated_at, sampled.duration)
+    return PreparedImage(replace(record, width=sampled.width, height=sampled.height, duration=sampled.duration,
+                                 frames=len(frames)), None, None, frames)
 
 
 class BatchPreparer:
@@ -87,10 +111,9 @@ class BatchPreparer:
     threads (Pillow releases the GIL while it decodes and resizes, so both cores work). The
     worker and the tagger both use it."""
 
-    def __init__(self, encoder: "Encoder", known: dict[str, KnownImage], max_pixels: int = DEFAULT_MAX_PIXELS,
-                 threads: int = 0):
-        self.encoder, self.known, self.max_pixels = encoder, known, max_pixels
-        self.threads = threads or min(DEFAULT_DECODE_THREADS, cpu_count())
+    def __init__(self, encoder: "Encoder", known: dict[str, KnownImage], limits: ImageLimits = ImageLimits()):
+        self.encoder, self.known, self.limits = encoder, known, limits
+        self.threads = limits.decode_threads or min(DEFAULT_DECODE_THREADS, cpu_count())
         self.first: dict[str, PreparedImage] = {}
 
     def reuses(self, sha256: str) -> bool:
@@ -130,37 +153,74 @@ class BatchPreparer:
         """One image of the batch; raises ImageError (naming it) when it cannot be used."""
         first = self.first.get(item.sha256)
         if first is not None:
+            frames = tuple(PreparedFrame(FrameRecord(item.image_id, video.frame_id(item.image_id, f.record.seconds),
+                                                     f.record.seconds), f.tensor) for f in first.frames)
             return PreparedImage(replace(first.record, image_id=item.image_id, uri=item.uri,
-                                         collection=item.collection), None, first.embedding)
+                                         collection=item.collection), None, first.embedding, frames)
         return prepare(item.data, item.name, self.encoder, item.image_id, item.uri, item.collection,
-                       self.max_pixels, self.known.get(item.sha256), item.sha256)
+                       self.limits, self.known.get(item.sha256), item.sha256)
 
 
 def embed_and_score(prepared: Sequence[PreparedImage], vocabularies: Sequence[tuple["Vocabulary", Texts]],
                     encoder: "Encoder") -> ScoredBatch:
-    """Encode each content of the batch once (known embeddings are reused), then score.
-    ModelOutputError when the tower does not answer one finite row per image."""
+    """Encode each content of the batch once (images, and videos' frames; known embeddings are
+    reused), score every row, and score each video with the maximum over its frames.
+    ModelOutputError when the tower does not answer one finite row per input."""
     import numpy as np
 
+    rows: list[tuple[str, str]] = []  # (id, content key) of each embedding row
     tensors: dict[str, "np.ndarray"] = {}
+    known: dict[str, "np.ndarray"] = {}
     for p in prepared:
-        if p.embedding is None and p.tensor is not None:
-            tensors.setdefault(p.record.sha256, p.tensor)
-    rows = encoder.encode_prepared(list(tensors.values())) if tensors else np.zeros((0, encoder.dim), np.float32)
-    if rows.shape != (len(tensors), encoder.dim) or not np.isfinite(rows).all():
-        raise ModelOutputError(f"model {printable(encoder.name)} answered {tuple(rows.shape)} for {len(tensors)} "
-                               f"images of {encoder.dim} dimensions{'' if np.isfinite(rows).all() else ' (not finite)'}; "
-                               "the model is broken (check it: columnist model check)")
-    encoded = dict(zip(tensors, rows, strict=True))
-    embeddings = np.stack([p.embedding if p.embedding is not None else encoded[p.record.sha256] for p in prepared])
-    scores = [score_vocabulary(embeddings, texts, vocab, encoder.logit_scale, encoder.source, encoder.calibration)
-              for vocab, texts in vocabularies]
-    return ScoredBatch(encoder.name, [p.record for p in prepared], embeddings, scores)
+        for key, row_id, tensor in _rows_of(p):
+            rows.append((row_id, key))
+            if p.embedding is not None and not p.frames:
+                known[key] = p.embedding
+            elif tensor is not None:
+                tensors.setdefault(key, tensor)
+    encoded = _encode(encoder, tensors)
+    embeddings = np.stack([known[key] if key in known else encoded[key] for _, key in rows]) if rows \
+        else np.zeros((0, encoder.dim), np.float32)
+    position = {row_id: n for n, (row_id, _) in enumerate(rows)}
+    videos = [p for p in prepared if p.frames]
+    scores = []
+    for vocab, texts in vocabularies:
+        each = score_vocabulary(embeddings, texts, vocab, encoder.logit_scale, encoder.source, encoder.calibration)
+        for video_ in videos:  # a video's score: the maximum over its frames
+            frames = [position[f.record.frame_id] for f in video_.frames]
+            for code in each.codes:
+                each.scores[code] = np.append(each.scores[code], each.scores[code][frames].max())
+                each.logits[code] = np.append(each.logits[code], np.max(each.logits[code][frames]))
+        scores.append(each)
+    return ScoredBatch(encoder.name, [p.record for p in prepared], rows, embeddings,
+                       [row_id for row_id, _ in rows] + [v.record.image_id for v in videos], scores,
+                       [f.record for v in videos for f in v.frames])
+
+
+def _rows_of(p: PreparedImage):
+    """(content key, id, tensor) of the embedding rows an item brings: itself, or a video's frames."""
+    if p.frames:
+        return [(f"{p.record.sha256}#t={f.record.seconds:.3f}", f.record.frame_id, f.tensor) for f in p.frames]
+    return [(p.record.sha256, p.record.image_id, p.tensor)]
+
+
+def _encode(encoder: "Encoder", tensors: dict[str, "np.ndarray"]) -> dict[str, "np.ndarray"]:
+    import numpy as np
+
+    if not tensors:
+        return {}
+    answer = encoder.encode_prepared(list(tensors.values()))
+    if answer.shape != (len(tensors), encoder.dim) or not np.isfinite(answer).all():
+        raise ModelOutputError(f"model {printable(encoder.name)} answered {tuple(answer.shape)} for {len(tensors)} "
+                               f"images of {encoder.dim} dimensions{'' if np.isfinite(answer).all() else ' (not finite)'};"
+                               " the model is broken (check it: columnist model check)")
+    return dict(zip(tensors, answer, strict=True))
 
 
 def encoded_count(prepared: Sequence[PreparedImage]) -> int:
-    """How many images of ``prepared`` go through the image tower (the others reuse an embedding)."""
-    return len({p.record.sha256 for p in prepared if p.embedding is None and p.tensor is not None})
+    """How many inputs of ``prepared`` go through the image tower (images and frames; the
+    others reuse an embedding)."""
+    return len({key for p in prepared if p.embedding is None for key, _, tensor in _rows_of(p) if tensor is not None})
 
 
 @dataclass
@@ -202,7 +262,7 @@ def take_batch(inputs: Sequence[ImageInput], encoder: "Encoder", store: "IngestS
     counters.images_unchanged += len(taken.unchanged)
     known = store.known_images(encoder.name, [inputs[p].sha256 for p in wanted]) \
         if store is not None and not force and wanted else {}
-    preparer = BatchPreparer(encoder, known, limits.max_pixels, limits.decode_threads)
+    preparer = BatchPreparer(encoder, known, limits)
     outcomes = preparer.prepare_all([inputs[p] for p in wanted])
     for position, outcome in zip(wanted, outcomes, strict=True):
         if isinstance(outcome, Exception):

@@ -28,6 +28,16 @@ class ImageLimits:
     """Largest image, width x height from its header, refused before decoding (~ 8000 x 7500)."""
     decode_threads: int = 0
     """Threads decoding a batch's new images (0: one per core, at most 4)."""
+    max_video_bytes: int = 256_000_000
+    """Largest video file read (held in memory while its frames are sampled)."""
+    video_frames: int = 64
+    """Frames kept of one video at most."""
+    video_interval: float = 2.0
+    """Seconds between frames kept (scene changes add frames between)."""
+    video_seconds: float = 600.0
+    """Seconds of one video decoded at most (the rest is not sampled)."""
+    video_deadline: float = 120.0
+    """Seconds of wall time one video's decoding may take."""
 
 
 # -- what comes in ---------------------------------------------------------------------------
@@ -58,7 +68,7 @@ class ImageInput:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """The ``images`` row of one image."""
+    """The ``images`` row of one image or video."""
 
     image_id: str
     uri: str
@@ -66,6 +76,21 @@ class ImageRecord:
     width: int
     height: int
     sha256: str
+    kind: str = "image"
+    """'image' (a still: photo, RAW, ...) or 'video'."""
+    duration: float = 0.0
+    """Seconds, for a video."""
+    frames: int = 0
+    """Frames sampled, for a video."""
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One sampled frame of a video: its own id (``<video id>#t=<seconds>``) and time."""
+
+    video_id: str
+    frame_id: str
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -78,12 +103,20 @@ class KnownImage:
 
 
 @dataclass(frozen=True)
+class PreparedFrame:
+    record: FrameRecord
+    tensor: "np.ndarray"
+
+
+@dataclass(frozen=True)
 class PreparedImage:
     record: ImageRecord
     tensor: "np.ndarray | None"
-    """What the image tower takes; None when ``embedding`` is already known, or when the same
-    content is prepared once already in this batch."""
+    """What the image tower takes; None when ``embedding`` is already known, when the same
+    content is prepared once already in this batch, or for a video (its frames have them)."""
     embedding: "np.ndarray | None" = None
+    frames: tuple[PreparedFrame, ...] = ()
+    """A video's sampled frames, in time order."""
 
 
 @dataclass(frozen=True)
@@ -114,12 +147,27 @@ class Scores:
 
 @dataclass
 class ScoredBatch:
-    """What one batch of images produced: rows, embeddings and each vocabulary's scores."""
+    """What one batch produced. Rows are written in this order, the ``images`` rows last (a
+    reader joins on them: an image row means the rest is there): embeddings (of images and
+    video frames), scores (of images, frames, and videos: the maximum over their frames), the
+    frames of each video, then the images and videos themselves."""
 
     model: str
     images: list[ImageRecord]
+    embedded: list[tuple[str, str]]
+    """(id, content sha256) of each embedding row: images and video frames."""
     embeddings: "np.ndarray"
+    scored: list[str]
+    """The ids each Scores array runs over: images, frames, then videos."""
     scores: list[Scores]
+    frames: list[FrameRecord] = field(default_factory=list)
+
+    @classmethod
+    def of_images(cls, model: str, images: list[ImageRecord], embeddings: "np.ndarray",
+                  scores: list[Scores]) -> "ScoredBatch":
+        """A batch of stills only: one embedding and one score row per image."""
+        return cls(model, images, [(i.image_id, i.sha256) for i in images], embeddings,
+                   [i.image_id for i in images], scores)
 
 
 # -- what a run counts -------------------------------------------------------------------------

@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     """Largest image accepted from any URI, data: URIs included."""
     max_image_pixels: int = LIMITS.max_pixels
     """Largest image (width x height, read from its header before decoding)."""
+    max_video_bytes: int = LIMITS.max_video_bytes
+    """Largest video file (read into memory while its frames are sampled)."""
+    video_frames: int = Field(LIMITS.video_frames, ge=1, le=10_000)
+    """Frames kept of one video at most."""
+    video_interval: float = Field(LIMITS.video_interval, gt=0)
+    """Seconds between the frames kept of a video (scene changes add frames between)."""
+    video_seconds: float = Field(LIMITS.video_seconds, gt=0)
+    """Seconds of one video decoded at most."""
+    video_deadline: float = Field(LIMITS.video_deadline, gt=0)
+    """Seconds of wall time one video's decoding may take."""
     decode_threads: int = Field(LIMITS.decode_threads, ge=0, le=64)
     """Threads decoding a batch's images (0: one per core); they run beside inference."""
     http_timeout: float = 20.0
@@ -95,7 +105,8 @@ class Settings(BaseSettings):
 
     @property
     def image_limits(self) -> ImageLimits:
-        return ImageLimits(self.max_image_bytes, self.max_image_pixels, self.decode_threads)
+        return ImageLimits(self.max_image_bytes, self.max_image_pixels, self.decode_threads, self.max_video_bytes,
+                           self.video_frames, self.video_interval, self.video_seconds, self.video_deadline)
 
     @property
     def roots(self) -> list[Path]:

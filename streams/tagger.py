@@ -13,11 +13,14 @@ applied to the store is scored, so none of them misses the new images.
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from columnist.files import read_regular_file
+from columnist.models import media
 from columnist.pipeline import ModelOutputError, embed_and_score, encoded_count, sha256_of, take_batch
 from columnist.prompt_cache import PromptCache
 from columnist.records import Counters, ImageInput, ImageLimits
@@ -31,7 +34,8 @@ if TYPE_CHECKING:
     from columnist.models.encoder import Encoder
     from columnist.store import Store
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
+SUPPORTED = set().union(*media.SUFFIXES.values())
+"""Suffixes of what `tag` and `publish images` take from a folder: stills, camera RAW, video."""
 
 
 @dataclass
@@ -50,26 +54,58 @@ class TagRun:
         return self.counters.score_rows + (self.applied.stored_scores if self.applied else 0)
 
 
+def absolute(path: Path) -> Path:
+    """The path made absolute as given: symbolic links are kept (the worker checks where they
+    lead against its roots; an id or URI never names a link's target instead)."""
+    return Path(os.path.abspath(path))
+
+
 def image_id(file: Path, folder: Path | None, collection: str) -> str:
     """The file's URI, or ``collection/relative path`` when a collection namespaces ids."""
     if not collection:
-        return file.resolve().as_uri()
-    relative = file.resolve().relative_to(folder.resolve()) if folder else Path(file.name)
+        return absolute(file).as_uri()
+    relative = absolute(file).relative_to(absolute(folder)) if folder else Path(file.name)
     return f"{collection}/{relative.as_posix()}"
 
 
-def find_images(paths: Iterable[str | Path], collection: str = "") -> list[tuple[str, Path]]:
-    """(image_id, file) pairs: files with an image suffix in folders (walked recursively), and
-    any file named directly."""
-    found: list[tuple[str, Path]] = []
+@dataclass
+class Walk:
+    files: list[tuple[str, Path]] = field(default_factory=list)
+    """(image_id, file) of every file to take."""
+    skipped: Counter = field(default_factory=Counter)
+    """Files in the folders that are not a kind columnist reads, counted by suffix."""
+
+    def kinds(self) -> Counter:
+        """The files to take, counted by kind (image, raw, video)."""
+        return Counter(media.suffix_kind(path.name) or media.IMAGE for _, path in self.files)
+
+
+def walk(paths: Iterable[str | Path], collection: str = "") -> Walk:
+    """Files of a kind columnist reads in folders (walked recursively; hidden files left out),
+    and any file named directly; what else the folders hold is counted, not taken."""
+    found = Walk()
     for path in map(Path, paths):
-        if path.is_dir():
-            for file in sorted(path.rglob("*")):
-                if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES and not file.name.startswith("."):
-                    found.append((image_id(file, path, collection), file))
-        else:
-            found.append((image_id(path, None, collection), path))
+        if not path.is_dir():
+            found.files.append((image_id(path, None, collection), path))
+            continue
+        for file in sorted(path.rglob("*")):
+            if file.name.startswith(".") or not file.is_file():
+                continue
+            if file.suffix.lower() in SUPPORTED:
+                found.files.append((image_id(file, path, collection), file))
+            else:
+                found.skipped[file.suffix.lower() or "(no suffix)"] += 1
     return found
+
+
+def find_images(paths: Iterable[str | Path], collection: str = "") -> list[tuple[str, Path]]:
+    """(image_id, file) pairs of ``walk``."""
+    return walk(paths, collection).files
+
+
+def skipped_summary(skipped: Counter) -> str:
+    """'3 .psd, 2 .txt' for the files a walk did not take ('' when none)."""
+    return ", ".join(f"{count} {suffix}" for suffix, count in skipped.most_common())
 
 
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -81,14 +117,15 @@ def _read(batch: Sequence[tuple[str, Path]], limits: ImageLimits, collection: st
           run: TagRun) -> list[ImageInput]:
     inputs = []
     for image_id_, path in batch:
+        cap = limits.max_video_bytes if media.suffix_kind(path.name) == media.VIDEO else limits.max_bytes
         try:
-            data = read_regular_file(path, limits.max_bytes)
+            data = read_regular_file(path, cap)
         except OSError as err:  # FileRefused says why; other OSErrors (missing, denied) their strerror
             reason = getattr(err, "reason", None) or err.strerror or str(err)
             run.failed.append((str(path), f"cannot read file: {reason}"))
             run.counters.images_failed += 1
             continue
-        inputs.append(ImageInput(data, sha256_of(data), str(path), image_id_, path.resolve().as_uri(), collection))
+        inputs.append(ImageInput(data, sha256_of(data), str(path), image_id_, absolute(path).as_uri(), collection))
     return inputs
 
 

@@ -24,6 +24,12 @@ ORDER BY image_id;
 
 ALTER TABLE columnist.images ${ON_CLUSTER} ADD INDEX IF NOT EXISTS sha256_index sha256 TYPE bloom_filter GRANULARITY 4;
 
+-- what an images row is: a still ('image': photo, RAW, ...) or a 'video' (its seconds and
+-- the frames sampled of it; each frame's embedding and scores live under its own id)
+ALTER TABLE columnist.images ${ON_CLUSTER} ADD COLUMN IF NOT EXISTS kind LowCardinality(String) DEFAULT 'image';
+ALTER TABLE columnist.images ${ON_CLUSTER} ADD COLUMN IF NOT EXISTS duration Float32 DEFAULT 0;
+ALTER TABLE columnist.images ${ON_CLUSTER} ADD COLUMN IF NOT EXISTS frames UInt32 DEFAULT 0;
+
 -- `bucket` (a hash of image_id) leads the sort key after the model, so a replay chunk
 -- (a set of buckets) reads only its own part of the table. Embeddings are stored without
 -- compression: unit vectors of floats do not compress, and skipping LZ4 made replay reads
@@ -99,6 +105,18 @@ CREATE TABLE IF NOT EXISTS columnist.vocabulary_applied ${ON_CLUSTER}
 ENGINE = ${REPLICATED}ReplacingMergeTree(applied_at)
 ORDER BY vocab_name;
 
+-- The frames sampled of each video: their ids (Media Fragments: `<video id>#t=<seconds>`)
+-- name embeddings and scores like any image's; a video's own scores are the maximum over them.
+CREATE TABLE IF NOT EXISTS columnist.video_frames ${ON_CLUSTER}
+(
+    video_id   String,
+    frame_id   String,
+    seconds    Float64,
+    created_at DateTime64(3, 'UTC')
+)
+ENGINE = ${REPLICATED}ReplacingMergeTree(created_at)
+ORDER BY (video_id, frame_id);
+
 -- The attributes of each vocabulary's applied version, with their thresholds.
 CREATE OR REPLACE VIEW columnist.vocabulary_current ${ON_CLUSTER} AS
 SELECT v.*
@@ -140,3 +158,31 @@ CREATE TABLE IF NOT EXISTS columnist.prompt_embedding ${ON_CLUSTER}
 )
 ENGINE = ${REPLICATED}ReplacingMergeTree(created_at)
 ORDER BY (model, language, prompt);
+
+-- Each frame's score per attribute, with its video and time: "how does `launch` evolve in this video".
+CREATE OR REPLACE VIEW columnist.video_frame_scores ${ON_CLUSTER} AS
+SELECT fr.video_id AS video_id, fr.seconds AS seconds, fr.frame_id AS frame_id, f.vocab_name AS vocab_name,
+       f.attribute AS attribute, f.score AS score
+FROM columnist.feature_image_attribute AS f FINAL
+INNER JOIN (SELECT video_id, frame_id, seconds FROM columnist.video_frames FINAL
+            WHERE video_id IN (SELECT image_id FROM columnist.images)) AS fr ON fr.frame_id = f.image_id;
+
+-- Segments: per video and attribute, the time ranges where it is accepted (successive accepted
+-- frames merged; a range ends where the next sampled frame is not accepted, or at the video's
+-- end). "Where in this video is the launch" is one query:
+--   SELECT start_s, end_s FROM columnist.video_segments WHERE video_id = 'x' AND attribute = 'launch'
+CREATE OR REPLACE VIEW columnist.video_segments ${ON_CLUSTER} AS
+SELECT video_id, vocab_name, attribute, min(seconds) AS start_s,
+       if(max(next_s) > max(seconds), max(next_s), max(duration)) AS end_s, count() AS frames, max(score) AS peak
+FROM (
+    SELECT s.video_id AS video_id, s.vocab_name AS vocab_name, s.attribute AS attribute, s.seconds AS seconds,
+           s.score AS score, s.score >= c.accept AS accepted, i.duration AS duration,
+           leadInFrame(s.seconds, 1, 0) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS next_s,
+           sum(toUInt32(s.score < c.accept)) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS run
+    FROM columnist.video_frame_scores AS s
+    INNER JOIN columnist.vocabulary_current AS c ON c.vocab_name = s.vocab_name AND c.code = s.attribute
+    INNER JOIN (SELECT image_id, duration FROM columnist.images FINAL) AS i ON i.image_id = s.video_id
+    WINDOW w AS (PARTITION BY s.video_id, s.vocab_name, s.attribute ORDER BY s.seconds)
+)
+WHERE accepted
+GROUP BY video_id, vocab_name, attribute, run;

@@ -36,21 +36,45 @@ def publish_images(
     collection: str = typer.Option("", help="Collection name carried by each event; it also namespaces image ids "
                                    "(collection/relative path instead of the file URI)."),
 ) -> None:
-    """Publish one ingest event per image (file:// URIs; the worker's COLUMNIST_IMAGE_ROOTS must cover them)."""
+    """Publish one ingest event per image or video (file:// URIs as given, links kept; the
+    worker's COLUMNIST_IMAGE_ROOTS must cover them: files outside the roots set here are named
+    and not published)."""
     from rich.progress import Progress
 
-    from columnist.kafka.publish import publish_images as publish
-    from columnist.tagger import find_images
+    from collections import Counter
 
-    files = find_images(paths, collection)
-    if not files:
-        typer.echo(f"no images found in {', '.join(map(str, paths))}", err=True)
-        raise typer.Exit(1)
+    from columnist.cli.common import fail
+    from columnist.kafka.publish import publish_images as publish
+    from columnist.models.media import suffix_kind
+    from columnist.printable import printable
+    from columnist.tagger import absolute, skipped_summary, walk
+
+    missing = [str(p) for p in paths if not p.exists() and not p.is_symlink()]
+    if missing:
+        fail(f"not found: {', '.join(printable(m) for m in missing)}", 3)
     settings = current_settings()
+    walked = walk(paths, collection)
+    if walked.skipped:
+        typer.echo(f"skipped, not a kind columnist reads: {skipped_summary(walked.skipped)}", err=True)
+    files, roots = walked.files, settings.roots
+    if roots:
+        outside = [(i, p) for i, p in files if not any(absolute(p).is_relative_to(r) or p.resolve().is_relative_to(r)
+                                                       for r in roots)]
+        if outside:
+            typer.echo(f"{len(outside)} files outside COLUMNIST_IMAGE_ROOTS ({':'.join(map(str, roots))}) not published "
+                       f"(the worker would refuse them), e.g. {printable(outside[0][1])}", err=True)
+            files = [f for f in files if f not in outside]
+    else:
+        typer.echo("COLUMNIST_IMAGE_ROOTS is not set here: the worker reads file:// URIs only inside its own roots",
+                   err=True)
+    if not files:
+        fail(f"nothing to publish from {', '.join(printable(p) for p in paths)}")
     with Progress(transient=True) as progress:
         task = progress.add_task(f"publishing to {settings.topic_images}", total=len(files))
         count = publish(files, settings, collection, on_sent=lambda n: progress.advance(task, n))
-    typer.echo(f"published {count} image events to {settings.topic_images} at {settings.kafka}")
+    kinds = Counter(suffix_kind(path.name) or "image" for _, path in files)
+    typer.echo(f"published {count} events ({', '.join(f'{n} {k}' for k, n in kinds.items())}) to "
+               f"{settings.topic_images} at {settings.kafka}")
 
 
 def _progress_chunks(label: str):

@@ -32,7 +32,7 @@ def tag(
 
     from columnist.models.registry import load_encoder
     from columnist.store import ModelMismatch
-    from columnist.tagger import TagRun, find_images, tag as run_tag
+    from columnist.tagger import TagRun, skipped_summary, tag as run_tag, walk
     from columnist.vocabulary_change import VocabularyConflict
 
     config = settings()
@@ -40,9 +40,13 @@ def tag(
     if missing:
         fail(f"not found: {', '.join(missing)}", 3)  # before any database is created
     vocabulary = vocabulary_or_exit(vocab)
-    files = find_images(paths, collection)
+    walked = walk(paths, collection)
+    files = walked.files
+    if walked.skipped:
+        Console(stderr=True).print(f"skipped, not a kind columnist reads: {skipped_summary(walked.skipped)}",
+                                   highlight=False)
     if not files:
-        fail(f"no images found in {', '.join(map(str, paths))}")
+        fail(f"no images or videos found in {', '.join(printable(p) for p in paths)}")
     encoder = load_encoder(model or config.model, threads=config.threads, batch_size=config.batch_size, runtime=config.runtime)
     store = store_or_exit(db, "tag")
     console = Console(stderr=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -33,7 +34,7 @@ async def _produce(settings: Settings, topic: str, messages: Sequence[tuple[byte
 def publish_images(files: Sequence[tuple[str, Path]], settings: Settings, collection: str = "",
                    on_sent: Callable[[int], None] | None = None) -> int:
     """One ingest event per file, keyed by image_id, with an absolute file:// URI."""
-    messages = [(image_id.encode(), image_event(image_id, path.resolve().as_uri(), collection))
+    messages = [(image_id.encode(), image_event(image_id, Path(os.path.abspath(path)).as_uri(), collection))
                 for image_id, path in files]
     with kafka_errors(settings.kafka):
         asyncio.run(_produce(settings, settings.topic_images, messages, on_sent))

@@ -58,15 +58,20 @@ class Findings:
                     or any(v.missing or v.stale or v.removed for v in self.vocabularies))
 
 
-ORPHAN_EMBEDDINGS = ("FROM columnist.image_embedding WHERE image_id NOT IN (SELECT image_id FROM columnist.images) "
-                     "AND created_at < now64(3) - INTERVAL {grace:UInt32} SECOND")
-ORPHAN_SCORES = ("FROM columnist.feature_image_attribute WHERE image_id NOT IN (SELECT image_id FROM columnist.images) "
-                 "AND updated_at < now64(3) - INTERVAL {grace:UInt32} SECOND")
+LIVE = ("(image_id IN (SELECT image_id FROM columnist.images) OR image_id IN (SELECT frame_id FROM "
+        "columnist.video_frames WHERE video_id IN (SELECT image_id FROM columnist.images)))")
+"""Ids a reader may see: images and videos with their row, and the frames of stored videos."""
+ORPHAN_EMBEDDINGS = ("FROM columnist.image_embedding WHERE NOT " + LIVE +
+                     " AND created_at < now64(3) - INTERVAL {grace:UInt32} SECOND")
+ORPHAN_SCORES = ("FROM columnist.feature_image_attribute WHERE NOT " + LIVE +
+                 " AND updated_at < now64(3) - INTERVAL {grace:UInt32} SECOND")
+ORPHAN_FRAMES = ("FROM columnist.video_frames WHERE video_id NOT IN (SELECT image_id FROM columnist.images) "
+                 "AND created_at < now64(3) - INTERVAL {grace:UInt32} SECOND")
 COMPLETE = ("SELECT image_id FROM columnist.feature_image_attribute FINAL WHERE vocab_name = {v:String} "
-            "AND attribute IN {codes:Array(String)} AND image_id IN (SELECT image_id FROM columnist.images) "
-            "GROUP BY image_id HAVING uniqExact(attribute) = length({codes:Array(String)})")
-MISSING = ("FROM columnist.image_embedding FINAL WHERE model = {m:String} "
-           "AND image_id IN (SELECT image_id FROM columnist.images) AND image_id NOT IN (" + COMPLETE + ")")
+            "AND attribute IN {codes:Array(String)} AND " + LIVE +
+            " GROUP BY image_id HAVING uniqExact(attribute) = length({codes:Array(String)})")
+MISSING = ("FROM columnist.image_embedding FINAL WHERE model = {m:String} AND " + LIVE +
+           " AND image_id NOT IN (" + COMPLETE + ")")
 STALE = ("FROM columnist.feature_image_attribute FINAL WHERE vocab_name = {v:String} "
          "AND indexOf({codes:Array(String)}, attribute) > 0 "
          "AND (vocab_version < {since:Array(UInt32)}[indexOf({codes:Array(String)}, attribute)] "
@@ -86,6 +91,8 @@ def delete_orphans(store: "Statements", grace: int = GRACE_S) -> tuple[int, int]
         store.command("DELETE " + ORPHAN_SCORES, {"grace": grace})
     if embeddings:
         store.command("DELETE " + ORPHAN_EMBEDDINGS, {"grace": grace})
+    if store.scalar("SELECT count() " + ORPHAN_FRAMES, {"grace": grace}):
+        store.command("DELETE " + ORPHAN_FRAMES, {"grace": grace})
     return embeddings, scores
 
 

@@ -199,18 +199,42 @@ class ClickHouseStore:
 
     # -- writes ------------------------------------------------------------------------
 
-    def write(self, batch: "ScoredBatch") -> int:
-        """Write images, embeddings and scores of a batch; return the number of score rows."""
+    def write(self, batch: ScoredBatch) -> int:
+        """Write a batch: embeddings, scores, videos' frames, and the images rows last (an
+        image row means the rest is there); return the number of score rows."""
         if not batch.images:
             return 0
         with unavailable_as_store_error():  # an injected fault looks like a lost connection
             faults.point("store_write")
-        ids = [i.image_id for i in batch.images]
-        self.write_embeddings(batch.model, ids, batch.embeddings, [i.sha256 for i in batch.images])
+        self.write_embeddings(batch.model, [i for i, _ in batch.embedded], batch.embeddings,
+                              [sha for _, sha in batch.embedded])
         faults.point("after_embeddings")
-        rows = sum(self.write_scores(ids, scores, batch.model) for scores in batch.scores)
-        self.write_images(batch.images)  # last: an image row means its embedding and scores are there
+        rows = sum(self.write_scores(batch.scored, scores, batch.model) for scores in batch.scores)
+        self._replace_frames(batch)
+        self.write_images(batch.images)
         return rows
+
+    def _replace_frames(self, batch: ScoredBatch) -> None:
+        """The batch's videos' frames; frames an earlier version of one of its ids had (another
+        video, or another sampling) go, with their embeddings and scores."""
+        import pyarrow as pa
+
+        ids = [i.image_id for i in batch.images]
+        new = {f.frame_id for f in batch.frames}
+        _, rows = self.query("SELECT DISTINCT frame_id FROM columnist.video_frames WHERE video_id IN {ids:Array(String)}",
+                             {"ids": ids})
+        stale = sorted({frame for (frame,) in rows} - new)
+        if stale:
+            for table, column in (("image_embedding", "image_id"), ("feature_image_attribute", "image_id"),
+                                  ("video_frames", "frame_id")):
+                self.command(f"DELETE FROM columnist.{table} WHERE {column} IN {{stale:Array(String)}}", {"stale": stale})
+        if batch.frames:
+            self.client.insert_arrow("columnist.video_frames", pa.table({
+                "video_id": [f.video_id for f in batch.frames],
+                "frame_id": [f.frame_id for f in batch.frames],
+                "seconds": pa.array([f.seconds for f in batch.frames], pa.float64()),
+                "created_at": _timestamps(len(batch.frames)),
+            }))
 
     def write_images(self, images: Sequence[ImageRecord]) -> None:
         import pyarrow as pa
@@ -223,6 +247,9 @@ class ClickHouseStore:
             "height": pa.array([i.height for i in images], pa.uint32()),
             "sha256": [i.sha256 for i in images],
             "ingested_at": _timestamps(len(images)),
+            "kind": [i.kind for i in images],
+            "duration": pa.array([i.duration for i in images], pa.float32()),
+            "frames": pa.array([i.frames for i in images], pa.uint32()),
         })
         self.client.insert_arrow("columnist.images", table)
 
@@ -324,12 +351,17 @@ class ClickHouseStore:
         return [model for (model,) in rows]
 
     def stored_content(self, model: str, image_ids: Sequence[str]) -> dict[str, str]:
-        """image_id -> sha256 where the image row and the model's embedding agree on the content."""
+        """image_id -> sha256 where the image row and the model's embedding agree on the content
+        (for a video: where its frames have the model's embeddings)."""
         _, rows = self.query(
             "SELECT i.image_id, i.sha256 FROM "
-            "(SELECT image_id, sha256 FROM columnist.images FINAL WHERE image_id IN {ids:Array(String)}) AS i "
-            "INNER JOIN (SELECT image_id, sha256 FROM columnist.image_embedding FINAL WHERE model = {m:String} "
-            "AND image_id IN {ids:Array(String)}) AS e ON e.image_id = i.image_id AND e.sha256 = i.sha256",
+            "(SELECT image_id, sha256, kind FROM columnist.images FINAL WHERE image_id IN {ids:Array(String)}) AS i "
+            "WHERE (i.image_id, i.sha256) IN (SELECT image_id, sha256 FROM columnist.image_embedding FINAL "
+            "                                 WHERE model = {m:String} AND image_id IN {ids:Array(String)}) "
+            "   OR (i.kind = 'video' AND i.image_id IN ("
+            "       SELECT video_id FROM columnist.video_frames WHERE video_id IN {ids:Array(String)} AND frame_id IN ("
+            "           SELECT image_id FROM columnist.image_embedding WHERE model = {m:String} AND image_id IN ("
+            "               SELECT frame_id FROM columnist.video_frames WHERE video_id IN {ids:Array(String)}))))",
             {"ids": list(image_ids), "m": model})
         return dict(rows)
 
@@ -462,6 +494,8 @@ class ClickHouseStore:
             "counts": rows("SELECT (SELECT count() FROM columnist.images FINAL) AS images, "
                            "(SELECT count() FROM columnist.image_embedding FINAL) AS embeddings, "
                            "(SELECT count() FROM columnist.feature_image_attribute FINAL) AS scores"),
+            "kinds": rows("SELECT kind, count() AS items, sum(frames) AS frames, round(sum(duration), 1) AS seconds "
+                          "FROM columnist.images FINAL GROUP BY kind ORDER BY kind"),
             "vocabularies": rows("SELECT vocab_name, vocab_version, model, applied_at "
                                  "FROM columnist.vocabulary_applied FINAL ORDER BY vocab_name"),
             "attributes": rows("SELECT vocab_name, attribute, source, count() AS scores, "

@@ -65,6 +65,16 @@ FROM (
 )
 """
 
+VIDEO_SQL = """
+SELECT f.attribute, fr.video_id, max(f.score), max(f.logit), any(f.source), {model:String}, {vocab:String},
+       {version:UInt32}, now64(3)
+FROM columnist.feature_image_attribute AS f FINAL
+INNER JOIN (SELECT video_id, frame_id FROM columnist.video_frames FINAL) AS fr ON fr.frame_id = f.image_id
+WHERE f.vocab_name = {vocab:String} AND f.attribute IN {codes:Array(String)}
+GROUP BY f.attribute, fr.video_id
+"""
+"""A video's score per attribute: the maximum over its frames (re-derived after a replay)."""
+
 BUCKETS = 64  # image_embedding.bucket = cityHash64(image_id) % 64
 CHUNK_WHERE = "bucket IN {buckets:Array(UInt8)}"
 LATE_WHERE = "toUnixTimestamp64Milli(created_at) > {since_ms:Int64}"
@@ -129,7 +139,15 @@ class Replayer:
                 rows += self.replay_chunk(vocab, diff, texts, chunk)
                 mine.add(chunk)
         late = self.final_pass(vocab, diff, texts)
+        self.derive_videos(vocab, diff.rescore)
         return ReplayReport(self.chunks, self.chunks - len(mine), rows, late)
+
+    def derive_videos(self, vocab: Vocabulary, codes) -> int:
+        """Each video's score for ``codes``: the maximum over its frames' (just re-scored)."""
+        if not codes or not self.store.scalar("SELECT count() FROM columnist.video_frames"):
+            return 0
+        return self._insert(VIDEO_SQL, {"model": self.model, "vocab": vocab.name, "version": vocab.version,
+                                        "codes": list(codes)}, count=True)
 
     def replay_chunk(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"], chunk: int) -> int:
         """Score one chunk's images for the affected attributes and checkpoint it; return
@@ -172,7 +190,8 @@ class Replayer:
         check --repair); the score rows written."""
         base = [a.code for a in vocab.attributes if a.code in texts]
         derived = [d.code for d in vocab.derived_in_order()]
-        return self._write(vocab, base, derived, texts, "image_id IN {ids:Array(String)}", {"ids": list(image_ids)})
+        written = self._write(vocab, base, derived, texts, "image_id IN {ids:Array(String)}", {"ids": list(image_ids)})
+        return written + self.derive_videos(vocab, vocab.codes)
 
     @staticmethod
     def _split(vocab: Vocabulary, diff: VocabularyDiff, texts) -> tuple[list[str], list[str]]:

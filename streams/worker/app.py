@@ -51,7 +51,7 @@ def build_service(settings: Settings) -> Service:
     store = until_done_blocking(lambda: connect(settings.db, settings.cluster), f"opening ClickHouse at {settings.db}",
                                 retry_if=unavailable)
     policy = FetchPolicy(settings.roots, settings.allowed_hosts, settings.max_image_bytes, settings.http_timeout,
-                         settings.allow_hard_links)
+                         settings.allow_hard_links, settings.max_video_bytes)
     service = Service(store, encoder, configured, policy, settings)
     until_done_blocking(service.start, "starting the worker on its store", retry_if=unavailable)
     return service

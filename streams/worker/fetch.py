@@ -18,12 +18,13 @@ import base64
 import binascii
 import errno
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, unquote_to_bytes, urlparse
 
 from columnist.errors import BadInput, ColumnistError
 from columnist.files import FileRefused, open_nonblocking, read_at_most, regular_status
+from columnist.models import media
 from columnist.printable import printable
 from columnist.records import ImageLimits
 
@@ -49,10 +50,14 @@ class FetchPolicy:
     """Seconds for a whole http exchange: connect, headers and body."""
     allow_hard_links: bool = False
     """Read files that have several names (a hard link can name a file outside the roots)."""
+    max_video_bytes: int = ImageLimits().max_video_bytes
+    """The cap of a URI whose name says it is a video (.mp4, .mov, ...)."""
 
 
 def fetch(uri: str, policy: FetchPolicy) -> bytes:
     scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
+    if scheme != "data" and media.suffix_kind(uri) == media.VIDEO:
+        policy = replace(policy, max_bytes=max(policy.max_bytes, policy.max_video_bytes))
     if scheme == "data":
         return _fetch_data(uri, policy)
     if len(uri) > MAX_URI_CHARS:

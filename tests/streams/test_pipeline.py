@@ -6,7 +6,8 @@ from columnist.models import images
 from columnist.models.images import ImageError
 from columnist.models.mock import MockEncoder
 from columnist import pipeline
-from columnist.pipeline import BatchPreparer, ImageInput, sha256_of
+from columnist.pipeline import BatchPreparer, sha256_of
+from columnist.records import ImageInput, ImageLimits
 from tests.conftest import PHOTOS
 
 
@@ -17,7 +18,7 @@ def _inputs(datas: list[bytes]) -> list[ImageInput]:
 def test_results_keep_order_duplicates_decode_once_and_failures_are_per_item():
     photos = [p.read_bytes() for p in sorted(PHOTOS.glob("*.jpg"))[:4]]
     datas = [photos[0], b"not an image", photos[1], photos[0], photos[2], b"not an image", photos[3]]
-    results = BatchPreparer(MockEncoder(), {}, threads=2).prepare_all(_inputs(datas))
+    results = BatchPreparer(MockEncoder(), {}, ImageLimits(decode_threads=2)).prepare_all(_inputs(datas))
 
     assert [r.record.image_id if not isinstance(r, Exception) else "error" for r in results] == [
         "id-0", "error", "id-2", "id-3", "id-4", "error", "id-6"]
@@ -47,7 +48,7 @@ def test_large_decodes_take_turns(monkeypatch):
     monkeypatch.setattr(pipeline, "decode", counting_decode)
     monkeypatch.setattr(pipeline, "LARGE_DECODE_PIXELS", 0)  # every photo counts as large
     datas = [p.read_bytes() for p in sorted(PHOTOS.glob("*.jpg"))]
-    results = BatchPreparer(MockEncoder(), {}, threads=4).prepare_all(_inputs(datas))
+    results = BatchPreparer(MockEncoder(), {}, ImageLimits(decode_threads=4)).prepare_all(_inputs(datas))
     assert all(not isinstance(r, Exception) for r in results)
     assert peak == 1
 

@@ -27,7 +27,7 @@ derived:
 def write(store, vocab, ids, encoder):
     embeddings = l2_normalise(np.random.default_rng(len(ids)).standard_normal((len(ids), 512)))
     scores = score_vocabulary(embeddings, text_embeddings(encoder, vocab), vocab, encoder.logit_scale, "mock")
-    store.write(ScoredBatch("mock", [ImageRecord(i, f"file:///x/{i}", "", 1, 1, i) for i in ids], embeddings, [scores]))
+    store.write(ScoredBatch.of_images("mock", [ImageRecord(i, f"file:///x/{i}", "", 1, 1, i) for i in ids], embeddings, [scores]))
 
 
 def test_a_killed_write_is_found_hidden_from_the_views_and_mended(store):

@@ -33,7 +33,7 @@ def ingest(store, vocab, count=200, seed=0, prefix="img"):
     embeddings = l2_normalise(np.random.default_rng(seed).standard_normal((count, encoder.dim)) + 3 * np.eye(1, encoder.dim))
     images = [ImageRecord(f"{prefix}{i}", "file:///x", "", 1, 1, "") for i in range(count)]
     scores = score_vocabulary(embeddings, text_embeddings(encoder, vocab), vocab, encoder.logit_scale, "mock")
-    store.write(ScoredBatch("mock", images, embeddings, [scores]))
+    store.write(ScoredBatch.of_images("mock", images, embeddings, [scores]))
     return embeddings
 
 

@@ -29,7 +29,7 @@ def make_batch(vocab, count=5, seed=0):
     embeddings = l2_normalise(np.random.default_rng(seed).standard_normal((count, encoder.dim)))
     images = [ImageRecord(f"img{i}", f"file:///x/img{i}.jpg", "c", 10, 20, "0" * 64) for i in range(count)]
     scores = score_vocabulary(embeddings, text_embeddings(encoder, vocab), vocab, encoder.logit_scale, "mock")
-    return ScoredBatch("mock", images, embeddings, [scores])
+    return ScoredBatch.of_images("mock", images, embeddings, [scores])
 
 
 def counts(store):

@@ -433,3 +433,33 @@ def test_a_worker_started_before_its_broker_waits_for_it(stream_env, start_worke
     finally:
         worker.stop()
         kafka.stop()
+
+
+def test_phone_media_and_videos_through_the_worker(stream_env, start_worker):
+    """HEIC, AVIF, a DNG and a video published like any image: stored, the video with its
+    frames and its row in the wide view; a vocabulary push reaches the frames and the video."""
+    from bench import media as made
+
+    env, settings = stream_env
+    root = settings.roots[0]
+    photo = made.photo("rocket.jpg")
+    for name, data in {"a.heic": made.heic(photo), "b.avif": made.avif(photo), "c.dng": made.dng(photo)}.items():
+        (root / name).write_bytes(data)
+    made.video(root / "launch.mp4")
+    worker = start_worker()
+    worker.wait_ready()
+    published = subprocess.run([sys.executable, "-m", "columnist", "publish", "images", str(root)], cwd=REPO,
+                               env=worker.env, capture_output=True, text=True, timeout=120)
+    assert published.returncode == 0 and "published 4 events" in published.stdout, published.stderr
+    wait_until(lambda: worker.scalar("SELECT count() FROM columnist.images FINAL") == 4, 120, "the four files")
+    launch = (root / "launch.mp4").as_uri()
+    assert worker.query("SELECT kind, frames FROM columnist.images FINAL ORDER BY kind") == \
+        [["image", 0], ["image", 0], ["image", 0], ["video", 4]]
+    assert worker.scalar(f"SELECT count() FROM columnist.image_embedding FINAL WHERE image_id LIKE '{launch}#t=%'") == 4
+    assert worker.scalar(f"SELECT count() FROM columnist.image_columns WHERE image_id = '{launch}'") == 1
+    push(settings, space_version(2, lambda d: d["attributes"].append({"code": "solar_eclipse",
+                                                                      "description": "a total solar eclipse"})))
+    wait_for_version(worker, 2)
+    assert worker.scalar("SELECT count() FROM columnist.feature_image_attribute FINAL "
+                         "WHERE attribute = 'solar_eclipse'") == 3 + 4 + 1  # stills, frames, the video
+    assert worker.counters()["dead_letters"] == 0
