@@ -14,10 +14,13 @@ import io
 import json
 import os
 import random
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+
+from bench import media
 
 
 MAX_BYTES = 30_000
@@ -81,6 +84,41 @@ def prompt_explosion() -> bytes:
                        "document": document}).encode()
 
 
+# -- each media format's bombs (made with the libraries that write the formats) -----------
+
+def jxl_claiming(width: int, height: int) -> bytes:
+    """A JPEG XL codestream whose SizeHeader claims ``width`` x ``height`` (nothing after it)."""
+    def u32(value: int) -> list[int]:  # selector 3 (two bits, least significant first), then 30 bits of value - 1
+        return [1, 1] + [((value - 1) >> i) & 1 for i in range(30)]
+
+    bits = [0] + u32(height) + [0, 0, 0] + u32(width)  # not small; height; no ratio; width
+    bits += [0] * (-len(bits) % 8)
+    return b"\xff\x0a" + bytes(sum(bits[i + j] << j for j in range(8)) for i in range(0, len(bits), 8)) + b"\x00" * 32
+
+
+def heic_declaring(width: int, height: int) -> bytes:
+    small = media.heic(Image.new("RGB", (64, 64), (200, 30, 30)))
+    at = small.index(b"ispe")
+    return small[:at + 8] + struct.pack(">II", width, height) + small[at + 16:]
+
+
+def dng_claiming(side: int) -> bytes:
+    """A DNG whose sensor IFD declares ``side`` x ``side`` (tags 256/257), with a tiny strip."""
+    import tifffile
+
+    buffer = io.BytesIO()
+    made_dng = media.dng(Image.new("RGB", (64, 64), (90, 90, 90)), preview_side=None)
+    with tifffile.TiffFile(io.BytesIO(made_dng)) as tif:
+        page = tif.pages[0]
+        offsets = {tag.name: tag.valueoffset for tag in page.tags.values()}
+    data = bytearray(made_dng)
+    for name in ("ImageWidth", "ImageLength"):
+        struct.pack_into("<I", data, offsets[name], side)
+    buffer.write(bytes(data))
+    return buffer.getvalue()
+
+
+
 def image_cases(root: Path, outside: Path) -> list[Case]:
     """Events that must each be dead-lettered with a reason, never crash or hang the worker."""
     root.mkdir(parents=True, exist_ok=True)
@@ -97,6 +135,13 @@ def image_cases(root: Path, outside: Path) -> list[Case]:
     (root / "scans.jpg").write_bytes(scan_bomb())
     (root / "empty.jpg").write_bytes(b"")
     (root / "icon.png").write_bytes(ico_bomb())
+    (root / "bomb.jxl").write_bytes(jxl_claiming(100_000, 100_000))
+    (root / "bomb.heic").write_bytes(heic_declaring(20_000, 20_000))
+    (root / "sensor.dng").write_bytes(dng_claiming(20_000))
+    (root / "cut.heic").write_bytes(media.heic(media.photo())[:3000])
+    clip = media.video(root / "whole.mp4", seconds=4).read_bytes()
+    (root / "cut.mp4").write_bytes(clip[:len(clip) // 2])
+    media.video(root / "raw.mkv", seconds=0.2, fps=5, size=(64, 48), codec="rawvideo")
     uri = (root / "x").as_uri()[:-1]  # file:///…/root/
     deep = b"[" * 100_000 + b"]" * 100_000
     meta = {"m": 0}
@@ -136,6 +181,13 @@ def image_cases(root: Path, outside: Path) -> list[Case]:
         Case("a fuzzed TIFF", event("tiff", uri + "fuzzed.tif"), "image 'tiff'"),
         Case("a JPEG of thousands of scans", event("scans", uri + "scans.jpg"), "scans"),
         Case("an ICO around a big PNG, named .png", event("ico", uri + "icon.png"), "not an image columnist reads"),
+        Case("a JPEG XL declaring 100000x100000", event("jxl", uri + "bomb.jxl"), "refused before decoding"),
+        Case("a HEIC declaring 20000x20000", event("heic", uri + "bomb.heic"), "refused before decoding"),
+        Case("a DNG whose sensor claims 20000x20000", event("dng", uri + "sensor.dng"), "refused before decoding"),
+        Case("a HEIC cut short", event("cutheic", uri + "cut.heic"), "HEIF"),
+        Case("a video cut short", event("cutmp4", uri + "cut.mp4"), "cut short"),
+        Case("a video of a codec columnist does not decode", event("rawvideo", uri + "raw.mkv"),
+             "codec 'rawvideo' is not one"),
         Case("a bad http port", event("port", "http://127.0.0.1:abc/a.jpg"), "malformed URL"),
         Case("an unclosed IPv6 bracket", event("v6", "http://[::1/a.jpg"), "malformed URL"),
         Case("credentials in a URL", event("cred", "http://user:pw@127.0.0.1:9/a.jpg"), "credentials"),

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from bench import media as made
+from tests.hostile import dng_claiming, heic_declaring, jxl_claiming
 from columnist.models import media, video
 from columnist.models.images import ImageError, decode
 from columnist.models.registry import load_encoder
@@ -102,22 +103,6 @@ def test_video_sampling_is_bounded(tmp_path):
 
 # -- each format's bombs ------------------------------------------------------------------------
 
-def jxl_claiming(width: int, height: int) -> bytes:
-    """A JPEG XL codestream whose SizeHeader claims ``width`` x ``height`` (nothing after it)."""
-    def u32(value: int) -> list[int]:  # selector 3 (two bits, least significant first), then 30 bits of value - 1
-        return [1, 1] + [((value - 1) >> i) & 1 for i in range(30)]
-
-    bits = [0] + u32(height) + [0, 0, 0] + u32(width)  # not small; height; no ratio; width
-    bits += [0] * (-len(bits) % 8)
-    return b"\xff\x0a" + bytes(sum(bits[i + j] << j for j in range(8)) for i in range(0, len(bits), 8)) + b"\x00" * 32
-
-
-def heic_declaring(width: int, height: int) -> bytes:
-    small = made.heic(Image.new("RGB", (64, 64), (200, 30, 30)))
-    at = small.index(b"ispe")
-    return small[:at + 8] + struct.pack(">II", width, height) + small[at + 16:]
-
-
 def test_header_sizes_are_read_before_decoding():
     from columnist.models import jxl
 
@@ -138,27 +123,11 @@ def test_header_sizes_are_read_before_decoding():
 ])
 def test_bombs_and_broken_files_of_each_format_are_refused_quickly(name, data, reason):
     if data is None:  # a DNG whose sensor claims 20000 x 20000
-        data = _dng_claiming(20_000)
+        data = dng_claiming(20_000)
     started = time.perf_counter()
     with pytest.raises(ImageError, match=reason):
         decode(data, name, max_pixels=60_000_000, at_least=448)
     assert time.perf_counter() - started < 10
-
-
-def _dng_claiming(side: int) -> bytes:
-    """A DNG whose sensor IFD declares ``side`` x ``side`` (tags 256/257), with a tiny strip."""
-    import tifffile
-
-    buffer = io.BytesIO()
-    made_dng = made.dng(Image.new("RGB", (64, 64), (90, 90, 90)), preview_side=None)
-    with tifffile.TiffFile(io.BytesIO(made_dng)) as tif:
-        page = tif.pages[0]
-        offsets = {tag.name: tag.valueoffset for tag in page.tags.values()}
-    data = bytearray(made_dng)
-    for name in ("ImageWidth", "ImageLength"):
-        struct.pack_into("<I", data, offsets[name], side)
-    buffer.write(bytes(data))
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("make, reason", [
