@@ -2,9 +2,9 @@
 
 A 12-megapixel camera photo (4000x3000, made from a real sample photo) written as JPEG, HEIC,
 AVIF, JPEG XL and a camera RAW (DNG, with a full-size embedded preview and without one), and a
-1080p H.264 video: each decoded and preprocessed to the model's input as the worker does it (median of several runs
-), and for JPEG the full decode beside the one at the size needed (DCT scaling),
-with how far the model's input and embedding move. `make bench` runs it; it prints a table
+1080p H.264 video: each decoded and preprocessed to the model's input as the worker does it
+(median of several runs), and for JPEG the full decode beside the one at the size needed (DCT
+scaling), with how far the model's input and embedding move. `make bench` runs it; it prints a table
 and writes bench/results/decode-*.json.
 """
 
