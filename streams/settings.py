@@ -18,8 +18,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COLUMNIST_", extra="ignore")
 
     # storage
-    db: str = "chdb://./.columnist/db"
-    """ClickHouse DSN: chdb://PATH (embedded engine, relative paths allowed) or http://host:8123."""
+    db: str = "chdb://~/.columnist/db"
+    """ClickHouse DSN: chdb://PATH (the embedded engine; ~ and relative paths allowed) or http://host:8123."""
     cluster: Optional[str] = None
     """When set, DDL runs ON CLUSTER with Replicated engines."""
 
@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     """Names the worker's control socket, ``<run_dir>/worker-<port>.sock`` (one per worker on a machine)."""
     metrics_port: int = 0
     """Serve /metrics (Prometheus) and /health on this TCP port; 0: off."""
+    kafka_unhealthy_after: float = 60.0
+    """Seconds without an answer from Kafka after which /health says the worker is unhealthy."""
     metrics_bind: str = "127.0.0.1"
     """The address of the metrics page (0.0.0.0 only inside a container network)."""
     run_dir: str = "~/.columnist/run"

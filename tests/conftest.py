@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 PHOTOS = REPO / "tests" / "data" / "photos"
 SPACE_YAML = REPO / "vocab" / "space.yaml"
 TABLES = ["images", "image_embedding", "feature_image_attribute", "vocabulary", "vocabulary_applied", "replay_checkpoint",
-          "prompt_embedding"]
+          "prompt_embedding", "video_frames", "vocabulary_refused", "search_phrase"]
 
 
 def pytest_collection_modifyitems(items):

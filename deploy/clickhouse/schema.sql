@@ -117,6 +117,18 @@ CREATE TABLE IF NOT EXISTS columnist.video_frames ${ON_CLUSTER}
 ENGINE = ${REPLICATED}ReplacingMergeTree(created_at)
 ORDER BY (video_id, frame_id);
 
+-- Vocabulary documents a worker refused (and dead-lettered): a worker restarting reads the
+-- topic from its start, and does not dead-letter the same document again.
+CREATE TABLE IF NOT EXISTS columnist.vocabulary_refused ${ON_CLUSTER}
+(
+    vocab_name  String,
+    event_sha256 String,
+    reason      String,
+    refused_at  DateTime64(3, 'UTC')
+)
+ENGINE = ${REPLICATED}ReplacingMergeTree(refused_at)
+ORDER BY (vocab_name, event_sha256);
+
 -- The attributes of each vocabulary's applied version, with their thresholds.
 CREATE OR REPLACE VIEW columnist.vocabulary_current ${ON_CLUSTER} AS
 SELECT v.*
@@ -186,3 +198,28 @@ FROM (
 )
 WHERE accepted
 GROUP BY video_id, vocab_name, attribute, run;
+
+-- Phrases searched with `columnist search` (any text, not only a vocabulary's), per model: the
+-- prompt ensemble's embedding and the calibration it was scored with.
+CREATE TABLE IF NOT EXISTS columnist.search_phrase ${ON_CLUSTER}
+(
+    model       LowCardinality(String),
+    phrase      String,
+    embedding   Array(Float32) CODEC(NONE),
+    logit_scale Float32,
+    centre      Float32,
+    scale       Float32,
+    created_at  DateTime64(3, 'UTC')
+)
+ENGINE = ${REPLICATED}ReplacingMergeTree(created_at)
+ORDER BY (model, phrase);
+
+-- Ranking by a phrase from SQL, once `columnist search PHRASE` has encoded it:
+--   SELECT image_id, probability FROM columnist.search(phrase = 'a rocket on the launch pad')
+--   ORDER BY probability DESC LIMIT 20
+CREATE OR REPLACE VIEW columnist.search ${ON_CLUSTER} AS
+SELECT e.image_id AS image_id, toFloat32(p.logit_scale * dotProduct(e.embedding, p.embedding)) AS logit,
+       toFloat32(1 / (1 + exp(-(logit - p.centre) / p.scale))) AS probability
+FROM columnist.image_embedding AS e FINAL
+INNER JOIN (SELECT model, embedding, logit_scale, centre, scale FROM columnist.search_phrase FINAL
+            WHERE phrase = {phrase:String}) AS p ON p.model = e.model;

@@ -11,9 +11,14 @@ from columnist.vocab import load_vocabulary_arg
 from columnist.vocab.schema import Vocabulary
 
 
-DbOption = typer.Option(None, "--db", help="ClickHouse DSN (default: $COLUMNIST_DB or chdb://./.columnist/db).")
-ModelOption = typer.Option(None, "--model", help="'mock', a built-in model or a model directory (default: $COLUMNIST_MODEL).")
-VocabOption = typer.Option(None, "--vocab", help="A vocabulary YAML file or built-in name (default: $COLUMNIST_VOCAB).")
+DbOption = typer.Option(None, "--db", metavar="DSN",
+                        help="ClickHouse DSN (default: $COLUMNIST_DB, or chdb://~/.columnist/db).")
+ModelOption = typer.Option(None, "--model", metavar="NAME",
+                           help="'tiny-clip', 'mock', a pulled model's OWNER/NAME or a model directory "
+                                "(default: $COLUMNIST_MODEL).")
+VocabOption = typer.Option(None, "--vocab", metavar="NAME",
+                           help="A vocabulary: the name of one applied to the store (its applied version), a YAML "
+                                "file, or a built-in name (default: $COLUMNIST_VOCAB's name).")
 
 
 def settings():
@@ -48,13 +53,32 @@ WHEN_LOCKED = {
 }
 
 
-def store_or_exit(db: Optional[str], purpose: str):
+def store_or_exit(db: Optional[str], purpose: str, create: bool = False):
     """The store for --db (default: $COLUMNIST_DB), or exit saying what to do when a worker
-    owns it (``purpose``: a key of WHEN_LOCKED)."""
+    owns it (``purpose``: a key of WHEN_LOCKED). Only ``create`` makes one where there is none
+    (tag, replay): a reading command names the missing database instead (NoStore)."""
     from columnist.cli.errors import LOCKED
     from columnist.store import StoreLocked, connect
 
     try:
-        return connect(db or settings().db, settings().cluster)
+        return connect(db or settings().db, settings().cluster, create=create)
     except StoreLocked as err:
         fail(f"{err}\n{WHEN_LOCKED[purpose]}", LOCKED)
+
+
+def vocabulary_in(store, given: Optional[str]) -> Vocabulary:
+    """What --vocab means in every command: a YAML file when it names one; else the vocabulary
+    of that name as applied to the store; else a built-in. Without --vocab: COLUMNIST_VOCAB's
+    vocabulary, as applied when it is."""
+    from pathlib import Path
+
+    from columnist.vocab.schema import CODE_PATTERN
+
+    import re
+
+    argument = given or settings().vocab
+    if Path(argument).is_file():
+        vocab = vocabulary_or_exit(argument)
+        return (store.applied_vocabulary(vocab.name) or vocab) if given is None else vocab
+    applied = store.applied_vocabulary(argument) if re.fullmatch(CODE_PATTERN, argument) else None
+    return applied or vocabulary_or_exit(argument)

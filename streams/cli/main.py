@@ -12,7 +12,10 @@ import sys
 
 import typer
 
-from columnist.cli import model, query, store, stream, tag, vocab, workbench
+from columnist.cli import deadletters, model, query, store, stream, tag, vocab, workbench
+from columnist.cli.help import words_not_types
+
+words_not_types()
 
 app = typer.Typer(help="Turn a CLIP model into ClickHouse columns: one confidence per attribute, per image.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -36,7 +39,7 @@ def root(version: bool = typer.Option(False, "--version", callback=_print_versio
         os.environ["COLUMNIST_DEBUG"] = "1"
 
 
-for group in (tag, query, vocab, stream, workbench, model, store):
+for group in (tag, query, vocab, stream, deadletters, workbench, model, store):
     group.register(app)
 
 

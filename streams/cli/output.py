@@ -1,18 +1,49 @@
-"""Printing query results as a table on a terminal."""
+"""Printing query results on a terminal: a table that fits, or one row at a time.
+
+Piped output is never printed here: it is ClickHouse's own bytes (cli.query). On a terminal
+a result is a table when it fits the width, else vertical (one ``column: value`` line each,
+as ClickHouse's Vertical format), an empty result says "0 rows", and floats are shown at a
+readable precision (six significant digits: 5.999999848427251e-05 is 6e-05).
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from columnist.store.rows import plain
 
 
+def shown(value: Any) -> str:
+    value = plain(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(shown(v) for v in value) + "]"
+    return "NULL" if value is None else str(value)
+
+
 def print_rows(columns: Sequence[str], rows: Sequence[Sequence]) -> None:
-    """A table with a header (also when there are no rows) and the row count."""
+    """A table with a header and the row count; vertical when the table would not fit."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*columns, caption=f"{len(rows)} row{'' if len(rows) == 1 else 's'}")
-    for row in rows:
-        table.add_row(*(str(plain(v)) for v in row))
-    Console().print(table)
+    console = Console()
+    if not rows:
+        console.print("  ".join(columns), style="bold", highlight=False)
+        console.print("0 rows", highlight=False)
+        return
+    cells = [[shown(v) for v in row] for row in rows]
+    caption = f"{len(rows)} row{'' if len(rows) == 1 else 's'}"
+    widths = [max([len(c)] + [len(row[i]) for row in cells[:200]]) for i, c in enumerate(columns)]
+    if sum(min(w, 40) + 3 for w in widths) > console.width and len(columns) > 1:
+        name_width = max(len(c) for c in columns)
+        for number, row in enumerate(cells, start=1):
+            console.print(f"Row {number}:", style="bold", highlight=False)
+            for column, value in zip(columns, row):
+                console.print(f"  {column.ljust(name_width)}  {value}", highlight=False, soft_wrap=True)
+        console.print(caption, highlight=False)
+        return
+    table = Table(*columns, caption=caption)
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)

@@ -1,9 +1,10 @@
 """`columnist query`: SQL against the store, directly or through the worker that owns it.
 
-On a terminal the result is a table; piped, it is ClickHouse's TabSeparatedWithNames (a
-header line, then one line per row, full precision), so `columnist query … | sort` works.
-`--format` takes any ClickHouse output format (CSVWithNames, JSONEachRow, JSON, Parquet…)
-and writes exactly what ClickHouse writes.
+On a terminal the result is a table (vertical when it is wide, cli.output); piped, it is
+ClickHouse's TabSeparatedWithNames (a header line, then one line per row, full precision),
+so `columnist query … | sort` works. `--format` takes a ClickHouse output format by its own
+name (CSVWithNames, JSONEachRow, JSON, Parquet…; names are case-sensitive, as ClickHouse's
+are) and writes exactly what ClickHouse writes; `--format table` is the terminal's table.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import typer
 
 from columnist.cli.common import DbOption, fail, settings
 
-ALIASES = {"csv": "CSVWithNames", "tsv": "TabSeparatedWithNames", "json": "JSONEachRow"}
 
 
 def query(
@@ -24,15 +24,18 @@ def query(
                                                    "WHERE earth > 0.9\"; '-' reads it from standard input."),
     file: Optional[Path] = typer.Option(None, "--file", help="Read the query from this file."),
     db: Optional[str] = DbOption,
-    format: Optional[str] = typer.Option(None, "--format", "-f", help="'table', or a ClickHouse output format "
-                                         "(CSVWithNames, JSONEachRow, Parquet…; csv, tsv and json for short). Default: "
-                                         "a table on a terminal, TabSeparatedWithNames when piped."),
+    format: Optional[str] = typer.Option(None, "--format", "-f", metavar="FORMAT",
+                                         help="'table', or a ClickHouse output format by its name (CSVWithNames, "
+                                              "JSONEachRow, JSON, Parquet, …). Default: a table on a terminal, "
+                                              "TabSeparatedWithNames when piped."),
 ) -> None:
     """Run a SQL query and print the result (through the worker while it owns an embedded database)."""
+    from columnist.cli.errors import USAGE
     from columnist.cli.reader import QueryFailed, Reader
+    from columnist.store.clickhouse import engine_message
 
     text = _read_sql(sql, file)
-    fmt = ALIASES.get((format or "").lower(), format) or ("table" if sys.stdout.isatty() else "TabSeparatedWithNames")
+    fmt = format or ("table" if sys.stdout.isatty() else "TabSeparatedWithNames")
     reader = Reader(db or settings().db, settings())
     try:
         if fmt == "table":
@@ -43,7 +46,8 @@ def query(
             sys.stdout.buffer.write(reader.query_raw(text, fmt))
             sys.stdout.flush()
     except (QueryFailed, ConnectionError, ValueError) as err:
-        fail(f"query failed: {err}")
+        message = engine_message(err)
+        fail(f"query failed: {message}", USAGE if "UNKNOWN_FORMAT" in str(err) or "SYNTAX_ERROR" in str(err) else 1)
     finally:
         reader.close()
 

@@ -26,7 +26,7 @@ class Reader:
     def __init__(self, dsn: str, settings: Settings):
         self.store, self.worker = None, None
         try:
-            self.store = connect(dsn, settings.cluster)
+            self.store = connect(dsn, settings.cluster, create=False)
         except StoreLocked as locked:
             self.worker = WorkerClient(settings.control_socket)
             try:

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from columnist.cli.common import DbOption, ModelOption
+from columnist.cli.common import DbOption, ModelOption, VocabOption
 from columnist.cli.common import settings as current_settings
 
 publish_app = typer.Typer(help="Publish events to Kafka.", no_args_is_help=True)
@@ -32,7 +32,8 @@ def worker(
 
 @publish_app.command("images")
 def publish_images(
-    paths: List[Path] = typer.Argument(..., help="Image files and folders (walked recursively)."),
+    paths: List[Path] = typer.Argument(..., metavar="PATHS...", help="Photos, videos and folders (walked "
+                                       "recursively)."),
     collection: str = typer.Option("", help="Collection name carried by each event; it also namespaces image ids "
                                    "(collection/relative path instead of the file URI)."),
 ) -> None:
@@ -100,7 +101,7 @@ def replay(
 
     settings = current_settings()
     new = vocabulary_or_exit(vocab)
-    store = store_or_exit(db, "replay")
+    store = store_or_exit(db, "replay", create=True)
     encoder = load_encoder(model or settings.model, settings.threads, settings.batch_size, runtime=settings.runtime)
     old = store.applied_vocabulary(new.name)
     progress, advance = _progress_chunks(f"replaying {new.name} v{new.version}")
@@ -121,14 +122,15 @@ def replay(
 
 
 def backfill(
-    vocab: str = typer.Option(..., "--vocab", help="Name of an applied vocabulary."),
-    attribute: List[str] = typer.Option([], "--attribute", help="Attribute code to re-score (repeatable; default: all)."),
+    vocab: Optional[str] = VocabOption,
+    attribute: List[str] = typer.Option([], "--attribute", metavar="CODE",
+                                        help="Attribute code to re-score (repeatable; default: all)."),
     db: Optional[str] = DbOption,
     model: Optional[str] = ModelOption,
     resume: bool = typer.Option(False, help="Continue an interrupted backfill instead of starting over."),
 ) -> None:
     """Re-score attributes of the applied vocabulary for every stored embedding (and their derived dependents)."""
-    from columnist.cli.common import fail, store_or_exit
+    from columnist.cli.common import fail, store_or_exit, vocabulary_in
     from columnist.models.registry import load_encoder
     from columnist.prompt_cache import PromptCache
     from columnist.vocab.diff import VocabularyDiff, dependents
@@ -136,12 +138,16 @@ def backfill(
 
     settings = current_settings()
     store = store_or_exit(db, "replay")
-    applied = store.applied_vocabulary(vocab)
-    if applied is None:
-        fail(f"no vocabulary named {vocab!r} has been applied to {db or settings.db}")
+    wanted = vocabulary_in(store, vocab)
+    applied = store.applied_vocabulary(wanted.name)
+    if applied is None or applied.content_hash() != wanted.content_hash():
+        store.close()
+        fail(f"vocabulary {wanted.name!r} v{wanted.version} is not the one applied to {store.dsn}: backfill re-scores "
+             "an applied vocabulary (`columnist replay --vocab FILE` applies a new one)", 3)
     unknown = [a for a in attribute if a not in applied.codes]
     if unknown:
-        fail(f"vocabulary {vocab!r} v{applied.version} has no attribute(s) {', '.join(unknown)}")
+        store.close()
+        fail(f"vocabulary {applied.name!r} v{applied.version} has no attribute(s) {', '.join(unknown)}", 2)
     codes = set(attribute or applied.codes)
     codes |= set(dependents(applied, codes))
     ordered = tuple(c for c in applied.codes if c in codes)
@@ -160,17 +166,25 @@ def backfill(
     store.close()
 
 
-def status(db: Optional[str] = DbOption) -> None:
-    """Consumer lag, images, embeddings, scores per attribute and dead letters."""
+def status(db: Optional[str] = DbOption,
+           since: str = typer.Option("24h", "--since", metavar="WHEN",
+                                     help="Count this group's dead letters since then (30m, 2h, 7d or a date).")) -> None:
+    """The worker(s): consumer lag, this group's dead letters, and the store actually read
+    (directly, or through the worker that owns it): counts per kind, applied vocabularies,
+    scores per attribute."""
+    from columnist.cli.deadletters import since_option
     from columnist.cli.output import print_rows
     from columnist.cli.reader import Reader
+    from columnist.kafka.deadletters import read_dead_letters
     from columnist.kafka.lag import kafka_status
 
     settings = current_settings()
     try:
         lag = kafka_status(settings)
+        letters = read_dead_letters(settings, since_option(since), group=settings.group, limit=1)
         typer.echo(f"kafka {settings.kafka}: consumer group {settings.group!r} lag {lag['lag']} "
-                   f"({lag['per_partition']}), dead letters {lag['dead_letters']}")
+                   f"({lag['per_partition']}); {letters.matching} dead letters of this group in the last {since} "
+                   f"({lag['dead_letters']} on {settings.topic_deadletter} in all: `columnist deadletters`)")
     except Exception as err:  # Kafka down is part of the status: said, then the exit code says it too
         kafka_down = True
         typer.echo(f"kafka {settings.kafka}: unavailable ({' '.join(str(err).split())[:200] or type(err).__name__})")
@@ -178,7 +192,12 @@ def status(db: Optional[str] = DbOption) -> None:
         kafka_down = False
     reader = Reader(db or settings.db, settings)
     try:
-        typer.echo(f"database {db or settings.db} (read via {reader.via})")
+        if reader.store is not None:
+            typer.echo(f"database {reader.store.dsn} (read directly)")
+        else:
+            worker = reader.worker.status()
+            typer.echo(f"database {worker.get('database')} (read through the worker on {reader.worker.path}: model "
+                       f"{worker.get('model')} on {worker.get('runtime')})")
         for table in reader.summary().values():
             print_rows(table["columns"], table["rows"])
     finally:

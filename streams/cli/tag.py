@@ -8,13 +8,14 @@ from typing import List, Optional
 import typer
 
 from columnist.cli.common import DbOption, ModelOption, VocabOption, fail, settings, store_or_exit, \
-    vocabulary_or_exit
+    vocabulary_in, vocabulary_or_exit
 from columnist.errors import INTERRUPTED
 from columnist.printable import printable
 
 
 def tag(
-    paths: List[Path] = typer.Argument(..., help="Image files and folders (walked recursively)."),
+    paths: List[Path] = typer.Argument(..., metavar="PATHS...", help="Photos, videos and folders (walked "
+                                       "recursively)."),
     vocab: Optional[str] = VocabOption,
     model: Optional[str] = ModelOption,
     db: Optional[str] = DbOption,
@@ -39,7 +40,8 @@ def tag(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         fail(f"not found: {', '.join(missing)}", 3)  # before any database is created
-    vocabulary = vocabulary_or_exit(vocab)
+    if vocab and Path(vocab).is_file():
+        vocabulary_or_exit(vocab)  # a broken file is named before any database is created
     walked = walk(paths, collection)
     files = walked.files
     if walked.skipped:
@@ -48,7 +50,8 @@ def tag(
     if not files:
         fail(f"no images or videos found in {', '.join(printable(p) for p in paths)}")
     encoder = load_encoder(model or config.model, threads=config.threads, batch_size=config.batch_size, runtime=config.runtime)
-    store = store_or_exit(db, "tag")
+    store = store_or_exit(db, "tag", create=True)
+    vocabulary = vocabulary_in(store, vocab)
     console = Console(stderr=True)
     run = TagRun()
     default_view = vocabulary.name == vocabulary_or_exit(None).name  # COLUMNIST_VOCAB's view is image_columns

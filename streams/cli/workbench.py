@@ -14,11 +14,12 @@ from columnist.cli.common import DbOption, ModelOption, VocabOption
 def _context(db, model, vocab):
     """(store, encoder, vocabulary) for a workbench command."""
     from columnist.models.registry import load_encoder
-    from columnist.cli.common import settings, store_or_exit, vocabulary_or_exit
+    from columnist.cli.common import settings, store_or_exit, vocabulary_in
 
     config = settings()
     encoder = load_encoder(model or config.model, config.threads, config.batch_size, runtime=config.runtime)
-    return store_or_exit(db, "workbench"), encoder, vocabulary_or_exit(vocab)
+    store = store_or_exit(db, "workbench")
+    return store, encoder, vocabulary_in(store, vocab)
 
 
 def calibrate(
@@ -122,13 +123,14 @@ def gallery(
     db: Optional[str] = DbOption,
 ) -> None:
     """Thumbnails of an attribute's accepted, tentative and rejected images with their scores."""
-    from columnist.cli.common import fail, store_or_exit, vocabulary_or_exit
+    from columnist.cli.common import fail, store_or_exit, vocabulary_in
     from columnist.workbench.gallery import gallery_sections, write_html
 
-    vocabulary = vocabulary_or_exit(vocab)
-    if attribute not in vocabulary.codes:
-        fail(f"vocabulary {vocabulary.name!r} has no attribute {attribute!r}")
     store = store_or_exit(db, "workbench")
+    vocabulary = vocabulary_in(store, vocab)
+    if attribute not in vocabulary.codes:
+        store.close()
+        fail(f"vocabulary {vocabulary.name!r} v{vocabulary.version} has no attribute {attribute!r}", 2)
     try:
         sections = gallery_sections(store, vocabulary, attribute, count)
         uris = store.image_uris([r.image_id for _, items in sections for r in items])
@@ -143,7 +145,67 @@ def gallery(
     typer.echo(f"wrote {out}: " + "; ".join(heading for heading, _ in sections))
 
 
+def search(
+    phrase: str = typer.Argument(..., metavar="TEXT", help="What to look for, in words: 'a rocket on the launch pad'."),
+    top: int = typer.Option(20, metavar="N", help="How many images (or video frames) to show."),
+    html_out: Optional[Path] = typer.Option(None, "--html", metavar="FILE", help="Write a page of thumbnails too."),
+    vocab: Optional[str] = VocabOption,
+    db: Optional[str] = DbOption,
+    model: Optional[str] = ModelOption,
+) -> None:
+    """The stored images and video frames a free-text description fits best, with a calibrated
+    probability; ranked in ClickHouse, and kept so SQL can rank by it: SELECT * FROM
+    columnist.search(phrase = 'TEXT'). Works through a worker that owns the database too."""
+    import sys
+
+    from columnist.cli.common import fail, settings, vocabulary_in
+    from columnist.cli.output import print_rows
+    from columnist.cli.reader import Reader
+    from columnist.models.registry import load_encoder
+    from columnist.prompt_cache import PromptCache
+    from columnist.store.search import inline_ranking, search_sql
+    from columnist.workbench.search import encode_phrase
+
+    if not phrase.strip():
+        fail("give a phrase to search for, e.g. 'a rocket on the launch pad'", 2)
+    config = settings()
+    reader = Reader(db or config.db, config)
+    try:
+        encoder = load_encoder(model or config.model, config.threads, config.batch_size, runtime=config.runtime)
+        if reader.store is not None:
+            vocabulary = vocabulary_in(reader.store, vocab)
+            found = encode_phrase(phrase, encoder, PromptCache(encoder, reader.store), vocabulary)
+            reader.store.save_search_phrase(encoder.name, found.text, found.embedding, found.logit_scale, found.centre,
+                                            found.scale)
+            columns, rows = reader.store.query(search_sql(top), {"phrase": found.text})
+        else:  # the worker owns the database: its page reads, the phrase is encoded here
+            from columnist.vocab import load_vocabulary_arg
+
+            found = encode_phrase(phrase, encoder, encoder, load_vocabulary_arg(vocab or config.vocab))
+            columns, rows = reader.query(search_sql(top, inline_ranking(found.embedding, found.logit_scale, found.centre, found.scale, encoder.name)))
+    finally:
+        reader.close()
+    if not sys.stdout.isatty():
+        sys.stdout.write("\t".join(["rank", *columns]) + "\n")
+        for rank, row in enumerate(rows, start=1):
+            sys.stdout.write("\t".join(map(str, [rank, *row])) + "\n")
+    else:
+        print_rows(["rank", "probability", "logit", "image"], [[rank, p, lg, image_id]
+                                                              for rank, (image_id, p, lg, _) in enumerate(rows, 1)])
+        typer.echo(f"{phrase!r}: probability = sigmoid((logit - {found.centre:g}) / {found.scale:g}); rank by it in "
+                   f"SQL with the view columnist.search(phrase = {found.text!r})", err=True)
+    if html_out:
+        from columnist.workbench.gallery import Scored, write_html
+
+        shown = [Scored(image_id, float(p), float(lg)) for image_id, p, lg, _ in rows]
+        write_html(html_out, f"search: {phrase}", [(f"top {len(shown)}", shown)],
+                   {image_id: uri for image_id, _, _, uri in rows},
+                   {"model": encoder.name, "calibration": f"centre {found.centre:g}, scale {found.scale:g}"})
+        typer.echo(f"wrote {html_out}", err=True)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(calibrate)
     app.command("try")(try_)
+    app.command()(search)
     app.command()(gallery)

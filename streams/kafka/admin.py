@@ -57,6 +57,25 @@ async def wait_until_ready(bootstrap: str, timeout: float, options: dict | None 
     raise TimeoutError(f"Kafka at {bootstrap} did not answer within {timeout:.0f} s: {last_error!r}")
 
 
+async def group_client_ids(settings: Settings) -> list[str]:
+    """The Kafka client ids of the consumer group's current members."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=10_000,
+                                **settings.kafka_client_options())
+    await admin.start()
+    try:
+        responses = await admin.describe_consumer_groups([settings.group])
+    finally:
+        await admin.close()
+    ids = []
+    for response in responses:
+        for group in response.groups:
+            members = group[-2] if isinstance(group[-1], int) else group[-1]  # v3+ ends with authorized operations
+            ids += [member[1] for member in members]
+    return ids
+
+
 async def create_topics(settings: Settings) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic

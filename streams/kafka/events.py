@@ -153,12 +153,14 @@ def _original(raw: bytes | None) -> dict[str, Any]:
 
 
 def dead_letter(raw: bytes | None, topic: str, error: Exception, partition: int | None = None,
-                offset: int | None = None, image_id: str | None = None) -> bytes:
+                offset: int | None = None, image_id: str | None = None, group: str = "") -> bytes:
     """The original event (bounded), the error class and message, where it came from, the
-    worker and the time. Always well under Kafka's message size, whatever the event was."""
+    worker, its consumer group and the time. Always well under Kafka's message size, whatever
+    the event was."""
     return json.dumps({
         "schema": SCHEMA_VERSION, "topic": topic, "partition": partition, "offset": offset,
         "image_id": image_id[:1024] if image_id else image_id, **_original(raw),
         "error": type(error).__name__, "reason": str(error)[:MAX_REASON],
-        "worker": f"{socket.gethostname()}:{os.getpid()}", "time": datetime.now(timezone.utc).isoformat(),
+        "worker": f"{socket.gethostname()}:{os.getpid()}", "group": group[:256],
+        "time": datetime.now(timezone.utc).isoformat(),
     }).encode()

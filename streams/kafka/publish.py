@@ -45,3 +45,56 @@ def push_vocabulary(vocab: Vocabulary, settings: Settings) -> None:
     """The whole document, keyed by vocabulary name (the topic is compacted)."""
     with kafka_errors(settings.kafka):
         asyncio.run(_produce(settings, settings.topic_vocab, [(vocab.name.encode(), vocab_event(vocab))]))
+
+
+async def _latest_documents(settings: Settings) -> dict[str, bytes]:
+    """The newest record of each key on the vocabulary topic (it is compacted: small)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from columnist.kafka.admin import partitions_of
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest", request_timeout_ms=15_000,
+                                **settings.kafka_client_options())
+    latest: dict[str, bytes] = {}
+    try:
+        await consumer.start()
+        partitions = [TopicPartition(settings.topic_vocab, p)
+                      for p in sorted(await partitions_of(consumer, settings.topic_vocab))]
+        if not partitions:
+            return latest
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            await consumer.seek_to_beginning(tp)
+        remaining = {tp for tp in partitions if ends[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=2_000)
+            for tp, messages in batch.items():
+                for message in messages:
+                    if message.key is not None and message.value is not None:
+                        latest[message.key.decode("utf-8", "replace")] = message.value
+                    if message.offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+            if not batch:
+                break  # nothing more arrives: what was read is what there is
+    finally:
+        await consumer.stop()
+    return latest
+
+
+def pushed_vocabulary(name: str, settings: Settings) -> "Vocabulary | None":
+    """The newest valid document of ``name`` on the vocabulary topic (what workers apply)."""
+    from columnist.errors import ColumnistError
+    from columnist.kafka.events import parse_vocab_event
+    from columnist.vocab.schema import vocabulary_from_dict
+
+    with kafka_errors(settings.kafka):
+        raw = asyncio.run(_latest_documents(settings)).get(name)
+    if raw is None:
+        return None
+    try:
+        event = parse_vocab_event(raw)
+        return vocabulary_from_dict(event.document, f"the newest {name!r} on {settings.topic_vocab}")
+    except ColumnistError:
+        return None  # a refused document: workers keep what they had

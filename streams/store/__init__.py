@@ -33,6 +33,12 @@ class StoreUnavailable(Unavailable, ConnectionError):
     hint = "start the server, or point --db / COLUMNIST_DB at one (chdb://PATH needs no server)"
 
 
+class NoStore(ConfigurationError):
+    """No columnist database at the DSN a reading command was given (readers never create one)."""
+
+    hint = "nothing was tagged or ingested there yet: --db or COLUMNIST_DB names another"
+
+
 class StoreLocked(Locked, RuntimeError):
     """Another process (a running worker) owns the embedded database."""
 
@@ -90,6 +96,11 @@ class VocabularyLedger(Protocol):
 
     def was_applied(self, name: str, content_hash: str) -> bool:
         """Whether this exact document was applied at some time."""
+
+    def was_refused(self, name: str, event_sha256: str) -> bool:
+        """Whether this exact vocabulary event was refused (and dead-lettered) before."""
+
+    def record_refusal(self, name: str, event_sha256: str, reason: str) -> None: ...
 
     def count_scores(self, vocab_name: str, codes: Sequence[str]) -> int:
         """Current scores of these attributes of one vocabulary (counted with FINAL)."""
@@ -152,7 +163,8 @@ class Store(IngestStore, PromptStore, VocabularyLedger, ReplayStore, WorkbenchRe
 
 def connect(dsn: str, cluster: str | None = None, create: bool = True) -> Store:
     """The store at ``dsn`` (its schema created or migrated first, unless ``create`` is
-    false: a reader of a store someone else keeps); StoreUnavailable if unreachable."""
+    false: a reader, which never creates one: NoStore when there is none); StoreUnavailable
+    if unreachable, StoreLocked if another process owns the embedded database."""
     from columnist.store.clickhouse import ClickHouseStore
 
     return ClickHouseStore.connect(dsn, cluster, create)

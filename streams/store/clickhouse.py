@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from columnist import faults
 from columnist.errors import UsageError
 from columnist.records import ImageRecord, KnownImage, ModelCalibration, ScoredBatch, Scores
-from columnist.store import QueryLimits, Rows, StoreLocked, StoreUnavailable
+from columnist.store import NoStore, QueryLimits, Rows, StoreLocked, StoreUnavailable
 from columnist.vocab.prompts import render_prompts
 from columnist.vocab.schema import Attribute, Vocabulary, vocabulary_from_dict
 
@@ -101,6 +101,16 @@ def _stderr_captured():
             os.close(saved)
 
 
+def engine_message(err: BaseException) -> str:
+    """The engine's own sentence once: the embedded engine wraps one exception in several
+    ('Code: 73. DB::Exception: Code: 73. DB::Exception: Unknown format …')."""
+    text = " ".join(str(err).split())
+    inner = text.rsplit("DB::Exception: ", 1)[-1]
+    codes = re.findall(r"\(([A-Z][A-Z_]{2,})\)", inner)
+    inner = re.sub(r"\s*\((version [^)]*|[A-Z][A-Z_]{2,})\)\.?", "", inner).strip()
+    return (f"{inner} ({codes[-1]})" if codes else inner)[:2000] or text[:2000]
+
+
 def normalise_dsn(dsn: str) -> str:
     """Make ``chdb://relative/path`` absolute (clickhouse-connect reads its first part as a host);
     refuse what is not a DSN columnist can use."""
@@ -153,13 +163,18 @@ class ClickHouseStore:
 
         dsn = normalise_dsn(dsn)
         if dsn.startswith("chdb:///"):
-            Path(dsn[len("chdb://"):]).mkdir(parents=True, exist_ok=True)
+            path = Path(dsn[len("chdb://"):])
+            if not create and not path.is_dir():
+                raise NoStore(f"no columnist database at {path}")
+            path.mkdir(parents=True, exist_ok=True)
         with _stderr_captured() as captured:
             try:
                 with unavailable_as_store_error():
                     store = cls(clickhouse_connect.get_client(dsn=dsn), cluster, dsn)
                 if create:
                     store.create_schema()
+                elif not store.scalar("SELECT count() FROM system.databases WHERE name = 'columnist'"):
+                    raise NoStore(f"no columnist database at {dsn}")
             except Exception as err:
                 captured.seek(0)
                 engine_said = captured.read().decode(errors="replace")
@@ -414,6 +429,26 @@ class ClickHouseStore:
             "created_at": _timestamps(len(keys)),
         }))
 
+    def save_search_phrase(self, model: str, phrase: str, embedding: "np.ndarray", logit_scale: float, centre: float,
+                           scale: float) -> None:
+        """A searched phrase, so that SQL ranks by it: columnist.search(phrase = '…')."""
+        import pyarrow as pa
+
+        self.client.insert_arrow("columnist.search_phrase", pa.table({
+            "model": [model], "phrase": [phrase],
+            "embedding": pa.array([[float(x) for x in embedding]], pa.list_(pa.float32())),
+            "logit_scale": pa.array([logit_scale], pa.float32()), "centre": pa.array([centre], pa.float32()),
+            "scale": pa.array([scale], pa.float32()), "created_at": _timestamps(1)}))
+
+    def was_refused(self, name: str, event_sha256: str) -> bool:
+        return self.scalar("SELECT count() FROM columnist.vocabulary_refused WHERE vocab_name = {n:String} "
+                           "AND event_sha256 = {h:String}", {"n": name, "h": event_sha256}) > 0
+
+    def record_refusal(self, name: str, event_sha256: str, reason: str) -> None:
+        self.command("INSERT INTO columnist.vocabulary_refused (vocab_name, event_sha256, reason, refused_at) "
+                     "VALUES ({n:String}, {h:String}, {r:String}, now64(3))",
+                     {"n": name, "h": event_sha256, "r": reason[:2000]})
+
     def was_applied(self, name: str, content_hash: str) -> bool:
         return self.scalar("SELECT count() FROM columnist.vocabulary WHERE vocab_name = {n:String} "
                            "AND content_hash = {h:String}", {"n": name, "h": content_hash}) > 0
@@ -499,7 +534,7 @@ class ClickHouseStore:
             "vocabularies": rows("SELECT vocab_name, vocab_version, model, applied_at "
                                  "FROM columnist.vocabulary_applied FINAL ORDER BY vocab_name"),
             "attributes": rows("SELECT vocab_name, attribute, source, count() AS scores, "
-                               "round(avg(score), 3) AS mean_score FROM columnist.feature_image_attribute FINAL "
+                               "avg(score) AS mean_score FROM columnist.feature_image_attribute FINAL "
                                "GROUP BY vocab_name, attribute, source ORDER BY vocab_name, attribute"),
         }
 
@@ -516,7 +551,7 @@ class ClickHouseStore:
                 clause = ", ".join(f"{name} = {value!r}" for name, value in settings.items())
                 return self._bounded_raw(f"{statement}\nSETTINGS {clause}\nFORMAT {fmt}", limits.bytes)
             result = self.client.query(statement, settings=settings)
-            return list(result.column_names), [tuple(r) for r in result.result_rows]
+            return _columns(self.client, result, statement), [tuple(r) for r in result.result_rows]
         except QueryRefused:
             raise  # refused before it ran: nothing was left on the connection
         except BaseException:
@@ -559,13 +594,26 @@ class ClickHouseStore:
 
     def query(self, sql: str, parameters: dict | None = None) -> Rows:
         result = self.client.query(sql, parameters=parameters or {})
-        return list(result.column_names), [tuple(row) for row in result.result_rows]
+        rows = [tuple(row) for row in result.result_rows]
+        return _columns(self.client, result, sql, parameters), rows
 
     def command(self, sql: str, parameters: dict | None = None, settings: dict | None = None) -> None:
         self.client.command(sql, parameters=parameters or {}, settings=settings or {})
 
     def scalar(self, sql: str, parameters: dict | None = None) -> Any:
         return self.query(sql, parameters)[1][0][0]
+
+
+def _columns(client: Any, result: Any, sql: str, parameters: dict | None = None) -> list[str]:
+    """The result's column names; the embedded engine's client gives none for an empty
+    result, so they are asked of the engine (DESCRIBE runs nothing)."""
+    if result.column_names or result.result_rows or not sql.lstrip().upper().startswith(("SELECT", "WITH", "(")):
+        return list(result.column_names)
+    try:
+        described = client.query(f"DESCRIBE ({sql})", parameters=parameters or {}, settings={"readonly": 1})
+        return [row[0] for row in described.result_rows]
+    except Exception:  # noqa: BLE001 - the names are a courtesy; the (empty) result stands
+        return []
 
 
 def _VOCABULARY_SCHEMA():

@@ -28,7 +28,8 @@ from columnist.settings import Settings
 from columnist.worker.control import ControlPage
 from columnist.worker.fetch import FetchPolicy
 from columnist.worker.kafka_source import KafkaSource
-from columnist.worker.metrics import MetricsPage
+from columnist.worker.log_throttle import throttle_handlers
+from columnist.worker.metrics import KafkaWatch, MetricsPage
 from columnist.worker.service import Service
 
 log = logging.getLogger("columnist.worker")
@@ -96,12 +97,14 @@ def create_app(settings: Settings, service: Service, control: ControlPage, metri
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
         broker_credentials=_credentials(settings),
+        broker_client_id=client_id(settings),
     )
     images = app.topic(settings.topic_images, value_serializer="raw", key_serializer="raw")
     dead_letters = app.topic(settings.topic_deadletter, value_serializer="raw", key_serializer="raw")
 
     @app.task
     async def pages() -> None:
+        throttle_handlers()  # Faust has set up its logging by now
         await control.start()
         if metrics:
             await metrics.start()
@@ -117,6 +120,35 @@ def create_app(settings: Settings, service: Service, control: ControlPage, metri
         await service.run(KafkaSource(stream, settings, dead_letters))
 
     return app
+
+
+def client_id(settings: Settings) -> str:
+    """The worker's Kafka client id names its store: an embedded database is this host's path,
+    a server is its DSN (members of one group writing to one server share an id)."""
+    import hashlib
+
+    from columnist.store.clickhouse import normalise_dsn
+
+    dsn = normalise_dsn(settings.db)
+    where = f"{socket.gethostname()}:{dsn}" if dsn.startswith("chdb:") else dsn.split("@")[-1]
+    return f"columnist-store-{hashlib.sha256(where.encode()).hexdigest()[:12]}"
+
+
+def warn_about_other_stores(settings: Settings) -> None:
+    """Members of one consumer group share out the images: each must write to the same store.
+    Warn when a member already in the group writes elsewhere (two embedded databases, say)."""
+    from columnist.kafka.admin import group_client_ids
+
+    try:
+        others = {c for c in asyncio.run(group_client_ids(settings)) if c.startswith("columnist-store-")}
+    except Exception as err:  # noqa: BLE001 - a warning that cannot be given is logged, not fatal
+        log.info("could not list the members of consumer group %r: %s", settings.group, err)
+        return
+    mine = client_id(settings)
+    if others - {mine}:
+        log.warning("another member of consumer group %r writes to a different store (%s): the images of the group "
+                    "are split between the stores. Give each store its own group (COLUMNIST_GROUP), or share one "
+                    "ClickHouse server (COLUMNIST_DB=http://...)", settings.group, ", ".join(sorted(others - {mine})))
 
 
 def _credentials(settings: Settings):
@@ -138,6 +170,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     from columnist.store.clickhouse import normalise_dsn
 
     logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    throttle_handlers()
     normalise_dsn(settings.db)
     control = ControlPage(lambda: service.status(), lambda: service.ready, settings)
     control.claim()
@@ -145,16 +178,21 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         check_port_free(settings.metrics_bind, settings.metrics_port)
     service = build_service(settings)
 
+    watch = KafkaWatch(settings.kafka_unhealthy_after)
+
     async def status_with_lag() -> dict:
         """The status and the consumer group's lag (one Kafka round trip per scrape)."""
         from columnist.kafka.lag import read_kafka_status
 
         try:
             lag = (await asyncio.wait_for(read_kafka_status(settings), 10))["lag"]
+            watch.answered()
         except Exception:  # Kafka unreachable: the other metrics still count
             lag = None
         return {**await service.status(), "lag": lag}
 
-    metrics = MetricsPage(status_with_lag, settings.metrics_bind, settings.metrics_port) if settings.metrics_port else None
+    metrics = MetricsPage(status_with_lag, settings.metrics_bind, settings.metrics_port, service.timings, watch) \
+        if settings.metrics_port else None
     wait_for_kafka(settings)
+    warn_about_other_stores(settings)
     Worker(create_app(settings, service, control, metrics), loglevel=loglevel).execute_from_commandline()

@@ -1,23 +1,31 @@
-"""The worker's metrics and health, for Prometheus and orchestrators.
+"""The worker's metrics and health, for Prometheus and orchestrators (prometheus_client).
 
-Counters only, read from the worker's status: no SQL, no store access, nothing anyone can
-change. Off by default; ``COLUMNIST_METRICS_PORT`` turns it on, on ``COLUMNIST_METRICS_BIND``
-(127.0.0.1 unless a container network needs 0.0.0.0). ``GET /metrics`` is the Prometheus
-text format, ``GET /health`` answers 200 once the worker is ready (503 before).
+Off by default; ``COLUMNIST_METRICS_PORT`` turns it on, on ``COLUMNIST_METRICS_BIND``
+(127.0.0.1 unless a container network needs 0.0.0.0). ``GET /metrics`` is the Prometheus text
+format: the worker's counters (read from its status: no SQL, nothing anyone can change),
+histograms of batch and stage latency, the consumer group's lag, and the process's own
+metrics (CPU, memory, open files). ``GET /health`` answers 200 once the worker is ready and
+its broker has answered within ``unhealthy_after`` seconds, 503 otherwise, with the reason.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Awaitable, Callable
+
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 log = logging.getLogger("columnist.worker")
 
 COUNTERS = {
+    "images_stored": "Images and videos written.",
     "images_decoded": "Images decoded and preprocessed.",
-    "images_encoded": "Images encoded by the image tower.",
+    "images_encoded": "Images (and video frames) encoded by the image tower.",
     "images_reused": "Images whose content was stored already (embedding reused).",
     "images_replaced": "Events that replaced a stored image with other content.",
+    "images_failed": "Images that could not be used.",
     "prompts_encoded": "Prompts encoded by the text tower.",
     "batches": "Ingest batches stored.",
     "batch_retries": "Attempts at batches that failed as a whole (retried, never skipped).",
@@ -28,34 +36,84 @@ COUNTERS = {
     "replay_chunks_written": "Replay chunks written by this worker.",
     "replayed_score_rows": "Score rows written by replays.",
 }
-STAGES = {"fetch_decode_s": "fetch_decode", "encode_s": "encode", "write_s": "write"}
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 
 
-def render(status: dict) -> str:
-    """The worker's status in the Prometheus text exposition format."""
-    lines = ["# HELP columnist_ready 1 once the worker serves.", "# TYPE columnist_ready gauge",
-             f"columnist_ready {int(bool(status.get('ready')))}"]
-    counters = status.get("counters", {})
-    for name, help_text in COUNTERS.items():
-        lines += [f"# HELP columnist_{name}_total {help_text}", f"# TYPE columnist_{name}_total counter",
-                  f"columnist_{name}_total {counters.get(name, 0)}"]
-    lines += ["# HELP columnist_stage_seconds_total Seconds spent per ingest stage.",
-              "# TYPE columnist_stage_seconds_total counter"]
-    lines += [f'columnist_stage_seconds_total{{stage="{stage}"}} {counters.get(key, 0.0):.6f}'
-              for key, stage in STAGES.items()]
-    if status.get("lag") is not None:
-        lines += ["# HELP columnist_consumer_lag Image events not yet committed by the consumer group.",
-                  "# TYPE columnist_consumer_lag gauge", f"columnist_consumer_lag {status['lag']}"]
-    lines += ["# HELP columnist_vocabulary_version The applied version of each vocabulary.",
-              "# TYPE columnist_vocabulary_version gauge"]
-    lines += [f'columnist_vocabulary_version{{vocabulary="{v["name"]}"}} {v["version"]}'
-              for v in status.get("vocabularies", [])]
-    return "\n".join(lines) + "\n"
+class Timings:
+    """Histograms the Service observes as it works (seconds per batch and per stage)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        self.batch = Histogram("columnist_batch_seconds", "Seconds from a batch taken to it stored (decode, encode, "
+                               "write).", buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.stage = Histogram("columnist_stage_seconds", "Seconds per ingest stage of a batch.", ["stage"],
+                               buckets=LATENCY_BUCKETS, registry=self.registry)
+
+
+class KafkaWatch:
+    """When the broker last answered (the worker's status asks it, with the group's lag)."""
+
+    def __init__(self, unhealthy_after: float):
+        self.unhealthy_after = unhealthy_after
+        self.last_answer = time.monotonic()
+
+    def answered(self) -> None:
+        self.last_answer = time.monotonic()
+
+    def silent_for(self) -> float:
+        return time.monotonic() - self.last_answer
+
+    @property
+    def healthy(self) -> bool:
+        return self.silent_for() <= self.unhealthy_after
+
+
+class _StatusCollector:
+    """The worker's counters and gauges, from the status the last scrape fetched."""
+
+    def __init__(self):
+        self.status: dict = {}
+
+    def collect(self):
+        status = self.status
+        ready = GaugeMetricFamily("columnist_ready", "1 once the worker serves.")
+        ready.add_metric([], int(bool(status.get("ready"))))
+        yield ready
+        counters = status.get("counters", {})
+        for name, help_text in COUNTERS.items():
+            family = CounterMetricFamily(f"columnist_{name}", help_text)
+            family.add_metric([], counters.get(name, 0))
+            yield family
+        if status.get("lag") is not None:
+            lag = GaugeMetricFamily("columnist_consumer_lag", "Image events not yet committed by the consumer group.")
+            lag.add_metric([], status["lag"])
+            yield lag
+        versions = GaugeMetricFamily("columnist_vocabulary_version", "The applied version of each vocabulary.",
+                                     labels=["vocabulary"])
+        for vocab in status.get("vocabularies", []):
+            versions.add_metric([vocab["name"]], vocab["version"])
+        yield versions
+
+
+def render(status: dict, timings: Timings | None = None) -> str:
+    """The worker's status (and its histograms) in the Prometheus text format."""
+    registry = timings.registry if timings else CollectorRegistry()
+    collector = _StatusCollector()
+    collector.status = status
+    registry.register(collector)
+    try:
+        return generate_latest(registry).decode()
+    finally:
+        registry.unregister(collector)
 
 
 class MetricsPage:
-    def __init__(self, status: Callable[[], Awaitable[dict]], bind: str, port: int):
+    def __init__(self, status: Callable[[], Awaitable[dict]], bind: str, port: int, timings: Timings | None = None,
+                 watch: KafkaWatch | None = None):
         self.status, self.bind, self.port = status, bind, port
+        self.timings = timings or Timings()
+        self.watch = watch
+        ProcessCollector(registry=self.timings.registry)
         self.runner = None
 
     async def start(self) -> None:
@@ -76,10 +134,16 @@ class MetricsPage:
     async def _metrics(self, request):
         from aiohttp import web
 
-        return web.Response(text=render(await self.status()), content_type="text/plain", charset="utf-8")
+        return web.Response(body=render(await self.status(), self.timings).encode(),
+                            content_type="text/plain", charset="utf-8")
 
     async def _health(self, request):
         from aiohttp import web
 
-        ready = bool((await self.status()).get("ready"))
-        return web.json_response({"ready": ready}, status=200 if ready else 503)
+        status = await self.status()
+        if not status.get("ready"):
+            return web.json_response({"ready": False, "reason": "the worker is still starting"}, status=503)
+        if self.watch is not None and not self.watch.healthy:
+            return web.json_response({"ready": True, "healthy": False, "reason": "Kafka has not answered for "
+                                      f"{self.watch.silent_for():.0f} s"}, status=503)
+        return web.json_response({"ready": True, "healthy": True})

@@ -18,6 +18,7 @@ encoded before the lock is taken, so ingest goes on meanwhile.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import socket
@@ -44,6 +45,7 @@ from columnist.vocab.schema import Vocabulary, vocabulary_from_dict
 from columnist.vocabulary_change import apply_vocabulary, scored_vocabularies
 from columnist.worker.fetch import FetchPolicy
 from columnist.worker.ingest import Prepared, Rejected, prepare_events
+from columnist.worker.metrics import Timings
 
 if TYPE_CHECKING:
     from columnist.models.encoder import Encoder
@@ -67,6 +69,8 @@ class Service:
         self.settings = settings  # topic names, image and replay limits
         self.limits = settings.image_limits
         self.counters = Counters()
+        self.timings = Timings()
+        """Histograms of batch and stage seconds (the metrics page serves them)."""
         self.prompts = PromptCache(encoder, store, self.counters)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-work")
         self.prepare_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-prepare")
@@ -140,10 +144,12 @@ class Service:
         storing: asyncio.Task | None = None  # the previous batch, encoded and written meanwhile
         try:
             async for batch in source.batches():
+                taken = time.perf_counter()
                 prepared = await self.prepare(batch.events)  # decoding this batch while the previous one encodes
+                self.timings.stage.labels("fetch_decode").observe(time.perf_counter() - taken)
                 if storing is not None:
                     await storing  # batches are stored in order, one behind the other
-                storing = asyncio.create_task(self._store_and_ack(batch, prepared))
+                storing = asyncio.create_task(self._store_and_ack(batch, prepared, taken))
             if storing is not None:
                 await storing
         finally:
@@ -151,9 +157,10 @@ class Service:
                 storing.cancel()
             following.cancel()
 
-    async def _store_and_ack(self, batch: "Batch", prepared: Prepared) -> None:
+    async def _store_and_ack(self, batch: "Batch", prepared: Prepared, taken: float) -> None:
         await self.store_prepared(batch.events, prepared)
         batch.ack()
+        self.timings.batch.observe(time.perf_counter() - taken)
 
     async def _follow(self, source: "Source") -> None:
         async for event in source.vocabularies():
@@ -207,6 +214,7 @@ class Service:
             batch = await self.run_blocking(embed_and_score, prepared.images, vocabularies, self.encoder)
             written = time.perf_counter()
             self.counters.encode_s += written - started
+            self.timings.stage.labels("encode").observe(written - started)
             try:
                 rows = await self.run_blocking(self.store.write, batch)
             except StoreUnavailable:
@@ -216,6 +224,7 @@ class Service:
             self.counters.images_stored += len(prepared.images)
             self.counters.score_rows += rows
             self.counters.write_s += time.perf_counter() - written
+            self.timings.stage.labels("write").observe(time.perf_counter() - written)
 
     async def _dead_letter(self, rejected: Rejected) -> None:
         event = rejected.event
@@ -224,7 +233,7 @@ class Service:
                     printable(rejected.image_id) if rejected.image_id else None,
                     type(rejected.error).__name__, printable(rejected.error, 500))
         await self._send_dead_letter(dead_letter(event.value, self.settings.topic_images, rejected.error,
-                                                 event.partition, event.offset, rejected.image_id))
+                                                 event.partition, event.offset, rejected.image_id, self.settings.group))
 
     async def _send_dead_letter(self, letter: bytes) -> None:
         send = self._send
@@ -250,10 +259,28 @@ class Service:
                 return
             await self.apply_vocabulary(vocab)
         except Exception as err:
-            log.warning("vocabulary event at %s partition %s offset %s rejected: %s: %s", self.settings.topic_vocab,
-                        event.partition, event.offset, type(err).__name__, printable(err, 1000))
-            await self._send_dead_letter(dead_letter(event.value, self.settings.topic_vocab, err,
-                                                     event.partition, event.offset))
+            await self._refuse_vocabulary(event, err)
+
+    async def _refuse_vocabulary(self, event: RawEvent, err: Exception) -> None:
+        """Dead-letter a refused document, once: the same event read again after a restart is
+        only logged."""
+        key = hashlib.sha256(event.value or b"").hexdigest()
+        name = _event_name(event.value)
+        try:
+            seen = await self.run_blocking(self.store.was_refused, name, key)
+        except Exception:  # the store away: dead-letter it (twice rather than never)
+            seen = False
+        log.warning("vocabulary event at %s partition %s offset %s refused%s: %s: %s", self.settings.topic_vocab,
+                    event.partition, event.offset, " (as before; not dead-lettered again)" if seen else "",
+                    type(err).__name__, printable(err, 1000))
+        if seen:
+            return
+        await self._send_dead_letter(dead_letter(event.value, self.settings.topic_vocab, err, event.partition,
+                                                 event.offset, group=self.settings.group))
+        try:
+            await self.run_blocking(self.store.record_refusal, name, key, f"{type(err).__name__}: {err}")
+        except Exception as failure:  # noqa: BLE001 - only the record of a refusal is lost
+            log.warning("could not record the refusal of vocabulary event %s: %s", key[:12], failure)
 
     async def _applied_before(self, vocab: Vocabulary) -> bool:
         """True for a document applied in the past (a redelivered, older event)."""
@@ -333,6 +360,14 @@ class Service:
             "vocabularies": [_describe(v) for v in self.vocabs.values()],
             "counters": asdict(self.counters),
         }
+
+
+def _event_name(raw: bytes | None) -> str:
+    """The ``name`` a vocabulary event gives, if it gives one (bounded; '' otherwise)."""
+    try:
+        return str(parse_vocab_event(raw).name)[:256]
+    except Exception:  # noqa: BLE001 - an event that does not parse has no name
+        return ""
 
 
 def _describe(vocab: Vocabulary) -> dict:

@@ -77,7 +77,7 @@ def start_worker(stream_env, tmp_path):
     workers: list[WorkerProcess] = []
 
     def start(**extra_env) -> WorkerProcess:
-        worker = WorkerProcess({**env, **extra_env}, tmp_path / "worker.log")
+        worker = WorkerProcess({**env, **extra_env}, tmp_path / f"worker-{len(workers)}.log")
         workers.append(worker)
         return worker
 

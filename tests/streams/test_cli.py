@@ -20,8 +20,17 @@ def columnist(*args, check=True, stdin=None, env=None):
     return result
 
 
+def empty_store(path) -> str:
+    """A DSN of a new, empty columnist database (made by another process: chdb opens one path a
+    process, and reading commands never create one)."""
+    dsn = f"chdb://{path}"
+    subprocess.run([sys.executable, "-c", f"from columnist.store import connect; connect({dsn!r}).close()"],
+                   check=True, timeout=120)
+    return dsn
+
+
 def count(db, sql):
-    out = columnist("query", "--db", db, "--format", "json", sql).stdout
+    out = columnist("query", "--db", db, "--format", "JSONEachRow", sql).stdout
     return int(json.loads(out.splitlines()[0])["n"])  # JSONEachRow quotes 64-bit integers
 
 
@@ -39,7 +48,7 @@ def test_tag_writes_images_times_attributes_and_is_idempotent(tmp_path, space_vo
     derived = len(space_vocab.derived)
     assert count(db, "SELECT count() AS n FROM columnist.feature_image_attribute FINAL WHERE source = 'derived'") == images * derived
 
-    query = columnist("query", "--db", db, "--format", "csv",
+    query = columnist("query", "--db", db, "--format", "CSVWithNames",
                       "SELECT image_id FROM columnist.image_columns WHERE earth > 0.5 ORDER BY image_id")
     lines = [line.strip('"') for line in query.stdout.splitlines()]
     assert lines[0] == "image_id"
@@ -49,9 +58,19 @@ def test_tag_writes_images_times_attributes_and_is_idempotent(tmp_path, space_vo
 
 
 def test_query_error_is_reported(tmp_path):
-    result = columnist("query", "--db", f"chdb://{tmp_path / 'db'}", "SELECT nope FROM columnist.images", check=False)
+    result = columnist("query", "--db", empty_store(tmp_path / "db"), "SELECT nope FROM columnist.images", check=False)
     assert result.returncode == 1
     assert "query failed" in result.stderr and "nope" in result.stderr
+
+
+def test_reading_commands_never_create_a_store(tmp_path):
+    """`query` or `status` from another folder created an empty store and reported 0 images."""
+    nowhere = tmp_path / "nothing-here"
+    for command in (["query", "SELECT 1"], ["status"], ["store", "check"], ["gallery", "--attribute", "earth",
+                                                                             "--out", str(tmp_path / "g.html")]):
+        result = columnist(*command, "--db", f"chdb://{nowhere}", check=False)
+        assert_short_failure(result, 3, f"no columnist database at {nowhere}")
+    assert not nowhere.exists()
 
 
 def test_tag_of_only_bad_files_fails_naming_them(tmp_path):
@@ -132,13 +151,13 @@ def test_replay_and_backfill_by_hand(tmp_path, space_vocab):
     assert count(db, "SELECT max(vocab_version) AS n FROM columnist.vocabulary_applied FINAL") == 2
 
     stamp = "SELECT attribute, max(updated_at) AS t FROM columnist.feature_image_attribute FINAL GROUP BY attribute"
-    before = {r["attribute"]: r["t"] for r in map(json.loads, columnist("query", "--db", db, "-f", "json", stamp).stdout.splitlines())}
+    before = {r["attribute"]: r["t"] for r in map(json.loads, columnist("query", "--db", db, "-f", "JSONEachRow", stamp).stdout.splitlines())}
     filled = columnist("backfill", "--vocab", "space", "--attribute", "moon", "--model", "mock", "--db", db)
     assert "backfilled moon, earth_and_moon, view_from_window" in filled.stdout
-    after = {r["attribute"]: r["t"] for r in map(json.loads, columnist("query", "--db", db, "-f", "json", stamp).stdout.splitlines())}
+    after = {r["attribute"]: r["t"] for r in map(json.loads, columnist("query", "--db", db, "-f", "JSONEachRow", stamp).stdout.splitlines())}
     assert {a for a in after if after[a] != before[a]} == {"moon", "earth_and_moon", "view_from_window"}
     unknown = columnist("backfill", "--vocab", "space", "--attribute", "nope", "--model", "mock", "--db", db, check=False)
-    assert unknown.returncode == 1 and "no attribute(s) nope" in unknown.stderr
+    assert unknown.returncode == 2 and "no attribute(s) nope" in unknown.stderr
 
 
 def assert_short_failure(result, code: int, *named: str) -> None:
@@ -171,14 +190,19 @@ def test_expected_failures_are_short_and_name_the_thing(tmp_path):
 
 
 def test_query_writes_clickhouse_formats_byte_for_byte(tmp_path):
-    db = f"chdb://{tmp_path / 'db'}"
+    db = empty_store(tmp_path / "db")
     sql = "SELECT 1 AS a, 'x y' AS b, 0.1 + 0.2 AS c"
     assert columnist("query", "--db", db, sql).stdout == "a\tb\tc\n1\tx y\t0.30000000000000004\n"  # piped: TSV
     assert columnist("query", "--db", db, "--format", "CSVWithNames", sql).stdout == \
         '"a","b","c"\n1,"x y",0.30000000000000004\n'
-    assert columnist("query", "--db", db, "-f", "json", sql).stdout == '{"a":1,"b":"x y","c":0.30000000000000004}\n'
+    assert columnist("query", "--db", db, "-f", "JSONEachRow", sql).stdout == '{"a":1,"b":"x y","c":0.30000000000000004}\n'
     empty = "SELECT image_id FROM columnist.images WHERE 0"
     assert columnist("query", "--db", db, empty).stdout == "image_id\n"  # an empty result keeps its header
+    document = json.loads(columnist("query", "--db", db, "--format", "JSON", empty).stdout)  # ClickHouse's JSON
+    assert document["rows"] == 0 and document["meta"] == [{"name": "image_id", "type": "String"}]
+    unknown = columnist("query", "--db", db, "--format", "Nope", sql, check=False)
+    assert_short_failure(unknown, 2, "Unknown format Nope")
+    assert unknown.stderr.count("Unknown format") == 1  # the engine's sentence once, not three times
     assert columnist("query", "--db", db, "-", stdin=sql).stdout.startswith("a\tb\tc\n")
     (tmp_path / "report.sql").write_text(sql)
     assert columnist("query", "--db", db, "--file", str(tmp_path / "report.sql")).stdout.startswith("a\tb\tc\n")

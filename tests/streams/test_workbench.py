@@ -104,4 +104,34 @@ def test_try_and_gallery_write_pages_of_the_expected_images(tagged_clip, tmp_pat
 
 def test_gallery_of_an_unknown_attribute_fails_clearly(tagged, tmp_path):
     result = columnist("gallery", "--attribute", "nope", "--out", str(tmp_path / "g.html"), "--db", tagged, check=False)
-    assert result.returncode == 1 and "no attribute 'nope'" in result.stderr
+    assert result.returncode == 2 and "no attribute 'nope'" in result.stderr
+
+
+def test_search_ranks_in_the_engine_and_sql_ranks_by_the_phrase_afterwards(store, space_vocab):
+    """`columnist search`: the phrase's ensemble against every stored embedding, a calibrated
+    probability; the same ranking from SQL once searched, and through a worker's guarded page."""
+    import numpy as np
+
+    from columnist.models.mock import MockEncoder
+    from columnist.store import QueryLimits
+    from columnist.tagger import find_images, tag
+    from columnist.vocab.scoring import clip_logits, sigmoid
+    from columnist.store.search import inline_ranking, search_sql
+    from columnist.workbench.search import encode_phrase
+
+    encoder = MockEncoder()
+    tag(find_images([PHOTOS]), space_vocab, encoder, store)
+    phrase = encode_phrase("a rocket  on the pad", encoder, encoder, space_vocab)
+    store.save_search_phrase(encoder.name, phrase.text, phrase.embedding, phrase.logit_scale, phrase.centre,
+                             phrase.scale)
+    _, rows = store.query(search_sql(3), {"phrase": "a rocket on the pad"})
+    ids, embeddings = store.read_embeddings("mock")
+    expected = sigmoid(clip_logits(embeddings, phrase.embedding, 100.0), phrase.centre, phrase.scale)
+    best = [ids[i] for i in np.argsort(-expected)[:3]]
+    assert [r[0] for r in rows] == best and rows[0][1] == pytest.approx(float(expected.max()), abs=1e-5)
+    assert all(r[3].startswith("file:///") for r in rows)
+    guarded = store.select(search_sql(3, inline_ranking(phrase.embedding, phrase.logit_scale, phrase.centre, phrase.scale, "mock")), QueryLimits())
+    assert [r[0] for r in guarded[1]] == best  # what a worker's read-only page answers
+    viewed = store.select("SELECT image_id FROM columnist.search(phrase = 'a rocket on the pad') "
+                          "ORDER BY probability DESC LIMIT 3", QueryLimits())
+    assert [r[0] for r in viewed[1]] == best

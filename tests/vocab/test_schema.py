@@ -85,7 +85,7 @@ def test_cli_validate_exits_nonzero_naming_file_and_entry(case, tmp_path):
     file = tmp_path / "bad.yaml"
     file.write_text(textwrap.dedent(text))
     result = CliRunner().invoke(app, ["vocab", "validate", str(file)])
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # a bad vocabulary: the README's exit code 3
     assert str(file) in result.output
     assert expected[0].replace("Value error, ", "") in result.output
 

@@ -311,3 +311,17 @@ def test_a_worker_behind_another_never_rolls_the_store_back(store, tmp_path):
     _, versions = store.query("SELECT DISTINCT vocab_version FROM columnist.feature_image_attribute FINAL "
                               "WHERE attribute = 'porthole_view'")
     assert versions == [(3,)]
+
+
+def test_a_refused_document_is_dead_lettered_once_not_at_every_restart(store, tmp_path):
+    """A worker reads the vocabulary topic from its start at every restart: a document it
+    refused before is logged, not dead-lettered again (8 -> 10 letters after two restarts)."""
+    broken = json.loads(vocab_event(space(5)))
+    broken["document"]["templates"] = ["{description} at {place}"]
+    raw = RawEvent(json.dumps(broken).encode(), 0, 3)
+    first = ScriptedSource(Vocab(raw))
+    asyncio.run(service_for(store, tmp_path, space(1)).run(first))
+    restarted = ScriptedSource(Vocab(raw))
+    asyncio.run(service_for(store, tmp_path, space(1)).run(restarted))
+    assert len(first.letters) == 1 and "unknown placeholder" in first.letters[0]["reason"]
+    assert restarted.letters == []

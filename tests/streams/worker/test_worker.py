@@ -463,3 +463,65 @@ def test_phone_media_and_videos_through_the_worker(stream_env, start_worker):
     assert worker.scalar("SELECT count() FROM columnist.feature_image_attribute FINAL "
                          "WHERE attribute = 'solar_eclipse'") == 3 + 4 + 1  # stills, frames, the video
     assert worker.counters()["dead_letters"] == 0
+
+
+def test_vocab_push_refuses_what_every_worker_would(stream_env, start_worker, tmp_path):
+    """`vocab push` said "pushed" and exited 0 for documents every worker refuses: an older
+    version, or the same version with other content. It now checks the topic (and the store
+    through the worker) first, with tag's message and exit code 3."""
+    env, settings = stream_env
+    worker = start_worker()
+    worker.wait_ready()
+
+    def push_file(vocab, name):
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(vocab.model_dump(mode="json", exclude_defaults=True)))
+        return subprocess.run([sys.executable, "-m", "columnist", "vocab", "push", str(path)], cwd=REPO,
+                              env=worker.env, capture_output=True, text=True, timeout=120)
+
+    v2 = space_version(2, lambda d: d["attributes"].append({"code": "solar_eclipse", "description": "an eclipse"}))
+    assert push_file(v2, "v2.yaml").returncode == 0
+    wait_for_version(worker, 2)
+    older = push_file(space_version(1, lambda d: d.update(description="an older edit")), "v1.yaml")
+    assert older.returncode == 3 and "older than the applied v2" in older.stderr and "not pushed" in older.stderr
+    other = push_file(space_version(2, lambda d: d.update(description="other content")), "v2b.yaml")
+    assert other.returncode == 3 and "differs from the applied v2" in other.stderr
+    again = push_file(v2, "v2-again.yaml")
+    assert again.returncode == 0 and "nothing pushed" in again.stdout
+    assert len(consume_all(settings, settings.topic_vocab, 2, timeout=10)) == 1  # only v2 was ever published
+
+
+def test_a_worker_that_cannot_start_says_why_in_a_line_with_its_exit_code(stream_env, start_worker, tmp_path):
+    """Start-up is checked before the worker joins its group: a database another worker owns
+    (5), a socket another worker serves (5), a store of another model (3), a metrics port
+    taken (3). Never exit 0, never a traceback."""
+    import asyncio
+    import socket
+
+    from columnist.kafka.admin import group_client_ids
+
+    env, settings = stream_env
+    first = start_worker()
+    first.wait_ready()
+    wait_until(lambda: asyncio.run(group_client_ids(settings)), 60, "the first worker to join its group")
+
+    def refused(expected: int, *words: str, **extra_env) -> None:
+        worker = start_worker(**extra_env)
+        assert worker.wait_exit(120) == expected, worker.tail()
+        log = worker.tail(20)
+        assert "Traceback" not in log and all(w in log for w in words), log
+
+    refused(5, "is in use by another process", COLUMNIST_WORKER_PORT=str(free_port()))
+    refused(5, "another worker", "serves", COLUMNIST_DB=f"chdb://{tmp_path / 'db2'}")
+    subprocess.run([sys.executable, "-m", "columnist", "tag", str(PHOTOS), "--model", "mock", "--db",
+                    f"chdb://{tmp_path / 'mock-db'}"], cwd=REPO, check=True, capture_output=True, timeout=300)
+    refused(3, "holds embeddings of model 'mock'", COLUMNIST_DB=f"chdb://{tmp_path / 'mock-db'}",
+            COLUMNIST_WORKER_PORT=str(free_port()))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        refused(3, "is taken", COLUMNIST_METRICS_PORT=str(taken.getsockname()[1]),
+                COLUMNIST_DB=f"chdb://{tmp_path / 'db3'}", COLUMNIST_WORKER_PORT=str(free_port()))
+    # a second member of the group writing to another embedded store starts, and says so
+    second = start_worker(COLUMNIST_DB=f"chdb://{tmp_path / 'db4'}", COLUMNIST_WORKER_PORT=str(free_port()))
+    second.wait_ready()
+    assert "another member of consumer group" in second.tail(400)
