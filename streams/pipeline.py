@@ -210,10 +210,12 @@ def _encode(encoder: "Encoder", tensors: dict[str, "np.ndarray"]) -> dict[str, "
     if not tensors:
         return {}
     answer = encoder.encode_prepared(list(tensors.values()))
-    if answer.shape != (len(tensors), encoder.dim) or not np.isfinite(answer).all():
-        raise ModelOutputError(f"model {printable(encoder.name)} answered {tuple(answer.shape)} for {len(tensors)} "
-                               f"images of {encoder.dim} dimensions{'' if np.isfinite(answer).all() else ' (not finite)'};"
-                               " the model is broken (check it: columnist model check)")
+    finite = answer.shape == (len(tensors), encoder.dim) and bool(np.isfinite(answer).all())
+    if not finite or (np.linalg.norm(answer, axis=1) < 0.5).any():
+        problem = "not finite" if answer.shape == (len(tensors), encoder.dim) and not finite else \
+            "zero vectors" if finite else f"{tuple(answer.shape)}"
+        raise ModelOutputError(f"model {printable(encoder.name)} answered {problem} for {len(tensors)} images of "
+                               f"{encoder.dim} dimensions; the model is broken (check it: columnist model check)")
     return dict(zip(tensors, answer, strict=True))
 
 

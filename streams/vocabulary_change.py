@@ -51,39 +51,65 @@ class ApplyReport:
     images counted with FINAL; a second FINAL count over every score took a second at 1M x 10)."""
 
 
-def apply_vocabulary(
-    store: "ChangeStore", encoder: "Encoder", old: Vocabulary | None, new: Vocabulary, chunks: int,
-    old_texts: dict[str, "np.ndarray"] | None = None,
-    on_switch: Callable[[dict[str, "np.ndarray"]], None] | None = None,
-    on_chunk: Callable[[int, int], None] | None = None,
-    default_view: bool = False,
-    start_at: int = 0,
-    prompts: "TextEncoder | None" = None,
-) -> ApplyReport:
-    """Move from ``old`` to ``new``: encode only the new or changed prompts, replay stored
-    embeddings for the affected attributes, then record ``new`` as applied.
+@dataclass
+class Change:
+    """A planned move from one version to the next: what to re-score, with which texts."""
 
-    ``on_switch(texts)`` receives every base attribute's text embedding once they are
-    known, before the replay starts (the worker switches its ingest path there).
-    ``default_view``: the vocabulary is the default one, whose view is also ``image_columns``.
-    ``start_at``: where this worker starts in the replay's ring of chunks (Replayer.run).
-    ``prompts``: the text encoder (a PromptCache in front of ``encoder``'s text tower).
-    """
+    new: Vocabulary
+    diff: VocabularyDiff
+    new_texts: dict[str, "np.ndarray"]
+    """The text embeddings of the re-scored base attributes (encoded for this change)."""
+    texts: dict[str, "np.ndarray"]
+    """Every base attribute's text embedding: what ingest scores with after the switch."""
+
+
+def plan_change(store: "ChangeStore", encoder: "Encoder", old: Vocabulary | None, new: Vocabulary,
+                old_texts: dict[str, "np.ndarray"] | None = None, prompts: "TextEncoder | None" = None) -> Change:
+    """Check ``new`` against the applied version (VocabularyConflict), diff, and encode only the
+    new or changed prompts; nothing is written but prompt embeddings."""
     recorded = store.applied_vocabulary(new.name)  # another worker may have gone further meanwhile
     if recorded is not None and (old is None or recorded.version > old.version):
         old, old_texts = recorded, None
     check_newer(old, new)
     diff = diff_vocabularies(old, new, encoder.calibration)
     new_texts = text_embeddings(prompts or encoder, new, diff.rescore)
-    if on_switch:
-        kept = {a.code: old_texts[a.code] for a in new.attributes
-                if old_texts and a.code in old_texts and a.code not in new_texts}
-        on_switch({**kept, **new_texts})
+    missing = [a.code for a in new.attributes if a.code not in new_texts and not (old_texts and a.code in old_texts)]
+    kept = {a.code: old_texts[a.code] for a in new.attributes if old_texts and a.code in old_texts}
+    if missing:  # a worker that took up the store's version without its texts
+        kept.update(text_embeddings(prompts or encoder, new, missing))
+    return Change(new, diff, new_texts, {**kept, **new_texts})
+
+
+def carry_out(store: "ChangeStore", encoder: "Encoder", change: Change, chunks: int,
+              on_chunk: Callable[[int, int], None] | None = None, default_view: bool = False,
+              start_at: int = 0) -> ApplyReport:
+    """Replay stored embeddings for the changed attributes (checkpointed chunks), then record
+    the new version as applied and regenerate its views."""
+    new = change.new
     replayer = store.replayer(encoder.name, encoder.logit_scale, encoder.source, chunks,
                               model_calibration=encoder.calibration)
-    report = replayer.run(new, diff, new_texts, on_chunk, start_at)
+    report = replayer.run(new, change.diff, change.new_texts, on_chunk, start_at)
     store.apply_vocabulary(new, encoder.name, default_view, model_calibration=encoder.calibration)
-    return ApplyReport(diff, report, report.score_rows)
+    return ApplyReport(change.diff, report, report.score_rows)
+
+
+def apply_vocabulary(
+    store: "ChangeStore", encoder: "Encoder", old: Vocabulary | None, new: Vocabulary, chunks: int,
+    old_texts: dict[str, "np.ndarray"] | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
+    default_view: bool = False,
+    start_at: int = 0,
+    prompts: "TextEncoder | None" = None,
+) -> ApplyReport:
+    """Move from ``old`` to ``new`` in one go (tag, replay, a worker's start): plan_change,
+    then carry_out. The worker switches its ingest path between the two (Service).
+
+    ``default_view``: the vocabulary is the default one, whose view is also ``image_columns``.
+    ``start_at``: where this worker starts in the replay's ring of chunks (Replayer.run).
+    ``prompts``: the text encoder (a PromptCache in front of ``encoder``'s text tower).
+    """
+    change = plan_change(store, encoder, old, new, old_texts, prompts)
+    return carry_out(store, encoder, change, chunks, on_chunk, default_view, start_at)
 
 
 def scored_vocabularies(store: "VocabularyLedger", accepted: Collection[str] = (), keep: str | None = None) -> list[Vocabulary]:

@@ -311,3 +311,9 @@ HOSTILE_FOLDERS = {  # a model folder edited by each case, and the words of its 
                                          os.truncate(f / "visual" / "weights.bin", 64 << 20)), "a sparse file"),
 }
 
+QUERY_PROBES += [
+    ("SELECT (SELECT length(arrayConcat(range(300000000), range(300000000))))", "memory limit|MEMORY_LIMIT"),
+    ("SELECT currentQueryID()", "not allowed here"),
+    ("SELECT pgGetUserById(1)", "not allowed here"),
+    ("SELECT serverTimezone()", "not allowed here"),
+]

@@ -352,6 +352,8 @@ def _code_problems(doc: dict) -> list[str]:
                 problems.append(f"{where}: duplicate code {code!r}, already used by {seen[code]}")
             else:
                 seen[code] = where
+    if len(problems) > MAX_LISTED:
+        problems = problems[:MAX_LISTED] + [f"… and {len(problems) - MAX_LISTED:,} more duplicate codes"]
     for index, entry in enumerate(doc.get("derived") or [] if isinstance(doc.get("derived"), list) else []):
         rule = entry.get("rule") if isinstance(entry, dict) else None
         try:
@@ -455,23 +457,58 @@ def _find_cycle(vocab: Vocabulary) -> list[str] | None:
     return None
 
 
+MAX_DOCUMENT_CHARS = 4_000_000
+"""A vocabulary document's size (2,000 attributes of 1,000-character descriptions fit)."""
+MAX_ALIASES = 100
+"""YAML aliases (``*name``) a document may use: a million of them expand one list a million times."""
+LIST_LIMITS = {"attributes": MAX_ENTRIES, "derived": MAX_ENTRIES // 4, "templates": 50}
+
+
+def _loader():
+    """PyYAML's safe loader, counting aliases as it composes (a 'billion laughs' document is
+    refused before it expands)."""
+    import yaml
+
+    class Bounded(yaml.SafeLoader):
+        aliases = 0
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_ALIASES:
+                    raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases (*name)")
+            return super().compose_node(parent, index)
+
+    return Bounded
+
+
 def parse_vocabulary(text: str, source: str = "<vocabulary>") -> Vocabulary:
     """Parse and validate a YAML (or JSON) vocabulary document; raise VocabularyError."""
     import yaml
 
+    if len(text) > MAX_DOCUMENT_CHARS:
+        raise VocabularyError(source, [f"{len(text):,} characters, over the limit of {MAX_DOCUMENT_CHARS:,}"])
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader, bounded
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise VocabularyError(source, [f"invalid YAML{where}: {problem}"]) from None
+    except RecursionError:
+        raise VocabularyError(source, ["nested too deeply to be a vocabulary"]) from None
+    except ValueError as err:  # a 100,000-digit number
+        raise VocabularyError(source, [f"a value the YAML reader refuses: {str(err)[:200]}"]) from None
     return vocabulary_from_dict(doc, source)
 
 
 def vocabulary_from_dict(doc: Any, source: str = "<vocabulary>") -> Vocabulary:
     if not isinstance(doc, dict):
         raise VocabularyError(source, [f"expected a mapping at the top level, got {type(doc).__name__}"])
+    oversized = [f"{key}: {len(doc[key]):,} entries, at most {limit:,}" for key, limit in LIST_LIMITS.items()
+                 if isinstance(doc.get(key), list) and len(doc[key]) > limit]
+    if oversized:  # refused before a single entry is validated
+        raise VocabularyError(source, oversized)
     problems = _code_problems(doc)
     try:
         vocab = Vocabulary.model_validate(doc)
@@ -495,10 +532,15 @@ def _message(error: dict) -> str:
 
 
 def load_vocabulary(path: str | Path) -> Vocabulary:
-    """Read and validate a vocabulary file; errors name the file."""
+    """Read and validate a vocabulary file (a regular file of bounded size); errors name it."""
+    from columnist.files import read_regular_file
+    from columnist.printable import printable
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_file(path, MAX_DOCUMENT_CHARS * 4).decode("utf-8")
+    except UnicodeDecodeError:
+        raise VocabularyError(printable(path), ["not UTF-8 text"]) from None
     except OSError as err:
-        raise VocabularyError(str(path), [f"cannot read file: {err.strerror}"]) from None
-    return parse_vocabulary(text, source=str(path))
+        raise VocabularyError(printable(path), [f"cannot read file: {getattr(err, 'reason', None) or err.strerror}"]) from None
+    return parse_vocabulary(text, source=printable(path))

@@ -43,9 +43,9 @@ def convert(folder: Path, out: Path, source: str, name: str | None = None, varia
         if spec.name in RESERVED_NAMES or (BUILTIN_DIR / spec.name / "model.json").is_file():
             raise LayoutError(f"model name {spec.name!r} is a built-in model's: choose another --name")
         _check_files(folder, files)
-        for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a conversion that was killed
-            shutil.rmtree(stale, ignore_errors=True)
+        _clear_stale_staging(out)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        (staging / STAGING_MARKER).write_text("a model pull in progress (columnist); removed when it ends\n")
         umask = os.umask(0)
         os.umask(umask)
         staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would keep the model from a service running as another user
@@ -55,6 +55,7 @@ def convert(folder: Path, out: Path, source: str, name: str | None = None, varia
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(folder / relative, target)
             spec.write(staging)
+            (staging / STAGING_MARKER).unlink()
             mark(staging)
             check(staging, spec, named=folder)
         except BaseException:
@@ -62,6 +63,20 @@ def convert(folder: Path, out: Path, source: str, name: str | None = None, varia
             raise
         _swap(staging, out)
     return spec
+
+
+STAGING_MARKER = ".columnist-staging"
+"""In a staging folder from its first moment: what says a later pull may clear it."""
+
+
+def _clear_stale_staging(out: Path) -> None:
+    """Staging folders a killed pull left beside ``out``: only folders that are named so and
+    hold the staging marker (a user's own `.name.partial-notes` stays)."""
+    import glob
+
+    for stale in out.parent.glob(glob.escape(f".{out.name}.partial-") + "*"):
+        if stale.is_dir() and not stale.is_symlink() and (stale / STAGING_MARKER).is_file():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _read_layout(layout: "Layout", folder: Path, source: str, variant: str) -> tuple[ModelSpec, list[str]]:
@@ -136,37 +151,47 @@ def _with_logits(spec: ModelSpec, logit_scale: float | None, logit_bias: float |
 
 
 def check(directory: Path, spec: ModelSpec, named: Path | None = None) -> None:
-    """Run both towers on two different inputs each, alone and together: their inputs,
-    embedding sizes and the tokenizer must agree with ``spec``, every row must be finite, and
-    an input's row must not depend on its batch-mates (a tower that reverses or mixes its
-    batch would store every image with another's embedding). LayoutError names the file."""
+    """Run both towers on four different inputs each, alone and in batches of 2, 3 and 8:
+    their inputs, embedding sizes and the tokenizer must agree with ``spec``, every row must be
+    finite and not zero, and an input's row must not depend on its batch-mates (a tower that
+    reverses, mixes or averages its batch would store every image with another's embedding).
+    LayoutError names the file."""
     import numpy as np
     from PIL import Image
 
     from columnist.models.clip import ClipEncoder
 
     shown = printable(named or directory)  # errors name the folder people gave, not the staging copy
-    encoder = ClipEncoder(directory, spec, runtime="onnxruntime", batch_size=2)
+    encoder = ClipEncoder(directory, spec, runtime="onnxruntime", batch_size=8)
     side = spec.image_size
+    ramp = np.linspace(0, 255, side * side * 3).reshape(side, side, 3).astype(np.uint8)
     images = [Image.new("RGB", (side, side), (127, 127, 127)),
-              Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8))]
-    texts = ["a photo of the Moon", "an astronaut floating outside a spacecraft, seen through a window"]
+              Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)),
+              Image.fromarray(ramp), Image.new("RGB", (side, side), (200, 40, 30))]
+    texts = ["a photo of the Moon", "an astronaut floating outside a spacecraft, seen through a window",
+             "a cup of coffee", "rocket"]
     try:
-        checks = [("image", spec.visual, encoder.encode_images(images), [encoder.encode_images([i]) for i in images]),
-                  ("text", spec.textual, encoder.encode_texts(texts), [encoder.encode_texts([t]) for t in texts])]
+        checks = [("image", spec.visual, encoder.encode_images, images), ("text", spec.textual, encoder.encode_texts, texts)]
+        answers = [(tower, file, [encode([x]) for x in inputs],
+                    [(size, encode([inputs[i % 4] for i in range(size)])) for size in (2, 3, 8)])
+                   for tower, file, encode, inputs in checks]
     except ValueError as err:
         raise LayoutError(f"{shown}: {printable(str(err).replace(str(directory), str(named or directory)), 400)}") from None
     except Exception as err:  # onnxruntime's own errors name the input and the shape it wanted
         message = printable(str(err).replace(str(directory), str(named or directory)), 400)
         raise LayoutError(f"{shown}: the towers do not run as described: {message}") from None
-    for tower, file, together, alone in checks:
+    for tower, file, alone, batches in answers:
         where = f"{shown}/{printable(file)}"
-        if together.shape != (2, spec.embedding_dim) or any(a.shape != (1, spec.embedding_dim) for a in alone):
-            raise LayoutError(f"{where}: the {tower} tower answers {together.shape} for 2 inputs of "
-                              f"{spec.embedding_dim} dimensions (the configuration's embedding size)")
-        if not np.isfinite(together).all() or not all(np.isfinite(a).all() for a in alone):
-            raise LayoutError(f"{where}: the {tower} tower gives NaN or infinite values")
-        agreement = [float(together[i] @ alone[i][0]) for i in range(2)]
-        if min(agreement) < 0.999:
-            raise LayoutError(f"{where}: the {tower} tower's answer for one input changes with the other inputs of its "
-                              f"batch (cosine {min(agreement):.3f} between the same input alone and in a batch)")
+        for size, together in batches:
+            if together.shape != (size, spec.embedding_dim) or any(a.shape != (1, spec.embedding_dim) for a in alone):
+                raise LayoutError(f"{where}: the {tower} tower answers {together.shape} for {size} inputs of "
+                                  f"{spec.embedding_dim} dimensions (the configuration's embedding size)")
+            if not np.isfinite(together).all() or not all(np.isfinite(a).all() for a in alone):
+                raise LayoutError(f"{where}: the {tower} tower gives NaN or infinite values")
+            if (np.linalg.norm(together, axis=1) < 0.5).any() or any(np.linalg.norm(a) < 0.5 for a in alone):
+                raise LayoutError(f"{where}: the {tower} tower gives zero vectors (nothing to compare)")
+            agreement = min(float(together[i] @ alone[i % 4][0]) for i in range(size))
+            if agreement < 0.999:
+                raise LayoutError(f"{where}: the {tower} tower's answer for one input changes with the other inputs "
+                                  f"of its batch (cosine {agreement:.3f} between the same input alone and in a batch "
+                                  f"of {size})")

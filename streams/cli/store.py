@@ -41,7 +41,8 @@ def check(
         table = Table("what", "found", title=f"columnist store check: {store.dsn} (model {model_name})")
         for label, value in (("orphan embeddings (no images row)", found.orphan_embeddings),
                              ("orphan scores (no images row)", found.orphan_scores),
-                             ("images without an embedding", found.images_without_embedding)):
+                             ("images without an embedding", found.images_without_embedding),
+                             ("images whose embedding is of other content", found.content_differs)):
             table.add_row(label, f"{value:,}")
         for v in found.vocabularies:
             table.add_row(f"{v.name} v{v.version}: images missing a score", f"{v.missing:,}")
@@ -51,8 +52,9 @@ def check(
         for label, ids in found.examples.items():
             if ids:
                 console.print(f"{label}, e.g.: {', '.join(ids)}", highlight=False, soft_wrap=True)
-        if found.images_without_embedding:
-            console.print("images without an embedding cannot be scored: publish or tag them again")
+        if found.images_without_embedding or found.content_differs:
+            console.print("images without an embedding of their content cannot be mended here: publish or tag them "
+                          "again")
         if not repair:
             if not found.clean:
                 console.print("run again with --repair to mend what can be mended")

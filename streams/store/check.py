@@ -49,13 +49,16 @@ class Findings:
     orphan_embeddings: int = 0
     orphan_scores: int = 0
     images_without_embedding: int = 0
+    content_differs: int = 0
+    """Images whose embedding was made from other content than their row names (a re-publish
+    killed between the two writes): publish or tag them again."""
     examples: dict[str, list[str]] = field(default_factory=dict)
     vocabularies: list[VocabularyFindings] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
         return not (self.orphan_embeddings or self.orphan_scores or self.images_without_embedding
-                    or any(v.missing or v.stale or v.removed for v in self.vocabularies))
+                    or self.content_differs or any(v.missing or v.stale or v.removed for v in self.vocabularies))
 
 
 LIVE = ("(image_id IN (SELECT image_id FROM columnist.images) OR image_id IN (SELECT frame_id FROM "
@@ -104,6 +107,12 @@ def find(store: "Statements", model: str, vocabularies: list["Vocabulary"], grac
                "(SELECT image_id FROM columnist.image_embedding WHERE model = {m:String})")
     found.images_without_embedding = store.scalar("SELECT count() " + without, {"m": model})
     found.examples["images without an embedding"] = _sample(store, "SELECT image_id " + without, {"m": model})
+    differs = ("FROM (SELECT image_id, sha256 FROM columnist.images FINAL WHERE kind != 'video') AS i INNER JOIN "
+               "(SELECT image_id, sha256 FROM columnist.image_embedding FINAL WHERE model = {m:String}) AS e "
+               "ON e.image_id = i.image_id WHERE e.sha256 != i.sha256")
+    found.content_differs = store.scalar("SELECT count() " + differs, {"m": model})
+    found.examples["images whose embedding is of other content"] = _sample(store, "SELECT i.image_id " + differs,
+                                                                            {"m": model})
     for vocab in vocabularies:
         since = valid_from(store, vocab)
         params = _params(vocab, model, since)

@@ -118,9 +118,9 @@ def normalise_dsn(dsn: str) -> str:
     if scheme not in ("chdb", "http", "https", "clickhouse", "clickhouses"):
         raise InvalidDSN(f"{dsn[:100]!r} is not a ClickHouse DSN: use chdb://PATH (embedded) or "
                          "http(s)://[user:password@]host:8123 (a server)")
-    if not dsn.startswith("chdb://") or dsn.startswith("chdb:///") or dsn.startswith("chdb://memory"):
+    if not dsn.startswith("chdb://") or dsn.startswith("chdb://memory"):
         return dsn
-    path = Path(dsn[len("chdb://"):]).expanduser().resolve()
+    path = Path(dsn[len("chdb://"):]).expanduser().resolve()  # one database, one name: links and slashes resolved
     return f"chdb://{path}"
 
 

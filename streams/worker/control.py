@@ -58,9 +58,12 @@ def prepare_run_dir(path: Path) -> None:
 
 
 def claim_socket(path: Path) -> None:
-    """Refuse to start where another worker answers on ``path``; clear a socket a killed
-    worker left (a socket this user owns that nobody answers on). Anything else at the path
-    is not ours to remove."""
+    """Refuse to start where anything listens on ``path`` (another worker, even a stopped or
+    slow one); clear a socket nobody listens on (a killed worker's: connecting is refused).
+    Anything at the path that is not this user's socket is not ours to remove."""
+    import errno
+    import socket
+
     from columnist.worker.control_client import WorkerClient
 
     try:
@@ -70,12 +73,23 @@ def claim_socket(path: Path) -> None:
     if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.getuid():
         raise UnsafeRunDir(f"{printable(path)} exists and is not a control socket of this user; remove it or "
                            "choose another COLUMNIST_WORKER_PORT")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2)
     try:
-        status = WorkerClient(path, timeout=5).status()
-    except ConnectionError:
-        path.unlink(missing_ok=True)  # left by a worker that was killed
-        return
-    raise SocketTaken(f"another worker (database {printable(status.get('database'))}) serves {printable(path)}: "
+        probe.connect(str(path))
+    except OSError as err:
+        if err.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            path.unlink(missing_ok=True)  # left by a worker that was killed
+            return
+        raise SocketTaken(f"{printable(path)} is in use (connecting: {err.strerror or err}): give this worker its own "
+                          "COLUMNIST_WORKER_PORT") from None
+    finally:
+        probe.close()
+    try:
+        database = WorkerClient(path, timeout=5).status().get("database")
+    except Exception:  # noqa: BLE001 - something listens but does not answer: still not ours
+        database = "unknown: it does not answer"
+    raise SocketTaken(f"another worker (database {printable(database)}) serves {printable(path)}: "
                       "give this one its own COLUMNIST_WORKER_PORT")
 
 
@@ -170,8 +184,10 @@ class ControlPage:
             answer = await self._in_query_thread(lambda: self._store().select(sql, limits, fmt))
         except QueryRefused as err:
             return self._refuse(403, f"refused: {err}")
-        except Exception as err:  # the database's message is what the user needs
-            return self._refuse(400, str(err).strip()[:2000])
+        except Exception as err:  # the database's message is what the user needs (not its version)
+            from columnist.store.clickhouse import engine_message
+
+            return self._refuse(400, engine_message(err))
         if fmt:
             return web.Response(body=answer, content_type="application/octet-stream")
         columns, rows = answer

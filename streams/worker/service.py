@@ -39,10 +39,9 @@ from columnist.retry import until_done
 from columnist.settings import Settings
 from columnist.store import StoreUnavailable, check_model
 from columnist.store.check import GRACE_S, delete_orphans
-from columnist.vocab.diff import diff_vocabularies
 from columnist.vocab.prompts import text_embeddings
 from columnist.vocab.schema import Vocabulary, vocabulary_from_dict
-from columnist.vocabulary_change import apply_vocabulary, scored_vocabularies
+from columnist.vocabulary_change import apply_vocabulary, carry_out, plan_change, scored_vocabularies
 from columnist.worker.fetch import FetchPolicy
 from columnist.worker.ingest import Prepared, Rejected, prepare_events
 from columnist.worker.metrics import Timings
@@ -77,6 +76,8 @@ class Service:
         """Fetching and decoding the next batch runs here while this one is encoded and written."""
         self.prompt_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-prompts")
         """A new vocabulary's prompts are encoded here, beside ingest."""
+        self.replay_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-replay")
+        """A vocabulary change's replay runs here, beside ingest."""
         self.ready = False
         self.replay_start = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
         """Where this worker starts in a replay's ring of chunks: workers sharing a store start apart."""
@@ -300,31 +301,32 @@ class Service:
         return vocab
 
     async def apply_vocabulary(self, vocab: Vocabulary) -> None:
-        """Encode only new or changed prompts (beside ingest), then switch ingest to the new
-        vocabulary, replay stored embeddings in checkpointed chunks, and record it as applied.
+        """Plan the change (its new prompts encoded beside ingest), switch ingest to the new
+        vocabulary under the vocabulary lock, then replay stored embeddings in checkpointed
+        chunks beside ingest, and record the vocabulary as applied.
 
-        The switch and the replay hold the vocabulary lock: a batch being scored finishes its
-        write first, batches after it use the new vocabulary, so no batch mixes the two and
-        the final pass and the removal of dropped attributes see every row written under the
-        old one. While ClickHouse is unavailable it retries (the job resumes from its
-        checkpoints); on any other failure the worker goes back to the vocabulary it had."""
+        Only the switch holds the lock: a batch being scored finishes its write first and the
+        batches after it score with the new vocabulary, so no batch mixes the two, and the
+        replay (and its final pass, and the removal of dropped attributes) runs after every
+        row written under the old one; ingest never waits for a replay. While ClickHouse is
+        unavailable it retries (the job resumes from its checkpoints); on any other failure
+        the worker goes back to the vocabulary it had."""
         name = vocab.name
-        wanted = diff_vocabularies(self.vocabs.get(name), vocab, self.encoder.calibration).rescore
-        await self._on(self.prompt_executor, text_embeddings, self.prompts, vocab, wanted)  # into the cache
-
-        def switch(texts: Texts) -> None:
-            self.vocabs[name], self.texts[name] = vocab, texts
-
+        unavailable = lambda err: isinstance(err, StoreUnavailable)  # noqa: E731
+        change = await until_done(lambda: self._on(self.prompt_executor, plan_change, self.store, self.encoder,
+                                                   self.vocabs.get(name), vocab, self.texts.get(name), self.prompts),
+                                  f"planning vocabulary {name} v{vocab.version}", retry_if=unavailable)
         async with self.vocab_lock:
             old, old_texts = self.vocabs.get(name), self.texts.get(name)
-            try:
-                report = await until_done(lambda: self.run_blocking(lambda: apply_vocabulary(
-                    self.store, self.encoder, old, vocab, self.settings.replay_chunks, old_texts, on_switch=switch,
-                    default_view=name == self.configured.name, start_at=self.replay_start, prompts=self.prompts)),
-                    f"applying vocabulary {name} v{vocab.version}", retry_if=lambda err: isinstance(err, StoreUnavailable))
-            except BaseException:
+            self.vocabs[name], self.texts[name] = vocab, change.texts
+        try:
+            report = await until_done(lambda: self._on(self.replay_executor, lambda: carry_out(
+                self.store, self.encoder, change, self.settings.replay_chunks, default_view=name == self.configured.name,
+                start_at=self.replay_start)), f"applying vocabulary {name} v{vocab.version}", retry_if=unavailable)
+        except BaseException:
+            async with self.vocab_lock:
                 await self._fall_back(name, vocab, old, old_texts)
-                raise
+            raise
         diff, replay = report.diff, report.replay
         self.counters.replays += 1
         self.counters.replay_chunks_written += replay.chunks - replay.chunks_skipped

@@ -298,8 +298,39 @@ def _collapsing(model_path):
     onnx.save(model, str(model_path))
 
 
+def _from_three(mode: str):
+    """A tower that behaves in batches of one and two, and from three on adds the batch mean
+    to every row ("mix") or answers zeros ("zero"): what a check of one or two images passed."""
+    def edit(model_path):
+        from onnx import TensorProto, helper, numpy_helper
+
+        model = onnx.load(str(model_path))
+        graph = model.graph
+        out = graph.output[0].name
+        for node in graph.node:
+            node.output[:] = [out + "_raw" if o == out else o for o in node.output]
+        graph.initializer.extend([numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+                                  numpy_helper.from_array(np.array(0, np.int64), "zero_index"),
+                                  numpy_helper.from_array(np.array(2, np.int64), "two"),
+                                  numpy_helper.from_array(np.array(0.0, np.float32), "zero_value")])
+        graph.node.extend([helper.make_node("Shape", [out + "_raw"], ["shape"]),
+                           helper.make_node("Gather", ["shape", "zero_index"], ["rows"], axis=0),
+                           helper.make_node("Greater", ["rows", "two"], ["three_or_more"])])
+        if mode == "mix":
+            graph.node.extend([helper.make_node("ReduceMean", [out + "_raw", "axis0"], ["mean"], keepdims=1),
+                               helper.make_node("Add", [out + "_raw", "mean"], ["mixed"]),
+                               helper.make_node("Where", ["three_or_more", "mixed", out + "_raw"], [out])])
+        else:
+            graph.node.extend([helper.make_node("Expand", ["zero_value", "shape"], ["zeros"]),
+                               helper.make_node("Where", ["three_or_more", "zeros", out + "_raw"], [out])])
+        onnx.save(model, str(model_path))
+    return edit
+
+
 @pytest.mark.parametrize("edit, reason", [(_reversing, "changes with the other inputs of its batch"),
-                                          (_collapsing, "answers")])
+                                          (_collapsing, "answers"),
+                                          (_from_three("mix"), "in a batch of 3"),
+                                          (_from_three("zero"), "gives zero vectors")])
 def test_a_tower_whose_rows_depend_on_the_batch_is_refused(tmp_path, edit, reason):
     folder = layouts.transformers_js_clip(tmp_path / "src")
     edit(folder / "onnx" / "vision_model.onnx")
@@ -349,11 +380,17 @@ def test_a_converted_model_is_readable_by_others_and_killed_conversions_are_clea
     import stat
 
     (tmp_path / ".model.partial-old").mkdir()  # as a killed conversion leaves it
-    (tmp_path / ".model.partial-old" / "model.json").write_text("{}")
+    (tmp_path / ".model.partial-old" / ".columnist-staging").write_text("")
+    (tmp_path / ".model.partial-notes").mkdir()  # a user's own folder of that name: not ours
+    (tmp_path / ".model.partial-notes" / "thesis.txt").write_text("precious")
+    (tmp_path / ".other.partial-x").mkdir()
     convert(layouts.immich_clip(tmp_path / "src"), tmp_path / "model", "x/y")
     mode = stat.S_IMODE((tmp_path / "model").stat().st_mode)
     assert mode == 0o777 & ~_umask() and mode & 0o005
     assert not (tmp_path / ".model.partial-old").exists()
+    assert (tmp_path / ".model.partial-notes" / "thesis.txt").read_text() == "precious"
+    convert(tmp_path / "src" / "ViT-B-32__openai", tmp_path / "*", "x/y")  # a name that is a glob pattern
+    assert (tmp_path / ".other.partial-x").is_dir() and (tmp_path / "*" / "model.json").is_file()
 
 
 def _umask() -> int:

@@ -65,3 +65,9 @@ def test_the_analysed_tree_shows_what_apply_hides(session_store):
         "EXPLAIN QUERY TREE SELECT * APPLY file FROM (SELECT '/etc/hostname' AS p)").result_rows]
     with pytest.raises(QueryRefused, match="reads files"):
         _check_analysed(lines, {"file"})
+
+
+def test_clause_words_inside_strings_are_only_strings(session_store):
+    """`SELECT 'x SETTINGS y'` was refused: the clauses are found in the syntax tree now."""
+    statement = guarded_statement(session_store.client, "SELECT 'x SETTINGS y FORMAT z INTO OUTFILE' AS s", 10)
+    assert session_store.client.query(statement, settings={"readonly": 1}).result_rows == [("x SETTINGS y FORMAT z INTO OUTFILE",)]

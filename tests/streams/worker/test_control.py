@@ -108,3 +108,27 @@ def test_one_worker_per_socket_and_each_removes_only_its_own(tmp_path):
     os.chown(foreign, 12345, 12345)
     with pytest.raises(UnsafeRunDir, match="belongs to another user"):
         ControlPage(None, lambda: True, Settings(worker_port=9, run_dir=str(foreign))).claim()
+
+
+def test_a_socket_something_listens_on_is_never_taken_over(tmp_path):
+    """A stopped (SIGSTOP) or slow worker does not answer within seconds: a second worker once
+    took its socket. Anything that accepts the connection keeps its socket."""
+    import socket as sockets
+    import threading
+
+    import pytest
+
+    from columnist.worker.control import SocketTaken, claim_socket
+
+    settings = Settings(worker_port=11, run_dir=str(tmp_path / "run"))
+    settings.run_path.mkdir(mode=0o700)
+    silent = sockets.socket(sockets.AF_UNIX)
+    silent.bind(str(settings.control_socket))
+    silent.listen()
+    accepted = threading.Thread(target=lambda: silent.accept()[0].close(), daemon=True)
+    accepted.start()
+    inode = settings.control_socket.stat().st_ino
+    with pytest.raises(SocketTaken, match="database unknown: it does not answer"):
+        claim_socket(settings.control_socket)
+    assert settings.control_socket.stat().st_ino == inode
+    silent.close()

@@ -325,3 +325,30 @@ def test_a_refused_document_is_dead_lettered_once_not_at_every_restart(store, tm
     asyncio.run(service_for(store, tmp_path, space(1)).run(restarted))
     assert len(first.letters) == 1 and "unknown placeholder" in first.letters[0]["reason"]
     assert restarted.letters == []
+
+
+def test_a_long_replay_does_not_hold_ingest(store, tmp_path):
+    """A replay of 2,500 attributes took a minute while holding the vocabulary lock, and an
+    image published meanwhile waited 27 s. Only the switch holds the lock now: here the replay
+    finishes only once the batch after the document is stored."""
+    stored_after, waited = threading.Event(), []
+    wrapper = StoreWrapper(store)
+
+    class SlowReplayer:  # a test double: the real replayer, waiting for ingest first
+        def __init__(self, real):
+            self.real = real
+
+        def run(self, *args, **kwargs):
+            waited.append(stored_after.wait(WAIT))
+            return self.real.run(*args, **kwargs)
+
+    service = service_for(wrapper, tmp_path, space(1))
+    wrapper.replayer = lambda *args, **kwargs: SlowReplayer(store.replayer(*args, **kwargs))
+    source = ScriptedSource(photo_events(tmp_path, "a-")[:2], Vocab(RawEvent(vocab_event(with_porthole()), 0, 0),
+                                                                     wait=False),
+                            photo_events(tmp_path, "b-")[:2], on_ack=lambda position: position == 2 and stored_after.set())
+
+    asyncio.run(service.run(source))
+
+    assert waited == [True] and source.acked == [0, 2]
+    assert store.count_scores("space", ["porthole_view"]) == 4  # the batch after the switch, and the replay

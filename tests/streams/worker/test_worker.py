@@ -292,8 +292,8 @@ def test_a_hostile_batch_is_dead_lettered_event_by_event_and_its_good_events_sto
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
             return response.read().decode().splitlines()
 
-    assert f"columnist_dead_letters_total {len(cases)}" in metrics()
-    wait_until(lambda: "columnist_consumer_lag 0" in metrics(), 60, "every offset committed, as /metrics says")
+    assert f"columnist_dead_letters_total {float(len(cases))}" in metrics()  # Prometheus' numbers are floats
+    wait_until(lambda: "columnist_consumer_lag 0.0" in metrics(), 60, "every offset committed, as /metrics says")
 
 
 def test_a_batch_that_fails_as_a_whole_is_retried_and_never_committed(stream_env, start_worker):
