@@ -4,7 +4,6 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEMO_DB ?= chdb://./.columnist/demo-tag-db
 
 .PHONY: setup setup-export test test-fast test-parity demo demo-tag kafka-up kafka-down tiny-clip bench bench-model bench-decode clean
 
@@ -58,12 +57,9 @@ bench-model: setup
 demo: setup
 	$(BIN)/python deploy/demo.py
 
-# the batch path without Kafka: tag the sample photos into an embedded database
+# the batch path without Kafka: tag the sample photos, fit a calibration, print scores and tiers
 demo-tag: setup
-	rm -rf .columnist/demo-tag-db
-	$(BIN)/columnist tag tests/data/photos --collection samples --vocab vocab/space.yaml --db $(DEMO_DB)
-	$(BIN)/columnist query --db $(DEMO_DB) \
-	  "SELECT image_id, round(earth, 3) AS earth, round(moon, 3) AS moon, round(astronaut, 3) AS astronaut, round(spacewalk, 3) AS spacewalk FROM columnist.image_columns ORDER BY image_id"
+	$(BIN)/python deploy/demo_tag.py
 
 kafka-up: setup
 	deploy/kafka/kafka.sh up

@@ -1,9 +1,11 @@
 """`make demo`: the whole service on this machine, start to finish, then stopped again.
 
-Starts a fresh local Kafka (its own folder and port) and a worker on an embedded database,
-publishes the sample photos, pushes vocab/space.yaml, then a version with one more
-attribute, prints that new column for every image (scored from stored embeddings, no image
-decoded again), and stops everything it started.
+Fits a calibration to tiny-clip's view of the sample photos (as `make demo-tag` does: tiny-clip
+has random weights, and the fit only spreads its scores over the tiers), starts a fresh local
+Kafka (its own folder and port) and a worker on an embedded database, publishes the sample
+photos, pushes the vocabulary, then a version with one more attribute, prints that new column
+for every image (scored from stored embeddings, no image decoded again) and the tiers, and
+stops everything it started.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from deploy.demo_tag import NOTE, fitted_copy  # noqa: E402
 from deploy.local import LocalKafka, WorkerProcess, free_port, wait_until  # noqa: E402
 
 STATE = REPO / ".columnist"
@@ -29,13 +32,20 @@ def step(text: str) -> None:
 
 
 def main() -> None:
-    for folder in ("demo-kafka", "demo-db"):
+    for folder in ("demo-kafka", "demo-db", "demo-fit-db"):
         shutil.rmtree(STATE / folder, ignore_errors=True)
+    STATE.mkdir(exist_ok=True)
+    step("fitting a calibration to tiny-clip's scores of the sample photos (unlabelled)")
+    fit_db = f"chdb://{STATE / 'demo-fit-db'}"
+    subprocess.run([sys.executable, "-m", "columnist", "tag", str(PHOTOS), "--vocab", "vocab/space.yaml", "--db",
+                    fit_db], cwd=REPO, check=True, capture_output=True)
+    vocabulary = fitted_copy(REPO / "vocab" / "space.yaml", fit_db)
     step("starting Kafka on 127.0.0.1")
     with LocalKafka(STATE / "demo-kafka") as kafka:
         env = {"COLUMNIST_KAFKA": kafka.bootstrap, "COLUMNIST_DB": f"chdb://{STATE / 'demo-db'}",
                "COLUMNIST_IMAGE_ROOTS": str(PHOTOS), "COLUMNIST_WORKER_PORT": free_port(),
-               "COLUMNIST_BATCH_WITHIN": 0.5}
+               "COLUMNIST_BATCH_WITHIN": 0.5, "COLUMNIST_VOCAB": str(vocabulary),
+               "COLUMNIST_RUN_DIR": str(STATE / "demo-run")}
         step(f"starting a worker (Kafka at {kafka.bootstrap}, model tiny-clip, embedded ClickHouse)")
         worker = WorkerProcess(env, STATE / "demo-worker.log")
         try:
@@ -52,20 +62,21 @@ def run(worker: WorkerProcess) -> None:
     worker.wait_ready()
     step("publishing the sample photos")
     columnist("publish", "images", str(PHOTOS), "--collection", "samples")
-    space = yaml.safe_load((REPO / "vocab" / "space.yaml").read_text())
+    fitted = Path(worker.env["COLUMNIST_VOCAB"])
+    space = yaml.safe_load(fitted.read_text())
     expected = len(list(PHOTOS.glob("*.jpg"))) * (len(space["attributes"]) + len(space["derived"]))
     wait_until(lambda: worker.counters()["score_rows"] >= expected, 120, "the scores")
-    step("pushing vocab/space.yaml (already applied at start-up: nothing to do)")
-    columnist("vocab", "push", "vocab/space.yaml")
-    step("pushing version 2 with one more attribute: solar_eclipse")
-    space["version"] = 2
+    step(f"pushing {fitted.name} (space v2, applied at start-up: nothing to push)")
+    columnist("vocab", "push", str(fitted))
+    step("pushing version 3 with one more attribute: solar_eclipse")
+    space["version"] = 3
     space["attributes"].append({"code": "solar_eclipse", "label": "Solar eclipse",
                                 "description": "a total solar eclipse with the corona"})
-    v2 = STATE / "space-v2.yaml"
-    v2.write_text(yaml.safe_dump(space, sort_keys=False))
+    v3 = STATE / "space-v3.yaml"
+    v3.write_text(yaml.safe_dump(space, sort_keys=False))
     decoded = worker.counters()["images_decoded"]
-    columnist("vocab", "push", str(v2))
-    wait_until(lambda: worker.status()["vocabulary"]["version"] == 2, 120, "version 2")
+    columnist("vocab", "push", str(v3))
+    wait_until(lambda: worker.status()["vocabulary"]["version"] == 3, 120, "version 3")
     print(f"images decoded while applying it: {worker.counters()['images_decoded'] - decoded}")
     step("the new column for every image, with its logit (tiny-clip has random weights: numbers, not meaning)")
     columnist("query", "SELECT image_id, round(logit, 4) AS logit, score AS solar_eclipse, source, vocab_version "
@@ -75,6 +86,9 @@ def run(worker: WorkerProcess) -> None:
                        "(SELECT count() FROM columnist.feature_image_attribute FINAL) AS scores, "
                        "(SELECT count() FROM columnist.vocabulary_current WHERE vocab_name = 'space') "
                        "AS attribute_columns")
+    step("the tiers the scores fall in (the vocabulary's thresholds)")
+    columnist("query", "SELECT tier, count() AS scores FROM columnist.image_attribute_tier GROUP BY tier ORDER BY tier")
+    print(NOTE)
 
 
 if __name__ == "__main__":
