@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -60,8 +61,43 @@ def frame_id(video_id: str, seconds: float) -> str:
     return f"{video_id}#t={seconds:.3f}"
 
 
+def parse_frame_id(image_id: str) -> tuple[str, float] | None:
+    """(video id, seconds) of a frame's id, or None for any other id."""
+    video_id, mark, seconds = image_id.rpartition("#t=")
+    try:
+        return (video_id, float(seconds)) if mark and video_id else None
+    except ValueError:
+        return None
+
+
 def sample(data: bytes, limits: VideoLimits = VideoLimits(), at_least: int = 448) -> SampledVideo:
     """The frames to embed of the video in ``data``; VideoError saying why when it cannot be used."""
+    with _opened(data, limits) as (container, stream):
+        context = stream.codec_context
+        return _sample_stream(container, stream, context.width, context.height, limits, at_least)
+
+
+def frame_at(data: bytes, seconds: float, limits: VideoLimits = VideoLimits(), size: int = 160) -> "Image":
+    """The frame shown at ``seconds`` (the first decoded at or after it), within ``size`` pixels:
+    a thumbnail for pages. Bounded like ``sample``: codec, pixels, and ``limits.max_frames``
+    frames decoded after the seek."""
+    with _opened(data, limits) as (container, stream):
+        try:
+            if seconds > 0 and stream.time_base:
+                container.seek(int(seconds / stream.time_base), stream=stream, backward=True)
+            for index, frame in enumerate(container.decode(stream)):
+                if (frame.time or 0.0) + 1e-3 >= seconds or index >= limits.max_frames:
+                    image = frame.to_image()
+                    image.thumbnail((size, size))
+                    return image
+        except Exception as err:
+            raise VideoError(f"cannot decode the frame at {seconds:.1f} s: {_short(err)}") from None
+    raise VideoError(f"no frame at {seconds:.1f} s")
+
+
+@contextmanager
+def _opened(data: bytes, limits: VideoLimits):
+    """The container and its first video stream, once codec and frame size are within bounds."""
     import av
 
     try:
@@ -85,7 +121,7 @@ def sample(data: bytes, limits: VideoLimits = VideoLimits(), at_least: int = 448
                              f"the limit of {limits.max_pixels:,}")
         context.options = {"max_pixels": str(limits.max_pixels)}
         stream.thread_type = "AUTO"
-        return _sample_stream(container, stream, width, height, limits, at_least)
+        yield container, stream
 
 
 def _sample_stream(container, stream, width: int, height: int, limits: VideoLimits, at_least: int) -> SampledVideo:

@@ -85,7 +85,7 @@ def try_(
 ) -> None:
     """Score a description against every stored embedding (one matrix product) before adding it."""
     from columnist.cli.common import fail
-    from columnist.workbench.gallery import try_description, write_html
+    from columnist.workbench.gallery import Section, try_description, write_html
     from columnist.cli.output import print_rows
 
     if not description.strip():
@@ -107,7 +107,9 @@ def try_(
     print_rows(["top image", "score", "logit"], rows(best))
     print_rows(["borderline image", "score", "logit"], rows(borderline))
     if html_out:
-        write_html(html_out, f"try: {description}", [("top", best), ("borderline", borderline)], uris, {
+        sections = [Section("top", best, len(results.ids)), Section("borderline (score nearest 0.5)", borderline,
+                                                                         len(results.ids))]
+        write_html(html_out, f"try: {description}", sections, uris, {
             "model": encoder.name, "vocabulary": f"{vocabulary.name} v{vocabulary.version}",
             "templates": " | ".join(template or vocabulary.templates),
             "calibration": f"centre {vocabulary.calibration.centre}, scale {vocabulary.calibration.scale}",
@@ -133,7 +135,7 @@ def gallery(
         fail(f"vocabulary {vocabulary.name!r} v{vocabulary.version} has no attribute {attribute!r}", 2)
     try:
         sections = gallery_sections(store, vocabulary, attribute, count)
-        uris = store.image_uris([r.image_id for _, items in sections for r in items])
+        uris = store.image_uris([r.image_id for section in sections for r in section.items])
     except LookupError as err:
         fail(str(err))
     finally:
@@ -142,7 +144,8 @@ def gallery(
     write_html(out, f"{attribute}: {vocabulary.entry(attribute).label or attribute}", sections, uris, {
         "vocabulary": f"{vocabulary.name} v{vocabulary.version}",
         "thresholds": f"accept ≥ {thresholds.accept}, reject ≤ {thresholds.reject}"})
-    typer.echo(f"wrote {out}: " + "; ".join(heading for heading, _ in sections))
+    typer.echo(f"wrote {out}: " + "; ".join(f"{s.heading.split(' (')[0]} {len(s.items)} of {s.total}"
+                                            for s in sections))
 
 
 def search(
@@ -163,7 +166,7 @@ def search(
     from columnist.cli.reader import Reader
     from columnist.models.registry import load_encoder
     from columnist.prompt_cache import PromptCache
-    from columnist.store.search import inline_ranking, search_sql
+    from columnist.store.search import count_sql, inline_ranking, search_sql
     from columnist.workbench.search import encode_phrase
 
     if not phrase.strip():
@@ -183,6 +186,7 @@ def search(
 
             found = encode_phrase(phrase, encoder, encoder, load_vocabulary_arg(vocab or config.vocab))
             columns, rows = reader.query(search_sql(top, inline_ranking(found.embedding, found.logit_scale, found.centre, found.scale, encoder.name)))
+        searched = reader.query(count_sql(encoder.name))[1][0][0] if html_out else len(rows)
     finally:
         reader.close()
     if not sys.stdout.isatty():
@@ -195,10 +199,10 @@ def search(
         typer.echo(f"{phrase!r}: probability = sigmoid((logit - {found.centre:g}) / {found.scale:g}); rank by it in "
                    f"SQL with the view columnist.search(phrase = {found.text!r})", err=True)
     if html_out:
-        from columnist.workbench.gallery import Scored, write_html
+        from columnist.workbench.gallery import Scored, Section, write_html
 
         shown = [Scored(image_id, float(p), float(lg)) for image_id, p, lg, _ in rows]
-        write_html(html_out, f"search: {phrase}", [(f"top {len(shown)}", shown)],
+        write_html(html_out, f"search: {phrase}", [Section("best first", shown, searched)],
                    {image_id: uri for image_id, _, _, uri in rows},
                    {"model": encoder.name, "calibration": f"centre {found.centre:g}, scale {found.scale:g}"})
         typer.echo(f"wrote {html_out}", err=True)

@@ -132,7 +132,8 @@ class WorkbenchReads(Protocol):
     def read_embeddings(self, model: str, image_ids: Sequence[str] | None = None,
                         sample: int | None = None) -> tuple[list[str], "np.ndarray"]: ...
 
-    def image_uris(self, image_ids: Sequence[str]) -> dict[str, str]: ...
+    def image_uris(self, image_ids: Sequence[str]) -> dict[str, str]:
+        """Each id's URI (a video frame's is its video's), for the ids that are stored."""
 
     def attribute_scores(self, vocab_name: str, code: str) -> list[tuple[str, float, float]]:
         """(image_id, score, logit) of every image for one attribute of one vocabulary."""

@@ -588,8 +588,11 @@ class ClickHouseStore:
         return bytes(self.client.raw_query(sql, fmt=fmt))
 
     def image_uris(self, image_ids: Sequence[str]) -> dict[str, str]:
-        _, rows = self.query("SELECT image_id, uri FROM columnist.images FINAL WHERE image_id IN {ids:Array(String)}",
-                             {"ids": list(image_ids)})
+        _, rows = self.query(
+            "SELECT image_id, uri FROM columnist.images FINAL WHERE image_id IN {ids:Array(String)} UNION ALL "
+            "SELECT f.frame_id, i.uri FROM columnist.video_frames AS f FINAL INNER JOIN "
+            "(SELECT image_id, uri FROM columnist.images FINAL) AS i ON i.image_id = f.video_id "
+            "WHERE f.frame_id IN {ids:Array(String)}", {"ids": list(image_ids)})
         return dict(rows)
 
     def query(self, sql: str, parameters: dict | None = None) -> Rows:

@@ -32,10 +32,18 @@ def inline_ranking(embedding: "np.ndarray", logit_scale: float, centre: float, s
     which takes no parameters): numbers only, formatted here, so nothing else enters the SQL."""
     vector = ",".join(f"{float(x):.8g}" for x in embedding)
     scale, centre, width = float(logit_scale), float(centre), float(scale)
-    model_literal = model.replace("\\", "\\\\").replace("'", "\\'")
     return (f"SELECT image_id, toFloat32({scale!r} * dotProduct(embedding, [{vector}])) AS logit, "
             f"toFloat32(1 / (1 + exp(-(logit - {centre!r}) / {width!r}))) AS probability "
-            f"FROM columnist.image_embedding FINAL WHERE model = '{model_literal}'")
+            f"FROM columnist.image_embedding FINAL WHERE model = {_literal(model)}")
+
+
+def count_sql(model: str) -> str:
+    """How many embeddings a search over ``model``'s ranks (the page's "showing N of M")."""
+    return f"SELECT count() FROM columnist.image_embedding FINAL WHERE model = {_literal(model)}"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def search_sql(top: int, ranking: str = STORED) -> str:

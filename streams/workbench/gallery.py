@@ -1,11 +1,10 @@
 """Seeing what a column means: `columnist try` (an ad-hoc description over every stored
 embedding) and `columnist gallery` (one attribute's accepted, tentative and rejected images),
-both with an HTML page of thumbnails."""
+both with an HTML page of thumbnails (the template is page.html beside this module)."""
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,15 @@ class Scored:
     image_id: str
     score: float
     logit: float
+
+
+@dataclass(frozen=True)
+class Section:
+    """A heading and the first of its images; ``total`` is how many there are in all."""
+
+    heading: str
+    items: list[Scored]
+    total: int
 
 
 @dataclass
@@ -64,7 +72,7 @@ def try_description(store: "Store", encoder: "Encoder", vocab: Vocabulary, descr
     return TryResult(ids, sigmoid(logits, vocab.calibration.centre, vocab.calibration.scale), logits)
 
 
-def gallery_sections(store: "Store", vocab: Vocabulary, code: str, count: int) -> list[tuple[str, list[Scored]]]:
+def gallery_sections(store: "Store", vocab: Vocabulary, code: str, count: int) -> list[Section]:
     """Accepted (best first), tentative (closest to a threshold first), rejected (nearest misses first)."""
     thresholds = vocab.thresholds_for(vocab.entry(code))
     scored = [Scored(*row) for row in store.attribute_scores(vocab.name, code)]
@@ -74,56 +82,80 @@ def gallery_sections(store: "Store", vocab: Vocabulary, code: str, count: int) -
     rejected = sorted((r for r in scored if r.score <= thresholds.reject), key=lambda r: -r.score)
     tentative = sorted((r for r in scored if thresholds.reject < r.score < thresholds.accept),
                        key=lambda r: min(thresholds.accept - r.score, r.score - thresholds.reject))
-    return [(f"accepted (score ≥ {thresholds.accept}): {len(accepted)}", accepted[:count]),
-            (f"tentative (closest to a threshold first): {len(tentative)}", tentative[:count]),
-            (f"rejected (score ≤ {thresholds.reject}; nearest misses first): {len(rejected)}", rejected[:count])]
+    return [Section(f"accepted (score ≥ {thresholds.accept})", accepted[:count], len(accepted)),
+            Section("tentative (closest to a threshold first)", tentative[:count], len(tentative)),
+            Section(f"rejected (score ≤ {thresholds.reject}; nearest misses first)", rejected[:count], len(rejected))]
 
 
-def thumbnail(uri: str, size: int = 160) -> str | None:
-    """A data: URI of a small JPEG of the image at a file:// ``uri``, or None."""
+def caption(image_id: str, uri: str) -> str:
+    """What a person calls the item: the file's name (decoded), a frame as "clip.mp4 at 3.0 s"."""
+    from columnist.models.video import parse_frame_id
+
+    frame = parse_frame_id(image_id)
+    name = unquote(urlparse(uri).path.rsplit("/", 1)[-1]) if uri else ""
+    if frame:
+        return f"{name or frame[0]} at {frame[1]:.1f} s"
+    return name or image_id
+
+
+def thumbnail(image_id: str, uri: str, size: int = 160) -> str | None:
+    """A data: URI of a small JPEG of the image (or the video frame) at a file:// ``uri``, or None.
+    The file is read within the settings' byte limits and decoded within their pixel limit."""
     from PIL import Image
 
+    from columnist.files import read_regular_file
     from columnist.models.images import ImageError, open_image
+    from columnist.models.video import VideoError, VideoLimits, frame_at, parse_frame_id
+    from columnist.settings import LIMITS
 
     if not uri.startswith("file:"):
         return None
     path = Path(unquote(urlparse(uri).path))
+    frame = parse_frame_id(image_id)
     try:
-        image = open_image(path.read_bytes(), str(path))
-    except (OSError, ImageError):
+        if frame:
+            image = frame_at(read_regular_file(path, LIMITS.max_video_bytes), frame[1],
+                             VideoLimits(max_pixels=LIMITS.max_pixels), size)
+        else:
+            image = open_image(read_regular_file(path, LIMITS.max_bytes), str(path), LIMITS.max_pixels)
+    except (OSError, ImageError, VideoError):
         return None
     image.thumbnail((size, size), Image.Resampling.BICUBIC)
     buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=80)
+    image.convert("RGB").save(buffer, "JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def write_html(path: Path, title: str, sections: list[tuple[str, list[Scored]]], uris: dict[str, str],
+@dataclass(frozen=True)
+class Tile:
+    image_id: str
+    caption: str
+    score: float
+    logit: float
+    preview: str | None
+    link: str | None
+
+
+def write_html(path: Path, title: str, sections: list[Section], uris: dict[str, str],
                about: dict[str, str] | None = None) -> None:
-    """A page of thumbnails in a grid, each with its id and score, linked to the full image
-    where it is a local file; ``about`` (model, vocabulary, thresholds…) heads the page."""
+    """A page of thumbnails in a grid, each with its name, id and score, linked to the full
+    image where it is a local file; ``about`` (model, vocabulary, thresholds…) heads the page."""
     from datetime import datetime, timezone
 
-    about = {**(about or {}), "made": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;margin:1.5em}dl{display:grid;grid-template-columns:max-content auto;"
-             "gap:2px 12px;font-size:13px;color:#444}dt{font-weight:bold}.grid{display:grid;gap:10px;"
-             "grid-template-columns:repeat(auto-fill,minmax(170px,1fr))}figure{margin:0;font-size:12px;"
-             "word-break:break-all}img{max-width:160px;max-height:160px;display:block}"
-             ".missing{width:160px;height:100px;background:#eee;color:#888;display:flex;align-items:center;"
-             "justify-content:center}</style>", f"<h1>{html.escape(title)}</h1><dl>",
-             *(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in about.items()), "</dl>"]
-    for heading, items in sections:
-        parts.append(f"<h2>{html.escape(heading)}</h2><div class='grid'>")
-        for item in items:
-            uri = uris.get(item.image_id, "")
-            source = thumbnail(uri)
-            picture = (f"<img src='{source}' alt='{html.escape(item.image_id)}'>" if source
-                       else "<div class='missing'>no preview</div>")
-            if source and uri.startswith("file:"):
-                picture = f"<a href='{html.escape(uri)}'>{picture}</a>"
-            parts.append(f"<figure class='image' data-image-id='{html.escape(item.image_id)}'>{picture}"
-                         f"<figcaption>{html.escape(item.image_id)}<br>score {item.score:.4f} · logit {item.logit:.3f}"
-                         f"</figcaption></figure>")
-        parts.append("</div>")
-    path.write_text("\n".join(parts))
+    import jinja2
+
+    from columnist.models.video import parse_frame_id
+
+    def tile(item: Scored) -> Tile:
+        uri = uris.get(item.image_id, "")
+        preview = thumbnail(item.image_id, uri)
+        link = uri + item.image_id[item.image_id.rfind("#t="):] if parse_frame_id(item.image_id) else uri
+        return Tile(item.image_id, caption(item.image_id, uri), item.score, item.logit, preview,
+                    link if preview and uri.startswith("file:") else None)
+
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("columnist.workbench", "."),
+                                     autoescape=True, undefined=jinja2.StrictUndefined)
+    page = environment.get_template("page.html").render(
+        title=title, about={**(about or {}), "made": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")},
+        sections=[{"heading": s.heading, "total": s.total, "tiles": [tile(i) for i in s.items]} for s in sections])
+    path.write_text(page, encoding="utf-8")

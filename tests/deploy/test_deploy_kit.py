@@ -37,20 +37,39 @@ def test_the_compose_file_wires_kafka_clickhouse_two_workers_and_grafana():
 def grafana_to_clickhouse(sql: str) -> str:
     """The dashboard's SQL as Grafana sends it: its macros and variables filled in."""
     sql = re.sub(r"\$__timeFilter\((\w+)\)", r"\1 >= now() - INTERVAL 1 DAY", sql)
-    return sql.replace("${vocabulary}", "space")
+    return sql.replace("${vocabulary}", "space").replace("${attribute}", "moon")
+
+
+def dashboard() -> dict:
+    return json.loads((DEPLOY / "grafana" / "dashboards" / "columnist.json").read_text())
 
 
 def test_every_dashboard_query_runs_on_the_engine(store, space_vocab):
     tag(find_images([PHOTOS]), space_vocab, MockEncoder(), store)
-    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "columnist.json").read_text())
-    queries = [target["rawSql"] for panel in dashboard["panels"] for target in panel["targets"] if "rawSql" in target]
-    queries.append(dashboard["templating"]["list"][0]["query"])
-    assert len(queries) == 5
+    board = dashboard()
+    queries = [target["rawSql"] for panel in board["panels"] for target in panel["targets"] if "rawSql" in target]
+    queries += [variable["query"] for variable in board["templating"]["list"]]
+    assert len(queries) == 6
     photos = len(list(PHOTOS.glob("*.jpg")))
-    answers = [store.query(grafana_to_clickhouse(sql))[1] for sql in queries]
-    images_per_minute, distribution, accepted, newest, vocabularies = answers
+    answers = [store.query(grafana_to_clickhouse(sql)) for sql in queries]
+    images_per_minute, heatmap, accepted, newest, vocabularies, attributes = (rows for _, rows in answers)
     assert sum(n for _, n in images_per_minute) == photos
-    assert sum(n for _, _, n in distribution) == photos * len(space_vocab.codes)
+    columns, _ = answers[1]
+    assert columns == ["time", *(f"{i / 10:.1f}" for i in range(10))]  # a time column, then one per tenth
+    assert sum(sum(row[1:]) for row in heatmap) == photos  # every photo's moon score in one bucket
     assert {attribute for attribute, *_ in accepted} == set(space_vocab.codes)
     assert len(newest) == photos and all(len(top.split(", ")) == 3 for _, _, top in newest)
-    assert vocabularies == [("space",)]
+    assert vocabularies == [("space",)] and ("moon",) in attributes
+
+
+def test_every_prometheus_panel_reads_a_metric_the_worker_serves():
+    from columnist.worker.metrics import Timings, render
+
+    served = render({"ready": True, "lag": 3}, Timings())
+    names = set(re.findall(r"^# TYPE (\w+) (\w+)", served, re.M))
+    exprs = [target["expr"] for panel in dashboard()["panels"] for target in panel["targets"] if "expr" in target]
+    assert any("columnist_consumer_lag" in e for e in exprs) and any("columnist_batch_seconds_bucket" in e for e in exprs)
+    for expr in exprs:
+        for metric in re.findall(r"columnist_\w+", expr):
+            family = re.sub(r"_(total|bucket|count|sum)$", "", metric)
+            assert any(name in (metric, family) for name, _ in names), (metric, sorted(names))

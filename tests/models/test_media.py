@@ -90,6 +90,18 @@ def test_a_video_is_sampled_by_time_and_at_every_scene_change(tmp_path):
     steady = video.sample(made.video(tmp_path / "one.mp4", scenes=((0.0, (90, 90, 90)),), seconds=9).read_bytes())
     assert [t for t, _ in steady.frames] == [0.0, 2.0, 4.0, 6.0, 8.0]  # by time alone
     assert video.frame_id("trip/clip.mp4", 1.5) == "trip/clip.mp4#t=1.500"
+    assert video.parse_frame_id("trip/clip.mp4#t=1.500") == ("trip/clip.mp4", 1.5)
+    assert video.parse_frame_id("a#t=x") is None and video.parse_frame_id("#t=1") is None
+
+
+def test_a_frame_is_found_again_by_its_time_for_a_thumbnail(tmp_path):
+    data = made.video(tmp_path / "clip.mp4").read_bytes()
+    for seconds, colour in [(0.0, made.SCENES[0][1]), (3.0, made.SCENES[2][1]), (4.6, made.SCENES[3][1])]:
+        frame = video.frame_at(data, seconds, size=64)
+        assert max(frame.size) == 64
+        assert np.abs(np.asarray(frame).reshape(-1, 3).mean(axis=0) - colour).max() < 12
+    with pytest.raises(video.VideoError, match="pixels"):
+        video.frame_at(data, 1.0, video.VideoLimits(max_pixels=1000))
 
 
 def test_video_sampling_is_bounded(tmp_path):

@@ -6,6 +6,7 @@ import shutil
 import pytest
 from PIL import Image
 
+from bench import media as made
 from tests.conftest import PHOTOS, SPACE_YAML
 from tests.streams.test_cli import columnist
 from columnist.vocab.schema import load_vocabulary
@@ -87,19 +88,45 @@ def test_try_and_gallery_write_pages_of_the_expected_images(tagged_clip, tmp_pat
     page = tmp_path / "try.html"
     result = columnist("try", "a photo of the Moon", "--db", tagged, "--top", "7", "--html", str(page))
     assert "top image" in result.stdout and "over 7 stored embeddings" in result.stdout
-    listed = set(re.findall(r"data-image-id='([^']+)'", page.read_text()))
+    listed = set(re.findall(r'data-image-id="([^"]+)"', page.read_text()))
     assert listed == set(NAMES)
     assert page.read_text().count("data:image/jpeg;base64,") >= 7
     assert "<dt>model</dt><dd>tiny-clip</dd>" in page.read_text() and "<dt>vocabulary</dt><dd>space v1</dd>" in \
         page.read_text()
-    assert re.search(r"score \d\.\d{4} ", page.read_text()) and "<a href='file:///" in page.read_text()
+    assert re.search(r"score \d\.\d{4} ", page.read_text()) and "<a href=\"file:///" in page.read_text()
 
     gallery = tmp_path / "gallery.html"
     columnist("gallery", "--attribute", "moon", "--out", str(gallery), "--db", tagged)
     text = gallery.read_text()
     assert "<dt>thresholds</dt><dd>accept ≥ " in text
-    assert set(re.findall(r"data-image-id='([^']+)'", text)) == set(NAMES)
+    assert set(re.findall(r'data-image-id="([^"]+)"', text)) == set(NAMES)
     assert "accepted (score" in text and "rejected (score" in text
+    shown = re.findall(r"showing (\d+) of (\d+)", text)
+    assert len(shown) == 3 and sum(int(total) for _, total in shown) == len(NAMES)
+    assert '<html lang="en">' in text and 'name="viewport"' in text
+    assert "<figcaption>astronaut.jpg<br>" in text
+
+    found = tmp_path / "search.html"
+    result = columnist("search", "the Moon", "--db", tagged, "--top", "3", "--html", str(found))
+    assert result.stdout.splitlines()[0].split("\t") == ["rank", "image_id", "probability", "logit", "uri"]
+    assert len(result.stdout.splitlines()) == 4 and "showing 3 of 7" in found.read_text()
+
+
+def test_pages_name_files_as_people_do_and_show_video_frames(tmp_path):
+    from columnist.workbench.gallery import Scored, Section, caption, write_html
+
+    clip = made.video(tmp_path / "launch day.mp4")
+    photo = tmp_path / "100% moon.jpg"
+    shutil.copy(PHOTOS / "moon.jpg", photo)
+    uris = {"v#t=2.000": clip.as_uri(), "p": photo.as_uri(), "gone": (tmp_path / "gone.jpg").as_uri()}
+    assert caption("v#t=2.000", uris["v#t=2.000"]) == "launch day.mp4 at 2.0 s"
+    assert caption("p", uris["p"]) == "100% moon.jpg" and caption("http-only", "") == "http-only"
+    page = tmp_path / "page.html"
+    write_html(page, "a <title>", [Section("top", [Scored(i, 0.5, 1.0) for i in uris], 10)], uris)
+    text = page.read_text()
+    assert text.count("data:image/jpeg;base64,") == 2 and "no preview" in text  # the frame and the photo
+    assert f'href="{clip.as_uri()}#t=2.000"' in text and "showing 3 of 10" in text
+    assert "a &lt;title&gt;" in text and "<title>a <title>" not in text
 
 
 def test_gallery_of_an_unknown_attribute_fails_clearly(tagged, tmp_path):
