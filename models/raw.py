@@ -23,7 +23,7 @@ def decode_raw(data: bytes, name: str, max_pixels: int, at_least: int = 0) -> "D
     import rawpy
     from PIL import Image
 
-    from columnist.models.images import Decoded, ImageError, _describe, decode, to_rgb
+    from columnist.models.images import Decoded, ImageError, _describe, to_rgb
 
     try:
         raw = rawpy.imread(io.BytesIO(data))

@@ -302,7 +302,7 @@ def _from_three(mode: str):
     """A tower that behaves in batches of one and two, and from three on adds the batch mean
     to every row ("mix") or answers zeros ("zero"): what a check of one or two images passed."""
     def edit(model_path):
-        from onnx import TensorProto, helper, numpy_helper
+        from onnx import helper, numpy_helper
 
         model = onnx.load(str(model_path))
         graph = model.graph

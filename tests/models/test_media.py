@@ -5,7 +5,6 @@ bounds as any image (pixels from the header before decoding); each one's bombs a
 from __future__ import annotations
 
 import io
-import struct
 
 import numpy as np
 import pytest
