@@ -278,3 +278,34 @@ def take_batch(inputs: Sequence[ImageInput], encoder: "Encoder", store: "IngestS
             counters.images_decoded += 1
     counters.images_failed += len(taken.failed)
     return taken
+
+
+@dataclass
+class SecondModel:
+    """The model a running migration moves to (model_change): every batch written meanwhile is
+    encoded and scored with it too, so that it covers new images as they arrive. Its rows are
+    written before the batch's own (an image row still means every model's rows are there)."""
+
+    encoder: "Encoder"
+    vocabularies: list[tuple["Vocabulary", Texts]]
+    failed: int = 0
+    """Images the first model took and this one could not (the re-embed job finds them again)."""
+
+    def take(self, inputs: Sequence[ImageInput], store: "IngestStore | None", limits: ImageLimits) -> list[PreparedImage]:
+        """The inputs the first model took, prepared for this one (content it knows is reused)."""
+        taken = take_batch(inputs, self.encoder, store, Counters(), limits)
+        for position, error in taken.failed:
+            self.failed += 1
+            log.warning("%s: not prepared for %s (the migration's re-embed tries it again): %s",
+                        printable(inputs[position].name), self.encoder.name, printable(error, 300))
+        return taken.prepared
+
+    def score(self, prepared: Sequence[PreparedImage]) -> ScoredBatch | None:
+        if not prepared:
+            return None
+        try:
+            return embed_and_score(prepared, self.vocabularies, self.encoder)
+        except ModelOutputError as err:  # the re-embed job tries these again, and notes them
+            self.failed += len(prepared)
+            log.warning("%s", err)
+            return None

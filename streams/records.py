@@ -49,6 +49,7 @@ class RawEvent:
     value: bytes | None
     partition: int | None = None
     offset: int | None = None
+    key: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,32 @@ class ModelCalibration:
     centre: float
     scale: float = 1.0
     source: str = ""
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """Which model a store's views read, and where a migration stands. Each model is named as
+    its embeddings are (the encoder's name) and by what loads it (``*_ref``: a built-in name,
+    a pulled repository id or a folder)."""
+
+    serving: str
+    serving_ref: str
+    target: str = ""
+    """The model a migration moves to ('' when none runs): new images are encoded with both."""
+    target_ref: str = ""
+    previous: str = ""
+    """The model served before the last cutover, kept (and a cutover back possible) until it is retired."""
+    previous_ref: str = ""
+    retired: tuple[str, ...] = ()
+    """Models whose rows were deleted (a worker still configured with one follows the store)."""
+
+    @property
+    def migrating(self) -> bool:
+        return bool(self.target)
+
+    def models(self) -> list[str]:
+        """Every model whose rows the store keeps, serving first."""
+        return [m for m in (self.serving, self.target, self.previous) if m]
 
 
 @dataclass

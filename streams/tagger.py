@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from columnist.files import read_regular_file
 from columnist.models import media
-from columnist.pipeline import ModelOutputError, embed_and_score, encoded_count, sha256_of, take_batch
+from columnist.pipeline import ModelOutputError, SecondModel, embed_and_score, encoded_count, sha256_of, take_batch
 from columnist.prompt_cache import PromptCache
 from columnist.records import Counters, ImageInput, ImageLimits
 from columnist.store import check_model
@@ -141,17 +141,22 @@ def tag(
     default_view: bool = True,
     run: TagRun | None = None,
     limits: ImageLimits | None = None,
+    target: "Encoder | None" = None,
 ) -> TagRun:
     """Encode, score and store every new file; return what was written, skipped and failed.
     ``run`` is filled as the run goes (for a caller that is interrupted); ``limits``: the
-    largest file and image accepted, and the decode threads (the worker's settings)."""
+    largest file and image accepted, and the decode threads (the worker's settings);
+    ``target``: the model the store is moving to (columnist.model_change), encoded with too."""
     check_model(store, encoder.name)
     delete_orphans(store)  # what a killed run left, older than check.GRACE_S
     limits = limits or ImageLimits()
     run = run if run is not None else TagRun()
     prompts = PromptCache(encoder, store, run.counters)
-    run.applied = ensure_applied(store, encoder, vocab, default_view, prompts)
-    vocabularies = [(v, text_embeddings(prompts, v)) for v in scored_vocabularies(store)]
+    run.applied = ensure_applied(store, encoder, vocab, default_view, prompts, target)
+    applied = scored_vocabularies(store)
+    vocabularies = [(v, text_embeddings(prompts, v)) for v in applied]
+    second = SecondModel(target, [(v, text_embeddings(PromptCache(target, store), v)) for v in applied]) \
+        if target is not None else None
     for batch in _batches(files, batch_size):
         inputs = _read(batch, limits, collection, run)
         taken = take_batch(inputs, encoder, store, run.counters, limits, skip_unchanged=not force, force=force)
@@ -163,6 +168,10 @@ def tag(
                 run.failed += [(inputs[position].name, str(err)) for position in taken.prepared_from]
                 run.counters.images_failed += len(taken.prepared)
             else:
+                if second is not None:
+                    alongside = second.score(second.take([inputs[p] for p in taken.prepared_from], store, limits))
+                    if alongside is not None:
+                        store.write_model_rows(alongside)
                 run.counters.score_rows += store.write(scored)
                 run.counters.images_stored += len(taken.prepared)
                 run.counters.images_encoded += encoded_count(taken.prepared)

@@ -10,9 +10,10 @@ backwards, and a version number never means two different documents.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Collection
+from typing import TYPE_CHECKING, Callable, Collection, Sequence
 
 from columnist.errors import ConfigurationError
+from columnist.prompt_cache import PromptCache
 from columnist.vocab.diff import VocabularyDiff, diff_vocabularies
 from columnist.vocab.prompts import text_embeddings
 from columnist.vocab.schema import Vocabulary
@@ -82,10 +83,15 @@ def plan_change(store: "ChangeStore", encoder: "Encoder", old: Vocabulary | None
 
 def carry_out(store: "ChangeStore", encoder: "Encoder", change: Change, chunks: int,
               on_chunk: Callable[[int, int], None] | None = None, default_view: bool = False,
-              start_at: int = 0) -> ApplyReport:
+              start_at: int = 0, alongside: Sequence[tuple["Encoder", Change]] = ()) -> ApplyReport:
     """Replay stored embeddings for the changed attributes (checkpointed chunks), then record
-    the new version as applied and regenerate its views."""
+    the new version as applied and regenerate its views. ``alongside``: the model a migration
+    moves to, with its own plan: replayed and recorded first (a vocabulary change reaches both)."""
     new = change.new
+    for other, plan in alongside:
+        store.replayer(other.name, other.logit_scale, other.source, chunks, model_calibration=other.calibration) \
+            .run(new, plan.diff, plan.new_texts, None, start_at)
+        store.record_vocabulary_rows(new, other.name, other.calibration)
     replayer = store.replayer(encoder.name, encoder.logit_scale, encoder.source, chunks,
                               model_calibration=encoder.calibration)
     report = replayer.run(new, change.diff, change.new_texts, on_chunk, start_at)
@@ -100,6 +106,7 @@ def apply_vocabulary(
     default_view: bool = False,
     start_at: int = 0,
     prompts: "TextEncoder | None" = None,
+    target: "Encoder | None" = None,
 ) -> ApplyReport:
     """Move from ``old`` to ``new`` in one go (tag, replay, a worker's start): plan_change,
     then carry_out. The worker switches its ingest path between the two (Service).
@@ -107,9 +114,11 @@ def apply_vocabulary(
     ``default_view``: the vocabulary is the default one, whose view is also ``image_columns``.
     ``start_at``: where this worker starts in the replay's ring of chunks (Replayer.run).
     ``prompts``: the text encoder (a PromptCache in front of ``encoder``'s text tower).
+    ``target``: the model the store is moving to, if it is (its scores change too).
     """
     change = plan_change(store, encoder, old, new, old_texts, prompts)
-    return carry_out(store, encoder, change, chunks, on_chunk, default_view, start_at)
+    alongside = [(target, plan_change(store, target, old, new, None, PromptCache(target, store)))] if target else []
+    return carry_out(store, encoder, change, chunks, on_chunk, default_view, start_at, alongside)
 
 
 def scored_vocabularies(store: "VocabularyLedger", accepted: Collection[str] = (), keep: str | None = None) -> list[Vocabulary]:
@@ -119,10 +128,11 @@ def scored_vocabularies(store: "VocabularyLedger", accepted: Collection[str] = (
 
 
 def ensure_applied(store: "ChangeStore", encoder: "Encoder", vocab: Vocabulary, default_view: bool,
-                   prompts: "TextEncoder | None" = None) -> ApplyReport | None:
+                   prompts: "TextEncoder | None" = None, target: "Encoder | None" = None) -> ApplyReport | None:
     """Apply ``vocab`` unless the store has this very document applied (VocabularyConflict
     if it is older than the applied one); the report of what it did, or None."""
     current = store.applied_vocabulary(vocab.name)
     if current is not None and current.content_hash() == vocab.content_hash():
         return None
-    return apply_vocabulary(store, encoder, current, vocab, chunks=0, default_view=default_view, prompts=prompts)
+    return apply_vocabulary(store, encoder, current, vocab, chunks=0, default_view=default_view, prompts=prompts,
+                            target=target)

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 PHOTOS = REPO / "tests" / "data" / "photos"
 SPACE_YAML = REPO / "vocab" / "space.yaml"
 TABLES = ["images", "image_embedding", "feature_image_attribute", "vocabulary", "vocabulary_applied", "replay_checkpoint",
-          "prompt_embedding", "video_frames", "vocabulary_refused", "search_phrase"]
+          "prompt_embedding", "video_frames", "vocabulary_refused", "search_phrase", "model_state", "reembed_missing"]
 
 
 def pytest_collection_modifyitems(items):
@@ -49,6 +49,7 @@ def store(session_store):
                                    "AND (name = 'image_columns' OR name LIKE 'columns\\_%')")
     for (view,) in views:
         session_store.client.command(f"DROP VIEW IF EXISTS columnist.{view}")
+    session_store._state_seen = False  # the model that writes first serves, as in a new store
     return session_store
 
 

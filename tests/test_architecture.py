@@ -3,8 +3,8 @@
 The import graph is computed from the code (every import, at module level, inside functions
 and under TYPE_CHECKING alike), with setuptools' package mapping applied. Layers, from the
 bottom: records, errors, settings and their kind -> models and vocab (which never import
-each other) -> store and kafka -> pipeline, tagger, vocabulary_change, workbench -> worker
--> cli. A module may import its own layer's package or a lower layer, nothing above.
+each other) -> store and kafka -> pipeline, tagger, vocabulary_change, model_change, workbench
+-> worker -> cli. A module may import its own layer's package or a lower layer, nothing above.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ LAYERS = [
      "columnist.lookup"},
     {"columnist.models", "columnist.vocab"},
     {"columnist.store", "columnist.kafka"},
-    {"columnist.pipeline", "columnist.prompt_cache", "columnist.tagger", "columnist.vocabulary_change",
+    {"columnist.pipeline", "columnist.prompt_cache", "columnist.tagger", "columnist.vocabulary_change", "columnist.model_change",
      "columnist.workbench"},
     {"columnist.worker"},
     {"columnist.cli", "columnist.__main__"},

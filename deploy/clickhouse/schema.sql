@@ -49,8 +49,9 @@ ORDER BY (model, bucket, image_id);
 
 ALTER TABLE columnist.image_embedding ${ON_CLUSTER} ADD COLUMN IF NOT EXISTS sha256 String DEFAULT '';
 
--- Scores are keyed by vocabulary, attribute and image: vocabularies live side by side, and
--- two that share an attribute code never overwrite each other.
+-- Scores are keyed by vocabulary, model, attribute and image: vocabularies live side by side
+-- (two that share an attribute code never overwrite each other), and so do two models while
+-- a store moves from one to the other (the views read the serving model's).
 CREATE TABLE IF NOT EXISTS columnist.feature_image_attribute ${ON_CLUSTER}
 (
     attribute     LowCardinality(String),
@@ -64,9 +65,10 @@ CREATE TABLE IF NOT EXISTS columnist.feature_image_attribute ${ON_CLUSTER}
     updated_at    DateTime64(3, 'UTC')
 )
 ENGINE = ${REPLICATED}ReplacingMergeTree(updated_at)
-ORDER BY (vocab_name, attribute, image_id);
+ORDER BY (vocab_name, model, attribute, image_id);
 
--- One row per attribute per applied vocabulary version: what each column meant, when.
+-- One row per attribute per applied vocabulary version and model: what each column meant,
+-- when, and the centre and scale each model scores it with.
 CREATE TABLE IF NOT EXISTS columnist.vocabulary ${ON_CLUSTER}
 (
     vocab_name    LowCardinality(String),
@@ -88,7 +90,7 @@ CREATE TABLE IF NOT EXISTS columnist.vocabulary ${ON_CLUSTER}
     calibration_source String DEFAULT 'default'
 )
 ENGINE = ${REPLICATED}ReplacingMergeTree(applied_at)
-ORDER BY (vocab_name, vocab_version, code);
+ORDER BY (vocab_name, vocab_version, code, model);
 
 ALTER TABLE columnist.vocabulary ${ON_CLUSTER} ADD COLUMN IF NOT EXISTS calibration_source String DEFAULT 'default';
 
@@ -104,6 +106,41 @@ CREATE TABLE IF NOT EXISTS columnist.vocabulary_applied ${ON_CLUSTER}
 )
 ENGINE = ${REPLICATED}ReplacingMergeTree(applied_at)
 ORDER BY vocab_name;
+
+-- Which model the views read (serving), which one a migration moves to (target), and the one
+-- served before the last cutover (previous, kept until it is retired), with what loads each (a
+-- name or a folder), and the models retired (their rows deleted). One row: the newest wins; a cutover is one insert, so a query sees one
+-- model or the other, never a mix.
+CREATE TABLE IF NOT EXISTS columnist.model_state ${ON_CLUSTER}
+(
+    store        LowCardinality(String) DEFAULT 'columnist',
+    serving      String,
+    serving_ref  String,
+    target       String,
+    target_ref   String,
+    previous     String,
+    previous_ref String,
+    retired      Array(String),
+    changed_at   DateTime64(3, 'UTC')
+)
+ENGINE = ${REPLICATED}ReplacingMergeTree(changed_at)
+ORDER BY store;
+
+CREATE OR REPLACE VIEW columnist.serving_model ${ON_CLUSTER} AS
+SELECT argMax(serving, changed_at) AS model FROM columnist.model_state;
+
+-- Images a re-embed job could not read again (their URI no longer resolves, or the file
+-- changed): listed by `columnist model migrate` and cutover; they keep the old model's scores.
+CREATE TABLE IF NOT EXISTS columnist.reembed_missing ${ON_CLUSTER}
+(
+    model      LowCardinality(String),
+    image_id   String,
+    uri        String,
+    reason     String,
+    noted_at   DateTime64(3, 'UTC')
+)
+ENGINE = ${REPLICATED}ReplacingMergeTree(noted_at)
+ORDER BY (model, image_id);
 
 -- The frames sampled of each video: their ids (Media Fragments: `<video id>#t=<seconds>`)
 -- name embeddings and scores like any image's; a video's own scores are the maximum over them.
@@ -129,19 +166,21 @@ CREATE TABLE IF NOT EXISTS columnist.vocabulary_refused ${ON_CLUSTER}
 ENGINE = ${REPLICATED}ReplacingMergeTree(refused_at)
 ORDER BY (vocab_name, event_sha256);
 
--- The attributes of each vocabulary's applied version, with their thresholds.
+-- The attributes of each vocabulary's applied version, with their thresholds (the serving model's rows).
 CREATE OR REPLACE VIEW columnist.vocabulary_current ${ON_CLUSTER} AS
 SELECT v.*
 FROM columnist.vocabulary AS v FINAL
 INNER JOIN (SELECT vocab_name, vocab_version, content_hash FROM columnist.vocabulary_applied FINAL) AS a
-    ON v.vocab_name = a.vocab_name AND v.vocab_version = a.vocab_version AND v.content_hash = a.content_hash;
+    ON v.vocab_name = a.vocab_name AND v.vocab_version = a.vocab_version AND v.content_hash = a.content_hash
+WHERE v.model = (SELECT model FROM columnist.serving_model);
 
 -- Tier helper: accepted / tentative / rejected from each attribute's current thresholds.
 CREATE OR REPLACE VIEW columnist.image_attribute_tier ${ON_CLUSTER} AS
 SELECT f.vocab_name AS vocab_name, f.image_id AS image_id, f.attribute AS attribute, f.score AS score,
        multiIf(f.score >= c.accept, 'accepted', f.score <= c.reject, 'rejected', 'tentative') AS tier
 FROM columnist.feature_image_attribute AS f FINAL
-INNER JOIN columnist.vocabulary_current AS c ON c.vocab_name = f.vocab_name AND c.code = f.attribute;
+INNER JOIN columnist.vocabulary_current AS c ON c.vocab_name = f.vocab_name AND c.code = f.attribute
+WHERE f.model = (SELECT model FROM columnist.serving_model);
 
 -- Replay progress: a chunk of a replay job that has been written. The job of a vocabulary
 -- change is the new document's content hash, so a crashed worker resumes where it stopped.
@@ -177,7 +216,8 @@ SELECT fr.video_id AS video_id, fr.seconds AS seconds, fr.frame_id AS frame_id, 
        f.attribute AS attribute, f.score AS score
 FROM columnist.feature_image_attribute AS f FINAL
 INNER JOIN (SELECT video_id, frame_id, seconds FROM columnist.video_frames FINAL
-            WHERE video_id IN (SELECT image_id FROM columnist.images)) AS fr ON fr.frame_id = f.image_id;
+            WHERE video_id IN (SELECT image_id FROM columnist.images)) AS fr ON fr.frame_id = f.image_id
+WHERE f.model = (SELECT model FROM columnist.serving_model);
 
 -- Segments: per video and attribute, the time ranges where it is accepted (successive accepted
 -- frames merged; a range ends where the next sampled frame is not accepted, or at the video's
@@ -222,4 +262,5 @@ SELECT e.image_id AS image_id, toFloat32(p.logit_scale * dotProduct(e.embedding,
        toFloat32(1 / (1 + exp(-(logit - p.centre) / p.scale))) AS probability
 FROM columnist.image_embedding AS e FINAL
 INNER JOIN (SELECT model, embedding, logit_scale, centre, scale FROM columnist.search_phrase FINAL
-            WHERE phrase = {phrase:String}) AS p ON p.model = e.model;
+            WHERE phrase = {phrase:String}) AS p ON p.model = e.model
+WHERE e.model = (SELECT model FROM columnist.serving_model);

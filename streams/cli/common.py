@@ -48,6 +48,8 @@ WHEN_LOCKED = {
     "replay": "a running worker applies vocabularies itself: `columnist vocab push FILE`; or stop it first",
     "tag": "stop the worker first, or let it ingest them: `columnist publish images PATH`",
     "repair": "a running worker owns it: stop the worker first (it mends orphans itself when it starts)",
+    "migrate": "a running worker moves its store itself: add --publish to send the step to the workers; or stop "
+               "it first",
     "workbench": "the workbench reads stored embeddings, which only the process owning an embedded database can: "
                  "stop the worker first, or keep both on a ClickHouse server (COLUMNIST_DB=http://…)",
 }
@@ -82,3 +84,25 @@ def vocabulary_in(store, given: Optional[str]) -> Vocabulary:
         return (store.applied_vocabulary(vocab.name) or vocab) if given is None else vocab
     applied = store.applied_vocabulary(argument) if re.fullmatch(CODE_PATTERN, argument) else None
     return applied or vocabulary_or_exit(argument)
+
+
+def encoders_for(store, encoder, given: Optional[str]):
+    """The encoder to write with and, while the store moves to another model, the target's.
+    Without --model (``given``), a store that moved away from COLUMNIST_MODEL's model is
+    written with the model it serves (said on stderr); with it, ModelMismatch says why not."""
+    from columnist.models.registry import load_encoder
+    from columnist.store import ModelMovedOn, check_model
+
+    config = settings()
+
+    def load(ref: str):
+        return load_encoder(ref, config.threads, config.batch_size, runtime=config.runtime)
+    try:
+        state = check_model(store, encoder.name)
+    except ModelMovedOn as moved:
+        if given:
+            raise
+        state = moved.state
+        typer.echo(f"{moved}: using {state.serving_ref} (set COLUMNIST_MODEL={state.serving_ref})", err=True)
+        encoder = load(state.serving_ref)
+    return encoder, (load(state.target_ref) if state is not None and state.target else None)

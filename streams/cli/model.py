@@ -216,4 +216,7 @@ def list_models() -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from columnist.cli import migration
+
+    migration.register(model_app)
     app.add_typer(model_app, name="model")

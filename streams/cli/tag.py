@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from columnist.cli.common import DbOption, ModelOption, VocabOption, fail, settings, store_or_exit, \
+from columnist.cli.common import DbOption, ModelOption, VocabOption, encoders_for, fail, settings, store_or_exit, \
     vocabulary_in, vocabulary_or_exit
 from columnist.errors import INTERRUPTED
 from columnist.printable import printable
@@ -51,16 +51,22 @@ def tag(
         fail(f"no images or videos found in {', '.join(printable(p) for p in paths)}")
     encoder = load_encoder(model or config.model, threads=config.threads, batch_size=config.batch_size, runtime=config.runtime)
     store = store_or_exit(db, "tag", create=True)
+    try:
+        encoder, target = encoders_for(store, encoder, model)
+    except ModelMismatch as err:
+        store.close()
+        fail(f"{err}; nothing was tagged", err.exit_code)
     vocabulary = vocabulary_in(store, vocab)
     console = Console(stderr=True)
     run = TagRun()
     default_view = vocabulary.name == vocabulary_or_exit(None).name  # COLUMNIST_VOCAB's view is image_columns
     try:
         with Progress(console=console, transient=False) as progress:
-            task = progress.add_task(f"tagging with {encoder.name}", total=len(files))
+            also = f" (and {target.name}, which the store moves to)" if target is not None else ""
+            task = progress.add_task(f"tagging with {encoder.name}{also}", total=len(files))
             run_tag(files, vocabulary, encoder, store, batch_size or config.batch_size, collection,
                     on_progress=lambda n: progress.advance(task, n), force=force, default_view=default_view,
-                    run=run, limits=config.image_limits)
+                    run=run, limits=config.image_limits, target=target)
     except (VocabularyConflict, ModelMismatch) as err:
         store.close()
         fail(f"{err}; nothing was tagged", err.exit_code)

@@ -136,6 +136,32 @@ def vocab_event(vocab) -> bytes:
                        "content_hash": vocab.content_hash(), "document": vocab.model_dump(mode="json")}).encode()
 
 
+MODEL_KEY = b"columnist.model"
+"""The key of model events on the vocabulary topic (not a vocabulary name: those have no dot)."""
+
+
+class ModelEvent(BaseModel):
+    """A model migration's step, for every worker: ``migrate`` (to), ``cutover`` (to, force),
+    ``retire`` (model). The store holds the state; the event says what to do next."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_: Literal[1] = Field(1, alias="schema")
+    kind: Literal["model"]
+    action: Literal["migrate", "cutover", "retire"]
+    to: str = Field("", max_length=4096)
+    model: str = Field("", max_length=4096)
+    force: bool = False
+
+
+def parse_model_event(raw: bytes | str | None) -> ModelEvent:
+    return _parse(raw, ModelEvent)
+
+
+def model_event(command: dict) -> bytes:
+    return json.dumps({"schema": SCHEMA_VERSION, "kind": "model", **command}).encode()
+
+
 def _original(raw: bytes | None) -> dict[str, Any]:
     """The original event as text (hex when it is not UTF-8); a large one is cut to its head,
     with its size and sha256 kept."""

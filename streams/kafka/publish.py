@@ -47,6 +47,14 @@ def push_vocabulary(vocab: Vocabulary, settings: Settings) -> None:
         asyncio.run(_produce(settings, settings.topic_vocab, [(vocab.name.encode(), vocab_event(vocab))]))
 
 
+def publish_vocab_record(settings: Settings, value: bytes, key: bytes | None = None) -> None:
+    """A record on the vocabulary topic, which every worker reads (a model event by default)."""
+    from columnist.kafka.events import MODEL_KEY
+
+    with kafka_errors(settings.kafka):
+        asyncio.run(_produce(settings, settings.topic_vocab, [(key or MODEL_KEY, value)]))
+
+
 async def _latest_documents(settings: Settings) -> dict[str, bytes]:
     """The newest record of each key on the vocabulary topic (it is compacted: small)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition

@@ -19,7 +19,7 @@ from columnist.errors import ConfigurationError, Locked, Unavailable
 if TYPE_CHECKING:
     import numpy as np
 
-    from columnist.records import KnownImage, ModelCalibration, ScoredBatch
+    from columnist.records import KnownImage, ModelCalibration, ModelState, ScoredBatch
     from columnist.store.replay import Replayer
     from columnist.vocab.schema import Vocabulary
 
@@ -47,6 +47,15 @@ class ModelMismatch(ConfigurationError, ValueError):
     """The store's embeddings were made by another model; the message names both."""
 
 
+class ModelMovedOn(ModelMismatch):
+    """The model asked for is one the store moved away from; ``state`` names the one it serves
+    (a worker or `tag` started with the old setting takes that one instead)."""
+
+    def __init__(self, message: str, state: "ModelState"):
+        super().__init__(message)
+        self.state = state
+
+
 @dataclass(frozen=True)
 class QueryLimits:
     """Bounds of a query run for someone else (the worker's control page)."""
@@ -62,6 +71,10 @@ class IngestStore(Protocol):
     def write(self, batch: "ScoredBatch") -> int:
         """Images, embeddings and scores of a batch, idempotently; returns the score rows."""
 
+    def write_model_rows(self, batch: "ScoredBatch", new_frames_only: bool = False) -> int:
+        """One model's embeddings and scores of a batch without its images rows (a migration's
+        target; ``new_frames_only``: a re-embed adds the frames it sampled, replaces none)."""
+
     def stored_content(self, model: str, image_ids: Sequence[str]) -> dict[str, str]:
         """image_id -> sha256 of the given ids stored with an embedding of that content."""
 
@@ -70,6 +83,18 @@ class IngestStore(Protocol):
 
     def embedding_models(self) -> list[str]:
         """Models whose embeddings the store holds (one, normally)."""
+
+
+class ModelLedger(Protocol):
+    """Which model the views read, and where a migration to another stands."""
+
+    def model_state(self) -> "ModelState | None":
+        """None for a store no model has written to yet."""
+
+    def set_model_state(self, state: "ModelState") -> None:
+        """One insert: a reader sees the old state or the new one."""
+
+    def embedding_models(self) -> list[str]: ...
 
 
 class PromptStore(Protocol):
@@ -90,6 +115,10 @@ class VocabularyLedger(Protocol):
         ``image_columns`` for the ``default`` vocabulary); ``model_calibration``: the model's
         own default centre and scale, recorded for attributes that do not set theirs."""
 
+    def record_vocabulary_rows(self, vocab: "Vocabulary", model: str,
+                               model_calibration: "ModelCalibration | None" = None) -> None:
+        """What each attribute means for ``model`` (a migration's target), without applying."""
+
     def applied_vocabulary(self, name: str) -> "Vocabulary | None": ...
 
     def applied_vocabularies(self) -> list["Vocabulary"]: ...
@@ -102,8 +131,9 @@ class VocabularyLedger(Protocol):
 
     def record_refusal(self, name: str, event_sha256: str, reason: str) -> None: ...
 
-    def count_scores(self, vocab_name: str, codes: Sequence[str]) -> int:
-        """Current scores of these attributes of one vocabulary (counted with FINAL)."""
+    def count_scores(self, vocab_name: str, codes: Sequence[str], model: str | None = None) -> int:
+        """Current scores of these attributes of one vocabulary (counted with FINAL), of
+        ``model`` (the serving one by default)."""
 
 
 class ReplayStore(Protocol):
@@ -156,7 +186,7 @@ class OperatorSQL(Protocol):
         """The operator's own SQL, as ClickHouse writes output format ``fmt``."""
 
 
-class Store(IngestStore, PromptStore, VocabularyLedger, ReplayStore, WorkbenchReads, OperatorSQL, Protocol):
+class Store(IngestStore, PromptStore, VocabularyLedger, ModelLedger, ReplayStore, WorkbenchReads, OperatorSQL, Protocol):
     dsn: str
 
     def close(self) -> None: ...
@@ -171,10 +201,27 @@ def connect(dsn: str, cluster: str | None = None, create: bool = True) -> Store:
     return ClickHouseStore.connect(dsn, cluster, create)
 
 
-def check_model(store: IngestStore, model: str, where: str = "the store") -> None:
-    """A store's embeddings and scores belong to one model: refuse to mix in another's."""
-    others = [m for m in store.embedding_models() if m != model]
-    if others:
-        raise ModelMismatch(f"{where} holds embeddings of model {others[0]!r}, not {model!r}: scores of two "
-                            f"models are not comparable. Use --model {others[0]} (or COLUMNIST_MODEL), "
-                            "or a new database for the new model")
+def check_model(store: "ModelLedger", model: str, where: str = "the store") -> "ModelState | None":
+    """The store's model state (None: no model wrote to it yet), once ``model`` is the one it
+    serves: embeddings and scores of two models are never mixed in one view. ModelMovedOn for
+    a model it moved away from (a cutover, a retire); ModelMismatch for any other model,
+    the target of a running migration included (written beside the serving one, not instead)."""
+    state = store.model_state()
+    if state is None:
+        others = [m for m in store.embedding_models() if m != model]
+        if others:
+            raise ModelMismatch(f"{where} holds embeddings of model {others[0]!r}, not {model!r}: scores of two "
+                                f"models are not comparable. Use --model {others[0]} (or COLUMNIST_MODEL), "
+                                f"or move the store to it: columnist model migrate --to {model}")
+        return None
+    if model == state.serving:
+        return state
+    if model == state.previous or model in state.retired:
+        raise ModelMovedOn(f"{where} moved from model {model!r} to {state.serving!r} (cut over"
+                           f"{', then retired the old one' if model in state.retired else ''})", state)
+    if model == state.target:
+        raise ModelMismatch(f"{where} is moving to model {model!r} and serves {state.serving!r} until the cutover; "
+                            f"use --model {state.serving_ref}: new images are encoded with both")
+    raise ModelMismatch(f"{where} serves model {state.serving!r}, not {model!r}: scores of two models are not "
+                        f"comparable. Use --model {state.serving_ref} (or COLUMNIST_MODEL), or move the store to "
+                        f"it: columnist model migrate --to {model}")

@@ -71,11 +71,11 @@ ORPHAN_SCORES = ("FROM columnist.feature_image_attribute WHERE NOT " + LIVE +
 ORPHAN_FRAMES = ("FROM columnist.video_frames WHERE video_id NOT IN (SELECT image_id FROM columnist.images) "
                  "AND created_at < now64(3) - INTERVAL {grace:UInt32} SECOND")
 COMPLETE = ("SELECT image_id FROM columnist.feature_image_attribute FINAL WHERE vocab_name = {v:String} "
-            "AND attribute IN {codes:Array(String)} AND " + LIVE +
+            "AND model = {m:String} AND attribute IN {codes:Array(String)} AND " + LIVE +
             " GROUP BY image_id HAVING uniqExact(attribute) = length({codes:Array(String)})")
 MISSING = ("FROM columnist.image_embedding FINAL WHERE model = {m:String} AND " + LIVE +
            " AND image_id NOT IN (" + COMPLETE + ")")
-STALE = ("FROM columnist.feature_image_attribute FINAL WHERE vocab_name = {v:String} "
+STALE = ("FROM columnist.feature_image_attribute FINAL WHERE vocab_name = {v:String} AND model = {m:String} "
          "AND indexOf({codes:Array(String)}, attribute) > 0 "
          "AND (vocab_version < {since:Array(UInt32)}[indexOf({codes:Array(String)}, attribute)] "
          "     OR vocab_version > {version:UInt32})")
@@ -114,7 +114,7 @@ def find(store: "Statements", model: str, vocabularies: list["Vocabulary"], grac
     found.examples["images whose embedding is of other content"] = _sample(store, "SELECT i.image_id " + differs,
                                                                             {"m": model})
     for vocab in vocabularies:
-        since = valid_from(store, vocab)
+        since = valid_from(store, vocab, model)
         params = _params(vocab, model, since)
         result = VocabularyFindings(vocab.name, vocab.version, valid_from=since)
         result.missing = store.scalar("SELECT count() " + MISSING, params)
@@ -132,7 +132,7 @@ def mend(store: "Statements", replayer: "Replayer", vocabularies: list["Vocabula
     holding a stale one (every attribute of the vocabulary, from the stored embedding)."""
     done = dict(zip(("orphan embeddings deleted", "orphan scores deleted"), delete_orphans(store, grace)))
     for vocab in vocabularies:
-        params = _params(vocab, model, valid_from(store, vocab))
+        params = _params(vocab, model, valid_from(store, vocab, model))
         removed = store.scalar("SELECT count() " + REMOVED, params)
         if removed:
             store.command("DELETE " + REMOVED, params)
@@ -147,13 +147,13 @@ def mend(store: "Statements", replayer: "Replayer", vocabularies: list["Vocabula
     return done
 
 
-def valid_from(store: "Statements", vocab: "Vocabulary") -> dict[str, int]:
-    """Per code of ``vocab``, the first version since which its definition (prompts,
-    calibration, rule) is unchanged, read from the ``vocabulary`` table's history."""
+def valid_from(store: "Statements", vocab: "Vocabulary", model: str) -> dict[str, int]:
+    """Per code of ``vocab``, the first version since which its definition for ``model``
+    (prompts, calibration, rule) is unchanged, read from the ``vocabulary`` table's history."""
     _, rows = store.query(
         "SELECT code, vocab_version, prompts, centre, scale, rule FROM columnist.vocabulary FINAL "
-        "WHERE vocab_name = {v:String} AND vocab_version <= {version:UInt32} ORDER BY code, vocab_version",
-        {"v": vocab.name, "version": vocab.version})
+        "WHERE vocab_name = {v:String} AND model = {m:String} AND vocab_version <= {version:UInt32} "
+        "ORDER BY code, vocab_version", {"v": vocab.name, "m": model, "version": vocab.version})
     since: dict[str, int] = {}
     last: dict[str, tuple] = {}
     for code, version, prompts, centre, scale, rule in rows:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from columnist import faults
 from columnist.errors import UsageError
-from columnist.records import ImageRecord, KnownImage, ModelCalibration, ScoredBatch, Scores
+from columnist.records import ImageRecord, KnownImage, ModelCalibration, ModelState, ScoredBatch, Scores
 from columnist.store import NoStore, QueryLimits, Rows, StoreLocked, StoreUnavailable
 from columnist.vocab.prompts import render_prompts
 from columnist.vocab.schema import Attribute, Vocabulary, vocabulary_from_dict
@@ -31,6 +31,11 @@ if TYPE_CHECKING:
     from columnist.store.replay import Replayer
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+SORT_KEYS = {
+    "feature_image_attribute": "vocab_name, model, attribute, image_id",
+    "vocabulary": "vocab_name, vocab_version, code, model",
+}
+"""Tables whose sort key changed since stores were first made (create_schema migrates them)."""
 
 
 class InvalidDSN(UsageError, ValueError):
@@ -155,6 +160,7 @@ class ClickHouseStore:
         self.client = _Client(client)
         self.cluster = cluster
         self.dsn = dsn
+        self._state_seen = False
 
     @classmethod
     def connect(cls, dsn: str, cluster: str | None = None, create: bool = True) -> "ClickHouseStore":
@@ -190,27 +196,58 @@ class ClickHouseStore:
     def create_schema(self) -> None:
         for statement in render_schema(self.cluster):
             self.client.command(statement)
-        self._migrate_score_keys()
+        for table, key in SORT_KEYS.items():
+            self._migrate_sort_key(table, key)
+        self._first_model_state()
 
-    def _migrate_score_keys(self) -> None:
-        """A store made before vocabularies lived side by side sorts scores by (attribute,
-        image_id): copy them into a table sorted by (vocab_name, attribute, image_id), swap."""
-        key = self.scalar("SELECT sorting_key FROM system.tables WHERE database = 'columnist' "
-                          "AND name = 'feature_image_attribute'")
-        if key.startswith("vocab_name"):
+    def _migrate_sort_key(self, table: str, key: str) -> None:
+        """A store made by an older columnist sorts ``table`` by an older key (scores before
+        vocabularies lived side by side, or before two models did): copy its rows into a
+        table sorted by ``key``, swap the two. A row with a model-less key cannot exist twice."""
+        def current() -> str:
+            return self.scalar("SELECT sorting_key FROM system.tables WHERE database = 'columnist' "
+                               "AND name = {t:String}", {"t": table})
+        if current() == key:
             return
         import os
 
         on_cluster = f" ON CLUSTER `{self.cluster}`" if self.cluster else ""
-        copy = f"columnist.scores_migrating_{os.getpid()}"  # two workers migrating at once use two copies
-        create = next(s for s in render_schema(self.cluster) if "columnist.feature_image_attribute " in s)
-        self.client.command(create.replace("columnist.feature_image_attribute ", f"{copy} ", 1))
-        self.client.command(f"INSERT INTO {copy} SELECT * FROM columnist.feature_image_attribute")
-        migrated = self.scalar("SELECT sorting_key FROM system.tables WHERE database = 'columnist' "
-                               "AND name = 'feature_image_attribute'").startswith("vocab_name")
-        if not migrated:  # nobody else swapped meanwhile
-            self.client.command(f"EXCHANGE TABLES columnist.feature_image_attribute AND {copy}{on_cluster}")
+        copy = f"columnist.{table}_migrating_{os.getpid()}"  # two workers migrating at once use two copies
+        create = next(s for s in render_schema(self.cluster) if f"columnist.{table} " in s and "CREATE TABLE" in s)
+        self.client.command(create.replace(f"columnist.{table} ", f"{copy} ", 1))
+        self.client.command(f"INSERT INTO {copy} SELECT * FROM columnist.{table}")
+        if current() != key:  # nobody else swapped meanwhile
+            self.client.command(f"EXCHANGE TABLES columnist.{table} AND {copy}{on_cluster}")
         self.client.command(f"DROP TABLE {copy}{on_cluster}")
+
+    def _first_model_state(self) -> None:
+        """A store made before models could change holds one model's embeddings and no state
+        row: that model serves (what loads it is unknown: its name)."""
+        if self.scalar("SELECT count() FROM columnist.model_state"):
+            return
+        models = self.embedding_models()
+        if len(models) == 1:
+            self.set_model_state(ModelState(models[0], models[0]))
+
+    def _first_writer_serves(self, model: str) -> None:
+        """A store without a state row is served by the model that writes to it first."""
+        if self.model_state() is None:
+            self.set_model_state(ModelState(model, model))
+        self._state_seen = True
+
+    # -- which model serves ------------------------------------------------------------
+
+    def model_state(self) -> ModelState | None:
+        _, rows = self.query("SELECT serving, serving_ref, target, target_ref, previous, previous_ref, retired "
+                             "FROM columnist.model_state FINAL")
+        return ModelState(*rows[0][:6], tuple(rows[0][6])) if rows else None
+
+    def set_model_state(self, state: ModelState) -> None:
+        self.command("INSERT INTO columnist.model_state (serving, serving_ref, target, target_ref, previous, "
+                     "previous_ref, retired, changed_at) VALUES ({s:String}, {sr:String}, {t:String}, {tr:String}, "
+                     "{p:String}, {pr:String}, {r:Array(String)}, now64(3))",
+                     {"s": state.serving, "sr": state.serving_ref, "t": state.target, "tr": state.target_ref,
+                      "p": state.previous, "pr": state.previous_ref, "r": list(state.retired)})
 
     # -- writes ------------------------------------------------------------------------
 
@@ -221,19 +258,28 @@ class ClickHouseStore:
             return 0
         with unavailable_as_store_error():  # an injected fault looks like a lost connection
             faults.point("store_write")
+        if not self._state_seen:
+            self._first_writer_serves(batch.model)
+        rows = self.write_model_rows(batch)
+        self._replace_frames(batch)
+        self.write_images(batch.images)
+        return rows
+
+    def write_model_rows(self, batch: ScoredBatch, new_frames_only: bool = False) -> int:
+        """One model's embeddings and scores of a batch, without its images rows: a migration's
+        second model (written before the batch itself), or a re-embed (``new_frames_only``:
+        the frames a video is sampled at are added, none is replaced)."""
         self.write_embeddings(batch.model, [i for i, _ in batch.embedded], batch.embeddings,
                               [sha for _, sha in batch.embedded])
         faults.point("after_embeddings")
         rows = sum(self.write_scores(batch.scored, scores, batch.model) for scores in batch.scores)
-        self._replace_frames(batch)
-        self.write_images(batch.images)
+        if new_frames_only and batch.frames:
+            self._insert_frames(batch.frames)
         return rows
 
     def _replace_frames(self, batch: ScoredBatch) -> None:
         """The batch's videos' frames; frames an earlier version of one of its ids had (another
         video, or another sampling) go, with their embeddings and scores."""
-        import pyarrow as pa
-
         ids = [i.image_id for i in batch.images]
         new = {f.frame_id for f in batch.frames}
         _, rows = self.query("SELECT DISTINCT frame_id FROM columnist.video_frames WHERE video_id IN {ids:Array(String)}",
@@ -244,12 +290,17 @@ class ClickHouseStore:
                                   ("video_frames", "frame_id")):
                 self.command(f"DELETE FROM columnist.{table} WHERE {column} IN {{stale:Array(String)}}", {"stale": stale})
         if batch.frames:
-            self.client.insert_arrow("columnist.video_frames", pa.table({
-                "video_id": [f.video_id for f in batch.frames],
-                "frame_id": [f.frame_id for f in batch.frames],
-                "seconds": pa.array([f.seconds for f in batch.frames], pa.float64()),
-                "created_at": _timestamps(len(batch.frames)),
-            }))
+            self._insert_frames(batch.frames)
+
+    def _insert_frames(self, frames) -> None:
+        import pyarrow as pa
+
+        self.client.insert_arrow("columnist.video_frames", pa.table({
+            "video_id": [f.video_id for f in frames],
+            "frame_id": [f.frame_id for f in frames],
+            "seconds": pa.array([f.seconds for f in frames], pa.float64()),
+            "created_at": _timestamps(len(frames)),
+        }))
 
     def write_images(self, images: Sequence[ImageRecord]) -> None:
         import pyarrow as pa
@@ -314,10 +365,9 @@ class ClickHouseStore:
         ``image_columns`` too for the ``default`` vocabulary)."""
         import pyarrow as pa
 
-        rows = [self._vocabulary_row(vocab, entry, model, model_calibration)
-                for entry in (*vocab.attributes, *vocab.derived)]
-        table = pa.Table.from_pylist(rows, schema=_VOCABULARY_SCHEMA())
-        self.client.insert_arrow("columnist.vocabulary", table)
+        if not self._state_seen:
+            self._first_writer_serves(model)
+        self.record_vocabulary_rows(vocab, model, model_calibration)
         self.create_columns_view(vocab, f"columns_{vocab.name}")  # before the record: 'applied' includes the view
         if default:
             self.create_columns_view(vocab, "image_columns")
@@ -329,6 +379,16 @@ class ClickHouseStore:
             "model": [model],
             "applied_at": _timestamps(1),
         }))
+
+    def record_vocabulary_rows(self, vocab: Vocabulary, model: str,
+                               model_calibration: ModelCalibration | None = None) -> None:
+        """What each attribute of ``vocab`` means for ``model``: prompts, thresholds, and the
+        centre and scale that model scores it with."""
+        import pyarrow as pa
+
+        rows = [self._vocabulary_row(vocab, entry, model, model_calibration)
+                for entry in (*vocab.attributes, *vocab.derived)]
+        self.client.insert_arrow("columnist.vocabulary", pa.Table.from_pylist(rows, schema=_VOCABULARY_SCHEMA()))
 
     @staticmethod
     def _vocabulary_row(vocab: Vocabulary, entry, model: str, model_calibration: ModelCalibration | None) -> dict:
@@ -453,12 +513,13 @@ class ClickHouseStore:
         return self.scalar("SELECT count() FROM columnist.vocabulary WHERE vocab_name = {n:String} "
                            "AND content_hash = {h:String}", {"n": name, "h": content_hash}) > 0
 
-    def count_scores(self, vocab_name: str, codes: Sequence[str]) -> int:
+    def count_scores(self, vocab_name: str, codes: Sequence[str], model: str | None = None) -> int:
+        """Current scores of these attributes of one vocabulary, of ``model`` (the serving one by default)."""
         if not codes:
             return 0
-        return self.scalar("SELECT count() FROM columnist.feature_image_attribute FINAL "
-                           "WHERE vocab_name = {v:String} AND attribute IN {c:Array(String)}",
-                           {"v": vocab_name, "c": list(codes)})
+        return self.scalar("SELECT count() FROM columnist.feature_image_attribute FINAL WHERE vocab_name = {v:String} "
+                           "AND attribute IN {c:Array(String)} AND model = if({m:String} != '', {m:String}, "
+                           "(SELECT model FROM columnist.serving_model))", {"v": vocab_name, "c": list(codes), "m": model or ""})
 
     def replayer(self, model: str, logit_scale: float, source: str, chunks: int = 0,
                  job: str | None = None, model_calibration: ModelCalibration | None = None) -> "Replayer":
@@ -485,7 +546,8 @@ class ClickHouseStore:
             f"{', '.join(f's.`{c}` AS `{c}`' for c in vocab.codes)}\n"
             f"FROM (\n  SELECT image_id,\n    {columns}\n"
             f"  FROM columnist.feature_image_attribute FINAL\n"
-            f"  WHERE vocab_name = '{vocab.name}' AND attribute IN ({in_list})\n  GROUP BY image_id\n) AS s\n"
+            f"  WHERE vocab_name = '{vocab.name}' AND model = (SELECT model FROM columnist.serving_model)\n"
+            f"    AND attribute IN ({in_list})\n  GROUP BY image_id\n) AS s\n"
             f"INNER JOIN (SELECT image_id, collection, uri, ingested_at FROM columnist.images FINAL) AS i "
             f"ON i.image_id = s.image_id"
         )
@@ -515,7 +577,8 @@ class ClickHouseStore:
 
     def attribute_scores(self, vocab_name: str, code: str) -> list[tuple[str, float, float]]:
         _, rows = self.query("SELECT image_id, score, logit FROM columnist.feature_image_attribute FINAL "
-                             "WHERE vocab_name = {v:String} AND attribute = {a:String}", {"v": vocab_name, "a": code})
+                             "WHERE vocab_name = {v:String} AND attribute = {a:String} "
+                             "AND model = (SELECT model FROM columnist.serving_model)", {"v": vocab_name, "a": code})
         return [(i, float(s), float(lg)) for i, s, lg in rows]
 
     def summary(self) -> dict[str, Any]:
@@ -535,6 +598,7 @@ class ClickHouseStore:
                                  "FROM columnist.vocabulary_applied FINAL ORDER BY vocab_name"),
             "attributes": rows("SELECT vocab_name, attribute, source, count() AS scores, "
                                "avg(score) AS mean_score FROM columnist.feature_image_attribute FINAL "
+                               "WHERE model = (SELECT model FROM columnist.serving_model) "
                                "GROUP BY vocab_name, attribute, source ORDER BY vocab_name, attribute"),
         }
 

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from columnist import faults
 from columnist.records import ModelCalibration
+from columnist.store.checkpoints import Checkpoints
 from columnist.store.clickhouse import IDENTIFIER
 from columnist.vocab.diff import VocabularyDiff
 from columnist.vocab.rules import parse_rule, references, to_sql
@@ -56,7 +56,7 @@ FROM (
     FROM (
         SELECT image_id, {columns}, uniqExact(attribute) AS present
         FROM columnist.feature_image_attribute FINAL
-        WHERE vocab_name = {vocab:String} AND attribute IN {refs:Array(String)}
+        WHERE vocab_name = {vocab:String} AND model = {model:String} AND attribute IN {refs:Array(String)}
           AND image_id IN (SELECT image_id FROM columnist.image_embedding FINAL
                            WHERE model = {model:String} AND {where})
         GROUP BY image_id
@@ -70,7 +70,7 @@ SELECT f.attribute, fr.video_id, max(f.score), max(f.logit), any(f.source), {mod
        {version:UInt32}, now64(3)
 FROM columnist.feature_image_attribute AS f FINAL
 INNER JOIN (SELECT video_id, frame_id FROM columnist.video_frames FINAL) AS fr ON fr.frame_id = f.image_id
-WHERE f.vocab_name = {vocab:String} AND f.attribute IN {codes:Array(String)}
+WHERE f.vocab_name = {vocab:String} AND f.model = {model:String} AND f.attribute IN {codes:Array(String)}
 GROUP BY f.attribute, fr.video_id
 """
 """A video's score per attribute: the maximum over its frames (re-derived after a replay)."""
@@ -110,34 +110,23 @@ class Replayer:
     def job_of(self, vocab: Vocabulary) -> str:
         return self.job or vocab.content_hash()
 
+    def checkpoints(self, vocab: Vocabulary) -> Checkpoints:
+        """The job's checkpoints; its chunk count is the one its first run chose."""
+        marks = Checkpoints(self.store, vocab.name, self.job_of(vocab), self.chunks)
+        self.chunks = marks.chunks
+        return marks
+
     def forget_checkpoints(self, vocab: Vocabulary) -> None:
-        self.store.command("DELETE FROM columnist.replay_checkpoint WHERE vocab_name = {v:String} AND job = {j:String}",
-                                  parameters={"v": vocab.name, "j": self.job_of(vocab)})
+        self.checkpoints(vocab).forget()
 
     def run(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"],
             on_chunk: Callable[[int, int], None] | None = None, start_at: int = 0) -> ReplayReport:
-        """Write every affected attribute for every stored embedding of this model.
-
-        Several workers may run the same job on one store. Each claims a chunk (a checkpoint
-        row without a finish time) before it replays it, and first takes only the chunks
-        nobody has claimed, going round the ring of chunks from ``start_at`` (workers start
-        apart, so they split the job). Then it replays any chunk claimed but not finished (a
-        worker that died, or one still at it: writes are idempotent). So every chunk is
-        written, and in the common case once."""
-        self.chunks = self._chunks_of_job(vocab) or self.chunks  # all runs of a job cut it the same way
-        ring = [(start_at + step) % self.chunks for step in range(self.chunks)]
-        rows, mine = 0, set()
-        for step, chunk in enumerate(ring):
-            if chunk not in self.claimed_chunks(vocab):
-                self._claim(vocab, chunk)
-                rows += self.replay_chunk(vocab, diff, texts, chunk)
-                mine.add(chunk)
-            if on_chunk:
-                on_chunk(step + 1, self.chunks)
-        for chunk in ring:
-            if chunk not in mine and chunk not in self.finished_chunks(vocab):
-                rows += self.replay_chunk(vocab, diff, texts, chunk)
-                mine.add(chunk)
+        """Write every affected attribute for every stored embedding of this model, chunk by
+        chunk (store.checkpoints: several workers split a job), then the final pass and the
+        videos' scores."""
+        marks = self.checkpoints(vocab)
+        rows, mine = marks.run(start_at, lambda chunk: self._replay_chunk(vocab, diff, texts, chunk), on_chunk,
+                               fault="after_replay_chunk")
         late = self.final_pass(vocab, diff, texts)
         self.derive_videos(vocab, diff.rescore)
         return ReplayReport(self.chunks, self.chunks - len(mine), rows, late)
@@ -150,9 +139,14 @@ class Replayer:
                                         "codes": list(codes)}, count=True)
 
     def replay_chunk(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"], chunk: int) -> int:
-        """Score one chunk's images for the affected attributes and checkpoint it; return
-        images in the chunk x attributes written."""
-        started_ms = int(time.time() * 1000)
+        """One chunk claimed, written and checkpointed, as ``run`` does each chunk it takes."""
+        marks = self.checkpoints(vocab)
+        marks.claim(chunk)
+        return marks.do(chunk, lambda c: self._replay_chunk(vocab, diff, texts, c))
+
+    def _replay_chunk(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"], chunk: int) -> int:
+        """Score one chunk's images for the affected attributes; return images in the chunk x
+        attributes written."""
         base, derived = self._split(vocab, diff, texts)
         where = {"buckets": [b for b in range(BUCKETS) if b % self.chunks == chunk]}
         _, counts = self.store.query(
@@ -163,20 +157,14 @@ class Replayer:
         # FINAL (reading the newest embedding of an image stored twice) costs half the chunk's
         # time; without duplicates it changes nothing. One written meanwhile is the final pass's.
         self._write(vocab, base, derived, texts, CHUNK_WHERE, where, count=False, final=images != stored_rows)
-        rows = images * (len(base) + len(derived))
-        self._checkpoint(vocab, chunk, rows, started_ms)
-        faults.point("after_replay_chunk")
-        return rows
+        return images * (len(base) + len(derived))
 
     def final_pass(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"]) -> int:
         """Re-score every affected attribute of the images stored since this job's first
         chunk started (they may have missed their chunk); delete removed attributes' rows."""
         base, derived = self._split(vocab, diff, texts)
-        _, rows = self.store.query(
-            "SELECT toUnixTimestamp64Milli(min(started_at)) FROM columnist.replay_checkpoint FINAL "
-            "WHERE vocab_name = {v:String} AND job = {j:String} AND chunks = {n:UInt32}",
-            {"v": vocab.name, "j": self.job_of(vocab), "n": self.chunks})
-        since = {"since_ms": (rows[0][0] if rows and rows[0][0] else int(time.time() * 1000)) - self.clock_slack_ms}
+        started_ms = self.checkpoints(vocab).first_started_ms()
+        since = {"since_ms": (started_ms or int(time.time() * 1000)) - self.clock_slack_ms}
         late_images = self.store.scalar("SELECT count() FROM columnist.image_embedding FINAL WHERE model = {model:String} "
                                         f"AND {LATE_WHERE}", {"model": self.model, **since})
         late = self._write(vocab, base, derived, texts, LATE_WHERE, since) if late_images else 0
@@ -243,37 +231,3 @@ class Replayer:
         columns = ", ".join(f"maxIf(score, attribute = '{r}') AS `{r}`" for r in refs)
         return (DERIVED_SQL.replace("{rule}", to_sql(rule, lambda c: f"`{c}`"))
                 .replace("{columns}", columns).replace("{where}", where))
-
-    def finished_chunks(self, vocab: Vocabulary) -> set[int]:
-        return self._chunks(vocab, "AND toUnixTimestamp64Milli(done_at) > 0")
-
-    def claimed_chunks(self, vocab: Vocabulary) -> set[int]:
-        """Chunks finished, or being replayed (by this run or another worker)."""
-        return self._chunks(vocab, "")
-
-    def _chunks(self, vocab: Vocabulary, condition: str) -> set[int]:
-        _, rows = self.store.query(
-            "SELECT chunk FROM columnist.replay_checkpoint FINAL WHERE vocab_name = {v:String} "
-            f"AND job = {{j:String}} AND chunks = {{n:UInt32}} {condition}",
-            {"v": vocab.name, "j": self.job_of(vocab), "n": self.chunks})
-        return {r[0] for r in rows}
-
-    def _chunks_of_job(self, vocab: Vocabulary) -> int:
-        """The chunk count of this job's existing checkpoints (0: none yet)."""
-        return int(self.store.scalar("SELECT max(chunks) FROM columnist.replay_checkpoint "
-                                     "WHERE vocab_name = {v:String} AND job = {j:String}",
-                                     {"v": vocab.name, "j": self.job_of(vocab)}) or 0)
-
-    def _claim(self, vocab: Vocabulary, chunk: int) -> None:
-        """A checkpoint row without a finish time (done_at 0); the finished one replaces it."""
-        self.store.command(
-            "INSERT INTO columnist.replay_checkpoint (vocab_name, job, chunks, chunk, score_rows, started_at, done_at) "
-            "VALUES ({v:String}, {j:String}, {n:UInt32}, {c:UInt32}, 0, now64(3), fromUnixTimestamp64Milli(0))",
-            parameters={"v": vocab.name, "j": self.job_of(vocab), "n": self.chunks, "c": chunk})
-
-    def _checkpoint(self, vocab: Vocabulary, chunk: int, rows: int, started_ms: int) -> None:
-        self.store.command(
-            "INSERT INTO columnist.replay_checkpoint (vocab_name, job, chunks, chunk, score_rows, started_at, done_at) "
-            "VALUES ({v:String}, {j:String}, {n:UInt32}, {c:UInt32}, {r:UInt64}, fromUnixTimestamp64Milli({s:Int64}), now64(3))",
-            parameters={"v": vocab.name, "j": self.job_of(vocab), "n": self.chunks, "c": chunk, "r": rows,
-                        "s": started_ms})

@@ -26,7 +26,7 @@ from columnist.kafka import KafkaUnavailable
 from columnist.retry import until_done_blocking
 from columnist.settings import Settings
 from columnist.worker.control import ControlPage
-from columnist.worker.fetch import FetchPolicy
+from columnist.worker.fetch import policy_from
 from columnist.worker.kafka_source import KafkaSource
 from columnist.worker.log_throttle import throttle_handlers
 from columnist.worker.metrics import KafkaWatch, MetricsPage
@@ -51,9 +51,7 @@ def build_service(settings: Settings) -> Service:
     unavailable = lambda err: isinstance(err, StoreUnavailable)  # noqa: E731
     store = until_done_blocking(lambda: connect(settings.db, settings.cluster), f"opening ClickHouse at {settings.db}",
                                 retry_if=unavailable)
-    policy = FetchPolicy(settings.roots, settings.allowed_hosts, settings.max_image_bytes, settings.http_timeout,
-                         settings.allow_hard_links, settings.max_video_bytes)
-    service = Service(store, encoder, configured, policy, settings)
+    service = Service(store, encoder, configured, policy_from(settings), settings)
     until_done_blocking(service.start, "starting the worker on its store", retry_if=unavailable)
     return service
 

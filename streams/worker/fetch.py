@@ -54,6 +54,13 @@ class FetchPolicy:
     """The cap of a URI whose name says it is a video (.mp4, .mov, ...)."""
 
 
+def policy_from(settings, roots: list[Path] | None = None) -> FetchPolicy:
+    """The policy the settings describe (COLUMNIST_IMAGE_ROOTS, _HTTP_ALLOW, the size caps),
+    with other ``roots`` when given."""
+    return FetchPolicy(settings.roots if roots is None else roots, settings.allowed_hosts, settings.max_image_bytes,
+                       settings.http_timeout, settings.allow_hard_links, settings.max_video_bytes)
+
+
 def fetch(uri: str, policy: FetchPolicy) -> bytes:
     scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
     if scheme != "data" and media.suffix_kind(uri) == media.VIDEO:

@@ -47,7 +47,7 @@ async def follow_vocabularies(settings: Settings) -> AsyncIterator[RawEvent]:
                     await consumer.seek_to_beginning(tp)
             backoff.reset()
             async for message in consumer:
-                yield RawEvent(message.value, message.partition, message.offset)
+                yield RawEvent(message.value, message.partition, message.offset, message.key)
                 positions[message.partition] = message.offset + 1
         except (KafkaError, OSError) as err:
             delay = backoff.next()

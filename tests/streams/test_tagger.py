@@ -125,7 +125,7 @@ def test_an_older_vocabulary_or_another_model_is_refused_and_nothing_changes(sto
         tag(find_images([PHOTOS]), same_number, MockEncoder(), store, force=True)
     other_model = MockEncoder()
     other_model.name = "mock-2"
-    with pytest.raises(ModelMismatch, match="holds embeddings of model 'mock', not 'mock-2'"):
+    with pytest.raises(ModelMismatch, match="serves model 'mock', not 'mock-2'.*columnist model migrate --to mock-2"):
         tag(find_images([PHOTOS]), newer, other_model, store, force=True)
     assert counts(store) == before
 

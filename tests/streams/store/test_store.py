@@ -1,11 +1,13 @@
 """The store against the real ClickHouse engine (chdb)."""
 
+import re
+
 import numpy as np
 import pytest
 
 from columnist.models.mock import MockEncoder
-from columnist.records import ImageRecord, ScoredBatch
-from columnist.store.clickhouse import normalise_dsn, render_schema
+from columnist.records import ImageRecord, ModelState, ScoredBatch
+from columnist.store.clickhouse import SORT_KEYS, normalise_dsn, render_schema
 from columnist.vectors import l2_normalise
 from columnist.vocab.prompts import text_embeddings
 from columnist.vocab.schema import parse_vocabulary
@@ -147,17 +149,29 @@ def test_every_statement_against_columnist_tables_lives_in_the_store_package():
     assert offenders == []
 
 
-def test_a_store_from_before_vocabularies_lived_side_by_side_is_migrated(store):
-    store.client.command("DROP TABLE columnist.feature_image_attribute")
-    old = next(s for s in render_schema() if "columnist.feature_image_attribute " in s)
-    store.client.command(old.replace("ORDER BY (vocab_name, attribute, image_id)", "ORDER BY (attribute, image_id)"))
-    store.client.command("INSERT INTO columnist.feature_image_attribute (attribute, image_id, score, vocab_name) "
-                         "VALUES ('earth', 'a', 0.5, 'space')")
+@pytest.mark.parametrize("old_key", ["attribute, image_id", "vocab_name, attribute, image_id"])
+def test_a_store_from_before_vocabularies_or_models_lived_side_by_side_is_migrated(store, old_key):
+    """Scores sorted before vocabularies (then models) lived side by side, and vocabulary rows
+    before models did, are copied into tables with today's keys when the store is opened."""
+    for table, key, insert in [
+        ("feature_image_attribute", old_key, "(attribute, image_id, score, vocab_name, model) "
+                                             "VALUES ('earth', 'a', 0.5, 'space', 'mock')"),
+        ("vocabulary", "vocab_name, vocab_version, code", "(vocab_name, vocab_version, code, model) "
+                                                          "VALUES ('space', 1, 'earth', 'mock')")]:
+        store.client.command(f"DROP TABLE columnist.{table}")
+        create = next(s for s in render_schema() if f"columnist.{table} " in s and "CREATE TABLE" in s)
+        store.client.command(re.sub(r"ORDER BY \([^)]*\)", f"ORDER BY ({key})", create))
+        store.client.command(f"INSERT INTO columnist.{table} {insert}")
+    store.client.command("INSERT INTO columnist.image_embedding (model, image_id, embedding) VALUES ('mock', 'a', [1])")
+    store.client.command("TRUNCATE TABLE columnist.model_state")
     store.create_schema()
-    assert store.scalar("SELECT sorting_key FROM system.tables WHERE database = 'columnist' "
-                        "AND name = 'feature_image_attribute'") == "vocab_name, attribute, image_id"
+    for table, key in SORT_KEYS.items():
+        assert store.scalar("SELECT sorting_key FROM system.tables WHERE database = 'columnist' "
+                            "AND name = {t:String}", {"t": table}) == key
     assert store.query("SELECT vocab_name, attribute, image_id, score FROM columnist.feature_image_attribute") == \
         (["vocab_name", "attribute", "image_id", "score"], [("space", "earth", "a", 0.5)])
+    assert store.scalar("SELECT count() FROM columnist.vocabulary") == 1
+    assert store.model_state() == ModelState("mock", "mock")  # the one model it holds serves
 
 
 def test_each_applied_version_records_how_its_calibration_was_made(store):

@@ -515,7 +515,7 @@ def test_a_worker_that_cannot_start_says_why_in_a_line_with_its_exit_code(stream
     refused(5, "another worker", "serves", COLUMNIST_DB=f"chdb://{tmp_path / 'db2'}")
     subprocess.run([sys.executable, "-m", "columnist", "tag", str(PHOTOS), "--model", "mock", "--db",
                     f"chdb://{tmp_path / 'mock-db'}"], cwd=REPO, check=True, capture_output=True, timeout=300)
-    refused(3, "holds embeddings of model 'mock'", COLUMNIST_DB=f"chdb://{tmp_path / 'mock-db'}",
+    refused(3, "serves model 'mock'", COLUMNIST_DB=f"chdb://{tmp_path / 'mock-db'}",
             COLUMNIST_WORKER_PORT=str(free_port()))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
