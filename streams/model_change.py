@@ -14,6 +14,7 @@ The worker, `columnist model migrate`, `cutover` and `retire` all go through her
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
@@ -38,6 +39,14 @@ class MigrationRefused(ConfigurationError, ValueError):
     """A migration, cutover or retire that would lose or mix something; the message says what."""
 
 
+class JobStopped(Exception):
+    """A re-embed run ended on request (Reembedder.stopped): what it wrote stays."""
+
+
+class NothingToDo(MigrationRefused):
+    """The step was done already (by another worker, or before a restart read its event again)."""
+
+
 class CoverageIncomplete(MigrationRefused):
     """A cutover before the target covers every image (``--force`` takes it anyway)."""
 
@@ -60,7 +69,7 @@ def begin(store: "Store", target: "Encoder", target_ref: str) -> ModelState:
         raise MigrationRefused(f"the store is already moving from {state.serving!r} to {state.target!r}: cut over "
                                f"(columnist model cutover) or finish that one first")
     if target.name == state.serving:
-        raise MigrationRefused(f"the store already serves {target.name!r}")
+        raise NothingToDo(f"the store already serves {target.name!r}")
     for vocab in store.applied_vocabularies():
         store.record_vocabulary_rows(vocab, target.name, target.calibration)
     state = replace(state, target=target.name, target_ref=target_ref)
@@ -99,6 +108,8 @@ class Reembedder:
         self.limits, self.batch_size, self.guard = limits, batch_size, guard
         self.counters = counters or Counters()
         self.checkpoints = Checkpoints(store, "", migration.JOB_PREFIX + target.name, migration.BUCKETS)
+        self.stopped = threading.Event()
+        """Set to end the run between two batches (JobStopped)."""
 
     def run(self, start_at: int = 0, on_images: Callable[[int], None] | None = None) -> ReembedReport:
         report = ReembedReport(chunks=self.checkpoints.chunks)
@@ -125,6 +136,8 @@ class Reembedder:
     def _embed_all(self, buckets: list[int] | None, report: ReembedReport, on_images) -> int:
         rows = 0
         while True:
+            if self.stopped.is_set():
+                raise JobStopped(f"the re-embed job for {self.target.name} was stopped")
             batch = migration.pending(self.store, self.target.name, buckets, limit=self.batch_size)
             if not batch:
                 return rows
@@ -162,6 +175,7 @@ class Reembedder:
             else:
                 report.images += len(taken.prepared)
                 report.score_rows += rows
+                self.counters.reembedded += len(taken.prepared)
         migration.note_missing(self.store, self.target.name, unreadable)
         report.missing += [(image_id, reason) for image_id, _, reason in unreadable]
         return rows
@@ -197,7 +211,7 @@ def cutover(store: "Store", to: str, force: bool = False) -> tuple[ModelState, C
     elif to in (state.previous, state.previous_ref) and state.previous:
         name, ref = state.previous, state.previous_ref
     elif to in (state.serving, state.serving_ref):
-        raise MigrationRefused(f"the store already serves {state.serving!r}")
+        raise NothingToDo(f"the store already serves {state.serving!r}")
     else:
         raise MigrationRefused(f"{to!r} is neither the model the store moves to ({state.target or 'none'}) nor the "
                                f"one it served before ({state.previous or 'none'}): columnist model migrate --to {to}")
@@ -237,7 +251,7 @@ def retire(store: "Store", model: str) -> RetireReport:
         raise MigrationRefused(f"the store is moving to {model!r}: cut over to it, or retire it after a cutover back")
     name = state.previous if model in (state.previous, state.previous_ref) and state.previous else model
     if name not in store.embedding_models():
-        raise MigrationRefused(f"the store holds no rows of model {model!r}")
+        raise (NothingToDo if name in state.retired else MigrationRefused)(f"the store holds no rows of model {model!r}")
     before = migration.bytes_on_disk(store)
     rows = migration.delete_model_rows(store, name)
     store.set_model_state(replace(state, previous="" if name == state.previous else state.previous,

@@ -225,6 +225,8 @@ class Counters:
     replayed_score_rows: int = 0
     replay_chunks_written: int = 0
     """Replay chunks this process wrote (workers sharing a store split a replay's chunks)."""
+    reembedded: int = 0
+    """Stored images embedded again by a model migration's job (this process's share)."""
     store_retries: int = 0
     batch_retries: int = 0
     """Attempts at a batch that failed as a whole (it is retried until stored, never skipped)."""

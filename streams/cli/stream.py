@@ -198,6 +198,7 @@ def status(db: Optional[str] = DbOption,
             worker = reader.worker.status()
             typer.echo(f"database {worker.get('database')} (read through the worker on {reader.worker.path}: model "
                        f"{worker.get('model')} on {worker.get('runtime')})")
+            typer.echo(_migration_line(worker.get("models") or {}))
         for table in reader.summary().values():
             print_rows(table["columns"], table["rows"])
     finally:
@@ -206,6 +207,19 @@ def status(db: Optional[str] = DbOption,
         from columnist.cli.errors import UNAVAILABLE
 
         raise typer.Exit(UNAVAILABLE)
+
+
+def _migration_line(models: dict) -> str:
+    """What the worker says of a model migration, in a line ('' when none runs)."""
+    if not models.get("target") and not models.get("error"):
+        return f"model: serving {models.get('serving', '?')}"
+    job = models.get("reembed") or {}
+    eta = f", about {job['eta_s']} s left" if job.get("eta_s") else ""
+    progress = (f"; re-embed: {job.get('remaining')} images left, {job.get('embedded_here', 0)} by this worker at "
+                f"{job.get('rate_img_s', 0)} img/s{eta}") if job else ""
+    error = f"; error: {models['error']}" if models.get("error") else ""
+    return (f"model: serving {models.get('serving')}, moving to {models.get('target') or '-'} (encoding with "
+            f"{' and '.join(models.get('encoding_with', []))}){progress}{error}")
 
 
 def register(app: typer.Typer) -> None:

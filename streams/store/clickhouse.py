@@ -594,6 +594,11 @@ class ClickHouseStore:
                            "(SELECT count() FROM columnist.feature_image_attribute FINAL) AS scores"),
             "kinds": rows("SELECT kind, count() AS items, sum(frames) AS frames, round(sum(duration), 1) AS seconds "
                           "FROM columnist.images FINAL GROUP BY kind ORDER BY kind"),
+            "models": rows("SELECT e.model AS model, multiIf(e.model = s.serving, 'serving', e.model = s.target, "
+                           "'migrating to', e.model = s.previous, 'served before (until retired)', '') AS role, "
+                           "e.embeddings AS embeddings FROM (SELECT model, count() AS embeddings FROM "
+                           "columnist.image_embedding FINAL GROUP BY model) AS e CROSS JOIN (SELECT serving, target, "
+                           "previous FROM columnist.model_state FINAL) AS s ORDER BY role != 'serving', model"),
             "vocabularies": rows("SELECT vocab_name, vocab_version, model, applied_at "
                                  "FROM columnist.vocabulary_applied FINAL ORDER BY vocab_name"),
             "attributes": rows("SELECT vocab_name, attribute, source, count() AS scores, "

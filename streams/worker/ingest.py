@@ -19,6 +19,7 @@ from columnist.worker.fetch import FetchPolicy, WorkerOutOfResources, fetch
 
 if TYPE_CHECKING:
     from columnist.models.encoder import Encoder
+    from columnist.pipeline import SecondModel
     from columnist.store import IngestStore
 
 
@@ -35,6 +36,9 @@ class Prepared:
     events: list[RawEvent] = field(default_factory=list)
     """The event each prepared image came from (its dead letter, should the model fail it)."""
     rejected: list[Rejected] = field(default_factory=list)
+    second: list[PreparedImage] = field(default_factory=list)
+    """The images prepared for the model a migration moves to (``second_model``), if one was set."""
+    second_model: str = ""
 
 
 @dataclass
@@ -51,10 +55,12 @@ MAX_HELD_BYTES = 256 * 1024 * 1024
 
 
 def prepare_events(events: Sequence[RawEvent], encoder: "Encoder", policy: FetchPolicy, counters: Counters,
-                   limits: ImageLimits, store: "IngestStore | None" = None) -> Prepared:
+                   limits: ImageLimits, store: "IngestStore | None" = None, second: "SecondModel | None" = None
+                   ) -> Prepared:
     """Parse and fetch each event, then take the fetched ones through the batch path (known
-    content is not decoded again), at most MAX_HELD_BYTES of fetched bytes at a time."""
-    out, rejected, fetched, held = Prepared(), [], [], 0
+    content is not decoded again), at most MAX_HELD_BYTES of fetched bytes at a time; with
+    ``second``, the images taken are prepared for that model too."""
+    out, rejected, fetched, held = Prepared(second_model=second.encoder.name if second else ""), [], [], 0
     started = time.perf_counter()
     for index, event in enumerate(events):
         item = _fetch(index, event, policy, rejected, counters)
@@ -62,7 +68,7 @@ def prepare_events(events: Sequence[RawEvent], encoder: "Encoder", policy: Fetch
             fetched.append(item)
             held += len(item.data)
         if held > MAX_HELD_BYTES or index == len(events) - 1:
-            _take(fetched, encoder, counters, limits, store, out, rejected)
+            _take(fetched, encoder, counters, limits, store, out, rejected, second)
             fetched, held = [], 0
     out.rejected = [r for _, r in sorted(rejected, key=lambda pair: pair[0])]
     counters.fetch_decode_s += time.perf_counter() - started
@@ -85,7 +91,7 @@ def _fetch(index: int, event: RawEvent, policy: FetchPolicy, rejected: list, cou
 
 
 def _take(fetched: list[_Fetched], encoder: "Encoder", counters: Counters, limits: ImageLimits,
-          store: "IngestStore | None", out: Prepared, rejected: list) -> None:
+          store: "IngestStore | None", out: Prepared, rejected: list, second: "SecondModel | None") -> None:
     if not fetched:
         return
     inputs = [ImageInput(item.data, item.sha256, f"image {item.parsed.image_id!r} ({item.parsed.uri[:200]})",
@@ -97,3 +103,5 @@ def _take(fetched: list[_Fetched], encoder: "Encoder", counters: Counters, limit
         rejected.append((item.index, Rejected(item.event, error, item.parsed.image_id)))
     out.images += taken.prepared
     out.events += [fetched[position].event for position in taken.prepared_from]
+    if second is not None:
+        out.second += second.take([inputs[position] for position in taken.prepared_from], store, limits)

@@ -35,6 +35,7 @@ COUNTERS = {
     "replays": "Vocabulary changes applied.",
     "replay_chunks_written": "Replay chunks written by this worker.",
     "replayed_score_rows": "Score rows written by replays.",
+    "reembedded": "Stored images embedded again by a model migration's job.",
 }
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 
@@ -88,6 +89,12 @@ class _StatusCollector:
             lag = GaugeMetricFamily("columnist_consumer_lag", "Image events not yet committed by the consumer group.")
             lag.add_metric([], status["lag"])
             yield lag
+        remaining = (status.get("models") or {}).get("reembed", {}).get("remaining")
+        if remaining is not None:
+            left = GaugeMetricFamily("columnist_reembed_remaining", "Stored images the model a migration moves to "
+                                     "still lacks.")
+            left.add_metric([], remaining)
+            yield left
         versions = GaugeMetricFamily("columnist_vocabulary_version", "The applied version of each vocabulary.",
                                      labels=["vocabulary"])
         for vocab in status.get("vocabularies", []):

@@ -30,14 +30,15 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 from columnist import faults
 from columnist.errors import ConfigurationError
-from columnist.kafka.events import dead_letter, parse_vocab_event
-from columnist.pipeline import ModelOutputError, Texts, embed_and_score, encoded_count
+from columnist.kafka.events import MODEL_KEY, dead_letter, parse_vocab_event
+from columnist.models.registry import load_encoder
+from columnist.pipeline import ModelOutputError, SecondModel, Texts, embed_and_score, encoded_count
 from columnist.printable import printable
 from columnist.prompt_cache import PromptCache
 from columnist.records import Counters, RawEvent
 from columnist.retry import until_done
 from columnist.settings import Settings
-from columnist.store import StoreUnavailable, check_model
+from columnist.store import StoreUnavailable
 from columnist.store.check import GRACE_S, delete_orphans
 from columnist.vocab.prompts import text_embeddings
 from columnist.vocab.schema import Vocabulary, vocabulary_from_dict
@@ -45,6 +46,7 @@ from columnist.vocabulary_change import apply_vocabulary, carry_out, plan_change
 from columnist.worker.fetch import FetchPolicy
 from columnist.worker.ingest import Prepared, Rejected, prepare_events
 from columnist.worker.metrics import Timings
+from columnist.worker.migration import Migration
 
 if TYPE_CHECKING:
     from columnist.models.encoder import Encoder
@@ -63,7 +65,7 @@ class Service:
     tests build it with the mock encoder and the embedded engine, without Kafka)."""
 
     def __init__(self, store: "Store", encoder: "Encoder", configured: Vocabulary, policy: FetchPolicy,
-                 settings: Settings):
+                 settings: Settings, load_model: "Callable[[str], Encoder] | None" = None):
         self.store, self.encoder, self.configured, self.policy = store, encoder, configured, policy
         self.settings = settings  # topic names, image and replay limits
         self.limits = settings.image_limits
@@ -84,6 +86,10 @@ class Service:
         self.vocabs: dict[str, Vocabulary] = {}
         """Every vocabulary this worker scores with, by name."""
         self.texts: dict[str, Texts] = {}
+        self.second: SecondModel | None = None
+        """The model a migration moves the store to: every batch is encoded with it too."""
+        self.migration = Migration(self, load_model or (lambda ref: load_encoder(
+            ref, settings.threads, settings.batch_size, settings.runtime)))
         self._lock: asyncio.Lock | None = None
         self._send: Callable[[bytes], Awaitable[None]] | None = None
 
@@ -99,19 +105,25 @@ class Service:
             self._lock = asyncio.Lock()
         return self._lock
 
-    async def _on(self, executor: ThreadPoolExecutor, function, *args):
+    async def on(self, executor: ThreadPoolExecutor, function, *args):
         return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
 
     async def run_blocking(self, function, *args):
         """On the work thread, in submission order (encoding, writing, replays)."""
-        return await self._on(self.executor, function, *args)
+        return await self.on(self.executor, function, *args)
+
+    def use_encoder(self, encoder: "Encoder") -> None:
+        """Encode with ``encoder`` from now on (the store's serving model)."""
+        self.encoder = encoder
+        self.prompts = PromptCache(encoder, self.store, self.counters)
 
     # -- start-up (blocking) -------------------------------------------------------------
 
     def start(self) -> None:
-        """Refuse a store of another model; take up every applied vocabulary (the accepted
-        ones), and apply the configured one if no vocabulary of its name was applied yet."""
-        check_model(self.store, self.encoder.name)
+        """Refuse a store of another model (a model it moved away from: take the one it
+        serves); take up every applied vocabulary (the accepted ones), a running migration's
+        target, and apply the configured vocabulary if none of its name was applied yet."""
+        state = self.migration.check_serving()
         orphans = delete_orphans(self.store)
         if any(orphans):
             log.warning("deleted %d embeddings and %d scores left without their image by a write that was killed "
@@ -120,14 +132,19 @@ class Service:
         for applied in scored_vocabularies(self.store, accepted, keep=self.configured.name):
             self.vocabs[applied.name] = applied
             self.texts[applied.name] = text_embeddings(self.prompts, applied)
+        self.migration.take_up(state)
         configured = self.configured
         if configured.name not in self.vocabs:
             log.info("no vocabulary %r applied yet: applying %s v%d", configured.name, configured.name,
                      configured.version)
+            target = self.second.encoder if self.second else None
             apply_vocabulary(self.store, self.encoder, None, configured, self.settings.replay_chunks, default_view=True,
-                             start_at=self.replay_start, prompts=self.prompts)
+                             start_at=self.replay_start, prompts=self.prompts, target=target)
             self.vocabs[configured.name] = configured
             self.texts[configured.name] = text_embeddings(self.prompts, configured)
+            if target is not None:
+                self.migration.texts[configured.name] = text_embeddings(PromptCache(target, self.store), configured)
+                self.migration.refresh()
         log.info("worker ready: model %s on %s, vocabularies %s (default %s), images from %s", self.encoder.name,
                  self.encoder.runtime,
                  ", ".join(f"{v.name} v{v.version} ({len(v.codes)} attributes)" for v in self.vocabs.values()),
@@ -142,6 +159,7 @@ class Service:
         is not acked: the source delivers it again."""
         self._send = source.dead_letter
         following = asyncio.create_task(self._follow(source), name="columnist-vocabularies")
+        self.migration.start()
         storing: asyncio.Task | None = None  # the previous batch, encoded and written meanwhile
         try:
             async for batch in source.batches():
@@ -157,6 +175,7 @@ class Service:
             if storing is not None and not storing.done():
                 storing.cancel()
             following.cancel()
+            await self.migration.stop()
 
     async def _store_and_ack(self, batch: "Batch", prepared: Prepared, taken: float) -> None:
         await self.store_prepared(batch.events, prepared)
@@ -174,8 +193,8 @@ class Service:
         say which contents it already has, or the worker is out of file descriptors)."""
         async def attempt() -> Prepared:
             faults.point("ingest_batch")
-            return await self._on(self.prepare_executor, prepare_events, events, self.encoder, self.policy,
-                                  self.counters, self.limits, self.store)
+            return await self.on(self.prepare_executor, prepare_events, events, self.encoder, self.policy,
+                                 self.counters, self.limits, self.store, self.second)
 
         return await until_done(attempt, self._describe_batch(events), on_retry=self._count_batch_retry)
 
@@ -213,10 +232,14 @@ class Service:
             started = time.perf_counter()
             vocabularies = [(vocab, self.texts[name]) for name, vocab in self.vocabs.items()]
             batch = await self.run_blocking(embed_and_score, prepared.images, vocabularies, self.encoder)
+            second = self.second if self.second and prepared.second_model == self.second.encoder.name else None
+            alongside = await self.run_blocking(second.score, prepared.second) if second else None
             written = time.perf_counter()
             self.counters.encode_s += written - started
             self.timings.stage.labels("encode").observe(written - started)
             try:
+                if alongside is not None:  # the target's rows first: an image row means every model's are there
+                    await self.run_blocking(self.store.write_model_rows, alongside)
                 rows = await self.run_blocking(self.store.write, batch)
             except StoreUnavailable:
                 self.counters.store_retries += 1
@@ -247,7 +270,11 @@ class Service:
 
     async def vocabulary_event(self, event: RawEvent) -> None:
         """Apply a pushed vocabulary document (any name: each has its own version line), or
-        dead-letter it and keep the last good one. Whatever the document holds, the worker goes on."""
+        dead-letter it and keep the last good one. Whatever the document holds, the worker goes on.
+        A model event (a migration's step, keyed MODEL_KEY) goes to the migration."""
+        if event.key == MODEL_KEY:
+            await self.migration.event(event)
+            return
         try:
             vocab = self._parse_vocabulary(event.value)
             current = self.vocabs.get(vocab.name)
@@ -260,9 +287,9 @@ class Service:
                 return
             await self.apply_vocabulary(vocab)
         except Exception as err:
-            await self._refuse_vocabulary(event, err)
+            await self.refuse_event(event, err)
 
-    async def _refuse_vocabulary(self, event: RawEvent, err: Exception) -> None:
+    async def refuse_event(self, event: RawEvent, err: Exception) -> None:
         """Dead-letter a refused document, once: the same event read again after a restart is
         only logged."""
         key = hashlib.sha256(event.value or b"").hexdigest()
@@ -313,19 +340,36 @@ class Service:
         the worker goes back to the vocabulary it had."""
         name = vocab.name
         unavailable = lambda err: isinstance(err, StoreUnavailable)  # noqa: E731
-        change = await until_done(lambda: self._on(self.prompt_executor, plan_change, self.store, self.encoder,
-                                                   self.vocabs.get(name), vocab, self.texts.get(name), self.prompts),
+        change = await until_done(lambda: self.on(self.prompt_executor, plan_change, self.store, self.encoder,
+                                                  self.vocabs.get(name), vocab, self.texts.get(name), self.prompts),
                                   f"planning vocabulary {name} v{vocab.version}", retry_if=unavailable)
+        second = self.second  # a migration's target: the change reaches its scores too
+        alongside = [(second.encoder, await until_done(lambda: self.on(
+            self.prompt_executor, plan_change, self.store, second.encoder, self.vocabs.get(name), vocab,
+            self.migration.texts.get(name), PromptCache(second.encoder, self.store)),
+            f"planning vocabulary {name} v{vocab.version} for {second.encoder.name}", retry_if=unavailable))] \
+            if second is not None else []
         async with self.vocab_lock:
             old, old_texts = self.vocabs.get(name), self.texts.get(name)
+            old_target_texts = self.migration.texts.get(name)
             self.vocabs[name], self.texts[name] = vocab, change.texts
+            if alongside and self.second is second:
+                self.migration.texts[name] = alongside[0][1].texts
+            self.migration.refresh()
         try:
-            report = await until_done(lambda: self._on(self.replay_executor, lambda: carry_out(
+            report = await until_done(lambda: self.on(self.replay_executor, lambda: carry_out(
                 self.store, self.encoder, change, self.settings.replay_chunks, default_view=name == self.configured.name,
-                start_at=self.replay_start)), f"applying vocabulary {name} v{vocab.version}", retry_if=unavailable)
+                start_at=self.replay_start, alongside=alongside)), f"applying vocabulary {name} v{vocab.version}",
+                retry_if=unavailable)
         except BaseException:
             async with self.vocab_lock:
                 await self._fall_back(name, vocab, old, old_texts)
+                if self.vocabs.get(name) is not vocab:
+                    if old_target_texts is None:
+                        self.migration.texts.pop(name, None)
+                    else:
+                        self.migration.texts[name] = old_target_texts
+                self.migration.refresh()
             raise
         diff, replay = report.diff, report.replay
         self.counters.replays += 1
@@ -359,9 +403,17 @@ class Service:
             "runtime": self.encoder.runtime,
             "database": self.store.dsn,
             "vocabulary": _describe(self.vocab) if self.vocab else None,
+            "models": self.migration.status(await self._model_state()),
             "vocabularies": [_describe(v) for v in self.vocabs.values()],
             "counters": asdict(self.counters),
         }
+
+
+    async def _model_state(self):
+        try:
+            return await self.run_blocking(self.store.model_state)
+        except Exception:  # noqa: BLE001 - the status says what it can without the store
+            return None
 
 
 def _event_name(raw: bytes | None) -> str:

@@ -1,13 +1,14 @@
 """A scripted source for the Service's loop, in-process: a test double standing in for Kafka
 (worker.sources.Source). It yields the script's batches in order, hands its vocabulary
-documents to the vocabulary feed, and records acks and dead letters."""
+documents (and model events) to the vocabulary feed, waits at its gates, and records acks and
+dead letters."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 from columnist.records import RawEvent
 from columnist.worker.sources import Batch
@@ -22,8 +23,16 @@ class Vocab:
     wait: bool = True
 
 
+@dataclass
+class Gate:
+    """A point in the script that waits for ``until()`` (an awaitable the test gives: an event
+    the Service sets, bounded by a timeout) before the next item."""
+
+    until: Callable[[], Awaitable]
+
+
 class ScriptedSource:
-    def __init__(self, *script: "list[RawEvent] | Vocab", on_ack: Callable[[int], None] | None = None):
+    def __init__(self, *script: "list[RawEvent] | Vocab | Gate", on_ack: Callable[[int], None] | None = None):
         self.script = list(script)
         self.acked: list[int] = []
         """Positions in the script of the batches acked, in the order they were."""
@@ -45,7 +54,9 @@ class ScriptedSource:
 
     async def batches(self) -> AsyncIterator[Batch]:
         for position, item in enumerate(self.script):
-            if isinstance(item, Vocab):
+            if isinstance(item, Gate):
+                await item.until()
+            elif isinstance(item, Vocab):
                 handled = asyncio.Event()
                 self._pending.append(handled)
                 await self.queue.put((item.event, handled))

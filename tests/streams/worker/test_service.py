@@ -41,11 +41,12 @@ def with_porthole(version: int = 2, description: str = "a porthole"):
     return space(version, lambda d: d["attributes"].append({"code": "porthole_view", "description": description}))
 
 
-def service_for(store, tmp_path, vocab, encoder=None, **settings) -> Service:
+def service_for(store, tmp_path, vocab, encoder=None, load_model=None, **settings) -> Service:
     root = tmp_path / "images"
     root.mkdir(exist_ok=True)
     policy = FetchPolicy([root.resolve()], max_bytes=MAX_BYTES)
-    service = Service(store, encoder or MockEncoder(), vocab, policy, Settings(**{"replay_chunks": 2, **settings}))
+    service = Service(store, encoder or MockEncoder(), vocab, policy, Settings(**{"replay_chunks": 2, **settings}),
+                      load_model)
     service.start()
     return service
 

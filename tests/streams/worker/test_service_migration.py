@@ -1,0 +1,117 @@
+"""A model migration through the Service's loop, in-process (two Services on one embedded
+store stand in for two workers on one ClickHouse server; a scripted source for Kafka): the
+model events every worker hears, both models encoded meanwhile, the re-embed job split, the
+wide view whole at every batch, the cutover followed by both, the old model retired."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from columnist.kafka.events import MODEL_KEY, model_event
+from columnist.models.mock import MockEncoder
+from columnist.records import RawEvent
+from tests.hostile import event
+from tests.streams.test_model_change import other_model, view
+from tests.streams.worker.scripted_source import Gate, ScriptedSource, Vocab
+from tests.streams.worker.test_service import WAIT, photo_events, service_for, space, stored_ids, with_porthole, \
+    vocabulary
+
+PHOTOS_PER_BATCH = 7
+
+
+def command(**fields) -> Vocab:
+    """A model event as the vocabulary topic carries it (key MODEL_KEY)."""
+    return Vocab(RawEvent(model_event(fields), 0, 0, MODEL_KEY))
+
+
+def copies(photos: list[RawEvent], prefix: str, count: int) -> list[RawEvent]:
+    """Events of new image ids for the sample photos' files (their content is reused)."""
+    return [RawEvent(event(f"{prefix}{n:03d}", json.loads(photos[n % len(photos)].value)["uri"]), 0, n)
+            for n in range(count)]
+
+
+def loader():
+    """The models by name, as the registry would load them (a stand-in: no files for mocks)."""
+    return {"mock-256": other_model(), "mock": MockEncoder()}.__getitem__
+
+
+def workers(store, tmp_path, **settings):
+    services = []
+    for start in (0, 32):
+        service = service_for(store, tmp_path, space(1), load_model=loader(), **settings)
+        service.replay_start = start  # apart in the ring of chunks
+        services.append(service)
+    return services
+
+
+def view_rows(store) -> list[tuple[str, int]]:
+    """(image_id, whether any attribute column is NULL) of every row of the wide view."""
+    codes = [c for (c,) in store.query("SELECT code FROM columnist.vocabulary_current WHERE vocab_name = 'space'")[1]]
+    return store.query(f"SELECT image_id, {' OR '.join(f'`{c}` IS NULL' for c in codes)} "
+                       "FROM columnist.columns_space")[1]
+
+
+def caught_up(service):
+    async def wait():
+        while service.migration.caught_up is None:  # made once the migration starts
+            await asyncio.sleep(0.01)  # a bounded poll for the task to exist, not a synchronisation of the result
+        await asyncio.wait_for(service.migration.caught_up.wait(), WAIT)
+    return Gate(wait)
+
+
+def test_two_workers_move_their_store_to_another_model_without_a_gap(store, tmp_path):
+    first, second = workers(store, tmp_path)
+    photos = photo_events(tmp_path)
+    views: list[tuple[int, int]] = []
+
+    def check_view(_position: int) -> None:
+        """After every stored batch: each image stored before the look is in the wide view, with
+        every column (of one model: the view reads the serving one's). The other worker may
+        store more meanwhile: those are in the view or not, both are right."""
+        stored = set(stored_ids(store))
+        shown = dict(view_rows(store))
+        views.append((len(stored - shown.keys()), sum(shown[i] for i in stored & shown.keys())))
+
+    async def scenario():
+        await asyncio.gather(first.run(ScriptedSource(copies(photos, "a", 14), on_ack=check_view)),
+                             second.run(ScriptedSource(copies(photos, "b", 14), on_ack=check_view)))
+        migrate = command(action="migrate", to="mock-256")
+        await asyncio.gather(
+            first.run(ScriptedSource(migrate, copies(photos, "c", 7), caught_up(first), vocabulary(with_porthole()),
+                                     copies(photos, "d", 7), command(action="cutover", to="mock-256"),
+                                     copies(photos, "e", 7), on_ack=check_view)),
+            second.run(ScriptedSource(migrate, caught_up(second), vocabulary(with_porthole()), copies(photos, "f", 7),
+                                      command(action="cutover", to="mock-256"), on_ack=check_view)))
+
+    asyncio.run(scenario())
+    assert len(views) == 6 and all(look == (0, 0) for look in views), views
+    state = store.model_state()
+    assert (state.serving, state.previous, state.target) == ("mock-256", "mock", "")
+    assert first.encoder.name == second.encoder.name == "mock-256" and first.second is second.second is None
+    every = len(stored_ids(store))
+    assert store.scalar("SELECT count() FROM columnist.image_embedding FINAL WHERE model = 'mock-256'") == every
+    assert view(store) == (every, 0)  # the porthole column too: the vocabulary change reached the new model
+    split = (first.migration.counters.reembedded, second.migration.counters.reembedded)
+    assert sum(split) == 28 and min(split) > 0, split  # the stored images, each re-embedded once, by both workers
+    assert store.scalar("SELECT count() FROM columnist.image_embedding WHERE model = 'mock' "
+                        "AND image_id LIKE 'e%'") == 0  # after the cutover, the old model is not encoded
+
+    asyncio.run(first.run(ScriptedSource(command(action="retire", model="mock"))))
+    assert store.scalar("SELECT count() FROM columnist.image_embedding WHERE model = 'mock'") == 0
+    assert view(store) == (every, 0)
+
+
+def test_a_worker_set_to_the_old_model_follows_the_store_and_a_bad_step_is_logged_not_fatal(store, tmp_path):
+    first, _ = workers(store, tmp_path)
+    photos = photo_events(tmp_path)
+
+    async def scenario():
+        await first.run(ScriptedSource(copies(photos, "a", 7), command(action="cutover", to="mock-256"),
+                                       command(action="migrate", to="nowhere"), command(action="migrate", to="mock-256"),
+                                       caught_up(first), command(action="cutover", to="mock-256")))
+
+    asyncio.run(scenario())  # 'nowhere' is no model the loader knows (KeyError), the first cutover too early
+    assert first.encoder.name == "mock-256" and "nowhere" in first.migration.error
+    restarted = service_for(store, tmp_path, space(1), MockEncoder(), loader())  # COLUMNIST_MODEL still says mock
+    assert restarted.encoder.name == "mock-256"
