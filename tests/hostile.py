@@ -317,3 +317,19 @@ QUERY_PROBES += [
     ("SELECT pgGetUserById(1)", "not allowed here"),
     ("SELECT serverTimezone()", "not allowed here"),
 ]
+
+
+def model_event_cases() -> list[Case]:
+    """Model events (key columnist.model on the vocabulary topic) that must be dead-lettered
+    while the worker keeps serving its model."""
+    def event_of(**fields) -> bytes:
+        return json.dumps({"schema": 1, "kind": "model", **fields}).encode()
+
+    return [
+        Case("not JSON", b"migrate --to mock", "not valid JSON"),
+        Case("an unknown step", event_of(action="drop", to="mock"), "'migrate', 'cutover' or 'retire'"),
+        Case("a model name of 1 MB", event_of(action="migrate", to="m" * 1_000_000), "at most 4096 characters"),
+        Case("deep JSON", b'{"schema": 1, "kind": "model", "action": "migrate", "to": ' + b"[" * 50_000 + b"]" * 50_000
+             + b"}", "nested more than"),
+        Case("a vocabulary under the model key", event_of(action="migrate", to=None), "valid string"),
+    ]

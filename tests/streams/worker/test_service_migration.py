@@ -115,3 +115,21 @@ def test_a_worker_set_to_the_old_model_follows_the_store_and_a_bad_step_is_logge
     assert first.encoder.name == "mock-256" and "nowhere" in first.migration.error
     restarted = service_for(store, tmp_path, space(1), MockEncoder(), loader())  # COLUMNIST_MODEL still says mock
     assert restarted.encoder.name == "mock-256"
+
+
+def test_hostile_model_events_are_dead_lettered_once_and_the_worker_serves_on(store, tmp_path):
+    from tests.hostile import model_event_cases
+
+    cases = model_event_cases()
+    first, _ = workers(store, tmp_path)
+    script = [Vocab(RawEvent(case.event, 0, n, MODEL_KEY)) for n, case in enumerate(cases)]
+    source = ScriptedSource(*script, copies(photo_events(tmp_path), "a", 7))
+    asyncio.run(first.run(source))
+    reasons = [letter["reason"] for letter in source.letters]
+    assert len(reasons) == len(cases), reasons
+    for case, reason in zip(cases, reasons):
+        assert case.reason in reason, (case.name, reason)
+    assert first.encoder.name == "mock" and first.second is None and len(stored_ids(store)) == 7
+    again = ScriptedSource(*script)  # a restart reads them again: logged, not dead-lettered twice
+    asyncio.run(first.run(again))
+    assert again.letters == []
