@@ -13,6 +13,8 @@
    view: a count with two thresholds, and the top 50 images by one attribute.
 5. Latency: ingest event to queryable score at half the measured peak rate, p50 and p99.
 6. Memory: the worker's RSS, idle and at its peak under load.
+7. Re-embed: a model migration's job (bench/reembed.py) over the sample photos stored with
+   another model, on the fastest runtime, against the service's ingest rate on them.
 
 Everything it starts (a Kafka broker in its own folder, workers, databases under
 .columnist/bench) it stops. Results: a table, and bench/results/bench-*.json.
@@ -163,6 +165,18 @@ def encode_path(kafka: LocalKafka, name: str, model: tuple[Path, str], files: li
                 "wall_seconds": elapsed, "idle_rss_mb": idle_rss, "peak_rss_mb": worker.rss_mb("VmHWM")}
     finally:
         worker.stop()
+
+
+def reembed(model: tuple[Path, str], files: list[Path], ingest_rate: float) -> dict:
+    """bench/reembed.py in its own process (one embedded database a process)."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "bench.reembed", "--model", str(model[0]), "--runtime", model[1],
+                           *map(str, files)], cwd=REPO, capture_output=True, text=True, check=True, timeout=3600)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result.update(ingest_img_s=ingest_rate, ratio_to_ingest=result["img_s"] / ingest_rate)
+    log(f"  re-embed: {result['img_s']:.1f} img/s, {result['ratio_to_ingest']:.2f} x the service's ingest rate")
+    return result
 
 
 # -- 5 and 6. latency and memory ---------------------------------------------------------
@@ -339,6 +353,8 @@ def main() -> None:
         log(f"encode path on {fastest}: {len(samples)} sample photos, then {len(cameras)} 12 MP JPEGs ...")
         results["encode_path"] = encode_path(kafka, "samples", models[fastest], samples, raw)
         results["photos_12mp"] = encode_path(kafka, "camera", models[fastest], cameras, raw)
+        log("re-embed (a model migration's job) over the sample photos ...")
+        results["reembed"] = reembed(models[fastest], samples, results["encode_path"]["service_img_s"])
         peak = results["encode_path"]["service_img_s"]
         log(f"latency at half the peak ({peak / 2:.1f} images/s) for {args.latency_seconds:.0f} s ...")
         results["latency"] = latency(kafka, models[fastest], samples, peak, args.latency_seconds)
@@ -373,6 +389,9 @@ def report(r: dict) -> None:
     log(f"| dashboard, wide view, {d['images']:,} images x {d['attributes']} attributes | count {d['merged']['count_two_thresholds']:.2f} s, "
         f"top 50 {d['merged']['top_50']:.2f} s | right after the replay ({d['right_after_replay']['parts']} parts): "
         f"{max(d['right_after_replay']['count_two_thresholds'], d['right_after_replay']['top_50']):.2f} s | ≤ 1 s |")
+    re = r["reembed"]
+    log(f"| re-embed (model migration), {re['images']} sample photos | {re['img_s']:.1f} img/s | "
+        f"{re['ratio_to_ingest']:.2f} x the service's ingest rate ({re['ingest_img_s']:.1f}) | |")
     t = r["try"]
     log(f"| `columnist try`, {t['embeddings']:,} embeddings | {t['total_s']:.2f} s (compute {t['compute_s']:.2f} s, "
         f"read {t['read_s']:.2f} s) | compute is {t['compute_s'] / t['total_s']:.0%} of the answer | |")

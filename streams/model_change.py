@@ -98,16 +98,25 @@ class Reembedder:
     the target yet). ``read(uri)`` returns an image's bytes (the worker's fetch policy, or the
     files a user can read when run by hand); ``vocabularies()`` the vocabularies to score with
     and the target's texts of them; ``guard(work)`` runs the scoring and writing of a batch (the
-    worker: under its vocabulary lock, so no batch is scored with a vocabulary it left)."""
+    worker: under its vocabulary lock, so no batch is scored with a vocabulary it left);
+    ``chunks``: how many checkpointed chunks (0: about ROWS_PER_CHUNK images each)."""
+
+    ROWS_PER_CHUNK = 10_000
+    """A job is cut into chunks of about this many images (at most BUCKETS chunks): small jobs
+    in one, large ones in pieces several workers split and a crash loses little of."""
+    PAGE = 10_000
+    """Images read from the store at once (ids and URIs), then embedded batch by batch."""
 
     def __init__(self, store: "Store", target: "Encoder",
                  vocabularies: Callable[[], Sequence[tuple["Vocabulary", "Texts"]]], read: Callable[[str], bytes],
                  limits: ImageLimits = ImageLimits(), batch_size: int = 32, counters: Counters | None = None,
-                 guard: Callable[[Callable[[], int]], int] = unguarded):
+                 guard: Callable[[Callable[[], int]], int] = unguarded, chunks: int = 0):
         self.store, self.target, self.vocabularies, self.read = store, target, vocabularies, read
         self.limits, self.batch_size, self.guard = limits, batch_size, guard
         self.counters = counters or Counters()
-        self.checkpoints = Checkpoints(store, "", migration.JOB_PREFIX + target.name, migration.BUCKETS)
+        chunks = chunks or -(-migration.count_lacking(store, target.name) // self.ROWS_PER_CHUNK)
+        self.checkpoints = Checkpoints(store, "", migration.JOB_PREFIX + target.name,
+                                       max(1, min(migration.BUCKETS, chunks)))
         self.stopped = threading.Event()
         """Set to end the run between two batches (JobStopped)."""
 
@@ -134,16 +143,20 @@ class Reembedder:
         return migration.count_lacking(self.store, self.target.name)
 
     def _embed_all(self, buckets: list[int] | None, report: ReembedReport, on_images) -> int:
+        """Every image the target lacks (in ``buckets``, or all): each one is embedded or noted
+        as unreadable, so every page read makes progress."""
         rows = 0
         while True:
-            if self.stopped.is_set():
-                raise JobStopped(f"the re-embed job for {self.target.name} was stopped")
-            batch = migration.pending(self.store, self.target.name, buckets, limit=self.batch_size)
-            if not batch:
+            page = migration.pending(self.store, self.target.name, buckets, limit=self.PAGE)
+            for start in range(0, len(page), self.batch_size):
+                if self.stopped.is_set():
+                    raise JobStopped(f"the re-embed job for {self.target.name} was stopped")
+                batch = page[start:start + self.batch_size]
+                rows += self._embed(batch, report)
+                if on_images:
+                    on_images(len(batch))
+            if len(page) < self.PAGE:
                 return rows
-            rows += self._embed(batch, report)
-            if on_images:
-                on_images(len(batch))
 
     def _embed(self, batch: list[migration.Pending], report: ReembedReport) -> int:
         """Read, prepare, encode and score one batch with the target, and write its rows;

@@ -213,7 +213,7 @@ class Migration:
 
         job = model_change.Reembedder(service.store, second.encoder, lambda: second.vocabularies,
                                       lambda uri: fetch(uri, service.policy), service.limits,
-                                      service.settings.batch_size, self.counters, guard)
+                                      service.settings.batch_size, self.counters, guard, service.settings.replay_chunks)
         self.job, self.started = job, time.monotonic()
         try:
             self.remaining = await service.on(self.executor, job.remaining)

@@ -65,7 +65,7 @@ def test_a_store_moves_to_another_model_and_back_and_retires_the_old_one(store, 
     with pytest.raises(model_change.CoverageIncomplete, match=f"{PHOTO_COUNT} images lack the embedding of mock-256"):
         model_change.cutover(store, "mock-256")
 
-    report = reembedder(store, second, library, batch_size=3).run()
+    report = reembedder(store, second, library, batch_size=3, chunks=migration.BUCKETS).run()
     assert report.images == PHOTO_COUNT and not report.missing and report.chunks == migration.BUCKETS
     assert model_change.coverage(store, "mock-256").complete
     assert dict(store.query("SELECT image_id, moon FROM columnist.image_columns")[1]) == before  # still the old model
@@ -139,14 +139,14 @@ def test_a_killed_reembed_resumes_and_unreadable_images_are_named_not_lost(store
             raise KeyboardInterrupt  # as kill -9 would stop it, between two images
         done.append(uri)
         return fetch(uri, policy_from(Settings(), roots=[library.resolve()]))
-    job = reembedder(store, second, library, batch_size=1)
+    job = reembedder(store, second, library, batch_size=1, chunks=8)
     job.read = killed_after_three
     with pytest.raises(KeyboardInterrupt):
         job.run()
     first_run = store.scalar("SELECT count() FROM columnist.image_embedding WHERE model = 'mock-256'")
     assert 0 < first_run <= 3
 
-    report = reembedder(store, second, library, batch_size=1).run(start_at=5)
+    report = reembedder(store, second, library, batch_size=1, chunks=8).run(start_at=5)
     assert report.chunks_skipped > 0  # the chunks the killed run finished
     assert first_run + report.images == PHOTO_COUNT - 2
     count, noted = migration.missing(store, "mock-256")

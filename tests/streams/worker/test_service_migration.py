@@ -38,8 +38,8 @@ def loader():
 
 def workers(store, tmp_path, **settings):
     services = []
-    for start in (0, 32):
-        service = service_for(store, tmp_path, space(1), load_model=loader(), **settings)
+    for start in (0, 4):
+        service = service_for(store, tmp_path, space(1), load_model=loader(), **{"replay_chunks": 8, **settings})
         service.replay_start = start  # apart in the ring of chunks
         services.append(service)
     return services
