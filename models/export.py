@@ -189,7 +189,65 @@ def pretrained_siglip(source: str) -> tuple[Any, Any, str]:
     model = SiglipModel.from_pretrained(source, attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(source)
     family = "siglip2" if "gemma" in type(tokenizer).__name__.lower() else "siglip"
-    return model, tokenizer.backend_tokenizer, family
+    return model, fast_tokenizer(tokenizer), family
+
+
+def fast_tokenizer(tokenizer: Any) -> Any:
+    """The ``tokenizers.Tokenizer`` that tokenizes as ``tokenizer`` does. A checkpoint in the
+    form Google publishes SigLIP (a sentencepiece ``spiece.model``, no ``tokenizer.json``)
+    loads as transformers' slow SiglipTokenizer, which has none and which transformers has no
+    converter for: it is converted here (``siglip_tokenizer``); other slow ones by transformers."""
+    if hasattr(tokenizer, "backend_tokenizer"):
+        return tokenizer.backend_tokenizer
+    if type(tokenizer).__name__ == "SiglipTokenizer":
+        return siglip_tokenizer(tokenizer)
+    from transformers.convert_slow_tokenizer import convert_slow_tokenizer
+
+    return convert_slow_tokenizer(tokenizer)
+
+
+def siglip_tokenizer(slow: Any) -> Any:
+    """SiglipTokenizer (sentencepiece) as a ``tokenizers.Tokenizer``: its canonical text (big_vision's
+    ``canonicalize_text``: lower case, ASCII punctuation removed, whitespace collapsed, trailing
+    space stripped, one word mark in front), then sentencepiece's own normalization (the
+    model's precompiled character map), the unigram pieces split at word marks, and the end
+    token appended. Its special tokens are the slow tokenizer's (a piece such as <pad> that
+    it does not treat as special stays text)."""
+    import json
+    import re
+    import string
+
+    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, processors
+    from transformers.convert_slow_tokenizer import SpmConverter
+
+    class SiglipConverter(SpmConverter):
+        handle_byte_fallback = True
+
+        def normalizer(self, proto):
+            steps = [normalizers.Replace("▁", " ")]
+            if getattr(self.original_tokenizer, "do_lower_case", True):
+                steps.append(normalizers.Lowercase())
+            steps += [normalizers.Replace(Regex("[" + re.escape(string.punctuation) + "]"), ""),
+                      normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip(left=False, right=True),
+                      normalizers.Prepend("▁")]
+            if proto.normalizer_spec.precompiled_charsmap:
+                steps.append(normalizers.Precompiled(proto.normalizer_spec.precompiled_charsmap))
+            steps.append(normalizers.Replace(Regex(" {2,}"), " "))
+            return normalizers.Sequence(steps)
+
+        def pre_tokenizer(self, replacement, add_prefix_space):
+            return pre_tokenizers.Metaspace(replacement=replacement, prepend_scheme="never", split=True)
+
+        def post_processor(self):
+            end = self.original_tokenizer.eos_token
+            return processors.TemplateProcessing(single=["$A", end], pair=["$A", end, "$B", end],
+                                                 special_tokens=[(end, self.original_tokenizer.convert_tokens_to_ids(end))])
+
+    converted = json.loads(SiglipConverter(slow).converted().to_str())
+    converted["added_tokens"] = [{"id": slow.convert_tokens_to_ids(token), "content": token, "single_word": False,
+                                  "lstrip": True, "rstrip": True, "normalized": False, "special": True}
+                                 for token in slow.all_special_tokens]  # as SiglipTokenizer declares them
+    return Tokenizer.from_str(json.dumps(converted))
 
 
 def export_siglip(model: Any, tokenizer: Any, out: Path, name: str, source: str, family: str = "siglip",
