@@ -5,9 +5,20 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-export test test-fast test-parity demo demo-tag kafka-up kafka-down tiny-clip bench bench-model bench-decode clean
+.PHONY: setup system-deps setup-export test test-fast test-parity demo demo-tag kafka-up kafka-down tiny-clip bench bench-model bench-decode clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed system-deps
+
+# from Debian, when this user may install them (root): libexempi (XMP sidecars), exiftool and
+# kcat (tests read sidecars with ExifTool and produce events with kcat); otherwise it says what is missing
+SYSTEM_DEPS := libexempi8 libimage-exiftool-perl kcat
+system-deps:
+	@missing=$$(for p in $(SYSTEM_DEPS); do dpkg -s $$p > /dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	    (apt-get update -qq && apt-get install -y -qq $$missing) > /dev/null 2>&1 || echo "could not install: $$missing"; \
+	  else echo "missing system packages (sidecars and some tests need them): $$missing"; fi; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -215,6 +215,10 @@ class Counters:
     """Events whose image_id was stored with other content (a re-publish replaces it)."""
     images_unchanged: int = 0
     """Skipped: stored before under the same id with the same content (tag)."""
+    images_deleted: int = 0
+    """Images forgotten because their events said so (a file deleted or moved away)."""
+    events_superseded: int = 0
+    """Events a later event for the same image id in the same batch replaced (not processed)."""
     images_failed: int = 0
     """Images that could not be used (dead letters, or tag's 'failed' lines)."""
     prompts_encoded: int = 0
@@ -225,6 +229,8 @@ class Counters:
     replayed_score_rows: int = 0
     replay_chunks_written: int = 0
     """Replay chunks this process wrote (workers sharing a store split a replay's chunks)."""
+    sidecars_written: int = 0
+    """XMP sidecars the worker wrote (COLUMNIST_SIDECARS)."""
     reembedded: int = 0
     """Stored images embedded again by a model migration's job (this process's share)."""
     store_retries: int = 0

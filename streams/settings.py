@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     query_max_rows: int = 100_000
     query_max_bytes: int = 20_000_000
     """Largest result of a query through the control page (it fails beyond, never truncates)."""
+    sidecars: Literal["off", "accepted", "tentative"] = "off"
+    """A worker keeps the XMP sidecars of the images it stores (and re-scores) current, with the
+    accepted (or accepted and tentative) attributes as keywords; only under the image roots."""
+    sidecar_naming: Literal["append", "replace"] = "append"
+    """A new sidecar's name: IMG_0001.jpg.xmp (append) or IMG_0001.xmp (replace)."""
     replay_chunks: int = 0
     """Replays run in this many checkpointed chunks (by a hash of image_id, at most 64);
     0 sizes them to about 250,000 stored embeddings each."""

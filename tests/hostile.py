@@ -16,6 +16,7 @@ import os
 import random
 import struct
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 from PIL import Image
@@ -159,7 +160,8 @@ def image_cases(root: Path, outside: Path) -> list[Case]:
         Case("not UTF-8", b"\xff\xfe\x00", "not valid JSON"),
         Case("a JSON list", b"[1, 2, 3]", "expected a JSON object"),
         Case("schema 2", b'{"schema": 2, "image_id": "s", "uri": "file:///a"}', "schema"),
-        Case("no uri", b'{"schema": 1, "image_id": "u"}', "uri: missing"),
+        Case("no uri", b'{"schema": 1, "image_id": "u"}', "uri: required"),
+        Case("deleted, but not a boolean", b'{"schema": 1, "image_id": "u", "deleted": "maybe"}', "valid boolean"),
         Case("image_id not a string", b'{"schema": 1, "image_id": 5, "uri": "file:///a"}', "image_id"),
         Case("meta too large", event("mb", "file:///a", meta={"x": "a" * 20_000}), "meta"),
         Case("700 kB of escaped quotes", event("quotes", "file:///a", meta={"q": '"' * 350_000}), "meta"),
@@ -332,4 +334,20 @@ def model_event_cases() -> list[Case]:
         Case("deep JSON", b'{"schema": 1, "kind": "model", "action": "migrate", "to": ' + b"[" * 50_000 + b"]" * 50_000
              + b"}", "nested more than"),
         Case("a vocabulary under the model key", event_of(action="migrate", to=None), "valid string"),
+    ]
+
+
+def sidecar_cases() -> list[tuple[str, Callable[[Path], None], str]]:
+    """Sidecars a photo may have beside it that `columnist sidecars` must leave alone, naming
+    why: (name, make it at a path, the reason's words)."""
+    laughs = ('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "ha">' +
+              "".join(f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">' for i in range(9)) + "]>"
+              '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>&j;</dc:title>'
+              "</rdf:Description></rdf:RDF></x:xmpmeta>")
+    return [
+        ("a billion laughs (nested XML entities)", lambda path: path.write_text(laughs), "not valid XMP"),
+        ("5 MB of XMP", lambda path: path.write_text("<x:xmpmeta>" + " " * 5_000_000), "over the limit"),
+        ("binary garbage", lambda path: path.write_bytes(bytes(range(256)) * 4), "not valid XMP"),
+        ("a FIFO nobody writes to", lambda path: os.mkfifo(path), "not a regular file"),
     ]

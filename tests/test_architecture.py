@@ -23,8 +23,8 @@ LAYERS = [
      "columnist.lookup"},
     {"columnist.models", "columnist.vocab"},
     {"columnist.store", "columnist.kafka"},
-    {"columnist.pipeline", "columnist.prompt_cache", "columnist.tagger", "columnist.vocabulary_change", "columnist.model_change",
-     "columnist.workbench"},
+    {"columnist.pipeline", "columnist.prompt_cache", "columnist.tagger", "columnist.vocabulary_change",
+     "columnist.model_change", "columnist.sidecars", "columnist.watch", "columnist.workbench"},
     {"columnist.worker"},
     {"columnist.cli", "columnist.__main__"},
 ]

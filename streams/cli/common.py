@@ -48,6 +48,7 @@ WHEN_LOCKED = {
     "replay": "a running worker applies vocabularies itself: `columnist vocab push FILE`; or stop it first",
     "tag": "stop the worker first, or let it ingest them: `columnist publish images PATH`",
     "repair": "a running worker owns it: stop the worker first (it mends orphans itself when it starts)",
+    "sidecars": "a running worker writes sidecars itself (COLUMNIST_SIDECARS=accepted); or stop it first",
     "migrate": "a running worker moves its store itself: add --publish to send the step to the workers; or stop "
                "it first",
     "workbench": "the workbench reads stored embeddings, which only the process owning an embedded database can: "

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from columnist.cli import deadletters, model, query, store, stream, tag, vocab, workbench
+from columnist.cli import deadletters, model, query, sidecars, store, stream, tag, vocab, watch, workbench
 from columnist.cli.help import words_not_types
 
 words_not_types()
@@ -39,7 +39,7 @@ def root(version: bool = typer.Option(False, "--version", callback=_print_versio
         os.environ["COLUMNIST_DEBUG"] = "1"
 
 
-for group in (tag, query, vocab, stream, deadletters, workbench, model, store):
+for group in (tag, query, vocab, stream, deadletters, workbench, model, store, sidecars, watch):
     group.register(app)
 
 

@@ -15,7 +15,7 @@ import socket
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from columnist.errors import BadInput
 
@@ -36,15 +36,23 @@ class EventError(BadInput, ValueError):
 
 
 class ImageEvent(BaseModel):
-    """``columnist.images``, key = image_id."""
+    """``columnist.images``, key = image_id: an image to store, or (``deleted``) one to forget."""
 
     model_config = ConfigDict(extra="ignore")
 
     schema_: Literal[1] = Field(1, alias="schema")
     image_id: str = Field(min_length=1, max_length=1024)
-    uri: str = Field(min_length=1)
+    uri: str = ""
     collection: str = Field("", max_length=256)
     meta: dict[str, Any] = {}
+    deleted: bool = False
+    """The image is gone (`columnist watch` saw its file deleted or moved): its rows are deleted."""
+
+    @model_validator(mode="after")
+    def _uri_unless_deleted(self) -> "ImageEvent":
+        if not self.deleted and not self.uri:
+            raise ValueError("uri: required (an event without one must say deleted: true)")
+        return self
 
     @field_validator("meta")
     @classmethod
@@ -129,6 +137,10 @@ def parse_vocab_event(raw: bytes | str | None) -> VocabEvent:
 def image_event(image_id: str, uri: str, collection: str = "", meta: dict | None = None) -> bytes:
     return json.dumps({"schema": SCHEMA_VERSION, "image_id": image_id, "uri": uri,
                        "collection": collection, "meta": meta or {}}).encode()
+
+
+def delete_event(image_id: str) -> bytes:
+    return json.dumps({"schema": SCHEMA_VERSION, "image_id": image_id, "deleted": True}).encode()
 
 
 def vocab_event(vocab) -> bytes:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from columnist.kafka import kafka_errors
-from columnist.kafka.events import image_event, vocab_event
+from columnist.kafka.events import delete_event, image_event, vocab_event
 from columnist.settings import Settings
 from columnist.vocab.schema import Vocabulary
 
@@ -39,6 +39,15 @@ def publish_images(files: Sequence[tuple[str, Path]], settings: Settings, collec
     with kafka_errors(settings.kafka):
         asyncio.run(_produce(settings, settings.topic_images, messages, on_sent))
     return len(messages)
+
+
+def publish_changes(files: Sequence[tuple[str, Path]], deleted: Sequence[str], settings: Settings,
+                    collection: str = "") -> None:
+    """Ingest events for ``files`` and delete events for ``deleted`` image ids (`columnist watch`)."""
+    messages = [(image_id.encode(), image_event(image_id, Path(os.path.abspath(path)).as_uri(), collection))
+                for image_id, path in files] + [(image_id.encode(), delete_event(image_id)) for image_id in deleted]
+    with kafka_errors(settings.kafka):
+        asyncio.run(_produce(settings, settings.topic_images, messages))
 
 
 def push_vocabulary(vocab: Vocabulary, settings: Settings) -> None:

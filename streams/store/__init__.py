@@ -75,6 +75,9 @@ class IngestStore(Protocol):
         """One model's embeddings and scores of a batch without its images rows (a migration's
         target; ``new_frames_only``: a re-embed adds the frames it sampled, replaces none)."""
 
+    def delete_images(self, image_ids: Sequence[str]) -> None:
+        """Forget these images (a file deleted or moved away): every model's rows."""
+
     def stored_content(self, model: str, image_ids: Sequence[str]) -> dict[str, str]:
         """image_id -> sha256 of the given ids stored with an embedding of that content."""
 

@@ -302,6 +302,18 @@ class ClickHouseStore:
             "created_at": _timestamps(len(frames)),
         }))
 
+    def delete_images(self, image_ids: Sequence[str]) -> None:
+        """Forget images (and videos with their frames): the images rows first, so the views drop
+        them at once, then every model's embeddings and scores."""
+        ids = list(image_ids)
+        _, rows = self.query("SELECT frame_id FROM columnist.video_frames WHERE video_id IN {ids:Array(String)}",
+                             {"ids": ids})
+        everything = ids + [frame for (frame,) in rows]
+        self.command("DELETE FROM columnist.images WHERE image_id IN {ids:Array(String)}", {"ids": ids})
+        for table, column in (("feature_image_attribute", "image_id"), ("image_embedding", "image_id"),
+                              ("video_frames", "video_id")):
+            self.command(f"DELETE FROM columnist.{table} WHERE {column} IN {{ids:Array(String)}}", {"ids": everything})
+
     def write_images(self, images: Sequence[ImageRecord]) -> None:
         import pyarrow as pa
 

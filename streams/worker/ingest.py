@@ -36,6 +36,8 @@ class Prepared:
     events: list[RawEvent] = field(default_factory=list)
     """The event each prepared image came from (its dead letter, should the model fail it)."""
     rejected: list[Rejected] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    """Image ids whose events say they are gone (their rows are deleted with the batch)."""
     second: list[PreparedImage] = field(default_factory=list)
     """The images prepared for the model a migration moves to (``second_model``), if one was set."""
     second_model: str = ""
@@ -62,8 +64,13 @@ def prepare_events(events: Sequence[RawEvent], encoder: "Encoder", policy: Fetch
     ``second``, the images taken are prepared for that model too."""
     out, rejected, fetched, held = Prepared(second_model=second.encoder.name if second else ""), [], [], 0
     started = time.perf_counter()
+    parsed = _parse_all(events, rejected, counters)
     for index, event in enumerate(events):
-        item = _fetch(index, event, policy, rejected, counters)
+        item = None
+        if index in parsed and parsed[index].deleted:
+            out.deleted.append(parsed[index].image_id)
+        elif index in parsed:
+            item = _fetch(index, event, parsed[index], policy, rejected, counters)
         if item is not None:
             fetched.append(item)
             held += len(item.data)
@@ -75,17 +82,32 @@ def prepare_events(events: Sequence[RawEvent], encoder: "Encoder", policy: Fetch
     return out
 
 
-def _fetch(index: int, event: RawEvent, policy: FetchPolicy, rejected: list, counters: Counters) -> _Fetched | None:
-    image_id = None
+def _parse_all(events: Sequence[RawEvent], rejected: list, counters: Counters) -> dict[int, ImageEvent]:
+    """Each event parsed (a failure is its dead letter); of several events for one image id,
+    only the last counts (they are in order: one id, one partition), so a file stored then
+    deleted, or deleted then stored again, within a batch ends as its last event says."""
+    parsed: dict[int, ImageEvent] = {}
+    for index, event in enumerate(events):
+        try:
+            parsed[index] = parse_image_event(event.value)
+        except Exception as err:  # any failure of one event is that event's dead letter
+            rejected.append((index, Rejected(event, err, None)))
+            counters.images_failed += 1
+    last = {one.image_id: index for index, one in parsed.items()}
+    superseded = [index for index, one in parsed.items() if last[one.image_id] != index]
+    counters.events_superseded += len(superseded)
+    return {index: one for index, one in parsed.items() if index not in superseded}
+
+
+def _fetch(index: int, event: RawEvent, parsed: ImageEvent, policy: FetchPolicy, rejected: list,
+           counters: Counters) -> _Fetched | None:
     try:
-        parsed = parse_image_event(event.value)
-        image_id = parsed.image_id
         data = fetch(parsed.uri, policy)
         return _Fetched(index, event, parsed, data, sha256_of(data))
     except WorkerOutOfResources:
         raise  # the worker's trouble, not the event's: the whole batch is retried
     except Exception as err:  # any failure of one event is that event's dead letter
-        rejected.append((index, Rejected(event, err, image_id)))
+        rejected.append((index, Rejected(event, err, parsed.image_id)))
         counters.images_failed += 1
         return None
 

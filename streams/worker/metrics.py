@@ -26,6 +26,8 @@ COUNTERS = {
     "images_reused": "Images whose content was stored already (embedding reused).",
     "images_replaced": "Events that replaced a stored image with other content.",
     "images_failed": "Images that could not be used.",
+    "images_deleted": "Images forgotten because their events said they are gone.",
+    "events_superseded": "Events replaced by a later event for the same image in the same batch.",
     "prompts_encoded": "Prompts encoded by the text tower.",
     "batches": "Ingest batches stored.",
     "batch_retries": "Attempts at batches that failed as a whole (retried, never skipped).",
@@ -36,6 +38,7 @@ COUNTERS = {
     "replay_chunks_written": "Replay chunks written by this worker.",
     "replayed_score_rows": "Score rows written by replays.",
     "reembedded": "Stored images embedded again by a model migration's job.",
+    "sidecars_written": "XMP sidecars written beside the images (COLUMNIST_SIDECARS).",
 }
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 

@@ -159,6 +159,7 @@ class Migration:
             service.texts.update(texts)
             service.second = None
         log.info("now serving %s (the store cut over)", encoder.name)
+        service.write_sidecars(None)  # the new model's scores
 
     def _second_for(self, state: ModelState) -> SecondModel | None:
         """The target, loaded, with its texts of every vocabulary the worker scores with."""

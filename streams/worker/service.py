@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Awaitable, Callable
 
-from columnist import faults
+from columnist import faults, sidecars
 from columnist.errors import ConfigurationError
 from columnist.kafka.events import MODEL_KEY, dead_letter, parse_vocab_event
 from columnist.models.registry import load_encoder
@@ -80,6 +80,8 @@ class Service:
         """A new vocabulary's prompts are encoded here, beside ingest."""
         self.replay_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-replay")
         """A vocabulary change's replay runs here, beside ingest."""
+        self.sidecar_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-sidecars")
+        """XMP sidecars are written here (COLUMNIST_SIDECARS), after the rows they describe."""
         self.ready = False
         self.replay_start = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
         """Where this worker starts in a replay's ring of chunks: workers sharing a store start apart."""
@@ -123,6 +125,8 @@ class Service:
         """Refuse a store of another model (a model it moved away from: take the one it
         serves); take up every applied vocabulary (the accepted ones), a running migration's
         target, and apply the configured vocabulary if none of its name was applied yet."""
+        if self.settings.sidecars != "off":
+            sidecars.check_available()  # XmpUnavailable (exit 3) before the worker takes any work
         state = self.migration.check_serving()
         orphans = delete_orphans(self.store)
         if any(orphans):
@@ -181,6 +185,29 @@ class Service:
         await self.store_prepared(batch.events, prepared)
         batch.ack()
         self.timings.batch.observe(time.perf_counter() - taken)
+        self.write_sidecars([image.record.image_id for image in prepared.images])
+
+    def write_sidecars(self, image_ids: list[str] | None) -> None:
+        """Bring the sidecars of these images (of every image: None, after a vocabulary change)
+        to what the store says now (COLUMNIST_SIDECARS), on their own thread, under the roots."""
+        mode = self.settings.sidecars
+        if mode == "off" or not self.policy.roots or image_ids == []:
+            return
+        tiers = ["accepted"] + (["tentative"] if mode == "tentative" else [])
+
+        def write() -> None:
+            try:
+                run = sidecars.write_all(self.store, self.policy.roots, list(self.vocabs), tiers,
+                                         self.settings.sidecar_naming, image_ids=image_ids)
+            except Exception as err:  # noqa: BLE001 - sidecars are a courtesy: the rows are stored
+                log.warning("XMP sidecars not written: %s: %s", type(err).__name__, printable(err, 300))
+                return
+            for change in run.changes:
+                if change.error:
+                    log.warning("XMP sidecar %s: %s", printable(str(change.sidecar), 300), change.error)
+                else:
+                    self.counters.sidecars_written += 1
+        self.sidecar_executor.submit(write)
 
     async def _follow(self, source: "Source") -> None:
         async for event in source.vocabularies():
@@ -226,6 +253,10 @@ class Service:
     async def _encode_and_write(self, prepared: Prepared) -> None:
         """Encoding, scoring and writing run under the vocabulary lock, so a batch is scored
         and written under one vocabulary version whatever is pushed meanwhile."""
+        if prepared.deleted:
+            async with self.vocab_lock:
+                await self.run_blocking(self.store.delete_images, prepared.deleted)
+            self.counters.images_deleted += len(prepared.deleted)
         if not prepared.images:
             return
         async with self.vocab_lock:
@@ -372,6 +403,7 @@ class Service:
                 self.migration.refresh()
             raise
         diff, replay = report.diff, report.replay
+        self.write_sidecars(None)  # every image's scores of this vocabulary may have moved
         self.counters.replays += 1
         self.counters.replay_chunks_written += replay.chunks - replay.chunks_skipped
         self.counters.replayed_score_rows += replay.score_rows + replay.late_score_rows

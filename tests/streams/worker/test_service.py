@@ -353,3 +353,18 @@ def test_a_long_replay_does_not_hold_ingest(store, tmp_path):
 
     assert waited == [True] and source.acked == [0, 2]
     assert store.count_scores("space", ["porthole_view"]) == 4  # the batch after the switch, and the replay
+
+
+def test_a_deleted_image_is_forgotten_and_the_last_event_of_an_id_in_a_batch_wins(store, tmp_path):
+    from columnist.kafka.events import delete_event
+
+    service = service_for(store, tmp_path, space(1))
+    photos = photo_events(tmp_path)
+    gone, back = json.loads(photos[0].value)["image_id"], json.loads(photos[1].value)["image_id"]
+    asyncio.run(service.run(ScriptedSource(photos, [RawEvent(delete_event(gone), 0, 10),
+                                                    RawEvent(delete_event(back), 0, 11), photos[1]])))
+    assert gone not in stored_ids(store) and back in stored_ids(store)
+    for table in ("image_embedding", "feature_image_attribute"):
+        assert store.scalar(f"SELECT count() FROM columnist.{table} WHERE image_id = {{i:String}}", {"i": gone}) == 0
+    assert store.scalar("SELECT count() FROM columnist.image_columns") == len(photos) - 1
+    assert (service.counters.images_deleted, service.counters.events_superseded) == (1, 1)

@@ -1,0 +1,252 @@
+"""XMP sidecars beside the photos: the attributes an image is accepted for, as keywords that
+digiKam, Lightroom, darktable, Immich and PhotoPrism read.
+
+Each accepted attribute (or tentative too, when asked) becomes the attribute's label in
+``dc:subject`` and ``columnist|<vocabulary>|<label>`` in ``lr:hierarchicalSubject``; the
+labels columnist wrote are listed in its own namespace (``columnist:keywords``), with every
+score (``columnist:scores``, ``<vocabulary>|<code>|<score>|<tier>``). So a later run removes
+exactly the keywords columnist wrote that no longer hold, and never one a person wrote (a
+label the person has too is theirs: columnist does not claim it). Everything else in an
+existing sidecar is kept; a sidecar whose keywords would not change is not written at all.
+
+The XMP is read and written by python-xmp-toolkit (Adobe's XMP toolkit, through the system's
+libexempi). Writes are atomic (a file beside, then a rename), never through a symbolic link,
+and only under the folders given; a sidecar that is not valid XMP is reported, not replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+from urllib.parse import unquote, urlparse
+
+from columnist.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from columnist.store import Statements
+
+NAMESPACE = "https://columnist.dev/xmp/1.0/"
+LIGHTROOM = "http://ns.adobe.com/lightroom/1.0/"
+DUBLIN_CORE = "http://purl.org/dc/elements/1.1/"
+BAG = {"prop_array_is_unordered": True}
+MAX_SIDECAR_BYTES = 4_000_000
+"""A larger sidecar is not read (reported): XMP beside a photo is a few kilobytes."""
+NAMINGS = ("append", "replace")
+"""``IMG_0001.jpg.xmp`` (digiKam, darktable) or ``IMG_0001.xmp`` (Lightroom); an existing
+sidecar of either name is the one updated."""
+
+
+class XmpUnavailable(ConfigurationError):
+    """libexempi (the XMP toolkit python-xmp-toolkit drives) is not installed."""
+
+    hint = "install it: apt-get install libexempi8 (Debian, Ubuntu), brew install exempi (macOS)"
+
+
+@dataclass(frozen=True)
+class Keyword:
+    vocabulary: str
+    code: str
+    label: str
+    score: float
+    tier: str
+
+
+@dataclass
+class Change:
+    """What a run did (or, dry, would do) to one image's sidecar."""
+
+    image: Path
+    sidecar: Path
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    created: bool = False
+    error: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed or self.created)
+
+
+def _xmp():
+    try:
+        import libxmp
+        from libxmp import XMPMeta
+    except Exception as err:  # libxmp raises its own ExempiLoadError when the library is missing
+        raise XmpUnavailable(f"XMP sidecars need libexempi: {err}") from None
+    XMPMeta.register_namespace(NAMESPACE, "columnist")
+    XMPMeta.register_namespace(LIGHTROOM, "lr")
+    return libxmp
+
+
+def check_available() -> None:
+    """XmpUnavailable unless libexempi can be loaded."""
+    _xmp()
+
+
+def sidecar_of(image: Path, naming: str = "append") -> Path:
+    """The sidecar to update: an existing one of either name, else the ``naming`` one."""
+    appended, replaced = image.with_name(image.name + ".xmp"), image.with_suffix(".xmp")
+    for candidate in (appended, replaced):
+        if os.path.lexists(candidate):
+            return candidate
+    return appended if naming == "append" else replaced
+
+
+def update(image: Path, keywords: Sequence[Keyword], naming: str = "append", dry_run: bool = False) -> Change:
+    """Bring ``image``'s sidecar to ``keywords`` (what columnist says of it now)."""
+    libxmp = _xmp()
+    sidecar = sidecar_of(image, naming)
+    change = Change(image, sidecar)
+    meta = libxmp.XMPMeta()
+    if os.path.lexists(sidecar):
+        try:
+            meta.parse_from_str(_read(sidecar))
+        except (OSError, UnicodeDecodeError, libxmp.XMPError, ValueError) as err:
+            change.error = f"not valid XMP, left as it is: {err}"[:300]
+            return change
+    elif not keywords:
+        return change  # nothing to say, and no sidecar to mend
+    else:
+        change.created = True
+    labels = list(dict.fromkeys(k.label for k in keywords))
+    subjects = _array(meta, DUBLIN_CORE, "subject")
+    written_before = set(_array(meta, NAMESPACE, "keywords"))
+    theirs = [s for s in subjects if s not in written_before]
+    ours = [label for label in labels if label not in theirs]
+    change.added = [label for label in ours if label not in written_before]
+    change.removed = [label for label in written_before if label not in ours]
+    hierarchical = _array(meta, LIGHTROOM, "hierarchicalSubject")
+    wanted_paths = [f"columnist|{k.vocabulary}|{k.label}" for k in keywords]
+    new_hierarchical = [h for h in hierarchical if not h.startswith("columnist|")] + list(dict.fromkeys(wanted_paths))
+    scores = [f"{k.vocabulary}|{k.code}|{k.score:.4f}|{k.tier}" for k in keywords]
+    if not change.created and not change.added and not change.removed and new_hierarchical == hierarchical \
+            and _array(meta, NAMESPACE, "scores") == scores:
+        return change  # the sidecar says this already: not rewritten
+    if dry_run:
+        return change
+    _set_array(meta, DUBLIN_CORE, "subject", theirs + ours)
+    _set_array(meta, LIGHTROOM, "hierarchicalSubject", new_hierarchical)
+    _set_array(meta, NAMESPACE, "keywords", ours)
+    _set_array(meta, NAMESPACE, "scores", scores)
+    try:
+        _write_atomically(sidecar, meta.serialize_to_str(use_compact_format=False))
+    except OSError as err:
+        change.error = f"cannot write: {err.strerror or err}"
+    return change
+
+
+def _array(meta, namespace: str, name: str) -> list[str]:
+    if not meta.does_property_exist(namespace, name):
+        return []
+    return [meta.get_array_item(namespace, name, i) for i in range(1, meta.count_array_items(namespace, name) + 1)]
+
+
+def _set_array(meta, namespace: str, name: str, items: list[str]) -> None:
+    if meta.does_property_exist(namespace, name):
+        meta.delete_property(namespace, name)
+    for item in items:
+        meta.append_array_item(namespace, name, item, BAG)
+
+
+def _read(path: Path) -> str:
+    """The sidecar's text: a regular file (not followed through a link), at most MAX_SIDECAR_BYTES."""
+    from columnist.files import read_regular_file
+
+    return read_regular_file(path, MAX_SIDECAR_BYTES).decode("utf-8")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A file beside ``path``, then renamed over it: a reader sees the old sidecar or the new
+    one. A symbolic link at ``path`` is refused (the rename would replace the link, but a
+    sidecar is never a link columnist follows)."""
+    if path.is_symlink():
+        raise OSError(f"{path} is a symbolic link")
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        if path.exists():
+            os.chmod(temporary, path.stat().st_mode & 0o777)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+# -- from the store ---------------------------------------------------------------------------
+
+KEYWORDS = """
+SELECT i.image_id AS image_id, i.uri AS uri, t.vocab_name AS vocab_name, t.attribute AS attribute,
+       if(c.label != '', c.label, t.attribute) AS label, t.score AS score, t.tier AS tier
+FROM (SELECT image_id, uri FROM columnist.images FINAL
+      WHERE startsWith(uri, 'file://') AND image_id > {after:String} {only} ORDER BY image_id LIMIT {page:UInt32}) AS i
+LEFT JOIN (SELECT image_id, vocab_name, attribute, score, tier FROM columnist.image_attribute_tier
+           WHERE tier IN {tiers:Array(String)} AND vocab_name IN {vocabularies:Array(String)}) AS t
+       ON t.image_id = i.image_id
+LEFT JOIN (SELECT vocab_name, code, label FROM columnist.vocabulary_current) AS c
+       ON c.vocab_name = t.vocab_name AND c.code = t.attribute
+ORDER BY i.image_id, t.vocab_name, t.attribute
+"""
+
+
+@dataclass
+class Run:
+    changes: list[Change] = field(default_factory=list)
+    images: int = 0
+    outside: list[str] = field(default_factory=list)
+    """URIs of stored images outside the folders sidecars may be written in (not touched)."""
+    missing: list[str] = field(default_factory=list)
+    """Images whose file is gone (no sidecar written beside nothing)."""
+
+
+def keywords_by_image(store: "Statements", vocabularies: Sequence[str], tiers: Sequence[str],
+                      image_ids: Sequence[str] | None = None, page: int = 5_000) -> Iterable[tuple[str, list[Keyword]]]:
+    """(uri, keywords) of every stored image with a file:// URI (or of ``image_ids``), page by page."""
+    after = ""
+    only = "AND image_id IN {ids:Array(String)}" if image_ids is not None else ""
+    while True:
+        _, rows = store.query(KEYWORDS.replace("{only}", only), {"after": after, "page": page, "tiers": list(tiers),
+                                                                 "vocabularies": list(vocabularies),
+                                                                 "ids": list(image_ids or [])})
+        if not rows:
+            return
+        current, uri, keywords = None, "", []
+        for image_id, row_uri, vocab, code, label, score, tier in rows:
+            if image_id != current:
+                if current is not None:
+                    yield uri, keywords
+                current, uri, keywords = image_id, row_uri, []
+            if vocab:
+                keywords.append(Keyword(vocab, code, label, float(score), tier))
+        yield uri, keywords
+        after = current
+        if len({r[0] for r in rows}) < page:
+            return
+
+
+def write_all(store: "Statements", roots: Sequence[Path], vocabularies: Sequence[str], tiers: Sequence[str],
+              naming: str = "append", dry_run: bool = False, image_ids: Sequence[str] | None = None) -> Run:
+    """Every stored image's sidecar under ``roots`` brought to what the store says now."""
+    if naming not in NAMINGS:
+        raise ConfigurationError(f"sidecar naming {naming!r}: choose {' or '.join(NAMINGS)}")
+    _xmp()  # before anything: say at once when libexempi is missing
+    resolved = [Path(r).resolve() for r in roots]
+    run = Run()
+    for uri, keywords in keywords_by_image(store, vocabularies, tiers, image_ids):
+        run.images += 1
+        image = Path(unquote(urlparse(uri).path))
+        folder = image.parent.resolve() if image.parent.exists() else None
+        if folder is None or not any(folder == r or folder.is_relative_to(r) for r in resolved):
+            run.outside.append(uri)
+            continue
+        if not image.is_file():
+            run.missing.append(uri)
+            continue
+        change = update(folder / image.name, keywords, naming, dry_run)
+        if change.changed or change.error:
+            run.changes.append(change)
+    return run

@@ -1,0 +1,211 @@
+"""`columnist watch`: folders that publish themselves.
+
+Every file of a kind columnist reads that appears or changes under the folders is published as
+an ingest event once it has stopped changing (its size and modification time the same for
+``settle`` seconds: a copy still being written is not taken half-way); a file deleted, or
+moved out, is published as a delete event (the worker forgets the image's rows); a move within
+the folders is a delete and a new image (its content is known: nothing is encoded again).
+
+What was published is remembered in a small SQLite file per set of folders (path, size,
+modification time, image id), so a restart publishes only what changed while it was away, and
+the deletes of files that went. Image ids are the ones `tag` and `publish images` make.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+
+from columnist.tagger import SUPPORTED, absolute, image_id
+
+if TYPE_CHECKING:
+    from columnist.settings import Settings
+
+log = logging.getLogger("columnist.watch")
+
+MAX_PENDING = 100_000
+"""Files waiting to settle at once; beyond, the oldest are published as they are next seen."""
+STATE_DIR = Path.home() / ".columnist" / "watch"
+
+
+@dataclass
+class Published:
+    images: int = 0
+    deleted: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Files not of a kind columnist reads, counted by suffix."""
+
+
+class WatchState:
+    """What was published, per file (SQLite: a crash loses at most the last batch's record,
+    which is published again: events are idempotent)."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, check_same_thread=False)
+        self.db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, image_id TEXT NOT NULL, "
+                        "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL)")
+        self.lock = threading.Lock()
+
+    def known(self) -> dict[str, tuple[str, int, int]]:
+        with self.lock:
+            return {p: (i, s, m) for p, i, s, m in self.db.execute("SELECT path, image_id, size, mtime_ns FROM files")}
+
+    def get(self, path: str) -> tuple[str, int, int] | None:
+        with self.lock:
+            row = self.db.execute("SELECT image_id, size, mtime_ns FROM files WHERE path = ?", (path,)).fetchone()
+        return tuple(row) if row else None
+
+    def under(self, folder: str) -> list[tuple[str, str]]:
+        """(path, image id) of every file remembered under ``folder``."""
+        prefix = folder.rstrip("/") + "/"
+        with self.lock:
+            return list(self.db.execute("SELECT path, image_id FROM files WHERE substr(path, 1, ?) = ?",
+                                        (len(prefix), prefix)))
+
+    def record(self, published: Iterable[tuple[str, str, int, int]], forgotten: Iterable[str]) -> None:
+        with self.lock, self.db:
+            self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", list(published))
+            self.db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in forgotten])
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def state_path(folders: Sequence[Path], collection: str) -> Path:
+    """One state file per set of folders and collection."""
+    key = "\n".join(sorted(str(absolute(f)) for f in folders)) + "\n" + collection
+    return STATE_DIR / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.sqlite"
+
+
+class Watcher:
+    """Publishes a set of folders' changes (``send(images, deletes)`` publishes: the CLI's is
+    Kafka's producer; tests give their own)."""
+
+    def __init__(self, folders: Sequence[Path], collection: str, state: WatchState,
+                 send: Callable[[list[tuple[str, Path]], list[str]], None], settle: float = 2.0):
+        self.folders = [absolute(f) for f in folders]
+        self.collection, self.state, self.send, self.settle = collection, state, send, settle
+        self.pending: dict[str, tuple[int, int, float]] = {}
+        """path -> (size, mtime_ns, when first seen so): files waiting to stop changing."""
+        self.totals = Published()
+
+    def folder_of(self, path: Path) -> Path | None:
+        return next((f for f in self.folders if path == f or path.is_relative_to(f)), None)
+
+    def catch_up(self) -> Published:
+        """At start: publish what changed or appeared while nobody watched, and delete what went."""
+        known = self.state.known()
+        found: dict[str, Path] = {}
+        for folder in self.folders:
+            for path in sorted(folder.rglob("*")):
+                if path.name.startswith(".") or not path.is_file():
+                    continue
+                if path.suffix.lower() not in SUPPORTED:
+                    self.totals.skipped[path.suffix.lower() or "(no suffix)"] = \
+                        self.totals.skipped.get(path.suffix.lower() or "(no suffix)", 0) + 1
+                    continue
+                found[str(path)] = path
+        changed = [path for key, path in found.items() if self._differs(key, path, known.get(key))]
+        gone = [key for key in known if key not in found and self.folder_of(Path(key)) is not None]
+        self._publish(changed, gone)
+        return self.totals
+
+    def _differs(self, key: str, path: Path, was: tuple[str, int, int] | None) -> bool:
+        try:
+            info = path.stat()
+        except OSError:
+            return False
+        return was is None or (was[1], was[2]) != (info.st_size, info.st_mtime_ns)
+
+    def changed(self, events: Iterable[tuple[str, str]]) -> None:
+        """File-system events: ('added' | 'modified' | 'deleted', path)."""
+        gone = []
+        for kind, raw in events:
+            path = Path(raw)
+            if self.folder_of(path) is None or path.name.startswith("."):
+                continue
+            if kind == "deleted":
+                self.pending.pop(raw, None)
+                if self.state.get(raw) is not None:
+                    gone.append(raw)
+                else:  # a folder deleted or moved away: every file remembered under it
+                    gone += [p for p, _ in self.state.under(raw)]
+            elif path.suffix.lower() in SUPPORTED and len(self.pending) < MAX_PENDING:
+                self.pending.setdefault(raw, (-1, -1, time.monotonic()))
+        if gone:
+            self._publish([], gone)
+
+    def tick(self) -> None:
+        """Publish the waiting files that have not changed for ``settle`` seconds."""
+        now, ready = time.monotonic(), []
+        for raw, (size, mtime, since) in list(self.pending.items()):
+            try:
+                info = os.stat(raw)
+            except OSError:
+                del self.pending[raw]  # gone before it settled: nothing was published
+                continue
+            if (info.st_size, info.st_mtime_ns) != (size, mtime):
+                self.pending[raw] = (info.st_size, info.st_mtime_ns, now)
+            elif now - since >= self.settle and Path(raw).is_file():
+                ready.append(Path(raw))
+                del self.pending[raw]
+        if ready:
+            self._publish([p for p in ready if self._differs(str(p), p, self.state.get(str(p)))], [])
+
+    def _publish(self, files: list[Path], gone: list[str]) -> None:
+        images = []
+        for path in files:
+            folder = self.folder_of(path)
+            if folder is not None:
+                images.append((image_id(path, folder, self.collection), path))
+        gone_ids = [self.state.get(p)[0] for p in gone if self.state.get(p) is not None]
+        if not images and not gone_ids:
+            return
+        self.send(images, gone_ids)
+        stats = []
+        for identifier, path in images:
+            try:
+                info = path.stat()
+            except OSError:
+                continue
+            stats.append((str(path), identifier, info.st_size, info.st_mtime_ns))
+        self.state.record(stats, gone)
+        self.totals.images += len(images)
+        self.totals.deleted += len(gone_ids)
+        for identifier, _ in images:
+            log.info("published %s", identifier)
+        for identifier in gone_ids:
+            log.info("published the deletion of %s", identifier)
+
+
+def run(folders: Sequence[Path], collection: str, settings: "Settings", settle: float = 2.0,
+        stop: threading.Event | None = None, on_ready: Callable[[Published], None] | None = None) -> Published:
+    """Catch up, then watch until ``stop`` is set (or Ctrl-C)."""
+    import watchfiles
+
+    from columnist.kafka.publish import publish_changes
+
+    state = WatchState(state_path(folders, collection))
+    watcher = Watcher(folders, collection, state, lambda images, gone: publish_changes(images, gone, settings,
+                                                                                     collection), settle)
+    try:
+        caught = watcher.catch_up()
+        if on_ready:
+            on_ready(caught)
+        kinds = {watchfiles.Change.added: "added", watchfiles.Change.modified: "modified",
+                 watchfiles.Change.deleted: "deleted"}
+        for changes in watchfiles.watch(*watcher.folders, stop_event=stop, yield_on_timeout=True, rust_timeout=500,
+                                        debounce=400, step=100, raise_interrupt=False):
+            watcher.changed((kinds[kind], path) for kind, path in changes)
+            watcher.tick()
+    finally:
+        state.close()
+    return watcher.totals
