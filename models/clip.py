@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from columnist.models.preprocess import preprocess
-from columnist.models.sessions import open_session, resolve_runtime
+from columnist.models.runtime_choice import Choice, choose
+from columnist.models.sessions import open_session, resolve_runtime, worth_measuring
 from columnist.models.spec import ModelSpec
 from columnist.models.tokenizer import ClipTokenizer
 from columnist.errors import ConfigurationError
@@ -111,7 +112,13 @@ class ClipEncoder:
     def __init__(self, directory: Path, spec: ModelSpec, threads: int = 0, batch_size: int = 32,
                  runtime: str = "auto"):
         self.directory, self.spec = Path(directory), spec
-        self.runtime = resolve_runtime(runtime, spec.runtime, spec.dtype, self.directory / spec.visual)
+        self.choice: Choice | None = None
+        """How ``auto`` chose the runtime (measured now or remembered), when it measured."""
+        if runtime == "auto" and worth_measuring(self.directory / spec.visual):
+            self.choice = choose(self.directory, spec, threads, batch_size)
+            self.runtime = self.choice.runtime
+        else:
+            self.runtime = resolve_runtime(runtime, spec.runtime)
         self.name, self.dim, self.logit_scale = spec.name, spec.embedding_dim, spec.logit_scale
         self.image_size = spec.image_size
         self.threads, self.batch_size = threads, batch_size

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
+    from columnist.models.runtime_choice import Choice
     import numpy as np
     from PIL.Image import Image
 
@@ -42,6 +43,8 @@ class Encoder(Protocol):
     """The ``source`` written with scores: 'clip' for a real model, 'mock' for the mock."""
     runtime: str
     """What runs the towers ('onnxruntime', 'openvino', ...; 'numpy' for the mock)."""
+    choice: "Choice | None"
+    """How ``auto`` chose the runtime on this CPU (models.runtime_choice), when it measured."""
     calibration: "ModelCalibration | None"
     """The model's own default centre and scale: models with a learned logit bias (SigLIP)
     have one; None leaves the vocabulary's."""

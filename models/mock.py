@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 class MockEncoder:
     source = "mock"
     runtime = "numpy"
+    choice = None  # nothing to measure
     calibration = None  # no learned bias: the vocabulary's calibration
     reads_language = False
 

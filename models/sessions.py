@@ -53,8 +53,7 @@ file with ``(path, threads)`` and returns something with ``get_inputs()`` and
 
 
 FAST_UNITS = ("amx_bf16", "amx_int8", "avx512_bf16")
-"""CPU flags of bf16 units: where OpenVINO's bf16 kernels run an fp32 ONNX model about 2x
-faster than onnxruntime fp32 (cosine to fp32 >= 0.9999; `make bench-model`)."""
+"""CPU flags of bf16 units: OpenVINO runs fp32 models in bf16 on them (its default precision)."""
 
 
 def cpu_flags() -> set[str]:
@@ -67,23 +66,19 @@ def cpu_flags() -> set[str]:
 
 
 AUTO_MIN_BYTES = 32 * 1024 * 1024
-"""Smaller image towers stay on onnxruntime under ``auto``: OpenVINO's compile time outweighs
-its speed on them (and the tiny test model stays on the reference runtime)."""
+"""Smaller image towers are not measured under ``auto``: they run on the model's own runtime
+(OpenVINO's compile time outweighs its speed on them, and the tiny test model stays on the
+reference runtime)."""
 
 
-def resolve_runtime(requested: str, model_runtime: str, dtype: str, image_tower: Path | None = None) -> str:
-    """``auto``: what the model directory names, except a large fp32 ONNX model, which runs
-    on OpenVINO where the [openvino] extra is installed and the CPU has bf16 units. int8
-    models keep their runtime (each runtime's int8 file is quantized for it)."""
-    import importlib.util
+def worth_measuring(image_tower: Path) -> bool:
+    """Whether ``auto`` times the runtimes for this tower (models.runtime_choice)."""
+    return image_tower.is_file() and image_tower.stat().st_size >= AUTO_MIN_BYTES
 
-    if requested != "auto":
-        return requested
-    large = image_tower is not None and image_tower.is_file() and image_tower.stat().st_size >= AUTO_MIN_BYTES
-    if (model_runtime == "onnxruntime" and dtype == "fp32" and large and cpu_flags() & set(FAST_UNITS)
-            and importlib.util.find_spec("openvino") is not None):
-        return "openvino"
-    return model_runtime
+
+def resolve_runtime(requested: str, model_runtime: str) -> str:
+    """``auto`` without a measurement: the runtime the model directory names."""
+    return model_runtime if requested == "auto" else requested
 
 
 def open_session(runtime: str, path: Path, threads: int = 0) -> Any:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 from urllib.parse import unquote, urlparse
 
 from columnist.errors import ConfigurationError
+from columnist.store.keywords import keywords_page
 
 if TYPE_CHECKING:
     from columnist.store import Statements
@@ -179,20 +180,6 @@ def _write_atomically(path: Path, text: str) -> None:
 
 # -- from the store ---------------------------------------------------------------------------
 
-KEYWORDS = """
-SELECT i.image_id AS image_id, i.uri AS uri, t.vocab_name AS vocab_name, t.attribute AS attribute,
-       if(c.label != '', c.label, t.attribute) AS label, t.score AS score, t.tier AS tier
-FROM (SELECT image_id, uri FROM columnist.images FINAL
-      WHERE startsWith(uri, 'file://') AND image_id > {after:String} {only} ORDER BY image_id LIMIT {page:UInt32}) AS i
-LEFT JOIN (SELECT image_id, vocab_name, attribute, score, tier FROM columnist.image_attribute_tier
-           WHERE tier IN {tiers:Array(String)} AND vocab_name IN {vocabularies:Array(String)}) AS t
-       ON t.image_id = i.image_id
-LEFT JOIN (SELECT vocab_name, code, label FROM columnist.vocabulary_current) AS c
-       ON c.vocab_name = t.vocab_name AND c.code = t.attribute
-ORDER BY i.image_id, t.vocab_name, t.attribute
-"""
-
-
 @dataclass
 class Run:
     changes: list[Change] = field(default_factory=list)
@@ -207,11 +194,8 @@ def keywords_by_image(store: "Statements", vocabularies: Sequence[str], tiers: S
                       image_ids: Sequence[str] | None = None, page: int = 5_000) -> Iterable[tuple[str, list[Keyword]]]:
     """(uri, keywords) of every stored image with a file:// URI (or of ``image_ids``), page by page."""
     after = ""
-    only = "AND image_id IN {ids:Array(String)}" if image_ids is not None else ""
     while True:
-        _, rows = store.query(KEYWORDS.replace("{only}", only), {"after": after, "page": page, "tiers": list(tiers),
-                                                                 "vocabularies": list(vocabularies),
-                                                                 "ids": list(image_ids or [])})
+        rows = keywords_page(store, after, page, tiers, vocabularies, image_ids)
         if not rows:
             return
         current, uri, keywords = None, "", []

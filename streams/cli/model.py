@@ -28,6 +28,16 @@ def info(name: str = typer.Argument(..., help="'mock', a built-in model or a mod
         typer.echo(f"  {key:15} {value}" + (f"   <- {origin}" if origin else ""))
     for file in sorted(directory.iterdir()):
         typer.echo(f"  file {file.name:20} {file.stat().st_size / 1e6:8.2f} MB")
+    from columnist.cli.common import settings
+    from columnist.models.runtime_choice import remembered
+    from columnist.models.sessions import worth_measuring
+
+    config = settings()
+    if worth_measuring(directory / spec.visual):
+        choice = remembered(directory, spec, config.batch_size, config.threads)
+        typer.echo(f"  runtime auto on this CPU: {choice.describe() if choice else 'not measured yet (the first run measures it)'}")
+    else:
+        typer.echo(f"  runtime auto: {spec.runtime} (a small image tower: not measured)")
 
 
 @model_app.command("check")

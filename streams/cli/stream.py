@@ -198,6 +198,8 @@ def status(db: Optional[str] = DbOption,
             worker = reader.worker.status()
             typer.echo(f"database {worker.get('database')} (read through the worker on {reader.worker.path}: model "
                        f"{worker.get('model')} on {worker.get('runtime')})")
+            if worker.get("runtime_choice"):
+                typer.echo(f"runtime auto: {worker['runtime_choice']}")
             typer.echo(_migration_line(worker.get("models") or {}))
         for table in reader.summary().values():
             print_rows(table["columns"], table["rows"])

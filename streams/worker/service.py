@@ -433,6 +433,7 @@ class Service:
             "ready": self.ready,
             "model": self.encoder.name,
             "runtime": self.encoder.runtime,
+            "runtime_choice": self.encoder.choice.describe() if self.encoder.choice else "",
             "database": self.store.dsn,
             "vocabulary": _describe(self.vocab) if self.vocab else None,
             "models": self.migration.status(await self._model_state()),

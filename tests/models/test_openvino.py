@@ -49,18 +49,50 @@ def test_an_openvino_int8_quantized_model_runs_on_openvino_and_stays_close(refer
     assert cosines(texts, reference[1]).min() >= 0.999  # not quantized; bf16 where the CPU has it
 
 
-def test_auto_runs_large_fp32_models_on_openvino_only_where_the_cpu_has_bf16_units(monkeypatch, tmp_path):
-    from columnist.models import sessions
-    from columnist.models.sessions import AUTO_MIN_BYTES, resolve_runtime
+def test_auto_measures_each_runtime_once_per_cpu_and_model_and_keeps_the_fastest_that_agrees(tmp_path, monkeypatch):
+    """On tiny-clip (small towers are not measured by default: worth_measuring is forced)."""
+    from columnist.models import clip, runtime_choice
+    from columnist.models.registry import resolve_model_dir
+    from columnist.models.spec import ModelSpec
 
-    large, small = tmp_path / "large.onnx", tmp_path / "small.onnx"
-    large.write_bytes(b"\0" * AUTO_MIN_BYTES)
-    small.write_bytes(b"\0" * 1024)
-    monkeypatch.setattr(sessions, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
-    assert resolve_runtime("auto", "onnxruntime", "fp32", large) == "openvino"
-    assert resolve_runtime("auto", "onnxruntime", "fp32", small) == "onnxruntime"  # compile time outweighs
-    assert resolve_runtime("auto", "onnxruntime", "int8", large) == "onnxruntime"  # quantized for onnxruntime
-    assert resolve_runtime("onnxruntime", "onnxruntime", "fp32", large) == "onnxruntime"  # asked for
-    monkeypatch.setattr(sessions, "cpu_flags", lambda: {"avx2"})
-    assert resolve_runtime("auto", "onnxruntime", "fp32", large) == "onnxruntime"
-    assert load_encoder("tiny-clip").runtime == "onnxruntime"
+    directory = resolve_model_dir("tiny-clip")
+    spec = ModelSpec.read(directory)
+    cache = tmp_path / "runtimes.json"
+    choice = runtime_choice.choose(directory, spec, threads=2, batch_size=8, cache=cache)
+    assert set(choice.img_s) == {"onnxruntime", "openvino"} and not choice.cached
+    agreeing = {n: r for n, r in choice.img_s.items() if choice.cosine[n] >= runtime_choice.COSINE_FLOOR}
+    assert choice.runtime == max(agreeing, key=agreeing.get)
+    print(f"\nauto on this CPU: {choice.describe()}")
+
+    def must_not_measure(*args):
+        raise AssertionError("measured again")
+    again = runtime_choice.choose(directory, spec, threads=2, batch_size=8, measure=must_not_measure, cache=cache)
+    assert again.cached and again.runtime == choice.runtime
+    monkeypatch.setattr(runtime_choice, "CACHE", cache)
+    monkeypatch.setattr(clip, "worth_measuring", lambda tower: True)
+    encoder = clip.ClipEncoder(directory, spec, threads=2, batch_size=8)
+    assert encoder.runtime == choice.runtime and encoder.choice.cached
+    assert clip.ClipEncoder(directory, spec, threads=2, batch_size=8, runtime="onnxruntime").choice is None
+
+
+def test_the_remembered_choice_follows_the_model_content_batch_and_cpu(tmp_path, monkeypatch):
+    from columnist.models import runtime_choice
+    from columnist.models.spec import ModelSpec
+
+    (tmp_path / "visual.onnx").write_bytes(b"first")
+    spec = ModelSpec(name="fake", embedding_dim=4, image_size=32, mean=(0, 0, 0), std=(1, 1, 1))
+    measured = []
+
+    def measure(tower, spec, names, threads, batch_size):
+        measured.append(batch_size)
+        return runtime_choice.Choice(names[0], {names[0]: 1.0}, {names[0]: 1.0})
+    cache = tmp_path / "runtimes.json"
+    for batch in (32, 32, 8):
+        runtime_choice.choose(tmp_path, spec, batch_size=batch, measure=measure, cache=cache)
+    assert measured == [32, 8]
+    (tmp_path / "visual.onnx").write_bytes(b"second")  # another model under the same name
+    runtime_choice.choose(tmp_path, spec, batch_size=32, measure=measure, cache=cache)
+    monkeypatch.setattr(runtime_choice, "cpu_flags", lambda: {"avx2"})  # another CPU
+    runtime_choice.choose(tmp_path, spec, batch_size=32, measure=measure, cache=cache)
+    assert measured == [32, 8, 32, 32]
+    assert load_encoder("tiny-clip").runtime == "onnxruntime" and load_encoder("tiny-clip").choice is None
