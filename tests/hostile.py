@@ -160,7 +160,7 @@ def image_cases(root: Path, outside: Path) -> list[Case]:
         Case("not UTF-8", b"\xff\xfe\x00", "not valid JSON"),
         Case("a JSON list", b"[1, 2, 3]", "expected a JSON object"),
         Case("schema 2", b'{"schema": 2, "image_id": "s", "uri": "file:///a"}', "schema"),
-        Case("no uri", b'{"schema": 1, "image_id": "u"}', "uri: required"),
+        Case("no uri", b'{"schema": 1, "image_id": "u"}', "uri: missing"),
         Case("deleted, but not a boolean", b'{"schema": 1, "image_id": "u", "deleted": "maybe"}', "valid boolean"),
         Case("image_id not a string", b'{"schema": 1, "image_id": 5, "uri": "file:///a"}', "image_id"),
         Case("meta too large", event("mb", "file:///a", meta={"x": "a" * 20_000}), "meta"),

@@ -51,7 +51,7 @@ class ImageEvent(BaseModel):
     @model_validator(mode="after")
     def _uri_unless_deleted(self) -> "ImageEvent":
         if not self.deleted and not self.uri:
-            raise ValueError("uri: required (an event without one must say deleted: true)")
+            raise ValueError("uri: missing (an event without one must say deleted: true)")
         return self
 
     @field_validator("meta")
@@ -77,6 +77,9 @@ class VocabEvent(BaseModel):
 def _describe(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
+        if not e["loc"] and e["type"] == "value_error":  # a check over the whole event names its own field
+            parts.append(str(e["ctx"]["error"]))
+            continue
         field = ".".join(str(p) for p in e["loc"]) or "event"
         parts.append(f"{field}: {'missing' if e['type'] == 'missing' else e['msg']}")
     return "; ".join(parts)
