@@ -74,6 +74,25 @@ def runtimes(seconds: float) -> tuple[dict, dict[str, tuple[Path, str]]]:
     return results, where
 
 
+def tag_fixed_cost(model: tuple[Path, str]) -> dict:
+    """`columnist tag` of one photo, whole process: the first run (a new store, the vocabulary's
+    prompts encoded once) and a second with nothing to do (the fixed cost of a run)."""
+    import os
+    import subprocess
+
+    db = STATE / "db-tag-fixed"
+    shutil.rmtree(db, ignore_errors=True)
+    env = {**os.environ, "COLUMNIST_RUNTIME": model[1]}
+    seconds = []
+    for _ in range(2):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "columnist", "tag", str(PHOTOS[0]), "--model", str(model[0]), "--db",
+                        f"chdb://{db}"], cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
+        seconds.append(time.perf_counter() - start)
+    log(f"  tag of one photo: {seconds[0]:.2f} s, then {seconds[1]:.2f} s with nothing to do")
+    return {"first_s": seconds[0], "fixed_s": seconds[1], "model": f"{model[0].name} on {model[1]}"}
+
+
 def auto_choice(measured: dict) -> dict:
     """What ``auto`` picks for each model variant on this CPU (measured afresh, with the
     bench's own cache), against the fastest runtime measured above."""
@@ -385,6 +404,8 @@ def main() -> None:
     results["memory"] = {"rss_mb": results["latency"]["peak_rss_mb"], "idle_rss_mb": results["latency"]["idle_rss_mb"]}
     log(f"replay over {args.embeddings:,} stored embeddings ...")
     results["replay"], results["dashboard"] = replay(args.embeddings, raw)
+    log("columnist tag's fixed cost ...")
+    results["tag"] = tag_fixed_cost(models[fastest])
     log("columnist try over 100,000 stored embeddings ...")
     results["try"] = try_speed(100_000)
     report(results)
@@ -418,6 +439,9 @@ def report(r: dict) -> None:
     re = r["reembed"]
     log(f"| re-embed (model migration), {re['images']} sample photos | {re['img_s']:.1f} img/s | "
         f"{re['ratio_to_ingest']:.2f} x the service's ingest rate ({re['ingest_img_s']:.1f}) | |")
+    tg = r["tag"]
+    log(f"| `columnist tag` of one photo ({tg['model']}), whole process | {tg['first_s']:.2f} s; nothing to do: "
+        f"{tg['fixed_s']:.2f} s | | fixed cost < 1 s beyond loading the model |")
     t = r["try"]
     log(f"| `columnist try`, {t['embeddings']:,} embeddings | {t['total_s']:.2f} s (compute {t['compute_s']:.2f} s, "
         f"read {t['read_s']:.2f} s) | compute is {t['compute_s'] / t['total_s']:.0%} of the answer | |")
