@@ -218,8 +218,9 @@ def cutover(store: "Store", to: str, force: bool = False) -> tuple[ModelState, C
     """Serve ``to`` (the migration's target, or the previous model to undo a cutover): one
     insert, so a query sees one model's scores or the other's. Refused while ``to`` lacks
     images or scores, unless ``force`` (those images leave the views until they are embedded)."""
+    to = _named(to)
     state = current_state(store)
-    if to in (state.target, state.target_ref):
+    if state.target and to in (state.target, state.target_ref):
         name, ref = state.target, state.target_ref
     elif to in (state.previous, state.previous_ref) and state.previous:
         name, ref = state.previous, state.previous_ref
@@ -237,6 +238,13 @@ def cutover(store: "Store", to: str, force: bool = False) -> tuple[ModelState, C
         new = replace(new, target=state.target, target_ref=state.target_ref)
     store.set_model_state(new)
     return new, found
+
+
+def _named(model: str) -> str:
+    """A model named by a person or an event; blank would match a state's empty fields."""
+    if not model or not model.strip():
+        raise MigrationRefused("name the model (its name or folder)")
+    return model
 
 
 def _incomplete(store: "Store", model: str, found: Coverage) -> str:
@@ -257,10 +265,11 @@ class RetireReport:
 
 def retire(store: "Store", model: str) -> RetireReport:
     """Delete every row of ``model``, which the store must no longer serve nor be moving to."""
+    model = _named(model)
     state = current_state(store)
     if model in (state.serving, state.serving_ref):
         raise MigrationRefused(f"{model!r} is the model the store serves: cut over to another first")
-    if model in (state.target, state.target_ref):
+    if state.target and model in (state.target, state.target_ref):
         raise MigrationRefused(f"the store is moving to {model!r}: cut over to it, or retire it after a cutover back")
     name = state.previous if model in (state.previous, state.previous_ref) and state.previous else model
     if name not in store.embedding_models():

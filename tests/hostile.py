@@ -334,6 +334,9 @@ def model_event_cases() -> list[Case]:
         Case("deep JSON", b'{"schema": 1, "kind": "model", "action": "migrate", "to": ' + b"[" * 50_000 + b"]" * 50_000
              + b"}", "nested more than"),
         Case("a vocabulary under the model key", event_of(action="migrate", to=None), "valid string"),
+        Case("a cutover to no model", event_of(action="cutover", to=""), "names its model"),
+        Case("a cutover to blanks", event_of(action="cutover", to="   ", force=True), "names its model"),
+        Case("a retire of no model", event_of(action="retire", to="mock"), "names its model"),
     ]
 
 

@@ -168,6 +168,13 @@ class ModelEvent(BaseModel):
     model: str = Field("", max_length=4096)
     force: bool = False
 
+    @model_validator(mode="after")
+    def _names_its_model(self) -> "ModelEvent":
+        field = "model" if self.action == "retire" else "to"
+        if not getattr(self, field).strip():
+            raise ValueError(f"{field}: a {self.action} event names its model")
+        return self
+
 
 def parse_model_event(raw: bytes | str | None) -> ModelEvent:
     return _parse(raw, ModelEvent)

@@ -82,6 +82,11 @@ def test_a_store_moves_to_another_model_and_back_and_retires_the_old_one(store, 
 
     state, found = model_change.cutover(store, "mock-256")
     assert (state.serving, state.previous, state.target) == ("mock-256", "mock", "") and found.complete
+    for blank in ("", "  "):  # no migration runs: a blank name must not match the empty target
+        with pytest.raises(model_change.MigrationRefused, match="name the model"):
+            model_change.cutover(store, blank, force=True)
+        with pytest.raises(model_change.MigrationRefused, match="name the model"):
+            model_change.retire(store, blank)
     assert view(store) == (PHOTO_COUNT, 0)
     assert dict(store.query("SELECT image_id, moon FROM columnist.image_columns")[1]) != before
     with pytest.raises(ModelMovedOn):
