@@ -211,6 +211,46 @@ def encode_path(kafka: LocalKafka, name: str, model: tuple[Path, str], files: li
         worker.stop()
 
 
+class _Preparer:
+    """What prepare() needs of an encoder (its image size and preprocessing), without a
+    session: the decode stage's CPU alone."""
+
+    def __init__(self, directory: Path):
+        from columnist.models.spec import ModelSpec
+
+        self.spec = ModelSpec.read(directory)
+        self.image_size = self.spec.image_size
+
+    def prepare_image(self, image):
+        from columnist.models.preprocess import preprocess
+
+        spec = self.spec
+        return preprocess([image], spec.image_size, spec.mean, spec.std, spec.resize, spec.interpolation)[0]
+
+
+def decode_cpu_s(directory: Path, files: list[Path]) -> float:
+    """CPU seconds per image of the worker's decode stage (hash, decode at the size needed,
+    preprocess: pipeline.prepare), one thread, nothing else running."""
+    from columnist.pipeline import prepare
+
+    preparer = _Preparer(directory)
+    blobs = [path.read_bytes() for path in files]
+    prepare(blobs[0], "warm", preparer, "warm", "file:///warm")
+    start = time.thread_time()
+    for n, data in enumerate(blobs):
+        prepare(data, str(n), preparer, str(n), f"file:///{n}")
+    return (time.thread_time() - start) / len(blobs)
+
+
+def with_bound(result: dict, decode_s: float) -> dict:
+    """The two-stage bound on two cores: every image costs its decode CPU plus the encode's
+    (the raw rate uses both cores), so no pipeline beats 1 / (decode + 1 / raw)."""
+    bound = 1 / (decode_s + 1 / result["fastest_raw_img_s"])
+    efficiency = result["service_img_s"] / bound
+    log(f"  decode {decode_s * 1000:.1f} ms CPU an image: bound {bound:.1f} img/s, service at {efficiency:.2f} of it")
+    return {**result, "decode_cpu_ms": decode_s * 1000, "bound_img_s": bound, "efficiency": efficiency}
+
+
 def reembed(model: tuple[Path, str], files: list[Path], ingest_rate: float) -> dict:
     """bench/reembed.py in its own process (one embedded database a process)."""
     import subprocess
@@ -327,7 +367,7 @@ def dashboard_queries(store, encoder, images: int) -> dict:
     store.client.command("OPTIMIZE TABLE columnist.feature_image_attribute FINAL")
     store.client.command("OPTIMIZE TABLE columnist.images FINAL")
     merged = timed()
-    result = {"query_s": max(merged.values()), "images": images, "attributes": len(space.codes),
+    result = {"query_s": max(merged.values()), "right_after_replay_s": max(fresh.values()), "images": images, "attributes": len(space.codes),
               "merged": merged, "right_after_replay": {**fresh, "parts": parts},
               "replay_whole_vocabulary_s": whole}
     log(f"  space vocabulary ({len(space.codes)} attributes) replayed over {images:,} images in {whole:.1f} s; "
@@ -397,8 +437,10 @@ def main() -> None:
     shutil.rmtree(STATE / "kafka", ignore_errors=True)
     with LocalKafka(STATE / "kafka") as kafka:
         log(f"encode path on {fastest}: {len(samples)} sample photos, then {len(cameras)} 12 MP JPEGs ...")
-        results["encode_path"] = encode_path(kafka, "samples", models[fastest], samples, raw)
-        results["photos_12mp"] = encode_path(kafka, "camera", models[fastest], cameras, raw)
+        results["encode_path"] = with_bound(encode_path(kafka, "samples", models[fastest], samples, raw),
+                                            decode_cpu_s(models[fastest][0], samples))
+        results["photos_12mp"] = with_bound(encode_path(kafka, "camera", models[fastest], cameras, raw),
+                                            decode_cpu_s(models[fastest][0], cameras))
         log("re-embed (a model migration's job) over the sample photos ...")
         results["reembed"] = reembed(models[fastest], samples, results["encode_path"]["service_img_s"])
         peak = results["encode_path"]["service_img_s"]
@@ -425,13 +467,11 @@ def report(r: dict) -> None:
     a = r["auto"]
     log(f"| `auto` (measured at first start) | {a['runtime']}: {a['img_s']:.1f} img/s | {a['ratio_to_fastest']:.2f} x "
         f"the fastest runtime above | ≥ 0.95 |")
-    for key, label, target in (("encode_path", "sample photos", "≥ 0.85"), ("photos_12mp", "12 MP JPEGs", "≥ 0.6")):
+    for key, label, target in (("encode_path", "sample photos", "≥ 0.9"), ("photos_12mp", "12 MP JPEGs", "≥ 0.85")):
         e = r[key]
-        w = e["worker_seconds"]
-        busy = sum(w.values()) or 1
-        split = ", ".join(f"{k[:-2]} {v / busy:.0%}" for k, v in w.items())
-        log(f"| service, {label} ({e['runtime']}) | {e['service_img_s']:.1f} img/s | {e['ratio_to_fastest_raw']:.2f} x "
-            f"fastest raw ({e['fastest_raw_img_s']:.1f}); worker time: {split} | {target} |")
+        log(f"| service, {label} ({e['runtime']}) | {e['service_img_s']:.1f} img/s | {e['efficiency']:.2f} x the "
+            f"two-stage bound {e['bound_img_s']:.1f} (decode {e['decode_cpu_ms']:.1f} ms CPU + encode at "
+            f"{e['fastest_raw_img_s']:.1f} img/s); {e['ratio_to_fastest_raw']:.2f} x raw | {target} |")
     rp = r["replay"]
     for added, key, target in ((1, "one_attribute_s", "≤ 1.5 s"), (10, "ten_attributes_s", "≤ 5 s")):
         log(f"| replay, +{added} attribute(s), {rp['embeddings']:,} embeddings | {rp[key]:.2f} s "
@@ -439,7 +479,7 @@ def report(r: dict) -> None:
     d = r["dashboard"]
     log(f"| dashboard, wide view, {d['images']:,} images x {d['attributes']} attributes | count {d['merged']['count_two_thresholds']:.2f} s, "
         f"top 50 {d['merged']['top_50']:.2f} s | right after the replay ({d['right_after_replay']['parts']} parts): "
-        f"{max(d['right_after_replay']['count_two_thresholds'], d['right_after_replay']['top_50']):.2f} s | ≤ 1 s |")
+        f"{d['right_after_replay_s']:.2f} s | ≤ 1 s |")
     re = r["reembed"]
     log(f"| re-embed (model migration), {re['images']} sample photos | {re['img_s']:.1f} img/s | "
         f"{re['ratio_to_ingest']:.2f} x the service's ingest rate ({re['ingest_img_s']:.1f}) | |")

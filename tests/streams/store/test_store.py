@@ -87,6 +87,26 @@ def test_apply_vocabulary_builds_column_view_and_tiers(store):
     assert len(tiers) == 15
 
 
+def test_the_wide_view_shows_each_attribute_s_latest_score_before_any_merge(store):
+    """The view picks the row with the latest updated_at, as ReplacingMergeTree's merge will,
+    whatever the order the rows arrived in and while both are still stored."""
+    vocab = parse_vocabulary(VOCAB)
+    store.apply_vocabulary(vocab, "mock", default=True)
+    store.write(make_batch(vocab, count=2))
+    insert = ("INSERT INTO columnist.feature_image_attribute (attribute, image_id, score, logit, source, model, "
+              "vocab_name, vocab_version, updated_at) VALUES ('moon', 'img1', {s:Float32}, 0, 'replay', 'mock', 't', 1, "
+              "{at:DateTime64(3, 'UTC')})")
+    store.command(insert, {"s": 0.001, "at": "2100-01-01 00:00:02"})  # the newest (and lowest) first
+    store.command(insert, {"s": 0.999, "at": "2100-01-01 00:00:01"})
+    stored = store.scalar("SELECT count() FROM columnist.feature_image_attribute WHERE image_id = 'img1' "
+                          "AND attribute = 'moon'")
+    assert stored == 3  # nothing merged yet: the view, not a merge, picks the latest
+    _, rows = store.query("SELECT image_id, moon FROM columnist.image_columns ORDER BY image_id")
+    assert rows[1] == ("img1", pytest.approx(0.001)) and len(rows) == 2
+    store.command("OPTIMIZE TABLE columnist.feature_image_attribute FINAL")
+    assert store.query("SELECT image_id, moon FROM columnist.image_columns ORDER BY image_id")[1] == rows
+
+
 def test_removed_attribute_leaves_the_view(store):
     vocab = parse_vocabulary(VOCAB)
     store.apply_vocabulary(vocab, "mock")
