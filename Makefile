@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system-deps setup-export test test-fast test-parity demo demo-tag kafka-up kafka-down tiny-clip bench bench-model bench-decode clean
+.PHONY: setup system-deps setup-export test test-fast test-parity demo demo-tag kafka-up kafka-down tiny-clip bench bench-peer bench-model bench-decode clean
 
 setup: $(VENV)/.installed system-deps
 
@@ -54,6 +54,12 @@ bench: setup
 	$(BIN)/python bench/decode.py
 	@test -f .columnist/models/vit-b-32/model.json || $(MAKE) setup-export
 	$(BIN)/python bench/service.py
+
+# `columnist tag` against a peer (fastembed) on the same model files and images, whole process
+bench-peer: setup
+	$(BIN)/pip install -q -e '.[bench]'
+	@test -f .columnist/models/vit-b-32/model.json || $(MAKE) setup-export
+	$(BIN)/python -m bench.peer
 
 # camera JPEGs decoded at the size the model needs vs a full decode (seconds, no export needed)
 bench-decode: setup
