@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -90,9 +91,9 @@ def choose(directory: Path, spec: "ModelSpec", threads: int = 0, batch_size: int
     cache = cache or CACHE
     tower = directory / spec.visual
     key = f"{cpu_signature()} | {content_hash(tower)} | batch {batch_size} | threads {threads or cpu_count()}"
-    remembered = _read(cache).get(key)
-    if remembered and remembered.get("runtime") in candidates(spec, tower):
-        return Choice(**{**remembered, "cached": True})
+    remembered = _choice(_read(cache).get(key))
+    if remembered and remembered.runtime in candidates(spec, tower):
+        return remembered
     choice = (measure or measure_runtimes)(tower, spec, candidates(spec, tower), threads, batch_size)
     _write(cache, key, choice)
     log.info("runtime auto for %s: %s (remembered in %s; COLUMNIST_RUNTIME names one instead)", spec.name,
@@ -139,16 +140,36 @@ def remembered(directory: Path, spec: "ModelSpec", batch_size: int = 32, threads
     """The choice remembered for this CPU and model, if one was measured (`model info`)."""
     tower = directory / spec.visual
     key = f"{cpu_signature()} | {content_hash(tower)} | batch {batch_size} | threads {threads or cpu_count()}"
-    found = _read(cache or CACHE).get(key)
-    return Choice(**{**found, "cached": True}) if found else None
+    return _choice(_read(cache or CACHE).get(key))
+
+
+MAX_CACHE_BYTES = 1 << 20
 
 
 def _read(cache: Path) -> dict:
+    """The remembered choices; a file that is not one (another program's, a newer columnist's,
+    a FIFO, garbage) is as good as none: the model is measured again."""
     try:
+        if not cache.is_file() or cache.stat().st_size > MAX_CACHE_BYTES:
+            return {}
         data = json.loads(cache.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _choice(found: object) -> Choice | None:
+    """A remembered entry as a Choice, or None when it is not one this version reads."""
+    try:
+        rates = {str(k): float(v) for k, v in found.get("img_s", {}).items()}
+        cosines = {str(k): float(v) for k, v in found.get("cosine", {}).items()}
+        choice = Choice(found["runtime"], rates, cosines, str(found.get("measured_at", ""))[:40], cached=True)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    numbers = [*rates.values(), *cosines.values()]
+    if choice.runtime not in RUNTIMES or not all(math.isfinite(n) for n in numbers) or len(numbers) > 20:
+        return None
+    return choice
 
 
 def _write(cache: Path, key: str, choice: Choice) -> None:

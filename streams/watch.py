@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("columnist.watch")
 
 MAX_PENDING = 100_000
-"""Files waiting to settle at once; beyond, the oldest are published as they are next seen."""
+"""Files waiting to settle at once; beyond, the watcher looks over the folders again (as at
+start) once the waiting ones are published, which finds the rest."""
 STATE_DIR = Path.home() / ".columnist" / "watch"
 
 
@@ -48,10 +49,19 @@ class WatchState:
     which is published again: events are idempotent)."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, check_same_thread=False)
-        self.db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, image_id TEXT NOT NULL, "
-                        "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL)")
+        from columnist.errors import ConfigurationError
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists() and not path.is_file():
+                raise sqlite3.DatabaseError("not a file")
+            self.db = sqlite3.connect(path, check_same_thread=False)
+            self.db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, image_id TEXT NOT NULL, "
+                            "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL)")
+            self.db.execute("SELECT path, image_id, size, mtime_ns FROM files LIMIT 0")
+        except (sqlite3.Error, OSError) as error:
+            raise ConfigurationError(f"{path}: not a watch state ({error}); move it away and the next start "
+                                     "publishes the folders again (events are idempotent)") from None
         self.lock = threading.Lock()
 
     def known(self) -> dict[str, tuple[str, int, int]]:
@@ -95,6 +105,8 @@ class Watcher:
         self.collection, self.state, self.send, self.settle = collection, state, send, settle
         self.pending: dict[str, tuple[int, int, float]] = {}
         """path -> (size, mtime_ns, when first seen so): files waiting to stop changing."""
+        self.overflowed = False
+        """More files changed than MAX_PENDING: look over the folders again once they settle."""
         self.totals = Published()
 
     def folder_of(self, path: Path) -> Path | None:
@@ -102,21 +114,24 @@ class Watcher:
 
     def catch_up(self) -> Published:
         """At start: publish what changed or appeared while nobody watched, and delete what went."""
-        known = self.state.known()
-        found: dict[str, Path] = {}
-        for folder in self.folders:
-            for path in sorted(folder.rglob("*")):
-                if path.name.startswith(".") or not path.is_file():
-                    continue
-                if path.suffix.lower() not in SUPPORTED:
-                    self.totals.skipped[path.suffix.lower() or "(no suffix)"] = \
-                        self.totals.skipped.get(path.suffix.lower() or "(no suffix)", 0) + 1
-                    continue
-                found[str(path)] = path
+        known, self.totals.skipped = self.state.known(), {}
+        found = {str(path): path for folder in self.folders for path in self._files_under(folder)}
         changed = [path for key, path in found.items() if self._differs(key, path, known.get(key))]
         gone = [key for key in known if key not in found and self.folder_of(Path(key)) is not None]
         self._publish(changed, gone)
         return self.totals
+
+    def _files_under(self, folder: Path) -> Iterable[Path]:
+        """The files of a kind columnist reads under ``folder`` (hidden ones left out; the rest
+        counted by suffix)."""
+        for path in sorted(folder.rglob("*")):
+            if path.name.startswith(".") or not path.is_file():
+                continue
+            suffix = path.suffix.lower()
+            if suffix in SUPPORTED:
+                yield path
+            else:
+                self.totals.skipped[suffix or "(no suffix)"] = self.totals.skipped.get(suffix or "(no suffix)", 0) + 1
 
     def _differs(self, key: str, path: Path, was: tuple[str, int, int] | None) -> bool:
         try:
@@ -126,22 +141,35 @@ class Watcher:
         return was is None or (was[1], was[2]) != (info.st_size, info.st_mtime_ns)
 
     def changed(self, events: Iterable[tuple[str, str]]) -> None:
-        """File-system events: ('added' | 'modified' | 'deleted', path)."""
+        """File-system events: ('added' | 'modified' | 'deleted', path). A path's events come
+        as an unordered set (a file deleted and written again within one debounce is both), so
+        what the path is now decides: a file waits to settle, a folder (moved in) is looked
+        over, nothing there is a deletion."""
         gone = []
-        for kind, raw in events:
+        for raw in {raw for _, raw in events}:
             path = Path(raw)
             if self.folder_of(path) is None or path.name.startswith("."):
                 continue
-            if kind == "deleted":
+            if path.is_dir():
+                for inner in self._files_under(path):
+                    self._wait_for(str(inner))
+            elif path.exists():
+                if path.suffix.lower() in SUPPORTED:
+                    self._wait_for(raw)
+            else:
                 self.pending.pop(raw, None)
                 if self.state.get(raw) is not None:
                     gone.append(raw)
                 else:  # a folder deleted or moved away: every file remembered under it
                     gone += [p for p, _ in self.state.under(raw)]
-            elif path.suffix.lower() in SUPPORTED and len(self.pending) < MAX_PENDING:
-                self.pending.setdefault(raw, (-1, -1, time.monotonic()))
         if gone:
             self._publish([], gone)
+
+    def _wait_for(self, raw: str) -> None:
+        if raw in self.pending or len(self.pending) < MAX_PENDING:
+            self.pending.setdefault(raw, (-1, -1, time.monotonic()))
+        else:
+            self.overflowed = True
 
     def tick(self) -> None:
         """Publish the waiting files that have not changed for ``settle`` seconds."""
@@ -159,6 +187,10 @@ class Watcher:
                 del self.pending[raw]
         if ready:
             self._publish([p for p in ready if self._differs(str(p), p, self.state.get(str(p)))], [])
+        if self.overflowed and not self.pending:
+            self.overflowed = False
+            log.info("more than %d files changed at once: looking over the folders again", MAX_PENDING)
+            self.catch_up()
 
     def _publish(self, files: list[Path], gone: list[str]) -> None:
         images = []

@@ -27,6 +27,8 @@ def watch(
     from columnist.tagger import skipped_summary
     from columnist.watch import run
 
+    if not 0 <= settle <= 3600:  # NaN fails this too: nothing would ever settle
+        fail(f"--settle {settle}: between 0 and 3600 seconds", 2)
     missing = [str(f) for f in folders if not f.is_dir()]
     if missing:
         fail(f"not a folder: {', '.join(missing)}", 3)

@@ -96,3 +96,41 @@ def test_the_remembered_choice_follows_the_model_content_batch_and_cpu(tmp_path,
     runtime_choice.choose(tmp_path, spec, batch_size=32, measure=measure, cache=cache)
     assert measured == [32, 8, 32, 32]
     assert load_encoder("tiny-clip").runtime == "onnxruntime" and load_encoder("tiny-clip").choice is None
+
+@pytest.mark.parametrize("written", [
+    '{KEY: {"runtime": "onnxruntime", "img_s": {}, "cosine": {}, "future": 1}}',  # a newer columnist's: used
+    '{KEY: "onnxruntime"}',
+    '{KEY: {"runtime": "onnxruntime", "img_s": {"onnxruntime": "fast"}}}',
+    '{KEY: {"runtime": "onnxruntime", "img_s": {"onnxruntime": NaN}}}',
+    '{KEY: {"runtime": "rm -rf", "img_s": {}}}',
+    "[" * 100_000,
+    "FIFO",
+])
+def test_a_remembered_choice_that_is_not_one_is_measured_again(tmp_path, written):
+    """~/.columnist/runtimes.json is the user's file: whatever it holds, a worker starts."""
+    import json
+    import os
+
+    from columnist.models import runtime_choice
+    from columnist.models.spec import ModelSpec
+
+    (tmp_path / "visual.onnx").write_bytes(b"model")
+    spec = ModelSpec(name="fake", embedding_dim=4, image_size=32, mean=(0, 0, 0), std=(1, 1, 1))
+    cache, measured = tmp_path / "runtimes.json", []
+
+    def measure(tower, spec, names, threads, batch_size):
+        measured.append(names[0])
+        return runtime_choice.Choice(names[0], {names[0]: 1.0}, {names[0]: 1.0})
+
+    runtime_choice.choose(tmp_path, spec, measure=measure, cache=cache)
+    key = next(iter(json.loads(cache.read_text())))
+    cache.unlink()
+    if written == "FIFO":
+        os.mkfifo(cache)
+    else:
+        cache.write_text(written.replace("KEY", json.dumps(key)))
+    usable = "future" in written
+    assert (runtime_choice.remembered(tmp_path, spec, cache=cache) is not None) == usable
+    if written != "FIFO":
+        assert runtime_choice.choose(tmp_path, spec, measure=measure, cache=cache).runtime == "onnxruntime"
+        assert len(measured) == (1 if usable else 2)

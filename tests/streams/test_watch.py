@@ -66,3 +66,55 @@ def test_a_folder_moved_away_while_watched_deletes_what_was_in_it(tmp_path):
     shutil.move(str(folder / "a"), str(tmp_path / "b"))
     watched.changed([("deleted", str(folder / "a"))])
     assert sorted(sent[-1][1]) == sorted((folder / "a" / n).as_uri() for n in ("moon.jpg", "rocket.jpg"))
+
+
+def test_a_file_deleted_and_written_again_within_one_debounce_is_published_not_deleted(tmp_path):
+    """watchfiles hands a debounce's changes over as a set: 'added' may come before 'deleted'
+    for a file removed and copied again; the file on disk decides."""
+    folder, state = tmp_path / "library", tmp_path / "state.sqlite"
+    folder.mkdir()
+    shutil.copy(PHOTOS / "moon.jpg", folder / "f.jpg")
+    sent = []
+    watched = watcher(folder, state, sent)
+    watched.catch_up()
+    (folder / "f.jpg").unlink()
+    shutil.copy(PHOTOS / "rocket.jpg", folder / "f.jpg")
+    watched.changed([("added", str(folder / "f.jpg")), ("deleted", str(folder / "f.jpg"))])
+    watched.tick()  # seen
+    watched.tick()  # settled
+    assert sent[1:] == [([(folder / "f.jpg").as_uri()], [])]  # new content published; never a deletion
+
+
+def test_a_folder_moved_in_is_looked_over_and_too_many_changes_at_once_are_found_again(tmp_path, monkeypatch):
+    import columnist.watch
+
+    folder, state = tmp_path / "library", tmp_path / "state.sqlite"
+    folder.mkdir()
+    outside = tmp_path / "trip"
+    (outside / "day1").mkdir(parents=True)
+    for name in ("moon.jpg", "rocket.jpg", "coffee.jpg"):
+        shutil.copy(PHOTOS / name, outside / "day1" / name)
+    sent = []
+    watched = watcher(folder, state, sent)
+    watched.catch_up()
+    monkeypatch.setattr(columnist.watch, "MAX_PENDING", 2)
+    shutil.move(str(outside), str(folder / "trip"))
+    watched.changed([("added", str(folder / "trip"))])  # inotify names the folder only
+    assert len(watched.pending) == 2 and watched.overflowed
+    watched.tick()  # seen
+    watched.tick()  # the two waiting are published, then the folders are looked over again
+    published = sorted(uri for images, _ in sent for uri in images)
+    assert published == sorted((folder / "trip" / "day1" / n).as_uri() for n in ("coffee.jpg", "moon.jpg", "rocket.jpg"))
+
+
+def test_a_watch_state_that_is_not_one_is_named(tmp_path):
+    import pytest
+
+    from columnist.errors import ConfigurationError
+
+    for make in (lambda p: p.write_bytes(b"\x00garbage" * 100), lambda p: p.mkdir(),
+                 lambda p: __import__("sqlite3").connect(p).execute("CREATE TABLE files (x)")):
+        path = tmp_path / f"state-{len(list(tmp_path.iterdir()))}.sqlite"
+        make(path)
+        with pytest.raises(ConfigurationError, match="not a watch state"):
+            WatchState(path)
