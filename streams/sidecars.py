@@ -37,7 +37,9 @@ MAX_SIDECAR_BYTES = 4_000_000
 """A larger sidecar is not read (reported): XMP beside a photo is a few kilobytes."""
 NAMINGS = ("append", "replace")
 """``IMG_0001.jpg.xmp`` (digiKam, darktable) or ``IMG_0001.xmp`` (Lightroom); an existing
-sidecar of either name is the one updated."""
+sidecar of either name is the one updated. ``IMG_0001.xmp`` belongs to no one image when
+another file shares the name (a RAW beside its JPEG, IMG_1.jpg beside IMG_1.png): then the
+image's own ``IMG_0001.jpg.xmp`` is used, and the shared one is left to its owner."""
 
 
 class XmpUnavailable(ConfigurationError):
@@ -88,20 +90,56 @@ def check_available() -> None:
 
 
 def sidecar_of(image: Path, naming: str = "append") -> Path:
-    """The sidecar to update: an existing one of either name, else the ``naming`` one."""
+    """The sidecar to update: an existing one of either name, else the ``naming`` one; never
+    ``IMG.xmp`` when another file is named IMG too (see NAMINGS)."""
     appended, replaced = image.with_name(image.name + ".xmp"), image.with_suffix(".xmp")
-    for candidate in (appended, replaced):
-        if os.path.lexists(candidate):
-            return candidate
+    if os.path.lexists(appended) or _shares_its_name(image):
+        return appended
+    if os.path.lexists(replaced):
+        return replaced
     return appended if naming == "append" else replaced
 
 
-def update(image: Path, keywords: Sequence[Keyword], naming: str = "append", dry_run: bool = False) -> Change:
-    """Bring ``image``'s sidecar to ``keywords`` (what columnist says of it now)."""
+def _shares_its_name(image: Path) -> bool:
+    """Another file in the folder has the image's name without its suffix (IMG_1.CR2 beside
+    IMG_1.JPG), so IMG_1.xmp may be that file's."""
+    import glob
+
+    stem = image.stem
+    for other in image.parent.glob(glob.escape(stem) + ".*"):
+        if other.name != image.name and other.stem == stem and other.suffix.lower() != ".xmp":
+            return True
+    return False
+
+
+def _read_only(sidecar: Path) -> bool:
+    """Marked read-only (no write bit: a person locked it; root may write anyway, and must not)."""
+    try:
+        return not (os.stat(sidecar).st_mode & 0o222) or not os.access(sidecar, os.W_OK)
+    except OSError:
+        return False  # none there, or a dangling link (refused when written)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (other threads may be creating files)."""
+    try:
+        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("Umask:"))
+        return int(line.split()[1], 8)
+    except (OSError, StopIteration, ValueError, IndexError):  # pragma: no cover - not Linux
+        return 0o022
+
+
+def update(image: Path, keywords: Sequence[Keyword], naming: str = "append", dry_run: bool = False,
+           scope: Sequence[str] | None = None) -> Change:
+    """Bring ``image``'s sidecar to ``keywords`` (what columnist says of it now); with
+    ``scope``, only those vocabularies' keywords: another vocabulary's stay as they are."""
     libxmp = _xmp()
     sidecar = sidecar_of(image, naming)
     change = Change(image, sidecar)
     meta = libxmp.XMPMeta()
+    if _read_only(sidecar):
+        change.error = "read-only, left as it is"
+        return change
     if os.path.lexists(sidecar):
         try:
             meta.parse_from_str(_read(sidecar))
@@ -112,17 +150,20 @@ def update(image: Path, keywords: Sequence[Keyword], naming: str = "append", dry
         return change  # nothing to say, and no sidecar to mend
     else:
         change.created = True
-    labels = list(dict.fromkeys(k.label for k in keywords))
+    hierarchical = _array(meta, LIGHTROOM, "hierarchicalSubject")
+    outside = (lambda vocabulary: scope is not None and vocabulary not in scope)
+    kept_paths = [h for h in hierarchical if h.startswith("columnist|") and outside(h.split("|")[1])]
+    kept_scores = [e for e in _array(meta, NAMESPACE, "scores") if outside(e.split("|")[0])]
+    labels = list(dict.fromkeys([k.label for k in keywords] + [h.split("|", 2)[-1] for h in kept_paths]))
     subjects = _array(meta, DUBLIN_CORE, "subject")
     written_before = set(_array(meta, NAMESPACE, "keywords"))
     theirs = [s for s in subjects if s not in written_before]
     ours = [label for label in labels if label not in theirs]
     change.added = [label for label in ours if label not in written_before]
     change.removed = [label for label in written_before if label not in ours]
-    hierarchical = _array(meta, LIGHTROOM, "hierarchicalSubject")
-    wanted_paths = [f"columnist|{k.vocabulary}|{k.label}" for k in keywords]
+    wanted_paths = kept_paths + [f"columnist|{k.vocabulary}|{k.label}" for k in keywords]
     new_hierarchical = [h for h in hierarchical if not h.startswith("columnist|")] + list(dict.fromkeys(wanted_paths))
-    scores = [f"{k.vocabulary}|{k.code}|{k.score:.4f}|{k.tier}" for k in keywords]
+    scores = kept_scores + [f"{k.vocabulary}|{k.code}|{k.score:.4f}|{k.tier}" for k in keywords]
     if not change.created and not change.added and not change.removed and new_hierarchical == hierarchical \
             and _array(meta, NAMESPACE, "scores") == scores:
         return change  # the sidecar says this already: not rewritten
@@ -169,8 +210,7 @@ def _write_atomically(path: Path, text: str) -> None:
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(text)
-        if path.exists():
-            os.chmod(temporary, path.stat().st_mode & 0o777)
+        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         if os.path.lexists(temporary):
@@ -213,10 +253,18 @@ def keywords_by_image(store: "Statements", vocabularies: Sequence[str], tiers: S
 
 
 def write_all(store: "Statements", roots: Sequence[Path], vocabularies: Sequence[str], tiers: Sequence[str],
-              naming: str = "append", dry_run: bool = False, image_ids: Sequence[str] | None = None) -> Run:
-    """Every stored image's sidecar under ``roots`` brought to what the store says now."""
+              naming: str = "append", dry_run: bool = False, image_ids: Sequence[str] | None = None,
+              every_vocabulary: bool = True) -> Run:
+    """Every stored image's sidecar under ``roots`` brought to what the store says now (of
+    ``vocabularies``; unless ``every_vocabulary``, another vocabulary's keywords are kept)."""
     if naming not in NAMINGS:
         raise ConfigurationError(f"sidecar naming {naming!r}: choose {' or '.join(NAMINGS)}")
+    applied = {v.name for v in store.applied_vocabularies()}
+    unknown = [name for name in vocabularies if name not in applied]
+    if unknown:
+        raise ConfigurationError(f"no vocabulary {', '.join(map(repr, unknown))} is applied in this store "
+                                 f"(applied: {', '.join(sorted(applied)) or 'none'})")
+    scope = None if every_vocabulary else list(vocabularies)
     _xmp()  # before anything: say at once when libexempi is missing
     resolved = [Path(r).resolve() for r in roots]
     run = Run()
@@ -230,7 +278,7 @@ def write_all(store: "Statements", roots: Sequence[Path], vocabularies: Sequence
         if not image.is_file():
             run.missing.append(uri)
             continue
-        change = update(folder / image.name, keywords, naming, dry_run)
+        change = update(folder / image.name, keywords, naming, dry_run, scope)
         if change.changed or change.error:
             run.changes.append(change)
     return run

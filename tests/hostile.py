@@ -353,4 +353,6 @@ def sidecar_cases() -> list[tuple[str, Callable[[Path], None], str]]:
         ("5 MB of XMP", lambda path: path.write_text("<x:xmpmeta>" + " " * 5_000_000), "over the limit"),
         ("binary garbage", lambda path: path.write_bytes(bytes(range(256)) * 4), "not valid XMP"),
         ("a FIFO nobody writes to", lambda path: os.mkfifo(path), "not a regular file"),
+        ("a read-only sidecar (the person locked it)", lambda path: (
+            path.write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"/>'), path.chmod(0o444)), "read-only"),
     ]

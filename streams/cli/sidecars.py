@@ -30,6 +30,7 @@ def sidecars(
 
     from columnist import sidecars as xmp
     from columnist.cli.common import fail, settings, store_or_exit
+    from columnist.errors import ConfigurationError
 
     if tier not in ("accepted", "tentative"):
         fail(f"--tier {tier!r}: choose accepted or tentative", 2)
@@ -38,11 +39,16 @@ def sidecars(
     roots = [r.resolve() for r in root] or settings().roots
     if not roots:
         fail("name the folders sidecars may be written in: --root DIR (or COLUMNIST_IMAGE_ROOTS)", 2)
+    missing = [str(r) for r in roots if not r.is_dir()]
+    if missing:
+        fail(f"not a folder: {', '.join(missing)}", 3)
     store = store_or_exit(db, "sidecars")
     try:
         names = list(vocab) or [v.name for v in store.applied_vocabularies()]
         run = xmp.write_all(store, roots, names, ["accepted"] + (["tentative"] if tier == "tentative" else []), naming,
-                            dry_run)
+                            dry_run, every_vocabulary=not vocab)
+    except ConfigurationError as err:
+        fail(str(err), err.exit_code)
     finally:
         store.close()
     console = Console(highlight=False, soft_wrap=True)

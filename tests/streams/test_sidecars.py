@@ -149,3 +149,32 @@ def test_hostile_sidecars_are_named_and_left_alone(store, tagged, name, make, re
     assert reason in errors.get("moon.jpg", ""), (name, errors)
     assert (sidecar.stat().st_size, sidecar.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     assert len(run.changes) == len(list(PHOTOS.glob("*.jpg")))  # the other photos got theirs
+
+
+def test_a_vocabulary_named_is_the_only_one_touched_and_an_unknown_one_is_refused(store, tagged):
+    with pytest.raises(xmp.ConfigurationError, match="no vocabulary 'spcae' is applied"):
+        xmp.write_all(store, [tagged], ["spcae"], ["accepted"])
+    image = tagged / "moon.jpg"
+    pets = xmp.Keyword("pets", "cat", "Cat", 0.9, "accepted")
+    space = [xmp.Keyword("space", "moon", "Moon", 0.95, "accepted"), xmp.Keyword("space", "earth", "Earth", 0.9,
+                                                                                  "accepted")]
+    xmp.update(image, [pets, *space])
+    change = xmp.update(image, space[:1], scope=["space"])  # space says Moon only now; pets is not this run's
+    assert change.removed == ["Earth"] and change.added == []
+    assert sorted(subjects(tagged / "moon.jpg.xmp")) == ["Cat", "Moon"]
+    assert "columnist|pets|Cat" in read_tag(tagged / "moon.jpg.xmp", "XMP-lr:HierarchicalSubject")
+    assert sorted(xmp.update(image, [], scope=None).removed) == ["Cat", "Moon"]  # every vocabulary's run: all of it
+
+
+def test_a_sidecar_named_after_another_file_is_left_to_it_and_new_ones_follow_the_umask(store, tagged):
+    (tagged / "moon.CR2").write_bytes(b"a camera RAW beside its JPEG")
+    lightroom = tagged / "moon.xmp"
+    lightroom.write_text(USERS_OWN.format(label="develop settings"))
+    before = lightroom.read_text()
+    (tagged / "rocket.png").write_bytes((PHOTOS / "rocket.jpg").read_bytes())  # two images named rocket
+    run = xmp.write_all(store, [tagged], ["space"], ["accepted", "tentative"], naming="replace")
+    assert lightroom.read_text() == before and (tagged / "moon.jpg.xmp").exists()
+    assert (tagged / "rocket.jpg.xmp").exists() and not (tagged / "rocket.xmp").exists()
+    assert (tagged / "coffee.xmp").exists()  # no other coffee: Lightroom's name, as asked
+    mask = xmp._umask()
+    assert all(c.sidecar.stat().st_mode & 0o777 == 0o666 & ~mask for c in run.changes if c.created)
