@@ -68,6 +68,22 @@ class ModelSpec(BaseModel):
             raise ValueError(f"{info.field_name} {values} is out of range ({low} to 10 per channel)")
         return values
 
+    @field_validator("visual", "textual", "tokenizer")
+    @classmethod
+    def _inside_the_folder(cls, name: str, info) -> str:
+        """A file of the model folder: not an absolute path, not up and out of it."""
+        parts = Path(name).parts
+        if not name or Path(name).is_absolute() or ".." in parts or "\0" in name:
+            raise ValueError(f"{info.field_name} {name[:200]!r} is not a file inside the model folder")
+        return name
+
+    @field_validator("name")
+    @classmethod
+    def _not_the_mock(cls, name: str) -> str:
+        if name == "mock":  # the built-in hash encoder's: two encoders must never share a key in a store
+            raise ValueError("'mock' is a built-in model's name (the test encoder): name the model otherwise")
+        return name
+
     @property
     def scoring(self) -> str:
         return "native sigmoid" if self.logit_bias is not None else "calibrated sigmoid"

@@ -68,6 +68,8 @@ CHARS_PER_TOKEN = 32
 library reads a text whole before truncating it (a 76,000-character prompt cost 60 ms and
 2 MB), and no text fills a 77-token context with fewer characters per token than this
 (whitespace runs aside), so the cut never changes the ids."""
+MAX_TOKENIZER_BYTES = 200_000_000
+"""tokenizer.json of the largest multilingual text towers is ~20 MB: a larger file is not one."""
 
 
 class ClipTokenizer:
@@ -94,7 +96,10 @@ class ClipTokenizer:
                   canonicalize: bool = False, prefix: str = "") -> "ClipTokenizer":
         from tokenizers import Tokenizer
 
-        return cls(Tokenizer.from_file(str(path)), context_length, pad_token, canonicalize, prefix)
+        from columnist.files import read_regular_file
+
+        text = read_regular_file(path, MAX_TOKENIZER_BYTES).decode("utf-8")  # never a FIFO that never ends
+        return cls(Tokenizer.from_str(text), context_length, pad_token, canonicalize, prefix)
 
     def __call__(self, texts: Sequence[str]) -> "np.ndarray":
         return self.encode(texts)[0]

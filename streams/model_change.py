@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 from columnist.errors import ConfigurationError
@@ -70,11 +71,32 @@ def begin(store: "Store", target: "Encoder", target_ref: str) -> ModelState:
                                f"(columnist model cutover) or finish that one first")
     if target.name == state.serving:
         raise NothingToDo(f"the store already serves {target.name!r}")
+    _check_runs(target)
+    target_ref = lasting(target_ref)
     for vocab in store.applied_vocabularies():
         store.record_vocabulary_rows(vocab, target.name, target.calibration)
     state = replace(state, target=target.name, target_ref=target_ref)
     store.set_model_state(state)
     return state
+
+
+def _check_runs(target: "Encoder") -> None:
+    """A model folder's towers run and agree with its model.json (columnist model check),
+    before the store records a migration to it: a broken target is refused, not half-begun."""
+    directory, spec = getattr(target, "directory", None), getattr(target, "spec", None)
+    if directory is not None and spec is not None:
+        from columnist.models.layouts import check
+
+        check(directory, spec)
+
+
+def lasting(ref: str) -> str:
+    """A relative folder as an absolute path: the state is read from other directories later."""
+    try:
+        path = Path(ref).expanduser()
+        return str(path.resolve()) if not path.is_absolute() and path.is_dir() else ref
+    except (OSError, RuntimeError, ValueError):  # not a path this system can have: a name
+        return ref
 
 
 @dataclass
@@ -189,9 +211,18 @@ class Reembedder:
                 report.images += len(taken.prepared)
                 report.score_rows += rows
                 self.counters.reembedded += len(taken.prepared)
+                self._forget_deleted([p.record.image_id for p in taken.prepared])
         migration.note_missing(self.store, self.target.name, unreadable)
         report.missing += [(image_id, reason) for image_id, _, reason in unreadable]
         return rows
+
+
+    def _forget_deleted(self, image_ids: list[str]) -> None:
+        """An image deleted after the job read its page got the target's rows all the same:
+        they go again (a delete after this write has removed them with the rest)."""
+        gone = migration.deleted_of(self.store, image_ids)
+        if gone:
+            self.store.delete_images(gone)
 
 
 @dataclass
@@ -264,13 +295,18 @@ class RetireReport:
 
 
 def retire(store: "Store", model: str) -> RetireReport:
-    """Delete every row of ``model``, which the store must no longer serve nor be moving to."""
+    """Delete every row of ``model``, which the store must no longer serve; retiring the model
+    the store moves to abandons that migration (the views never read it)."""
     model = _named(model)
     state = current_state(store)
     if model in (state.serving, state.serving_ref):
         raise MigrationRefused(f"{model!r} is the model the store serves: cut over to another first")
-    if state.target and model in (state.target, state.target_ref):
-        raise MigrationRefused(f"the store is moving to {model!r}: cut over to it, or retire it after a cutover back")
+    if state.target and model in (state.target, state.target_ref):  # the migration abandoned: its rows go
+        model = state.target
+        state = replace(state, target="", target_ref="")
+        store.set_model_state(state)
+        if model not in store.embedding_models():
+            return RetireReport({}, 0)
     name = state.previous if model in (state.previous, state.previous_ref) and state.previous else model
     if name not in store.embedding_models():
         raise (NothingToDo if name in state.retired else MigrationRefused)(f"the store holds no rows of model {model!r}")

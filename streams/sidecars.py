@@ -137,6 +137,9 @@ def update(image: Path, keywords: Sequence[Keyword], naming: str = "append", dry
     sidecar = sidecar_of(image, naming)
     change = Change(image, sidecar)
     meta = libxmp.XMPMeta()
+    if sidecar.is_symlink():  # neither read nor written through: its target may be anywhere
+        change.error = "a symbolic link, left as it is"
+        return change
     if _read_only(sidecar):
         change.error = "read-only, left as it is"
         return change

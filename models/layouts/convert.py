@@ -162,7 +162,7 @@ def check(directory: Path, spec: ModelSpec, named: Path | None = None) -> None:
     from columnist.models.clip import ClipEncoder
 
     shown = printable(named or directory)  # errors name the folder people gave, not the staging copy
-    encoder = ClipEncoder(directory, spec, runtime="onnxruntime", batch_size=8)
+    encoder = ClipEncoder(directory, spec, runtime=spec.runtime, batch_size=8)
     side = spec.image_size
     ramp = np.linspace(0, 255, side * side * 3).reshape(side, side, 3).astype(np.uint8)
     images = [Image.new("RGB", (side, side), (127, 127, 127)),

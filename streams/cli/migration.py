@@ -97,7 +97,7 @@ def compare(
     db: Optional[str] = DbOption,
     html_out: Optional[Path] = typer.Option(None, "--html", metavar="FILE", help="Write a page of the images each "
                                             "attribute gains and loses, with thumbnails."),
-    examples: int = typer.Option(6, metavar="N", help="Example images per change and attribute."),
+    examples: int = typer.Option(6, metavar="N", min=0, max=1000, help="Example images per change and attribute."),
 ) -> None:
     """What moving to the new model changes, per attribute.
 
@@ -191,9 +191,18 @@ def retire(
 
 def _publish(settings, command: dict) -> None:
     """The command as a model event on the vocabulary topic, which every worker reads."""
-    from columnist.kafka.events import model_event
+    from columnist.cli.common import fail
+    from columnist.errors import BadInput
+    from columnist.kafka.events import model_event, parse_model_event
     from columnist.kafka.publish import publish_vocab_record
+    from columnist.model_change import lasting
 
+    if command.get("to"):
+        command["to"] = lasting(command["to"])  # the workers read it from their own directories
+    try:
+        parse_model_event(model_event(command))  # what the workers would refuse is refused here
+    except BadInput as err:
+        fail(f"not sent: {err}", 2)
     publish_vocab_record(settings, model_event(command))
     typer.echo(f"sent to the workers on {settings.topic_vocab}: {command['action']} (their logs and `columnist "
                "status` say how it goes)")

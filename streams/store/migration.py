@@ -105,6 +105,14 @@ def note_missing(store: "Statements", model: str, rows: Sequence[tuple[str, str,
                       "String, String))}) AS t)", {"m": model, "rows": [tuple(r) for r in rows]})
 
 
+def deleted_of(store: "Statements", image_ids: Sequence[str]) -> list[str]:
+    """Those of ``image_ids`` that are no longer stored (deleted while a job embedded them)."""
+    _, rows = store.query("SELECT image_id FROM columnist.images WHERE image_id IN {ids:Array(String)}",
+                          {"ids": list(image_ids)})
+    present = {image_id for (image_id,) in rows}
+    return [image_id for image_id in image_ids if image_id not in present]
+
+
 def forget_missing(store: "Statements", model: str) -> None:
     """Try the unreadable ones again (a re-embed run by hand starts with this)."""
     store.command("DELETE FROM columnist.reembed_missing WHERE model = {m:String}", {"m": model})

@@ -198,3 +198,65 @@ def test_the_commands_move_a_tagged_folder_step_by_step(library, tmp_path):
     retired = columnist("model", "retire", "tiny-clip", "--db", db)
     assert "deleted" in retired.stdout and "MB freed" in retired.stdout
     assert columnist("model", "retire", "tiny-clip", "--db", db, check=False).returncode == 3
+
+
+def test_a_target_that_does_not_run_is_refused_before_the_state_changes_and_a_migration_can_be_abandoned(
+        store, space_vocab, library, tmp_path):
+    import json
+
+    from columnist.models.layouts import LayoutError
+    from columnist.models.registry import load_encoder, resolve_model_dir
+
+    tag(find_images([library]), space_vocab, MockEncoder(), store)
+    broken = tmp_path / "swapped"
+    shutil.copytree(resolve_model_dir("tiny-clip"), broken)
+    spec = json.loads((broken / "model.json").read_text())
+    spec["visual"], spec["textual"] = spec["textual"], spec["visual"]  # the towers' files swapped
+    (broken / "model.json").write_text(json.dumps(spec))
+    with pytest.raises(LayoutError, match="swapped"):
+        model_change.begin(store, load_encoder(str(broken)), str(broken))
+    assert store.model_state().target == ""  # nothing recorded: another migration may begin
+
+    second = other_model()
+    model_change.begin(store, second, "mock-256")
+    reembedder(store, second, library, batch_size=4).run()
+    assert store.scalar("SELECT count() FROM columnist.image_embedding WHERE model = 'mock-256'") == PHOTO_COUNT
+    report = model_change.retire(store, "mock-256")  # the store was moving to it: the migration is abandoned
+    assert report.rows["image_embedding"] == PHOTO_COUNT
+    state = store.model_state()
+    assert (state.serving, state.target) == ("mock", "") and "mock-256" not in store.embedding_models()
+    assert view(store) == (PHOTO_COUNT, 0)
+    model_change.begin(store, second, "mock-256")  # and may begin again
+
+
+def test_a_relative_model_folder_is_recorded_as_an_absolute_path(store, space_vocab, library, tmp_path, monkeypatch):
+    from columnist.models.registry import load_encoder, resolve_model_dir
+
+    tag(find_images([library]), space_vocab, MockEncoder(), store)
+    shutil.copytree(resolve_model_dir("tiny-clip"), tmp_path / "tiny")
+    monkeypatch.chdir(tmp_path)
+    state = model_change.begin(store, load_encoder("tiny"), "tiny")
+    assert state.target_ref == str(tmp_path / "tiny")
+
+
+def test_an_image_deleted_while_the_job_embeds_it_leaves_no_rows(store, space_vocab, library):
+    """A delete event handled between the job's read of its page and its write of the batch."""
+    from columnist.store.check import count_orphans
+
+    tag(find_images([library]), space_vocab, MockEncoder(), store)
+    second = other_model()
+    model_change.begin(store, second, "mock-256")
+    job = reembedder(store, second, library, batch_size=3)
+    read, deleted = job.read, []
+
+    def read_then_deleted(uri: str) -> bytes:
+        if not deleted:
+            deleted.append(uri)
+            store.delete_images([uri])  # the image ids of tag are the files' URIs
+        return read(uri)
+    job.read = read_then_deleted
+    job.run()
+    for table in ("image_embedding", "feature_image_attribute"):
+        assert store.scalar(f"SELECT count() FROM columnist.{table} WHERE image_id = {{i:String}}",
+                            {"i": deleted[0]}) == 0, table
+    assert count_orphans(store, 0) == (0, 0)
