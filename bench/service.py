@@ -349,8 +349,11 @@ def dashboard_queries(store, encoder, images: int) -> dict:
                          "SELECT image_id, concat('file:///bench/', image_id, '.jpg'), 'bench', 4000, 3000, sha256, "
                          "now64(3) FROM columnist.image_embedding")
     a, b = space.codes[0], space.codes[1]
+    named = f"columnist.some_columns_space(codes = ['{a}', '{b}'])"  # reads only the two attributes' rows
     queries = {"count_two_thresholds": f"SELECT count() FROM columnist.columns_space WHERE `{a}` > 0.5 AND `{b}` > 0.5",
-               "top_50": f"SELECT image_id, uri, `{a}` FROM columnist.columns_space ORDER BY `{a}` DESC LIMIT 50"}
+               "top_50": f"SELECT image_id, uri, `{a}` FROM columnist.columns_space ORDER BY `{a}` DESC LIMIT 50",
+               "named_count_two_thresholds": f"SELECT count() FROM {named} WHERE `{a}` > 0.5 AND `{b}` > 0.5",
+               "named_top_50": f"SELECT image_id, uri, `{a}` FROM {named} ORDER BY `{a}` DESC LIMIT 50"}
 
     def timed() -> dict:
         out = {}
@@ -367,7 +370,10 @@ def dashboard_queries(store, encoder, images: int) -> dict:
     store.client.command("OPTIMIZE TABLE columnist.feature_image_attribute FINAL")
     store.client.command("OPTIMIZE TABLE columnist.images FINAL")
     merged = timed()
-    result = {"query_s": max(merged.values()), "right_after_replay_s": max(fresh.values()), "images": images, "attributes": len(space.codes),
+    wide = ("count_two_thresholds", "top_50")
+    result = {"query_s": max(merged[k] for k in wide), "right_after_replay_s": max(fresh[k] for k in wide),
+              "named_query_s": max(v for k, v in merged.items() if k not in wide),
+              "named_right_after_replay_s": max(v for k, v in fresh.items() if k not in wide), "images": images, "attributes": len(space.codes),
               "merged": merged, "right_after_replay": {**fresh, "parts": parts},
               "replay_whole_vocabulary_s": whole}
     log(f"  space vocabulary ({len(space.codes)} attributes) replayed over {images:,} images in {whole:.1f} s; "
@@ -480,6 +486,8 @@ def report(r: dict) -> None:
     log(f"| dashboard, wide view, {d['images']:,} images x {d['attributes']} attributes | count {d['merged']['count_two_thresholds']:.2f} s, "
         f"top 50 {d['merged']['top_50']:.2f} s | right after the replay ({d['right_after_replay']['parts']} parts): "
         f"{d['right_after_replay_s']:.2f} s | ≤ 1 s |")
+    log(f"| the same two queries on `some_columns_space(codes=[...])` (only the attributes named are read) | "
+        f"{d['named_query_s']:.2f} s | right after the replay: {d['named_right_after_replay_s']:.2f} s | ≤ 1 s |")
     re = r["reembed"]
     log(f"| re-embed (model migration), {re['images']} sample photos | {re['img_s']:.1f} img/s | "
         f"{re['ratio_to_ingest']:.2f} x the service's ingest rate ({re['ingest_img_s']:.1f}) | |")

@@ -199,6 +199,23 @@ class ClickHouseStore:
         for table, key in SORT_KEYS.items():
             self._migrate_sort_key(table, key)
         self._first_model_state()
+        self._remake_older_views()
+
+    def _remake_older_views(self) -> None:
+        """Wide views an older columnist made (without their ``some_`` companion, and reading
+        with FINAL) are made again from their applied vocabulary, once."""
+        _, rows = self.query("SELECT name, create_table_query FROM system.tables WHERE database = 'columnist' "
+                             "AND engine = 'View' AND (name = 'image_columns' OR startsWith(name, 'columns_'))")
+        views = dict(rows)
+        older = [name for name in views if f"some_{name}" not in views]
+        if not older:
+            return
+        applied = {vocab.name: vocab for vocab in self.applied_vocabularies()}
+        for name in older:
+            named = re.search(r"vocab_name = '(\w+)'", views[name])
+            vocab = applied.get(named.group(1)) if named else None
+            if vocab is not None:
+                self.create_columns_view(vocab, name)
 
     def _migrate_sort_key(self, table: str, key: str) -> None:
         """A store made by an older columnist sorts ``table`` by an older key (scores before
@@ -541,7 +558,10 @@ class ClickHouseStore:
 
     def create_columns_view(self, vocab: Vocabulary, view: str) -> None:
         """``columnist.<view>``: one row per image with its collection, uri and ingested_at,
-        and one Nullable(Float32) column per attribute code of ``vocab``.
+        and one Nullable(Float32) column per attribute code of ``vocab``; and beside it the
+        parametrised ``columnist.some_<view>(codes=[...])``, the same columns with only the
+        attributes named filled (NULL the rest), which reads only their rows: a dashboard on
+        two attributes of fifty reads a twenty-fifth of the table.
 
         The latest score of each attribute is picked inside the aggregate (argMax by
         updated_at, what ReplacingMergeTree keeps) rather than with FINAL: FINAL merges
@@ -554,21 +574,10 @@ class ClickHouseStore:
         for name in (vocab.name, view, *vocab.codes):
             if not IDENTIFIER.match(name):
                 raise ValueError(f"{name!r} is not an identifier")
-        columns = ",\n    ".join(f"argMaxIfOrNull(score, updated_at, attribute = '{c}') AS `{c}`"
-                                   for c in vocab.codes)
         on_cluster = f" ON CLUSTER `{self.cluster}`" if self.cluster else ""
-        in_list = ", ".join(f"'{c}'" for c in vocab.codes)
-        self.client.command(
-            f"CREATE OR REPLACE VIEW columnist.{view}{on_cluster} AS\n"
-            f"SELECT s.image_id AS image_id, i.collection AS collection, i.uri AS uri, i.ingested_at AS ingested_at, "
-            f"{', '.join(f's.`{c}` AS `{c}`' for c in vocab.codes)}\n"
-            f"FROM (\n  SELECT image_id,\n    {columns}\n"
-            f"  FROM columnist.feature_image_attribute\n"
-            f"  WHERE vocab_name = '{vocab.name}' AND model = (SELECT model FROM columnist.serving_model)\n"
-            f"    AND attribute IN ({in_list})\n  GROUP BY image_id\n) AS s\n"
-            f"INNER JOIN (SELECT image_id, collection, uri, ingested_at FROM columnist.images FINAL) AS i "
-            f"ON i.image_id = s.image_id"
-        )
+        for name, only_named in ((view, ""), (f"some_{view}", " AND attribute IN {codes:Array(String)}")):
+            self.client.command(f"CREATE OR REPLACE VIEW columnist.{name}{on_cluster} AS\n"
+                                + _columns_select(vocab, only_named))
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -717,3 +726,17 @@ def _VOCABULARY_SCHEMA():
         ("rule", pa.string()), ("model", pa.string()), ("applied_at", pa.timestamp("ms", tz="UTC")),
         ("calibration_source", pa.string()),
     ])
+
+
+def _columns_select(vocab: Vocabulary, only_named: str) -> str:
+    """The wide view's SELECT (create_columns_view), its attribute rows narrowed by ``only_named``."""
+    columns = ",\n    ".join(f"argMaxIfOrNull(score, updated_at, attribute = '{c}') AS `{c}`" for c in vocab.codes)
+    in_list = ", ".join(f"'{c}'" for c in vocab.codes)
+    return (f"SELECT s.image_id AS image_id, i.collection AS collection, i.uri AS uri, i.ingested_at AS ingested_at, "
+            f"{', '.join(f's.`{c}` AS `{c}`' for c in vocab.codes)}\n"
+            f"FROM (\n  SELECT image_id,\n    {columns}\n"
+            f"  FROM columnist.feature_image_attribute\n"
+            f"  WHERE vocab_name = '{vocab.name}' AND model = (SELECT model FROM columnist.serving_model)\n"
+            f"    AND attribute IN ({in_list}){only_named}\n  GROUP BY image_id\n) AS s\n"
+            f"INNER JOIN (SELECT image_id, collection, uri, ingested_at FROM columnist.images FINAL) AS i "
+            f"ON i.image_id = s.image_id")

@@ -107,6 +107,35 @@ def test_the_wide_view_shows_each_attribute_s_latest_score_before_any_merge(stor
     assert store.query("SELECT image_id, moon FROM columnist.image_columns ORDER BY image_id")[1] == rows
 
 
+def test_the_parametrised_view_fills_only_the_attributes_named_and_agrees_with_the_wide_one(store):
+    vocab = parse_vocabulary(VOCAB)
+    store.apply_vocabulary(vocab, "mock", default=True)
+    store.write(make_batch(vocab))
+    _, wide = store.query("SELECT image_id, moon, earth FROM columnist.columns_t ORDER BY image_id")
+    for view in ("some_columns_t", "some_image_columns"):
+        columns, rows = store.query(f"SELECT * FROM columnist.{view}(codes = ['moon']) ORDER BY image_id")
+        assert columns == ["image_id", "collection", "uri", "ingested_at", "earth", "moon", "both"]
+        assert [(r[0], r[5]) for r in rows] == [(i, moon) for i, moon, _ in wide]
+        assert all(r[4] is None and r[6] is None for r in rows)  # not named: not read
+
+
+def test_wide_views_an_older_columnist_made_are_made_again_when_the_store_opens(store):
+    vocab = parse_vocabulary(VOCAB)
+    store.apply_vocabulary(vocab, "mock", default=True)
+    for view in ("columns_t", "image_columns"):  # as an older columnist made them: FINAL, no companion
+        store.command(f"DROP VIEW columnist.some_{view}")
+        store.command(f"CREATE OR REPLACE VIEW columnist.{view} AS SELECT image_id, maxIfOrNull(score, attribute = "
+                      "'earth') AS earth FROM columnist.feature_image_attribute FINAL WHERE vocab_name = 't' "
+                      "GROUP BY image_id")
+    store.create_schema()
+    for view in ("columns_t", "image_columns"):
+        definition = store.scalar("SELECT create_table_query FROM system.tables WHERE database = 'columnist' "
+                                  "AND name = {v:String}", {"v": view})
+        assert "argMaxIfOrNull" in definition and "FINAL" not in definition.split("INNER JOIN")[0]
+        assert store.query(f"SELECT * FROM columnist.some_{view}(codes = ['moon']) LIMIT 0")[0][-3:] == \
+            ["earth", "moon", "both"]
+
+
 def test_removed_attribute_leaves_the_view(store):
     vocab = parse_vocabulary(VOCAB)
     store.apply_vocabulary(vocab, "mock")
