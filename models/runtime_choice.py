@@ -167,7 +167,8 @@ def _choice(found: object) -> Choice | None:
     except (AttributeError, KeyError, TypeError, ValueError):
         return None
     numbers = [*rates.values(), *cosines.values()]
-    if choice.runtime not in RUNTIMES or not all(math.isfinite(n) for n in numbers) or len(numbers) > 20:
+    if not isinstance(choice.runtime, str) or choice.runtime not in RUNTIMES \
+            or not all(math.isfinite(n) for n in numbers) or len(numbers) > 20:
         return None
     return choice
 

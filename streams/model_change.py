@@ -71,6 +71,11 @@ def begin(store: "Store", target: "Encoder", target_ref: str) -> ModelState:
                                f"(columnist model cutover) or finish that one first")
     if target.name == state.serving:
         raise NothingToDo(f"the store already serves {target.name!r}")
+    if target.name in store.embedding_models():  # the one served before, kept: its rows are another model's
+        raise MigrationRefused(f"the store holds embeddings of a model named {target.name!r} already (one it "
+                               f"served before): to serve those again, columnist model cutover --to {target.name}; "
+                               f"for another model of that name, retire them first (columnist model retire "
+                               f"{target.name}) or name the new model otherwise")
     _check_runs(target)
     target_ref = lasting(target_ref)
     for vocab in store.applied_vocabularies():
@@ -94,7 +99,9 @@ def lasting(ref: str) -> str:
     """A relative folder as an absolute path: the state is read from other directories later."""
     try:
         path = Path(ref).expanduser()
-        return str(path.resolve()) if not path.is_absolute() and path.is_dir() else ref
+        if not path.is_absolute() and (path / "model.json").is_file():
+            return str(path.resolve())
+        return ref
     except (OSError, RuntimeError, ValueError):  # not a path this system can have: a name
         return ref
 
@@ -249,7 +256,7 @@ def cutover(store: "Store", to: str, force: bool = False) -> tuple[ModelState, C
     """Serve ``to`` (the migration's target, or the previous model to undo a cutover): one
     insert, so a query sees one model's scores or the other's. Refused while ``to`` lacks
     images or scores, unless ``force`` (those images leave the views until they are embedded)."""
-    to = _named(to)
+    to = lasting(_named(to))
     state = current_state(store)
     if state.target and to in (state.target, state.target_ref):
         name, ref = state.target, state.target_ref
@@ -297,7 +304,7 @@ class RetireReport:
 def retire(store: "Store", model: str) -> RetireReport:
     """Delete every row of ``model``, which the store must no longer serve; retiring the model
     the store moves to abandons that migration (the views never read it)."""
-    model = _named(model)
+    model = lasting(_named(model))
     state = current_state(store)
     if model in (state.serving, state.serving_ref):
         raise MigrationRefused(f"{model!r} is the model the store serves: cut over to another first")

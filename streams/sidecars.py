@@ -89,27 +89,39 @@ def check_available() -> None:
     _xmp()
 
 
-def sidecar_of(image: Path, naming: str = "append") -> Path:
+def sidecar_of(image: Path, naming: str = "append", folders: "Folders | None" = None) -> Path:
     """The sidecar to update: an existing one of either name, else the ``naming`` one; never
-    ``IMG.xmp`` when another file is named IMG too (see NAMINGS)."""
+    ``IMG.xmp`` when another photo or video is named IMG too (see NAMINGS)."""
     appended, replaced = image.with_name(image.name + ".xmp"), image.with_suffix(".xmp")
-    if os.path.lexists(appended) or _shares_its_name(image):
+    if os.path.lexists(appended) or (folders or Folders()).shared(image):
         return appended
     if os.path.lexists(replaced):
         return replaced
     return appended if naming == "append" else replaced
 
 
-def _shares_its_name(image: Path) -> bool:
-    """Another file in the folder has the image's name without its suffix (IMG_1.CR2 beside
-    IMG_1.JPG), so IMG_1.xmp may be that file's."""
-    import glob
+class Folders:
+    """How many photos and videos of each name (without suffix) a folder holds, each folder
+    listed once a run: IMG_1.CR2 beside IMG_1.JPG shares IMG_1.xmp, an IMG_1.AAE does not."""
 
-    stem = image.stem
-    for other in image.parent.glob(glob.escape(stem) + ".*"):
-        if other.name != image.name and other.stem == stem and other.suffix.lower() != ".xmp":
-            return True
-    return False
+    def __init__(self) -> None:
+        self.stems: dict[Path, dict[str, int]] = {}
+
+    def shared(self, image: Path) -> bool:
+        from columnist.tagger import SUPPORTED
+
+        folder = image.parent
+        if folder not in self.stems:
+            counts: dict[str, int] = {}
+            try:
+                for entry in os.scandir(folder):
+                    name, dot, suffix = entry.name.rpartition(".")
+                    if dot and f".{suffix.lower()}" in SUPPORTED:
+                        counts[name] = counts.get(name, 0) + 1
+            except OSError:
+                pass
+            self.stems[folder] = counts
+        return self.stems[folder].get(image.stem, 0) > 1
 
 
 def _read_only(sidecar: Path) -> bool:
@@ -130,11 +142,11 @@ def _umask() -> int:
 
 
 def update(image: Path, keywords: Sequence[Keyword], naming: str = "append", dry_run: bool = False,
-           scope: Sequence[str] | None = None) -> Change:
+           scope: Sequence[str] | None = None, folders: Folders | None = None) -> Change:
     """Bring ``image``'s sidecar to ``keywords`` (what columnist says of it now); with
     ``scope``, only those vocabularies' keywords: another vocabulary's stay as they are."""
     libxmp = _xmp()
-    sidecar = sidecar_of(image, naming)
+    sidecar = sidecar_of(image, naming, folders)
     change = Change(image, sidecar)
     meta = libxmp.XMPMeta()
     if sidecar.is_symlink():  # neither read nor written through: its target may be anywhere
@@ -172,12 +184,14 @@ def update(image: Path, keywords: Sequence[Keyword], naming: str = "append", dry
         return change  # the sidecar says this already: not rewritten
     if dry_run:
         return change
-    _set_array(meta, DUBLIN_CORE, "subject", theirs + ours)
-    _set_array(meta, LIGHTROOM, "hierarchicalSubject", new_hierarchical)
-    _set_array(meta, NAMESPACE, "keywords", ours)
-    _set_array(meta, NAMESPACE, "scores", scores)
     try:
+        _set_array(meta, DUBLIN_CORE, "subject", theirs + ours)
+        _set_array(meta, LIGHTROOM, "hierarchicalSubject", new_hierarchical)
+        _set_array(meta, NAMESPACE, "keywords", ours)
+        _set_array(meta, NAMESPACE, "scores", scores)
         _write_atomically(sidecar, meta.serialize_to_str(use_compact_format=False))
+    except libxmp.XMPError as err:  # one image's sidecar, not the run
+        change.error = f"the XMP toolkit refused it: {err}"[:300]
     except OSError as err:
         change.error = f"cannot write: {err.strerror or err}"
     return change
@@ -268,6 +282,7 @@ def write_all(store: "Statements", roots: Sequence[Path], vocabularies: Sequence
         raise ConfigurationError(f"no vocabulary {', '.join(map(repr, unknown))} is applied in this store "
                                  f"(applied: {', '.join(sorted(applied)) or 'none'})")
     scope = None if every_vocabulary else list(vocabularies)
+    folders = Folders()
     _xmp()  # before anything: say at once when libexempi is missing
     resolved = [Path(r).resolve() for r in roots]
     run = Run()
@@ -281,7 +296,7 @@ def write_all(store: "Statements", roots: Sequence[Path], vocabularies: Sequence
         if not image.is_file():
             run.missing.append(uri)
             continue
-        change = update(folder / image.name, keywords, naming, dry_run, scope)
+        change = update(folder / image.name, keywords, naming, dry_run, scope, folders)
         if change.changed or change.error:
             run.changes.append(change)
     return run

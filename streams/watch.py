@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -58,7 +59,10 @@ class WatchState:
             self.db = sqlite3.connect(path, check_same_thread=False)
             self.db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, image_id TEXT NOT NULL, "
                             "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL)")
-            self.db.execute("SELECT path, image_id, size, mtime_ns FROM files LIMIT 0")
+            shape = self.db.execute("SELECT type, sql FROM sqlite_master WHERE name = 'files'").fetchone()
+            columns = [row[1] for row in self.db.execute("PRAGMA table_info(files)")]
+            if shape is None or shape[0] != "table" or columns != ["path", "image_id", "size", "mtime_ns"]:
+                raise sqlite3.DatabaseError("its files table is not the one columnist writes")
         except (sqlite3.Error, OSError) as error:
             raise ConfigurationError(f"{path}: not a watch state ({error}); move it away and the next start "
                                      "publishes the folders again (events are idempotent)") from None
@@ -125,8 +129,8 @@ class Watcher:
         """The files of a kind columnist reads under ``folder`` (hidden ones left out; the rest
         counted by suffix)."""
         for path in sorted(folder.rglob("*")):
-            if path.name.startswith(".") or not path.is_file():
-                continue
+            if path.name.startswith(".") or path.is_symlink() or not path.is_file():
+                continue  # links are not followed: a link to a folder may lead anywhere, or back here
             suffix = path.suffix.lower()
             if suffix in SUPPORTED:
                 yield path
@@ -148,9 +152,11 @@ class Watcher:
         gone = []
         for raw in {raw for _, raw in events}:
             path = Path(raw)
-            if self.folder_of(path) is None or path.name.startswith("."):
+            if self.folder_of(path) is None or path.name.startswith(".") or path.is_symlink():
                 continue
             if path.is_dir():
+                if self.state.get(raw) is not None:  # a file that became a folder
+                    gone.append(raw)
                 for inner in self._files_under(path):
                     self._wait_for(str(inner))
             elif path.exists():
@@ -176,9 +182,12 @@ class Watcher:
         now, ready = time.monotonic(), []
         for raw, (size, mtime, since) in list(self.pending.items()):
             try:
-                info = os.stat(raw)
+                info = os.lstat(raw)
             except OSError:
                 del self.pending[raw]  # gone before it settled: nothing was published
+                continue
+            if not stat.S_ISREG(info.st_mode):  # a FIFO, a device, a link or a folder by now: never an image
+                del self.pending[raw]
                 continue
             if (info.st_size, info.st_mtime_ns) != (size, mtime):
                 self.pending[raw] = (info.st_size, info.st_mtime_ns, now)

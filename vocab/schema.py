@@ -12,6 +12,7 @@ import hashlib
 import json
 import keyword
 import re
+import unicodedata
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -166,6 +167,17 @@ class _Entry(_Strict):
         if code in RESERVED_CODES or keyword.iskeyword(code):
             raise ValueError(f"{code!r} is a reserved word")
         return code
+
+    @field_validator("label")
+    @classmethod
+    def _printable(cls, label: str) -> str:
+        """A label is a keyword in photo managers' XMP and on terminals: no control characters,
+        and nothing XML cannot hold (U+FFFE, U+FFFF, lone surrogates)."""
+        bad = [c for c in label if unicodedata.category(c) in ("Cc", "Cs") or 0xFDD0 <= ord(c) <= 0xFDEF
+               or ord(c) & 0xFFFE == 0xFFFE]
+        if bad:
+            raise ValueError(f"the label holds a character a keyword cannot (U+{ord(bad[0]):04X})")
+        return label
 
 
 class Attribute(_Entry):

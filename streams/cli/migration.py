@@ -197,8 +197,9 @@ def _publish(settings, command: dict) -> None:
     from columnist.kafka.publish import publish_vocab_record
     from columnist.model_change import lasting
 
-    if command.get("to"):
-        command["to"] = lasting(command["to"])  # the workers read it from their own directories
+    for key in ("to", "model"):
+        if command.get(key):
+            command[key] = lasting(command[key])  # the workers read it from their own directories
     try:
         parse_model_event(model_event(command))  # what the workers would refuse is refused here
     except BadInput as err:

@@ -27,6 +27,9 @@ def sidecars(
     scores into columnist's own namespace. A later run removes the keywords columnist wrote
     that no longer hold and keeps every keyword a person wrote."""
     from rich.console import Console
+    from rich.markup import escape
+
+    from columnist.printable import printable
 
     from columnist import sidecars as xmp
     from columnist.cli.common import fail, settings, store_or_exit
@@ -53,12 +56,15 @@ def sidecars(
         store.close()
     console = Console(highlight=False, soft_wrap=True)
     verb = "would write" if dry_run else "wrote"
+    def shown(text: object) -> str:  # file names and labels are data: no markup, no terminal controls
+        return escape(printable(str(text), 500))
+
     for change in run.changes:
         if change.error:
-            console.print(f"[red]not written[/red] {change.sidecar}: {change.error}")
+            console.print(f"[red]not written[/red] {shown(change.sidecar)}: {shown(change.error)}")
             continue
         marks = " ".join([f"+{k}" for k in change.added] + [f"-{k}" for k in change.removed]) or "(scores)"
-        console.print(f"{'new ' if change.created else ''}{change.sidecar}: {marks}")
+        console.print(f"{'new ' if change.created else ''}{shown(change.sidecar)}: {shown(marks)}")
     written = [c for c in run.changes if not c.error]
     errors = len(run.changes) - len(written)
     typer.echo(f"{run.images} stored images: {verb} {len(written)} sidecars "

@@ -103,6 +103,8 @@ def test_the_remembered_choice_follows_the_model_content_batch_and_cpu(tmp_path,
     '{KEY: {"runtime": "onnxruntime", "img_s": {"onnxruntime": "fast"}}}',
     '{KEY: {"runtime": "onnxruntime", "img_s": {"onnxruntime": NaN}}}',
     '{KEY: {"runtime": "rm -rf", "img_s": {}}}',
+    '{KEY: {"runtime": ["onnxruntime"]}}',
+    '{KEY: {"runtime": {"a": 1}}}',
     "[" * 100_000,
     "FIFO",
 ])

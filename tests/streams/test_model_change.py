@@ -82,6 +82,8 @@ def test_a_store_moves_to_another_model_and_back_and_retires_the_old_one(store, 
 
     state, found = model_change.cutover(store, "mock-256")
     assert (state.serving, state.previous, state.target) == ("mock-256", "mock", "") and found.complete
+    with pytest.raises(model_change.MigrationRefused, match="holds embeddings of a model named 'mock' already"):
+        model_change.begin(store, MockEncoder(), "mock")  # its old rows would pass for a new model's
     for blank in ("", "  "):  # no migration runs: a blank name must not match the empty target
         with pytest.raises(model_change.MigrationRefused, match="name the model"):
             model_change.cutover(store, blank, force=True)

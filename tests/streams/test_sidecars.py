@@ -172,6 +172,7 @@ def test_a_sidecar_named_after_another_file_is_left_to_it_and_new_ones_follow_th
     lightroom.write_text(USERS_OWN.format(label="develop settings"))
     before = lightroom.read_text()
     (tagged / "rocket.png").write_bytes((PHOTOS / "rocket.jpg").read_bytes())  # two images named rocket
+    (tagged / "coffee.AAE").write_text("<plist/>")  # an iPhone edit file is no image: coffee.xmp stays coffee.jpg's
     run = xmp.write_all(store, [tagged], ["space"], ["accepted", "tentative"], naming="replace")
     assert lightroom.read_text() == before and (tagged / "moon.jpg.xmp").exists()
     assert (tagged / "rocket.jpg.xmp").exists() and not (tagged / "rocket.xmp").exists()

@@ -112,9 +112,53 @@ def test_a_watch_state_that_is_not_one_is_named(tmp_path):
 
     from columnist.errors import ConfigurationError
 
+    sqlite3 = __import__("sqlite3")
     for make in (lambda p: p.write_bytes(b"\x00garbage" * 100), lambda p: p.mkdir(),
-                 lambda p: __import__("sqlite3").connect(p).execute("CREATE TABLE files (x)")):
+                 lambda p: sqlite3.connect(p).execute("CREATE TABLE files (x)"),
+                 lambda p: sqlite3.connect(p).execute("CREATE TABLE files (path, image_id, size, mtime_ns, extra)"),
+                 lambda p: sqlite3.connect(p).execute("CREATE VIEW files AS SELECT 1 AS path")):
         path = tmp_path / f"state-{len(list(tmp_path.iterdir()))}.sqlite"
         make(path)
         with pytest.raises(ConfigurationError, match="not a watch state"):
             WatchState(path)
+
+
+def test_what_never_settles_into_a_photo_does_not_hold_the_others_back_and_links_are_not_followed(tmp_path,
+                                                                                                  monkeypatch):
+    import os
+
+    import columnist.watch
+
+    folder, state = tmp_path / "library", tmp_path / "state.sqlite"
+    folder.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(PHOTOS / "moon.jpg", outside / "secret.jpg")
+    sent = []
+    watched = watcher(folder, state, sent)
+    watched.catch_up()
+    monkeypatch.setattr(columnist.watch, "MAX_PENDING", 2)
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "link").symlink_to(outside)
+    for name in ("rocket.jpg", "coffee.jpg", "astronaut.jpg"):
+        shutil.copy(PHOTOS / name, folder / name)
+    watched.changed([("added", str(folder / n)) for n in ("pipe.jpg", "link", "rocket.jpg", "coffee.jpg",
+                                                           "astronaut.jpg")])
+    watched.tick()
+    watched.tick()
+    published = sorted(uri for images, _ in sent for uri in images)
+    assert published == sorted((folder / n).as_uri() for n in ("astronaut.jpg", "coffee.jpg", "rocket.jpg"))
+    assert not watched.pending and not watched.overflowed
+
+
+def test_a_file_that_became_a_folder_is_deleted(tmp_path):
+    folder, state = tmp_path / "library", tmp_path / "state.sqlite"
+    folder.mkdir()
+    shutil.copy(PHOTOS / "moon.jpg", folder / "x.jpg")
+    sent = []
+    watched = watcher(folder, state, sent)
+    watched.catch_up()
+    (folder / "x.jpg").unlink()
+    (folder / "x.jpg").mkdir()
+    watched.changed([("added", str(folder / "x.jpg"))])
+    assert sent[-1] == ([], [(folder / "x.jpg").as_uri()])
