@@ -112,6 +112,8 @@ class ClipEncoder:
     def __init__(self, directory: Path, spec: ModelSpec, threads: int = 0, batch_size: int = 32,
                  runtime: str = "auto"):
         self.directory, self.spec = Path(directory), spec
+        self.ref = str(self.directory)
+        """How this model is named to load it again elsewhere (registry.load_encoder sets the name given)."""
         self.choice: Choice | None = None
         """How ``auto`` chose the runtime (measured now or remembered), when it measured."""
         if runtime == "auto" and worth_measuring(self.directory / spec.visual):

@@ -25,7 +25,7 @@ class MockEncoder:
     reads_language = False
 
     def __init__(self, dim: int = 512, logit_scale: float = 100.0):
-        self.name = "mock"
+        self.name = self.ref = "mock"
         self.dim = dim
         self.image_size = 224
         self.logit_scale = logit_scale

@@ -30,7 +30,21 @@ def load_encoder(name: str, threads: int = 0, batch_size: int = 32, runtime: str
     directory = resolve_model_dir(name)
     from columnist.models.clip import ClipEncoder
 
-    return ClipEncoder.from_directory(directory, threads=threads, batch_size=batch_size, runtime=runtime)
+    encoder = ClipEncoder.from_directory(directory, threads=threads, batch_size=batch_size, runtime=runtime)
+    encoder.ref = lasting_ref(name)
+    return encoder
+
+
+def lasting_ref(ref: str) -> str:
+    """How to name a model so another process, in another directory, loads the same one: a
+    relative model folder as its absolute path; a name (built-in, pulled) as it is."""
+    try:
+        path = Path(ref).expanduser()
+        if not path.is_absolute() and (path / "model.json").is_file():
+            return str(path.resolve())
+        return ref
+    except (OSError, RuntimeError, ValueError):  # not a path this system can have: a name
+        return ref
 
 
 def model_folders() -> list[Path]:

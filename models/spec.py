@@ -82,6 +82,8 @@ class ModelSpec(BaseModel):
     def _not_the_mock(cls, name: str) -> str:
         if name == "mock":  # the built-in hash encoder's: two encoders must never share a key in a store
             raise ValueError("'mock' is a built-in model's name (the test encoder): name the model otherwise")
+        if any(not c.isprintable() for c in name):  # it is printed in logs, messages and pages
+            raise ValueError("the name holds a control character")
         return name
 
     @property

@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 from columnist.errors import ConfigurationError
+from columnist.models.registry import lasting_ref
 from columnist.pipeline import ModelOutputError, embed_and_score, sha256_of, take_batch
 from columnist.records import Counters, ImageInput, ImageLimits, ModelState
 from columnist.store import migration
@@ -77,7 +77,7 @@ def begin(store: "Store", target: "Encoder", target_ref: str) -> ModelState:
                                f"for another model of that name, retire them first (columnist model retire "
                                f"{target.name}) or name the new model otherwise")
     _check_runs(target)
-    target_ref = lasting(target_ref)
+    target_ref = lasting_ref(target_ref)
     for vocab in store.applied_vocabularies():
         store.record_vocabulary_rows(vocab, target.name, target.calibration)
     state = replace(state, target=target.name, target_ref=target_ref)
@@ -93,17 +93,6 @@ def _check_runs(target: "Encoder") -> None:
         from columnist.models.layouts import check
 
         check(directory, spec)
-
-
-def lasting(ref: str) -> str:
-    """A relative folder as an absolute path: the state is read from other directories later."""
-    try:
-        path = Path(ref).expanduser()
-        if not path.is_absolute() and (path / "model.json").is_file():
-            return str(path.resolve())
-        return ref
-    except (OSError, RuntimeError, ValueError):  # not a path this system can have: a name
-        return ref
 
 
 @dataclass
@@ -256,7 +245,7 @@ def cutover(store: "Store", to: str, force: bool = False) -> tuple[ModelState, C
     """Serve ``to`` (the migration's target, or the previous model to undo a cutover): one
     insert, so a query sees one model's scores or the other's. Refused while ``to`` lacks
     images or scores, unless ``force`` (those images leave the views until they are embedded)."""
-    to = lasting(_named(to))
+    to = lasting_ref(_named(to))
     state = current_state(store)
     if state.target and to in (state.target, state.target_ref):
         name, ref = state.target, state.target_ref
@@ -304,7 +293,7 @@ class RetireReport:
 def retire(store: "Store", model: str) -> RetireReport:
     """Delete every row of ``model``, which the store must no longer serve; retiring the model
     the store moves to abandons that migration (the views never read it)."""
-    model = lasting(_named(model))
+    model = lasting_ref(_named(model))
     state = current_state(store)
     if model in (state.serving, state.serving_ref):
         raise MigrationRefused(f"{model!r} is the model the store serves: cut over to another first")

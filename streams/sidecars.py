@@ -166,18 +166,20 @@ def update(image: Path, keywords: Sequence[Keyword], naming: str = "append", dry
     else:
         change.created = True
     hierarchical = _array(meta, LIGHTROOM, "hierarchicalSubject")
-    outside = (lambda vocabulary: scope is not None and vocabulary not in scope)
-    kept_paths = [h for h in hierarchical if h.startswith("columnist|") and outside(h.split("|")[1])]
-    kept_scores = [e for e in _array(meta, NAMESPACE, "scores") if outside(e.split("|")[0])]
-    labels = list(dict.fromkeys([k.label for k in keywords] + [h.split("|", 2)[-1] for h in kept_paths]))
-    subjects = _array(meta, DUBLIN_CORE, "subject")
     written_before = set(_array(meta, NAMESPACE, "keywords"))
+    mine = [h for h in hierarchical if h.startswith("columnist|") and h.count("|") >= 2
+            and h.split("|", 2)[2] in written_before]  # a person's own columnist|... path stays theirs
+    outside = (lambda vocabulary: scope is not None and vocabulary not in scope)
+    kept_paths = [h for h in mine if outside(h.split("|")[1])]
+    kept_scores = [e for e in _array(meta, NAMESPACE, "scores") if outside(e.split("|")[0])]
+    labels = list(dict.fromkeys([k.label for k in keywords] + [h.split("|", 2)[2] for h in kept_paths]))
+    subjects = _array(meta, DUBLIN_CORE, "subject")
     theirs = [s for s in subjects if s not in written_before]
     ours = [label for label in labels if label not in theirs]
     change.added = [label for label in ours if label not in written_before]
     change.removed = [label for label in written_before if label not in ours]
     wanted_paths = kept_paths + [f"columnist|{k.vocabulary}|{k.label}" for k in keywords]
-    new_hierarchical = [h for h in hierarchical if not h.startswith("columnist|")] + list(dict.fromkeys(wanted_paths))
+    new_hierarchical = [h for h in hierarchical if h not in mine] + list(dict.fromkeys(wanted_paths))
     scores = kept_scores + [f"{k.vocabulary}|{k.code}|{k.score:.4f}|{k.tier}" for k in keywords]
     if not change.created and not change.added and not change.removed and new_hierarchical == hierarchical \
             and _array(meta, NAMESPACE, "scores") == scores:

@@ -106,4 +106,5 @@ def encoders_for(store, encoder, given: Optional[str]):
         state = moved.state
         typer.echo(f"{moved}: using {state.serving_ref} (set COLUMNIST_MODEL={state.serving_ref})", err=True)
         encoder = load(state.serving_ref)
+    store.remember_ref(encoder.name, getattr(encoder, "ref", encoder.name))
     return encoder, (load(state.target_ref) if state is not None and state.target else None)

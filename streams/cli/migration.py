@@ -195,11 +195,11 @@ def _publish(settings, command: dict) -> None:
     from columnist.errors import BadInput
     from columnist.kafka.events import model_event, parse_model_event
     from columnist.kafka.publish import publish_vocab_record
-    from columnist.model_change import lasting
+    from columnist.models.registry import lasting_ref
 
     for key in ("to", "model"):
         if command.get(key):
-            command[key] = lasting(command[key])  # the workers read it from their own directories
+            command[key] = lasting_ref(command[key])  # the workers read it from their own directories
     try:
         parse_model_event(model_event(command))  # what the workers would refuse is refused here
     except BadInput as err:

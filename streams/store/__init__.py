@@ -97,6 +97,10 @@ class ModelLedger(Protocol):
     def set_model_state(self, state: "ModelState") -> None:
         """One insert: a reader sees the old state or the new one."""
 
+    def remember_ref(self, model: str, ref: str) -> None:
+        """How ``model`` is loaded here (a folder, a pulled id), kept as the serving model's
+        reference when it is the store's first writer, so other processes load the same."""
+
     def embedding_models(self) -> list[str]: ...
 
 

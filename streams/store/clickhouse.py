@@ -12,6 +12,7 @@ import json
 import re
 import sys
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from string import Template
@@ -161,6 +162,7 @@ class ClickHouseStore:
         self.cluster = cluster
         self.dsn = dsn
         self._state_seen = False
+        self._refs: dict[str, str] = {}
 
     @classmethod
     def connect(cls, dsn: str, cluster: str | None = None, create: bool = True) -> "ClickHouseStore":
@@ -249,8 +251,14 @@ class ClickHouseStore:
     def _first_writer_serves(self, model: str) -> None:
         """A store without a state row is served by the model that writes to it first."""
         if self.model_state() is None:
-            self.set_model_state(ModelState(model, model))
+            self.set_model_state(ModelState(model, self._refs.get(model, model)))
         self._state_seen = True
+
+    def remember_ref(self, model: str, ref: str) -> None:
+        self._refs[model] = ref
+        state = self.model_state()
+        if state is not None and state.serving == model == state.serving_ref and ref != model:
+            self.set_model_state(replace(state, serving_ref=ref))  # recorded by name only, before refs were kept
 
     # -- which model serves ------------------------------------------------------------
 

@@ -66,12 +66,14 @@ class Migration:
         model the store moved away from takes the one it serves (said in the log)."""
         service = self.service
         try:
-            return check_model(service.store, service.encoder.name)
+            state = check_model(service.store, service.encoder.name)
         except ModelMovedOn as moved:
             log.warning("%s: using %s (set COLUMNIST_MODEL=%s)", moved, moved.state.serving_ref,
                         moved.state.serving_ref)
             service.use_encoder(self.load_model(moved.state.serving_ref))
-            return moved.state
+            state = moved.state
+        service.store.remember_ref(service.encoder.name, getattr(service.encoder, "ref", service.encoder.name))
+        return state
 
     def take_up(self, state: ModelState | None) -> None:
         """Encode with the migration's target too, if the store moves to one (blocking)."""

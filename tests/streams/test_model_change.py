@@ -241,6 +241,21 @@ def test_a_relative_model_folder_is_recorded_as_an_absolute_path(store, space_vo
     assert state.target_ref == str(tmp_path / "tiny")
 
 
+def test_the_first_writer_records_how_its_model_is_loaded(store, tmp_path, space_vocab, library, monkeypatch):
+    """A store first written with --model FOLDER names the folder, not the model's name, so
+    another process (a worker elsewhere, an undone cutover) can load it again."""
+    from columnist.models.registry import load_encoder, resolve_model_dir
+
+    shutil.copytree(resolve_model_dir("tiny-clip"), tmp_path / "mine")
+    monkeypatch.chdir(tmp_path)
+    encoder = load_encoder("mine")
+    assert store.model_state() is None
+    store.remember_ref(encoder.name, encoder.ref)
+    tag(find_images([library]), space_vocab, encoder, store)
+    state = store.model_state()
+    assert (state.serving, state.serving_ref) == (encoder.name, str(tmp_path / "mine"))
+
+
 def test_an_image_deleted_while_the_job_embeds_it_leaves_no_rows(store, space_vocab, library):
     """A delete event handled between the job's read of its page and its write of the batch."""
     from columnist.store.check import count_orphans

@@ -164,6 +164,15 @@ def test_a_vocabulary_named_is_the_only_one_touched_and_an_unknown_one_is_refuse
     assert sorted(subjects(tagged / "moon.jpg.xmp")) == ["Cat", "Moon"]
     assert "columnist|pets|Cat" in read_tag(tagged / "moon.jpg.xmp", "XMP-lr:HierarchicalSubject")
     assert sorted(xmp.update(image, [], scope=None).removed) == ["Cat", "Moon"]  # every vocabulary's run: all of it
+    libxmp = xmp._xmp()  # a person's own Lightroom path that happens to start with columnist| is theirs
+    meta = libxmp.XMPMeta()
+    meta.parse_from_str((tagged / "moon.jpg.xmp").read_text())
+    xmp._set_array(meta, xmp.LIGHTROOM, "hierarchicalSubject", ["columnist|Trips|Day1"])
+    (tagged / "moon.jpg.xmp").write_text(meta.serialize_to_str())
+    xmp.update(image, space, scope=["space"])
+    xmp.update(image, space, scope=None)
+    assert "columnist|Trips|Day1" in read_tag(tagged / "moon.jpg.xmp", "XMP-lr:HierarchicalSubject")
+    assert sorted(subjects(tagged / "moon.jpg.xmp")) == ["Earth", "Moon"]
 
 
 def test_a_sidecar_named_after_another_file_is_left_to_it_and_new_ones_follow_the_umask(store, tagged):
