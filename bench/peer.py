@@ -97,17 +97,16 @@ def timed(command: list[str], env: dict) -> float:
     return time.perf_counter() - start
 
 
-def compare(model: Path, files: list[Path], runs: int, threads: int, batch: int, warm: bool = True) -> dict:
-    """Alternating whole-process runs of `columnist tag` and of the peer over ``files``.
-
-    ``warm``: also `tag --force` into the store just made, whose prompts are already encoded:
-    the same images decoded, encoded and scored again without the text tower's first-run cost."""
+def compare(model: Path, files: list[Path], runs: int, threads: int, batch: int) -> dict:
+    """Alternating whole-process runs of `columnist tag` and of the peer over ``files``; after
+    each first run, `tag --force` into the store just made, whose prompts are already encoded
+    (the same images decoded, encoded and scored again without the text tower's first-run cost)."""
     from importlib.metadata import version
 
     env = {**os.environ, "COLUMNIST_RUNTIME": "onnxruntime", "COLUMNIST_THREADS": str(threads),
            "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     names = [str(f) for f in files]
-    tag_s, peer_s, warm_s, extra = [], [], [], {}
+    tag_s, peer_s, warm_s = [], [], []
     with tempfile.TemporaryDirectory(prefix="columnist-peer-") as work:
         peer = peer_directory(model, Path(work) / "fastembed-model")
         child = [sys.executable, "-c", PEER_CHILD.format(name=PEER_MODEL), str(peer), str(threads), str(batch)]
@@ -116,16 +115,14 @@ def compare(model: Path, files: list[Path], runs: int, threads: int, batch: int,
             tag = [sys.executable, "-m", "columnist", "tag", *names, "--model", str(model), "--db", f"chdb://{db}",
                    "--batch-size", str(batch)]
             tag_s.append(timed(tag, env))
-            if warm:
-                warm_s.append(timed([*tag, "--force"], env))
+            warm_s.append(timed([*tag, "--force"], env))
             shutil.rmtree(db, ignore_errors=True)
             peer_s.append(timed([*child, *names], env))
-            print(f"  run {run + 1}: tag {tag_s[-1]:.2f} s{f' ({warm_s[-1]:.2f} s warm)' if warm else ''}, "
+            print(f"  run {run + 1}: tag {tag_s[-1]:.2f} s ({warm_s[-1]:.2f} s warm), "
                   f"fastembed {peer_s[-1]:.2f} s", file=sys.stderr, flush=True)
     tag_median, peer_median = statistics.median(tag_s), statistics.median(peer_s)
-    if warm:
-        extra = {"tag_warm_s": warm_s, "tag_warm_median_s": statistics.median(warm_s),
-                 "warm_speed_ratio": peer_median / statistics.median(warm_s)}
+    extra = {"tag_warm_s": warm_s, "tag_warm_median_s": statistics.median(warm_s),
+             "warm_speed_ratio": peer_median / statistics.median(warm_s)}
     return {"model": str(model), "images": len(files), "runs": runs, "threads": threads, "batch_size": batch,
             "peer": f"fastembed {version('fastembed')} ({PEER_MODEL} class, local files)",
             "tag_s": tag_s, "peer_s": peer_s, "tag_median_s": tag_median, "peer_median_s": peer_median,

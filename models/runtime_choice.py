@@ -16,13 +16,12 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from columnist.files import read_regular_file, write_atomically
 from columnist.models.sessions import RUNTIMES, cpu_count, cpu_flags, open_session
 
 if TYPE_CHECKING:
@@ -150,10 +149,8 @@ def _read(cache: Path) -> dict:
     """The remembered choices; a file that is not one (another program's, a newer columnist's,
     a FIFO, garbage) is as good as none: the model is measured again."""
     try:
-        if not cache.is_file() or cache.stat().st_size > MAX_CACHE_BYTES:
-            return {}
-        data = json.loads(cache.read_text())
-    except (OSError, ValueError, RecursionError):
+        data = json.loads(read_regular_file(cache, MAX_CACHE_BYTES))
+    except (OSError, ValueError, RecursionError):  # FileRefused (a FIFO, too large) is an OSError
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -179,9 +176,6 @@ def _write(cache: Path, key: str, choice: Choice) -> None:
     data[key] = {k: v for k, v in asdict(choice).items() if k != "cached"}
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=cache.parent, prefix=".runtimes.", suffix=".partial")
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(data, handle, indent=1)
-        os.replace(temporary, cache)
+        write_atomically(cache, json.dumps(data, indent=1))
     except OSError as err:  # a read-only home: measured again next time, said once here
         log.warning("could not remember the runtime choice in %s: %s", cache, err)

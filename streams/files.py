@@ -1,4 +1,5 @@
-"""Reading files that may be hostile: regular files only, never more than a bound.
+"""Reading files that may be hostile: regular files only, never more than a bound; and
+writing a file whole or not at all.
 
 A FIFO or a device passes a size check and then blocks or never ends, and a file may grow
 after it was measured; so a file is opened without blocking, checked on the opened
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 from columnist.errors import BadInput
@@ -80,3 +82,27 @@ def read_regular_file(path: str | Path, max_bytes: int) -> bytes:
         return read_at_most(fd, max_bytes, str(path))
     finally:
         os.close(fd)
+
+
+def umask() -> int:
+    """The process's umask, read without changing it (other threads may be creating files)."""
+    try:
+        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("Umask:"))
+        return int(line.split()[1], 8)
+    except (OSError, StopIteration, ValueError, IndexError):  # pragma: no cover - not Linux
+        return 0o022
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """``text`` into a file beside ``path``, then renamed over it: a reader sees the old file or
+    the new one, never half of it. The new file keeps the old one's mode, else the umask's."""
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        raise

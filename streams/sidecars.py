@@ -16,8 +16,8 @@ and only under the folders given; a sidecar that is not valid XMP is reported, n
 
 from __future__ import annotations
 
+import functools
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -73,6 +73,7 @@ class Change:
         return bool(self.added or self.removed or self.created)
 
 
+@functools.cache
 def _xmp():
     try:
         import libxmp
@@ -130,15 +131,6 @@ def _read_only(sidecar: Path) -> bool:
         return not (os.stat(sidecar).st_mode & 0o222) or not os.access(sidecar, os.W_OK)
     except OSError:
         return False  # none there, or a dangling link (refused when written)
-
-
-def _umask() -> int:
-    """The process's umask, read without changing it (other threads may be creating files)."""
-    try:
-        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("Umask:"))
-        return int(line.split()[1], 8)
-    except (OSError, StopIteration, ValueError, IndexError):  # pragma: no cover - not Linux
-        return 0o022
 
 
 def update(image: Path, keywords: Sequence[Keyword], naming: str = "append", dry_run: bool = False,
@@ -220,21 +212,13 @@ def _read(path: Path) -> str:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """A file beside ``path``, then renamed over it: a reader sees the old sidecar or the new
-    one. A symbolic link at ``path`` is refused (the rename would replace the link, but a
-    sidecar is never a link columnist follows)."""
+    """files.write_atomically, refusing a symbolic link at ``path`` (the rename would replace
+    the link, but a sidecar is never a link columnist follows)."""
+    from columnist.files import write_atomically
+
     if path.is_symlink():
         raise OSError(f"{path} is a symbolic link")
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
-        raise
+    write_atomically(path, text)
 
 
 # -- from the store ---------------------------------------------------------------------------

@@ -80,16 +80,17 @@ class Walk:
         return Counter(media.suffix_kind(path.name) or media.IMAGE for _, path in self.files)
 
 
-def walk(paths: Iterable[str | Path], collection: str = "") -> Walk:
-    """Files of a kind columnist reads in folders (walked recursively; hidden files left out),
-    and any file named directly; what else the folders hold is counted, not taken."""
+def walk(paths: Iterable[str | Path], collection: str = "", follow_links: bool = True) -> Walk:
+    """Files of a kind columnist reads in folders (walked recursively; hidden files left out,
+    and links to files too unless ``follow_links``), and any file named directly; what else
+    the folders hold is counted, not taken."""
     found = Walk()
     for path in map(Path, paths):
         if not path.is_dir():
             found.files.append((image_id(path, None, collection), path))
             continue
         for file in sorted(path.rglob("*")):
-            if file.name.startswith(".") or not file.is_file():
+            if file.name.startswith(".") or not file.is_file() or (not follow_links and file.is_symlink()):
                 continue
             if file.suffix.lower() in SUPPORTED:
                 found.files.append((image_id(file, path, collection), file))

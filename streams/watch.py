@@ -20,11 +20,12 @@ import sqlite3
 import stat
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from columnist.tagger import SUPPORTED, absolute, image_id
+from columnist.tagger import SUPPORTED, absolute, image_id, walk
 
 if TYPE_CHECKING:
     from columnist.settings import Settings
@@ -41,7 +42,7 @@ STATE_DIR = Path.home() / ".columnist" / "watch"
 class Published:
     images: int = 0
     deleted: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
+    skipped: Counter = field(default_factory=Counter)
     """Files not of a kind columnist reads, counted by suffix."""
 
 
@@ -118,26 +119,21 @@ class Watcher:
 
     def catch_up(self) -> Published:
         """At start: publish what changed or appeared while nobody watched, and delete what went."""
-        known, self.totals.skipped = self.state.known(), {}
+        known, self.totals.skipped = self.state.known(), Counter()
         found = {str(path): path for folder in self.folders for path in self._files_under(folder)}
-        changed = [path for key, path in found.items() if self._differs(key, path, known.get(key))]
+        changed = [path for key, path in found.items() if self._differs(path, known.get(key))]
         gone = [key for key in known if key not in found and self.folder_of(Path(key)) is not None]
         self._publish(changed, gone)
         return self.totals
 
-    def _files_under(self, folder: Path) -> Iterable[Path]:
-        """The files of a kind columnist reads under ``folder`` (hidden ones left out; the rest
-        counted by suffix)."""
-        for path in sorted(folder.rglob("*")):
-            if path.name.startswith(".") or path.is_symlink() or not path.is_file():
-                continue  # links are not followed: a link to a folder may lead anywhere, or back here
-            suffix = path.suffix.lower()
-            if suffix in SUPPORTED:
-                yield path
-            else:
-                self.totals.skipped[suffix or "(no suffix)"] = self.totals.skipped.get(suffix or "(no suffix)", 0) + 1
+    def _files_under(self, folder: Path) -> list[Path]:
+        """The files of a kind columnist reads under ``folder`` (tagger.walk; links are not
+        followed: a link to a folder may lead anywhere, or back here); the rest counted."""
+        found = walk([folder], follow_links=False)
+        self.totals.skipped.update(found.skipped)
+        return [path for _, path in found.files]
 
-    def _differs(self, key: str, path: Path, was: tuple[str, int, int] | None) -> bool:
+    def _differs(self, path: Path, was: tuple[str, int, int] | None) -> bool:
         try:
             info = path.stat()
         except OSError:
@@ -195,7 +191,7 @@ class Watcher:
                 ready.append(Path(raw))
                 del self.pending[raw]
         if ready:
-            self._publish([p for p in ready if self._differs(str(p), p, self.state.get(str(p)))], [])
+            self._publish([p for p in ready if self._differs(p, self.state.get(str(p)))], [])
         if self.overflowed and not self.pending:
             self.overflowed = False
             log.info("more than %d files changed at once: looking over the folders again", MAX_PENDING)

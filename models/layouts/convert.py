@@ -9,12 +9,12 @@ replaces only a model directory a pull wrote (models.target).
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from columnist.files import umask
 from columnist.models.layouts.files import MAX_MODEL_BYTES, MAX_MODEL_FILE_BYTES, LayoutError, regular
 from columnist.models.layouts.registry import Layout, recognise
 from columnist.models.registry import BUILTIN_DIR
@@ -46,9 +46,7 @@ def convert(folder: Path, out: Path, source: str, name: str | None = None, varia
         _clear_stale_staging(out)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
         (staging / STAGING_MARKER).write_text("a model pull in progress (columnist); removed when it ends\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would keep the model from a service running as another user
+        staging.chmod(0o777 & ~umask())  # mkdtemp's 0700 would keep the model from a service running as another user
         try:
             for relative in files:
                 target = staging / relative

@@ -52,10 +52,11 @@ def migrate(
         policy = policy_from(config, roots=[r.resolve() for r in root] or config.roots or [Path("/")])
         job = model_change.Reembedder(store, target, lambda: vocabularies, lambda uri: fetch(uri, policy),
                                       config.image_limits, config.batch_size)
-        console.print(f"moving {store.dsn} from {state.serving} to {target.name}: {job.remaining()} images and "
+        remaining = job.remaining()  # a scan of every image: once
+        console.print(f"moving {store.dsn} from {state.serving} to {target.name}: {remaining} images and "
                       "videos to embed", highlight=False)
         with _progress(console) as progress:
-            task = progress.add_task(f"re-embedding with {target.name}", total=job.remaining())
+            task = progress.add_task(f"re-embedding with {target.name}", total=remaining)
             report = job.run(on_images=lambda n: progress.advance(task, n))
         found = model_change.coverage(store, target.name)
     except KeyboardInterrupt:

@@ -44,44 +44,13 @@ def read_dead_letters(settings: Settings, since: datetime | None = None, contain
 
 
 async def _read(settings: Settings, since: datetime | None, contains: str, group: str | None, limit: int) -> DeadLetters:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from columnist.kafka.admin import partitions_of
+    from columnist.kafka.reading import records_to_end
 
     found = DeadLetters()
     newest: deque = deque(maxlen=limit)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", request_timeout_ms=15_000,
-                                **settings.kafka_client_options())
-    try:
-        await consumer.start()
-        partitions = [TopicPartition(settings.topic_deadletter, p)
-                      for p in sorted(await partitions_of(consumer, settings.topic_deadletter))]
-        if not partitions:
-            return found
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        starts = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions}) \
-            if since else {}
-        for tp in partitions:
-            if since and starts.get(tp) is not None:
-                consumer.seek(tp, starts[tp].offset)
-            elif since:
-                consumer.seek(tp, ends[tp])  # nothing that recent
-            else:
-                await consumer.seek_to_beginning(tp)
-        remaining = {tp for tp in partitions if ends[tp] > await consumer.position(tp)}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=2_000)
-            for tp, messages in batch.items():
-                for message in messages:
-                    _take(message.value, contains, group, found, newest)
-                    if message.offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
-            if not batch:
-                break
-    finally:
-        await consumer.stop()
+    since_ms = int(since.timestamp() * 1000) if since else None
+    async for message in records_to_end(settings, settings.topic_deadletter, since_ms):
+        _take(message.value, contains, group, found, newest)
     found.letters = list(newest)
     return found
 

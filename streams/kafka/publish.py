@@ -66,37 +66,12 @@ def publish_vocab_record(settings: Settings, value: bytes, key: bytes | None = N
 
 async def _latest_documents(settings: Settings) -> dict[str, bytes]:
     """The newest record of each key on the vocabulary topic (it is compacted: small)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from columnist.kafka.reading import records_to_end
 
-    from columnist.kafka.admin import partitions_of
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", request_timeout_ms=15_000,
-                                **settings.kafka_client_options())
     latest: dict[str, bytes] = {}
-    try:
-        await consumer.start()
-        partitions = [TopicPartition(settings.topic_vocab, p)
-                      for p in sorted(await partitions_of(consumer, settings.topic_vocab))]
-        if not partitions:
-            return latest
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        for tp in partitions:
-            await consumer.seek_to_beginning(tp)
-        remaining = {tp for tp in partitions if ends[tp] > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=2_000)
-            for tp, messages in batch.items():
-                for message in messages:
-                    if message.key is not None and message.value is not None:
-                        latest[message.key.decode("utf-8", "replace")] = message.value
-                    if message.offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
-            if not batch:
-                break  # nothing more arrives: what was read is what there is
-    finally:
-        await consumer.stop()
+    async for message in records_to_end(settings, settings.topic_vocab):
+        if message.key is not None and message.value is not None:
+            latest[message.key.decode("utf-8", "replace")] = message.value
     return latest
 
 

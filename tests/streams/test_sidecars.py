@@ -186,5 +186,5 @@ def test_a_sidecar_named_after_another_file_is_left_to_it_and_new_ones_follow_th
     assert lightroom.read_text() == before and (tagged / "moon.jpg.xmp").exists()
     assert (tagged / "rocket.jpg.xmp").exists() and not (tagged / "rocket.xmp").exists()
     assert (tagged / "coffee.xmp").exists()  # no other coffee: Lightroom's name, as asked
-    mask = xmp._umask()
+    mask = __import__("columnist.files", fromlist=["umask"]).umask()
     assert all(c.sidecar.stat().st_mode & 0o777 == 0o666 & ~mask for c in run.changes if c.created)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 
+from columnist.tagger import skipped_summary
 from columnist.watch import Watcher, WatchState
 from tests.conftest import PHOTOS
 
@@ -14,6 +15,18 @@ from tests.conftest import PHOTOS
 def watcher(folder, state_file, sent):
     return Watcher([folder], "", WatchState(state_file),
                    lambda images, gone: sent.append(([i for i, _ in images], list(gone))), settle=0)
+
+
+def caught_up(tmp_path, *photos):
+    """A library holding ``photos`` (as name -> sample photo), watched and caught up: (folder,
+    watcher, what it sent)."""
+    folder, sent = tmp_path / "library", []
+    folder.mkdir()
+    for name, photo in photos:
+        shutil.copy(PHOTOS / photo, folder / name)
+    watched = watcher(folder, tmp_path / "state.sqlite", sent)
+    watched.catch_up()
+    return folder, watched, sent
 
 
 def test_a_folder_publishes_what_appears_changes_and_goes_once(tmp_path):
@@ -25,6 +38,7 @@ def test_a_folder_publishes_what_appears_changes_and_goes_once(tmp_path):
     first = watcher(folder, state, sent)
     caught = first.catch_up()
     assert sent == [([(folder / "moon.jpg").as_uri()], [])] and caught.skipped == {".txt": 1}
+    assert skipped_summary(caught.skipped) == "1 .txt"  # what `columnist watch` prints once caught up
 
     copy = folder / "trip" / "rocket.jpg"
     copy.parent.mkdir()
@@ -71,12 +85,7 @@ def test_a_folder_moved_away_while_watched_deletes_what_was_in_it(tmp_path):
 def test_a_file_deleted_and_written_again_within_one_debounce_is_published_not_deleted(tmp_path):
     """watchfiles hands a debounce's changes over as a set: 'added' may come before 'deleted'
     for a file removed and copied again; the file on disk decides."""
-    folder, state = tmp_path / "library", tmp_path / "state.sqlite"
-    folder.mkdir()
-    shutil.copy(PHOTOS / "moon.jpg", folder / "f.jpg")
-    sent = []
-    watched = watcher(folder, state, sent)
-    watched.catch_up()
+    folder, watched, sent = caught_up(tmp_path, ("f.jpg", "moon.jpg"))
     (folder / "f.jpg").unlink()
     shutil.copy(PHOTOS / "rocket.jpg", folder / "f.jpg")
     watched.changed([("added", str(folder / "f.jpg")), ("deleted", str(folder / "f.jpg"))])
@@ -88,15 +97,11 @@ def test_a_file_deleted_and_written_again_within_one_debounce_is_published_not_d
 def test_a_folder_moved_in_is_looked_over_and_too_many_changes_at_once_are_found_again(tmp_path, monkeypatch):
     import columnist.watch
 
-    folder, state = tmp_path / "library", tmp_path / "state.sqlite"
-    folder.mkdir()
     outside = tmp_path / "trip"
     (outside / "day1").mkdir(parents=True)
     for name in ("moon.jpg", "rocket.jpg", "coffee.jpg"):
         shutil.copy(PHOTOS / name, outside / "day1" / name)
-    sent = []
-    watched = watcher(folder, state, sent)
-    watched.catch_up()
+    folder, watched, sent = caught_up(tmp_path)
     monkeypatch.setattr(columnist.watch, "MAX_PENDING", 2)
     shutil.move(str(outside), str(folder / "trip"))
     watched.changed([("added", str(folder / "trip"))])  # inotify names the folder only
@@ -129,14 +134,10 @@ def test_what_never_settles_into_a_photo_does_not_hold_the_others_back_and_links
 
     import columnist.watch
 
-    folder, state = tmp_path / "library", tmp_path / "state.sqlite"
-    folder.mkdir()
     outside = tmp_path / "outside"
     outside.mkdir()
     shutil.copy(PHOTOS / "moon.jpg", outside / "secret.jpg")
-    sent = []
-    watched = watcher(folder, state, sent)
-    watched.catch_up()
+    folder, watched, sent = caught_up(tmp_path)
     monkeypatch.setattr(columnist.watch, "MAX_PENDING", 2)
     os.mkfifo(folder / "pipe.jpg")
     (folder / "link").symlink_to(outside)
@@ -152,12 +153,7 @@ def test_what_never_settles_into_a_photo_does_not_hold_the_others_back_and_links
 
 
 def test_a_file_that_became_a_folder_is_deleted(tmp_path):
-    folder, state = tmp_path / "library", tmp_path / "state.sqlite"
-    folder.mkdir()
-    shutil.copy(PHOTOS / "moon.jpg", folder / "x.jpg")
-    sent = []
-    watched = watcher(folder, state, sent)
-    watched.catch_up()
+    folder, watched, sent = caught_up(tmp_path, ("x.jpg", "moon.jpg"))
     (folder / "x.jpg").unlink()
     (folder / "x.jpg").mkdir()
     watched.changed([("added", str(folder / "x.jpg"))])

@@ -182,6 +182,14 @@ def test_bad_events_are_dead_lettered_and_the_batch_goes_on(stream_env, start_wo
     stored = {i for (i,) in worker.query("SELECT image_id FROM columnist.images FINAL")}
     assert stored == {i for i, _ in good}
 
+    from datetime import datetime, timedelta, timezone
+
+    from columnist.kafka.deadletters import read_dead_letters  # what `columnist deadletters` reads
+    found = read_dead_letters(settings, contains="outside the image roots")
+    assert found.matching == 2 and len(found.letters) == 2
+    assert read_dead_letters(settings).matching == len(bad)
+    assert read_dead_letters(settings, since=datetime.now(timezone.utc) + timedelta(hours=1)).matching == 0
+
     # an invalid vocabulary is dead-lettered; the worker keeps the last good one
     broken = b'{"schema": 1, "name": "space", "version": 9, "content_hash": "x", "document": {"name": "space"}}'
     produce(settings, settings.topic_vocab, [(b"space", broken)])
