@@ -94,7 +94,7 @@ class Replayer:
     ``chunks`` = 0 sizes chunks to about ROWS_PER_CHUNK stored embeddings (at most BUCKETS
     chunks): fewer, larger statements are faster, more chunks lose less work to a crash."""
 
-    ROWS_PER_CHUNK = 250_000
+    ROWS_PER_CHUNK = 1_000_000
 
     def __init__(self, store: "Statements", model: str, logit_scale: float, source: str, chunks: int = 0,
                  job: str | None = None, clock_slack_ms: int = 5_000, model_calibration: ModelCalibration | None = None):
