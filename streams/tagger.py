@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from columnist.files import read_regular_file
 from columnist.models import media
-from columnist.pipeline import ModelOutputError, SecondModel, embed_and_score, encoded_count, sha256_of, take_batch
+from columnist.pipeline import ModelOutputError, SecondModel, TakenBatch, embed_and_score, encoded_count, sha256_of, take_batch
 from columnist.prompt_cache import PromptCache
 from columnist.records import Counters, ImageInput, ImageLimits
 from columnist.store import check_model
@@ -33,6 +34,9 @@ from columnist.vocabulary_change import ApplyReport, ensure_applied, scored_voca
 if TYPE_CHECKING:
     from columnist.models.encoder import Encoder
     from columnist.store import Store
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 SUPPORTED = set().union(*media.SUFFIXES.values())
 """Suffixes of what `tag` and `publish images` take from a folder: stills, camera RAW, video."""
@@ -114,6 +118,19 @@ def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start:start + size]
 
 
+def _one_ahead(take: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    """``take`` of each item, the next one computed on a thread of its own while the caller
+    works on this one: a batch is read and decoded while the one before it encodes (the
+    tower's threads and Pillow's share the cores; decoding first, then encoding, left the
+    tower idle for every batch's decode and write)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="columnist-prepare") as ahead:
+        pending = ahead.submit(take, items[0]) if items else None
+        for following in [*items[1:], None]:
+            done = pending.result()
+            pending = ahead.submit(take, following) if following is not None else None
+            yield done
+
+
 def _read(batch: Sequence[tuple[str, Path]], limits: ImageLimits, collection: str,
           run: TagRun) -> list[ImageInput]:
     inputs = []
@@ -147,7 +164,9 @@ def tag(
     """Encode, score and store every new file; return what was written, skipped and failed.
     ``run`` is filled as the run goes (for a caller that is interrupted); ``limits``: the
     largest file and image accepted, and the decode threads (the worker's settings);
-    ``target``: the model the store is moving to (columnist.model_change), encoded with too."""
+    ``target``: the model the store is moving to (columnist.model_change), encoded with too.
+    The next batch is read and decoded while this one encodes, so content repeated in the
+    very next batch is encoded again (the same embedding; further on it is reused)."""
     check_model(store, encoder.name)
     delete_orphans(store)  # what a killed run left, older than check.GRACE_S
     limits = limits or ImageLimits()
@@ -158,9 +177,12 @@ def tag(
     vocabularies = [(v, text_embeddings(prompts, v)) for v in applied]
     second = SecondModel(target, [(v, text_embeddings(PromptCache(target, store), v)) for v in applied]) \
         if target is not None else None
-    for batch in _batches(files, batch_size):
+    def take(batch: Sequence[tuple[str, Path]]) -> tuple[Sequence[tuple[str, Path]], list[ImageInput], TakenBatch]:
         inputs = _read(batch, limits, collection, run)
-        taken = take_batch(inputs, encoder, store, run.counters, limits, skip_unchanged=not force, force=force)
+        return batch, inputs, take_batch(inputs, encoder, store, run.counters, limits, skip_unchanged=not force,
+                                         force=force)
+
+    for batch, inputs, taken in _one_ahead(take, list(_batches(files, batch_size))):
         run.failed += [(inputs[position].name, getattr(error, "reason", str(error))) for position, error in taken.failed]
         if taken.prepared:
             try:

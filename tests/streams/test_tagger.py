@@ -1,9 +1,10 @@
 import shutil
+import threading
 
 import pytest
 
 from columnist.models.mock import MockEncoder
-from columnist.tagger import find_images, tag
+from columnist.tagger import _one_ahead, find_images, tag
 from tests.conftest import PHOTOS
 
 pytestmark = pytest.mark.integration
@@ -79,6 +80,45 @@ def test_a_rerun_encodes_nothing_and_identical_content_is_encoded_once(store, sp
     _, same = store.query("SELECT uniqExact(embedding) FROM columnist.image_embedding FINAL "
                           "WHERE image_id LIKE '%moon%'")
     assert same == [(1,)]
+
+
+def test_the_next_batch_is_taken_while_the_caller_works_on_this_one():
+    started = {n: threading.Event() for n in range(3)}
+
+    def take(n):
+        started[n].set()
+        return n * 10
+
+    seen = []
+    for result in _one_ahead(take, [0, 1, 2]):
+        following = result // 10 + 1
+        if following < 3:  # taken meanwhile, on the other thread (a serial loop would wait forever)
+            assert started[following].wait(timeout=30)
+        seen.append(result)
+    assert seen == [0, 10, 20]
+
+
+def test_a_failure_taking_a_batch_reaches_the_caller_at_that_batch():
+    def take(n):
+        if n == 1:
+            raise OSError("disk gone")
+        return n
+
+    taken = _one_ahead(take, [0, 1, 2])
+    assert next(taken) == 0
+    with pytest.raises(OSError, match="disk gone"):
+        next(taken)
+
+
+def test_the_same_content_in_the_next_batch_is_stored_for_both_names(store, space_vocab, tmp_path):
+    """The next batch is looked up while this one encodes, so a copy there is encoded again:
+    the same embedding, stored for both names."""
+    (tmp_path / "a.jpg").write_bytes((PHOTOS / "moon.jpg").read_bytes())
+    (tmp_path / "b.jpg").write_bytes((PHOTOS / "moon.jpg").read_bytes())
+    run = tag(find_images([tmp_path]), space_vocab, MockEncoder(), store, batch_size=1)
+    assert run.counters.images_stored == 2 and not run.failed
+    _, same = store.query("SELECT count(), uniqExact(embedding) FROM columnist.image_embedding FINAL")
+    assert same == [(2, 1)]
 
 
 PETS = {"name": "pets", "version": 1, "attributes": [
