@@ -6,7 +6,7 @@ first time a model's image tower runs on a CPU, each installed runtime that can 
 timed on a batch of the worker's size (a couple of seconds each), its answer compared with the
 model's own runtime's (cosine at least COSINE_FLOOR), and the fastest kept. The choice is
 remembered per CPU (its model name, core count and instruction-set flags), model content
-(the image tower's sha256), batch size and threads, in ~/.columnist/runtimes.json, so later
+(the image tower's size, time and first and last MiB), batch size and threads, in ~/.columnist/runtimes.json, so later
 starts only read it. ``COLUMNIST_RUNTIME`` (or ``--runtime``) names one instead.
 """
 
@@ -76,12 +76,23 @@ def cpu_signature() -> str:
     return f"{model} x{cpu_count()} flags:{flags}"
 
 
-def content_hash(path: Path) -> str:
+def fingerprint(path: Path) -> str:
+    """What tells this model file from another, cheaply: its size, its modification time and
+    the sha256 of its first and last MiB (hashing a 350 MB fp32 tower at every start cost a
+    quarter of a second; a file written again, or another file put there, changes one of them)."""
+    info = path.stat()
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        digest.update(handle.read(1 << 20))
+        handle.seek(max(0, info.st_size - (1 << 20)))
+        digest.update(handle.read(1 << 20))
+    return f"{info.st_size}:{info.st_mtime_ns}:{digest.hexdigest()[:32]}"
+
+
+def _key(directory: Path, spec: "ModelSpec", batch_size: int, threads: int) -> str:
+    """A choice holds for one CPU, one model file, batch size and thread count."""
+    tower = directory / spec.visual
+    return f"{cpu_signature()} | {fingerprint(tower)} | batch {batch_size} | threads {threads or cpu_count()}"
 
 
 def choose(directory: Path, spec: "ModelSpec", threads: int = 0, batch_size: int = 32,
@@ -89,7 +100,7 @@ def choose(directory: Path, spec: "ModelSpec", threads: int = 0, batch_size: int
     """The remembered choice for this CPU and model, else one measured now (and remembered)."""
     cache = cache or CACHE
     tower = directory / spec.visual
-    key = f"{cpu_signature()} | {content_hash(tower)} | batch {batch_size} | threads {threads or cpu_count()}"
+    key = _key(directory, spec, batch_size, threads)
     remembered = _choice(_read(cache).get(key))
     if remembered and remembered.runtime in candidates(spec, tower):
         return remembered
@@ -137,9 +148,7 @@ def measure_runtimes(tower: Path, spec: "ModelSpec", names: list[str], threads: 
 def remembered(directory: Path, spec: "ModelSpec", batch_size: int = 32, threads: int = 0,
                cache: Path | None = None) -> Choice | None:
     """The choice remembered for this CPU and model, if one was measured (`model info`)."""
-    tower = directory / spec.visual
-    key = f"{cpu_signature()} | {content_hash(tower)} | batch {batch_size} | threads {threads or cpu_count()}"
-    return _choice(_read(cache or CACHE).get(key))
+    return _choice(_read(cache or CACHE).get(_key(directory, spec, batch_size, threads)))
 
 
 MAX_CACHE_BYTES = 1 << 20
