@@ -14,9 +14,10 @@ applied to the store is scored, so none of them misses the new images.
 from __future__ import annotations
 
 import os
+import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -33,6 +34,7 @@ from columnist.vocabulary_change import ApplyReport, ensure_applied, scored_voca
 
 if TYPE_CHECKING:
     from columnist.models.encoder import Encoder
+    from columnist.records import ScoredBatch
     from columnist.store import Store
 
 T = TypeVar("T")
@@ -131,8 +133,47 @@ def _one_ahead(take: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
             yield done
 
 
+class _OneBehind:
+    """Runs each write on a thread of its own while the caller goes on to the next batch: one
+    write at a time, in order; a write's failure is raised at the next submit or at the end
+    (the store's insert and the tower share the cores, but the tower no longer waits for it)."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="columnist-write")
+        self.pending: "Future | None" = None
+
+    def submit(self, function: Callable[..., None], *args) -> None:
+        self.wait()
+        self.pending = self.pool.submit(function, *args)
+
+    def wait(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> "_OneBehind":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        try:
+            if kind is None:
+                self.wait()
+        finally:
+            self.pool.shutdown(wait=True)  # an interrupted run still finishes the write under way
+
+
+def _add(into: Counters, more: Counters) -> None:
+    """Add ``more``'s counts to ``into``'s: the reading, writing and calling threads all count."""
+    with _COUNTING:
+        for each in fields(more):
+            setattr(into, each.name, getattr(into, each.name) + getattr(more, each.name))
+
+
+_COUNTING = threading.Lock()
+
+
 def _read(batch: Sequence[tuple[str, Path]], limits: ImageLimits, collection: str,
-          run: TagRun) -> list[ImageInput]:
+          failed: list[tuple[str, str]], counters: Counters) -> list[ImageInput]:
     inputs = []
     for image_id_, path in batch:
         cap = limits.max_video_bytes if media.suffix_kind(path.name) == media.VIDEO else limits.max_bytes
@@ -140,8 +181,8 @@ def _read(batch: Sequence[tuple[str, Path]], limits: ImageLimits, collection: st
             data = read_regular_file(path, cap)
         except OSError as err:  # FileRefused says why; other OSErrors (missing, denied) their strerror
             reason = getattr(err, "reason", None) or err.strerror or str(err)
-            run.failed.append((str(path), f"cannot read file: {reason}"))
-            run.counters.images_failed += 1
+            failed.append((str(path), f"cannot read file: {reason}"))
+            counters.images_failed += 1
             continue
         inputs.append(ImageInput(data, sha256_of(data), str(path), image_id_, absolute(path).as_uri(), collection))
     return inputs
@@ -177,27 +218,33 @@ def tag(
     vocabularies = [(v, text_embeddings(prompts, v)) for v in applied]
     second = SecondModel(target, [(v, text_embeddings(PromptCache(target, store), v)) for v in applied]) \
         if target is not None else None
-    def take(batch: Sequence[tuple[str, Path]]) -> tuple[Sequence[tuple[str, Path]], list[ImageInput], TakenBatch]:
-        inputs = _read(batch, limits, collection, run)
-        return batch, inputs, take_batch(inputs, encoder, store, run.counters, limits, skip_unchanged=not force,
-                                         force=force)
+    def take(batch: Sequence[tuple[str, Path]]) -> tuple[Sequence[tuple[str, Path]], list[ImageInput], TakenBatch,
+                                                         Counters]:
+        counted = Counters()  # added to the run's by the caller's thread: one writer per count
+        inputs = _read(batch, limits, collection, run.failed, counted)
+        return batch, inputs, take_batch(inputs, encoder, store, counted, limits, skip_unchanged=not force,
+                                         force=force), counted
 
-    for batch, inputs, taken in _one_ahead(take, list(_batches(files, batch_size))):
-        run.failed += [(inputs[position].name, getattr(error, "reason", str(error))) for position, error in taken.failed]
-        if taken.prepared:
-            try:
-                scored = embed_and_score(taken.prepared, vocabularies, encoder)
-            except ModelOutputError as err:  # the model's fault, for every image of the batch
-                run.failed += [(inputs[position].name, str(err)) for position in taken.prepared_from]
-                run.counters.images_failed += len(taken.prepared)
-            else:
-                if second is not None:
-                    alongside = second.score(second.take([inputs[p] for p in taken.prepared_from], store, limits))
-                    if alongside is not None:
-                        store.write_model_rows(alongside)
-                run.counters.score_rows += store.write(scored)
-                run.counters.images_stored += len(taken.prepared)
-                run.counters.images_encoded += encoded_count(taken.prepared)
-        if on_progress:
-            on_progress(len(batch))
+    def write(scored: "ScoredBatch", alongside: "ScoredBatch | None", images: int, encoded: int) -> None:
+        if alongside is not None:  # the target's rows first: an image row means every model's are there
+            store.write_model_rows(alongside)
+        _add(run.counters, Counters(score_rows=store.write(scored), images_stored=images, images_encoded=encoded))
+
+    with _OneBehind() as writes:
+        for batch, inputs, taken, counted in _one_ahead(take, list(_batches(files, batch_size))):
+            _add(run.counters, counted)
+            run.failed += [(inputs[position].name, getattr(error, "reason", str(error)))
+                           for position, error in taken.failed]
+            if taken.prepared:
+                try:
+                    scored = embed_and_score(taken.prepared, vocabularies, encoder)
+                except ModelOutputError as err:  # the model's fault, for every image of the batch
+                    run.failed += [(inputs[position].name, str(err)) for position in taken.prepared_from]
+                    _add(run.counters, Counters(images_failed=len(taken.prepared)))
+                else:
+                    alongside = second.score(second.take([inputs[p] for p in taken.prepared_from], store, limits)) \
+                        if second is not None else None
+                    writes.submit(write, scored, alongside, len(taken.prepared), encoded_count(taken.prepared))
+            if on_progress:
+                on_progress(len(batch))
     return run

@@ -4,7 +4,7 @@ import threading
 import pytest
 
 from columnist.models.mock import MockEncoder
-from columnist.tagger import _one_ahead, find_images, tag
+from columnist.tagger import _one_ahead, _OneBehind, find_images, tag
 from tests.conftest import PHOTOS
 
 pytestmark = pytest.mark.integration
@@ -108,6 +108,23 @@ def test_a_failure_taking_a_batch_reaches_the_caller_at_that_batch():
     assert next(taken) == 0
     with pytest.raises(OSError, match="disk gone"):
         next(taken)
+
+
+def test_writes_run_one_at_a_time_in_order_and_a_failure_reaches_the_caller():
+    done, running = [], threading.Semaphore(1)
+
+    def write(n):
+        assert running.acquire(blocking=False), "two writes at once"
+        done.append(n)
+        running.release()
+        if n == 2:
+            raise OSError("store gone")
+
+    with pytest.raises(OSError, match="store gone"):
+        with _OneBehind() as writes:
+            for n in range(3):
+                writes.submit(write, n)
+    assert done == [0, 1, 2]
 
 
 def test_the_same_content_in_the_next_batch_is_stored_for_both_names(store, space_vocab, tmp_path):
