@@ -7,7 +7,6 @@ here so a dot product is a cosine.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -127,7 +126,6 @@ class ClipEncoder:
         self.threads, self.batch_size = threads, batch_size
         self._image_tower: ImageTower | None = None
         self._text_tower: TextTower | None = None
-        self._opening = threading.Lock()
 
     @classmethod
     def from_directory(cls, directory: Path, threads: int = 0, batch_size: int = 32,
@@ -136,25 +134,10 @@ class ClipEncoder:
 
     @property
     def image_tower(self) -> ImageTower:
-        with self._opening:  # one opening, whichever thread asks first (open_image_tower_soon)
-            if self._image_tower is None:
-                session = open_session(self.runtime, self.directory / self.spec.visual, self.threads)
-                self._image_tower = ImageTower(session, self.spec, self.batch_size)
+        if self._image_tower is None:
+            session = open_session(self.runtime, self.directory / self.spec.visual, self.threads)
+            self._image_tower = ImageTower(session, self.spec, self.batch_size)
         return self._image_tower
-
-    def open_image_tower_soon(self) -> threading.Thread:
-        """Open the image tower on a thread of its own while the caller does other work
-        (`tag` opens the store meanwhile: the runtime's graph optimisation and ClickHouse's
-        start each take most of a second, on different cores); the first encode waits for it.
-        A tower that cannot open is opened again by that encode, which says why."""
-        def open_quietly() -> None:
-            try:
-                self.image_tower
-            except Exception:  # noqa: BLE001 - reported where it is used, not on this thread
-                pass
-        opening = threading.Thread(target=open_quietly, name="columnist-open-model")
-        opening.start()
-        return opening
 
     @property
     def text_tower(self) -> TextTower:

@@ -50,8 +50,6 @@ def tag(
     if not files:
         fail(f"no images or videos found in {', '.join(printable(p) for p in paths)}")
     encoder = load_encoder(model or config.model, threads=config.threads, batch_size=config.batch_size, runtime=config.runtime)
-    if hasattr(encoder, "open_image_tower_soon"):  # a model with towers to open (not the mock)
-        encoder.open_image_tower_soon()  # while the store opens
     store = store_or_exit(db, "tag", create=True)
     try:
         encoder, target = encoders_for(store, encoder, model)
