@@ -54,8 +54,14 @@ def push(settings, vocab) -> None:
 
 
 def wait_for_scores(worker, expected_rows: int, timeout: float = 120) -> None:
-    wait_until(lambda: worker.scalar("SELECT count() FROM columnist.feature_image_attribute FINAL") == expected_rows,
-               timeout, f"{expected_rows} score rows")
+    """Until that many score rows are stored, and each scored image's row too (a batch writes
+    the images rows last: waiting for the scores alone raced them)."""
+    def stored() -> bool:
+        return worker.scalar("SELECT count() FROM columnist.feature_image_attribute FINAL") == expected_rows and \
+            worker.scalar("SELECT count() FROM (SELECT DISTINCT image_id FROM columnist.feature_image_attribute "
+                          "WHERE position(image_id, '#t=') = 0) WHERE image_id NOT IN "
+                          "(SELECT image_id FROM columnist.images FINAL)") == 0
+    wait_until(stored, timeout, f"{expected_rows} score rows and their images")
 
 
 def wait_for_version(worker, version: int, timeout: float = 120) -> None:
