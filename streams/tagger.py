@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
+from contextlib import closing
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -146,6 +147,11 @@ class _OneBehind:
         self.wait()
         self.pending = self.pool.submit(function, *args)
 
+    def raise_if_failed(self) -> None:
+        """The failure of a write that has ended, now rather than at the next submit."""
+        if self.pending is not None and self.pending.done():
+            self.wait()
+
     def wait(self) -> None:
         pending, self.pending = self.pending, None
         if pending is not None:
@@ -206,8 +212,9 @@ def tag(
     ``run`` is filled as the run goes (for a caller that is interrupted); ``limits``: the
     largest file and image accepted, and the decode threads (the worker's settings);
     ``target``: the model the store is moving to (columnist.model_change), encoded with too.
-    The next batch is read and decoded while this one encodes, so content repeated in the
-    very next batch is encoded again (the same embedding; further on it is reused)."""
+    The next batch is read and decoded while this one encodes and the one before it is
+    written, so content repeated within the next two batches may be encoded again (the same
+    embedding, stored for each name; further on it is reused)."""
     check_model(store, encoder.name)
     delete_orphans(store)  # what a killed run left, older than check.GRACE_S
     limits = limits or ImageLimits()
@@ -219,22 +226,23 @@ def tag(
     second = SecondModel(target, [(v, text_embeddings(PromptCache(target, store), v)) for v in applied]) \
         if target is not None else None
     def take(batch: Sequence[tuple[str, Path]]) -> tuple[Sequence[tuple[str, Path]], list[ImageInput], TakenBatch,
-                                                         Counters]:
-        counted = Counters()  # added to the run's by the caller's thread: one writer per count
-        inputs = _read(batch, limits, collection, run.failed, counted)
+                                                         Counters, list[tuple[str, str]]]:
+        counted, unread = Counters(), []  # added to the run's by the caller's thread, in file order
+        inputs = _read(batch, limits, collection, unread, counted)
         return batch, inputs, take_batch(inputs, encoder, store, counted, limits, skip_unchanged=not force,
-                                         force=force), counted
+                                         force=force), counted, unread
 
     def write(scored: "ScoredBatch", alongside: "ScoredBatch | None", images: int, encoded: int) -> None:
         if alongside is not None:  # the target's rows first: an image row means every model's are there
             store.write_model_rows(alongside)
         _add(run.counters, Counters(score_rows=store.write(scored), images_stored=images, images_encoded=encoded))
 
-    with _OneBehind() as writes:
-        for batch, inputs, taken, counted in _one_ahead(take, list(_batches(files, batch_size))):
+    with _OneBehind() as writes, closing(_one_ahead(take, list(_batches(files, batch_size)))) as taken_batches:
+        for batch, inputs, taken, counted, unread in taken_batches:
+            writes.raise_if_failed()  # a store that refused the last write stops the run here
             _add(run.counters, counted)
-            run.failed += [(inputs[position].name, getattr(error, "reason", str(error)))
-                           for position, error in taken.failed]
+            run.failed += unread + [(inputs[position].name, getattr(error, "reason", str(error)))
+                                    for position, error in taken.failed]
             if taken.prepared:
                 try:
                     scored = embed_and_score(taken.prepared, vocabularies, encoder)
