@@ -6,7 +6,7 @@ first time a model's image tower runs on a CPU, each installed runtime that can 
 timed on a batch of the worker's size (a couple of seconds each), its answer compared with the
 model's own runtime's (cosine at least COSINE_FLOOR), and the fastest kept. The choice is
 remembered per CPU (its model name, core count and instruction-set flags), model content
-(the image tower's size, time and first and last MiB), batch size and threads, in ~/.columnist/runtimes.json, so later
+(the image tower's size, times and first and last MiB), batch size and threads, in ~/.columnist/runtimes.json, so later
 starts only read it. ``COLUMNIST_RUNTIME`` (or ``--runtime``) names one instead.
 """
 
@@ -77,16 +77,18 @@ def cpu_signature() -> str:
 
 
 def fingerprint(path: Path) -> str:
-    """What tells this model file from another, cheaply: its size, its modification time and
-    the sha256 of its first and last MiB (hashing a 350 MB fp32 tower at every start cost a
-    quarter of a second; a file written again, or another file put there, changes one of them)."""
+    """What tells this model file from another, cheaply: its size, its modification and
+    change times and the sha256 of its first and last MiB. Hashing a 350 MB fp32 tower at
+    every start cost half a second. Any write to the file moves its change time, which no
+    tool sets back (a build that fixes modification times does not fix it), so a file
+    written again, copied or downloaded again is measured again: a few seconds, once."""
     info = path.stat()
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         digest.update(handle.read(1 << 20))
         handle.seek(max(0, info.st_size - (1 << 20)))
         digest.update(handle.read(1 << 20))
-    return f"{info.st_size}:{info.st_mtime_ns}:{digest.hexdigest()[:32]}"
+    return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{digest.hexdigest()[:32]}"
 
 
 def _key(directory: Path, spec: "ModelSpec", batch_size: int, threads: int) -> str:
