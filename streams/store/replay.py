@@ -91,10 +91,12 @@ class ReplayReport:
 class Replayer:
     """Replays one job: a vocabulary change (job = its content hash) or a backfill.
 
-    ``chunks`` = 0 sizes chunks to about ROWS_PER_CHUNK stored embeddings (at most BUCKETS
-    chunks): fewer, larger statements are faster, more chunks lose less work to a crash."""
+    ``chunks`` = 0 sizes a job's chunks to about SCORES_PER_CHUNK score rows each (stored
+    embeddings x attributes replayed, at most BUCKETS chunks): fewer, larger statements are
+    faster (+1 attribute over 1M embeddings: 0.72 s as one statement, 1.4 s as four), but on
+    the embedded engine ingest waits while one runs, and more chunks lose less to a crash."""
 
-    ROWS_PER_CHUNK = 1_000_000
+    SCORES_PER_CHUNK = 10_000_000
 
     def __init__(self, store: "Statements", model: str, logit_scale: float, source: str, chunks: int = 0,
                  job: str | None = None, clock_slack_ms: int = 5_000, model_calibration: ModelCalibration | None = None):
@@ -102,10 +104,18 @@ class Replayer:
         self.model_calibration = model_calibration  # the model's default centre and scale (SigLIP's bias)
         self.job = job
         self.clock_slack_ms = clock_slack_ms  # writers' clocks may disagree (created_at is the writer's time)
-        if chunks <= 0:
-            embeddings = store.scalar("SELECT count() FROM columnist.image_embedding WHERE model = {m:String}", {"m": model})
-            chunks = -(-embeddings // self.ROWS_PER_CHUNK)
-        self.chunks = max(1, min(BUCKETS, chunks))
+        self.given = chunks > 0  # COLUMNIST_REPLAY_CHUNKS; else sized to the job (size_for)
+        self.embeddings = 0 if self.given else store.scalar(
+            "SELECT count() FROM columnist.image_embedding WHERE model = {m:String}", {"m": model})
+        self.chunks = max(1, min(BUCKETS, chunks)) if self.given else self._chunks_for(1)
+
+    def _chunks_for(self, attributes: int) -> int:
+        return max(1, min(BUCKETS, -(-self.embeddings * max(1, attributes) // self.SCORES_PER_CHUNK)))
+
+    def size_for(self, diff: VocabularyDiff) -> None:
+        """Chunks for replaying ``diff``'s attributes (a job already started keeps its own)."""
+        if not self.given:
+            self.chunks = self._chunks_for(len(diff.rescore))
 
     def job_of(self, vocab: Vocabulary) -> str:
         return self.job or vocab.content_hash()
@@ -124,6 +134,7 @@ class Replayer:
         """Write every affected attribute for every stored embedding of this model, chunk by
         chunk (store.checkpoints: several workers split a job), then the final pass and the
         videos' scores."""
+        self.size_for(diff)
         marks = self.checkpoints(vocab)
         rows, mine = marks.run(start_at, lambda chunk: self._replay_chunk(vocab, diff, texts, chunk), on_chunk,
                                fault="after_replay_chunk")
@@ -140,6 +151,7 @@ class Replayer:
 
     def replay_chunk(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"], chunk: int) -> int:
         """One chunk claimed, written and checkpointed, as ``run`` does each chunk it takes."""
+        self.size_for(diff)
         marks = self.checkpoints(vocab)
         marks.claim(chunk)
         return marks.do(chunk, lambda c: self._replay_chunk(vocab, diff, texts, c))

@@ -6,7 +6,7 @@ import pytest
 from columnist.models.mock import MockEncoder
 from columnist.store.replay import Replayer
 from columnist.records import ImageRecord, ScoredBatch
-from columnist.vocab.diff import diff_vocabularies
+from columnist.vocab.diff import VocabularyDiff, diff_vocabularies
 from columnist.vectors import l2_normalise
 from columnist.vocab.prompts import text_embeddings
 from columnist.vocab.schema import parse_vocabulary
@@ -87,11 +87,17 @@ def test_chunk_count_follows_the_number_of_embeddings(store):
     v1 = parse_vocabulary(V1)
     ingest(store, v1, count=10)
     assert Replayer(store, "mock", 100.0, "mock").chunks == 1
-    Replayer.ROWS_PER_CHUNK, saved = 3, Replayer.ROWS_PER_CHUNK
+    Replayer.SCORES_PER_CHUNK, saved = 3, Replayer.SCORES_PER_CHUNK
     try:
-        assert Replayer(store, "mock", 100.0, "mock").chunks == 4
+        replayer = Replayer(store, "mock", 100.0, "mock")
+        assert replayer.chunks == 4  # one attribute: 10 score rows
+        replayer.size_for(VocabularyDiff(added=("a", "b", "c")))
+        assert replayer.chunks == 10  # 30 score rows
+        given = Replayer(store, "mock", 100.0, "mock", chunks=2)
+        given.size_for(VocabularyDiff(added=("a", "b", "c")))
+        assert given.chunks == 2  # COLUMNIST_REPLAY_CHUNKS holds
     finally:
-        Replayer.ROWS_PER_CHUNK = saved
+        Replayer.SCORES_PER_CHUNK = saved
 
 
 def test_changed_description_rescores_it_and_dependents_only(store):
