@@ -225,6 +225,7 @@ def tag(
     vocabularies = [(v, text_embeddings(prompts, v)) for v in applied]
     second = SecondModel(target, [(v, text_embeddings(PromptCache(target, store), v)) for v in applied]) \
         if target is not None else None
+
     def take(batch: Sequence[tuple[str, Path]]) -> tuple[Sequence[tuple[str, Path]], list[ImageInput], TakenBatch,
                                                          Counters, list[tuple[str, str]]]:
         counted, unread = Counters(), []  # added to the run's by the caller's thread, in file order
