@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from columnist.store.replay import Replayer
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+SERVING_MODEL = "(SELECT model FROM columnist.serving_model)"
+"""The model whose scores the views and reads show (model_state, one insert at a cutover)."""
 SORT_KEYS = {
     "feature_image_attribute": "vocab_name, model, attribute, image_id",
     "vocabulary": "vocab_name, vocab_version, code, model",
@@ -555,8 +557,8 @@ class ClickHouseStore:
         if not codes:
             return 0
         return self.scalar("SELECT count() FROM columnist.feature_image_attribute FINAL WHERE vocab_name = {v:String} "
-                           "AND attribute IN {c:Array(String)} AND model = if({m:String} != '', {m:String}, "
-                           "(SELECT model FROM columnist.serving_model))", {"v": vocab_name, "c": list(codes), "m": model or ""})
+                           f"AND attribute IN {{c:Array(String)}} AND model = if({{m:String}} != '', {{m:String}}, "
+                           f"{SERVING_MODEL})", {"v": vocab_name, "c": list(codes), "m": model or ""})
 
     def replayer(self, model: str, logit_scale: float, source: str, chunks: int = 0,
                  job: str | None = None, model_calibration: ModelCalibration | None = None) -> "Replayer":
@@ -613,7 +615,7 @@ class ClickHouseStore:
     def attribute_scores(self, vocab_name: str, code: str) -> list[tuple[str, float, float]]:
         _, rows = self.query("SELECT image_id, score, logit FROM columnist.feature_image_attribute FINAL "
                              "WHERE vocab_name = {v:String} AND attribute = {a:String} "
-                             "AND model = (SELECT model FROM columnist.serving_model)", {"v": vocab_name, "a": code})
+                             f"AND model = {SERVING_MODEL}", {"v": vocab_name, "a": code})
         return [(i, float(s), float(lg)) for i, s, lg in rows]
 
     def summary(self) -> dict[str, Any]:
@@ -638,7 +640,7 @@ class ClickHouseStore:
                                  "FROM columnist.vocabulary_applied FINAL ORDER BY vocab_name"),
             "attributes": rows("SELECT vocab_name, attribute, source, count() AS scores, "
                                "avg(score) AS mean_score FROM columnist.feature_image_attribute FINAL "
-                               "WHERE model = (SELECT model FROM columnist.serving_model) "
+                               f"WHERE model = {SERVING_MODEL} "
                                "GROUP BY vocab_name, attribute, source ORDER BY vocab_name, attribute"),
         }
 
@@ -744,7 +746,7 @@ def _columns_select(vocab: Vocabulary, only_named: str) -> str:
             f"{', '.join(f's.`{c}` AS `{c}`' for c in vocab.codes)}\n"
             f"FROM (\n  SELECT image_id,\n    {columns}\n"
             f"  FROM columnist.feature_image_attribute\n"
-            f"  WHERE vocab_name = '{vocab.name}' AND model = (SELECT model FROM columnist.serving_model)\n"
+            f"  WHERE vocab_name = '{vocab.name}' AND model = {SERVING_MODEL}\n"
             f"    AND attribute IN ({in_list}){only_named}\n  GROUP BY image_id\n) AS s\n"
             f"INNER JOIN (SELECT image_id, collection, uri, ingested_at FROM columnist.images FINAL) AS i "
             f"ON i.image_id = s.image_id")
