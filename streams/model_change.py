@@ -24,7 +24,7 @@ from columnist.pipeline import ModelOutputError, embed_and_score, sha256_of, tak
 from columnist.records import Counters, ImageInput, ImageLimits, ModelState
 from columnist.store import migration
 from columnist.store.check import MISSING
-from columnist.store.checkpoints import Checkpoints
+from columnist.store.checkpoints import BUCKETS, Checkpoints, buckets_of
 
 if TYPE_CHECKING:
     from columnist.models.encoder import Encoder
@@ -134,7 +134,7 @@ class Reembedder:
         self.counters = counters or Counters()
         chunks = chunks or -(-migration.count_lacking(store, target.name) // self.ROWS_PER_CHUNK)
         self.checkpoints = Checkpoints(store, "", migration.JOB_PREFIX + target.name,
-                                       max(1, min(migration.BUCKETS, chunks)))
+                                       max(1, min(BUCKETS, chunks)))
         self.stopped = threading.Event()
         """Set to end the run between two batches (JobStopped)."""
 
@@ -143,7 +143,7 @@ class Reembedder:
         chunks = self.checkpoints.chunks
 
         def chunk(number: int) -> int:
-            return self._embed_all(migration.buckets_of(number, chunks), report, on_images)
+            return self._embed_all(buckets_of(number, chunks), report, on_images)
 
         _, mine = self.checkpoints.run(start_at, chunk, fault="after_reembed_chunk")
         report.chunks_skipped = chunks - len(mine)

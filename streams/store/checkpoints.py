@@ -18,6 +18,15 @@ from columnist import faults
 if TYPE_CHECKING:
     from columnist.store import Statements
 
+BUCKETS = 64
+"""Jobs are cut by cityHash64(image_id) % BUCKETS (image_embedding's ``bucket`` column), so a
+job has at most this many chunks."""
+
+
+def buckets_of(chunk: int, chunks: int) -> list[int]:
+    """The buckets of chunk ``chunk`` of ``chunks``."""
+    return [b for b in range(BUCKETS) if b % chunks == chunk]
+
 
 class Checkpoints:
     """The checkpoint rows of one job: ``name`` (a vocabulary, or '' for a model's job), ``job``

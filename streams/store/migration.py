@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
+from columnist.store.checkpoints import BUCKETS
+
 if TYPE_CHECKING:
     from columnist.store import Statements
 
-BUCKETS = 64
-"""A re-embed job is cut into this many chunks, by a hash of image_id (as replay's buckets)."""
 JOB_PREFIX = "model "
 """A re-embed job's name in replay_checkpoint (vocab_name ''): ``model <name>``."""
 
@@ -29,7 +29,7 @@ WHERE {where}
 """Images (and videos) the model has no embedding of (a video: of none of its frames)."""
 NOT_NOTED = ("(image_id, uri) NOT IN (SELECT image_id, uri FROM columnist.reembed_missing FINAL "
              "WHERE model = {m:String})")
-IN_CHUNK = "cityHash64(image_id) % 64 IN {buckets:Array(UInt8)}"
+IN_CHUNK = f"cityHash64(image_id) % {BUCKETS} IN {{buckets:Array(UInt8)}}"
 
 MODEL_TABLES = ("image_embedding", "feature_image_attribute", "vocabulary", "prompt_embedding", "search_phrase",
                 "reembed_missing")
@@ -76,10 +76,6 @@ class AttributeChange:
     correlation: float
     gained_ids: list[str]
     lost_ids: list[str]
-
-
-def buckets_of(chunk: int, chunks: int) -> list[int]:
-    return [b for b in range(BUCKETS) if b % chunks == chunk]
 
 
 def pending(store: "Statements", model: str, buckets: Sequence[int] | None = None, limit: int = 0) -> list[Pending]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from columnist.records import ModelCalibration
-from columnist.store.checkpoints import Checkpoints
+from columnist.store.checkpoints import BUCKETS, Checkpoints, buckets_of
 from columnist.store.clickhouse import IDENTIFIER
 from columnist.vocab.diff import VocabularyDiff
 from columnist.vocab.rules import parse_rule, references, to_sql
@@ -75,7 +75,6 @@ GROUP BY f.attribute, fr.video_id
 """
 """A video's score per attribute: the maximum over its frames (re-derived after a replay)."""
 
-BUCKETS = 64  # image_embedding.bucket = cityHash64(image_id) % 64
 CHUNK_WHERE = "bucket IN {buckets:Array(UInt8)}"
 LATE_WHERE = "toUnixTimestamp64Milli(created_at) > {since_ms:Int64}"
 
@@ -160,7 +159,7 @@ class Replayer:
         """Score one chunk's images for the affected attributes; return images in the chunk x
         attributes written."""
         base, derived = self._split(vocab, diff, texts)
-        where = {"buckets": [b for b in range(BUCKETS) if b % self.chunks == chunk]}
+        where = {"buckets": buckets_of(chunk, self.chunks)}
         _, counts = self.store.query(
             f"SELECT (SELECT count() FROM columnist.image_embedding FINAL WHERE model = {{model:String}} AND {CHUNK_WHERE}),"
             f" (SELECT count() FROM columnist.image_embedding WHERE model = {{model:String}} AND {CHUNK_WHERE})",
