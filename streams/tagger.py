@@ -97,7 +97,14 @@ def walk(paths: Iterable[str | Path], collection: str = "", follow_links: bool =
             found.files.append((image_id(path, None, collection), path))
             continue
         for file in sorted(path.rglob("*")):
-            if file.name.startswith(".") or not file.is_file() or (not follow_links and file.is_symlink()):
+            if file.name.startswith("."):
+                continue
+            if not follow_links and file.is_symlink():
+                found.skipped["(link, not followed)"] += 1
+                continue
+            if not file.is_file():  # a folder is walked; a pipe, socket, device or broken link is counted
+                if not file.is_dir():
+                    found.skipped["(not a regular file)"] += 1
                 continue
             if file.suffix.lower() in SUPPORTED:
                 found.files.append((image_id(file, path, collection), file))

@@ -4,7 +4,7 @@ import threading
 import pytest
 
 from columnist.models.mock import MockEncoder
-from columnist.tagger import _one_ahead, _OneBehind, find_images, tag
+from columnist.tagger import _one_ahead, _OneBehind, find_images, tag, walk
 from tests.conftest import PHOTOS
 
 pytestmark = pytest.mark.integration
@@ -80,6 +80,21 @@ def test_a_rerun_encodes_nothing_and_identical_content_is_encoded_once(store, sp
     _, same = store.query("SELECT uniqExact(embedding) FROM columnist.image_embedding FINAL "
                           "WHERE image_id LIKE '%moon%'")
     assert same == [(1,)]
+
+
+def test_a_pipe_or_a_link_in_a_folder_is_counted_not_dropped_silently(tmp_path):
+    import os
+
+    shutil.copy(PHOTOS / "moon.jpg", tmp_path / "moon.jpg")
+    os.mkfifo(tmp_path / "never.jpg")
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "moon.jpg")
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "nothing-here")
+    walked = walk([tmp_path])
+    assert [p.name for _, p in walked.files] == ["link.jpg", "moon.jpg"]
+    assert dict(walked.skipped) == {"(not a regular file)": 2}  # the pipe and the broken link
+    unfollowed = walk([tmp_path], follow_links=False)
+    assert [p.name for _, p in unfollowed.files] == ["moon.jpg"]
+    assert dict(unfollowed.skipped) == {"(not a regular file)": 1, "(link, not followed)": 2}
 
 
 def test_the_next_batch_is_taken_while_the_caller_works_on_this_one():
