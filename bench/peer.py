@@ -76,7 +76,6 @@ def peer_directory(model: Path, into: Path) -> Path:
     for sibling in visual.parent.iterdir():  # external data is found beside the model file
         if sibling.is_file() and sibling.suffix not in (".json", ".onnx"):
             (into / sibling.name).symlink_to(sibling)
-    (into / "model.onnx").unlink(missing_ok=True)
     (into / "model.onnx").symlink_to(visual)
     size = spec.image_size
     config = {"image_processor_type": "CLIPImageProcessor", "do_convert_rgb": True, "do_resize": True,

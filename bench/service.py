@@ -213,29 +213,13 @@ def encode_path(kafka: LocalKafka, name: str, model: tuple[Path, str], files: li
         worker.stop()
 
 
-class _Preparer:
-    """What prepare() needs of an encoder (its image size and preprocessing), without a
-    session: the decode stage's CPU alone."""
-
-    def __init__(self, directory: Path):
-        from columnist.models.spec import ModelSpec
-
-        self.spec = ModelSpec.read(directory)
-        self.image_size = self.spec.image_size
-
-    def prepare_image(self, image):
-        from columnist.models.preprocess import preprocess
-
-        spec = self.spec
-        return preprocess([image], spec.image_size, spec.mean, spec.std, spec.resize, spec.interpolation)[0]
-
-
 def decode_cpu_s(directory: Path, files: list[Path]) -> float:
     """CPU seconds per image of the worker's decode stage (hash, decode at the size needed,
     preprocess: pipeline.prepare), one thread, nothing else running."""
+    from columnist.models.clip import ClipEncoder
     from columnist.pipeline import prepare
 
-    preparer = _Preparer(directory)
+    preparer = ClipEncoder.from_directory(directory, runtime="onnxruntime")  # its towers open on first use: never here
     blobs = [path.read_bytes() for path in files]
     prepare(blobs[0], "warm", preparer, "warm", "file:///warm")
     start = time.thread_time()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 from urllib.parse import unquote, urlparse
 
 from columnist.errors import ConfigurationError
+from columnist.files import read_regular_file, write_atomically
 from columnist.store.keywords import keywords_page
 
 if TYPE_CHECKING:
@@ -183,7 +184,7 @@ def update(image: Path, keywords: Sequence[Keyword], naming: str = "append", dry
         _set_array(meta, LIGHTROOM, "hierarchicalSubject", new_hierarchical)
         _set_array(meta, NAMESPACE, "keywords", ours)
         _set_array(meta, NAMESPACE, "scores", scores)
-        _write_atomically(sidecar, meta.serialize_to_str(use_compact_format=False))
+        write_atomically(sidecar, meta.serialize_to_str(use_compact_format=False))  # a link was refused above
     except libxmp.XMPError as err:  # one image's sidecar, not the run
         change.error = f"the XMP toolkit refused it: {err}"[:300]
     except OSError as err:
@@ -206,19 +207,7 @@ def _set_array(meta, namespace: str, name: str, items: list[str]) -> None:
 
 def _read(path: Path) -> str:
     """The sidecar's text: a regular file (not followed through a link), at most MAX_SIDECAR_BYTES."""
-    from columnist.files import read_regular_file
-
     return read_regular_file(path, MAX_SIDECAR_BYTES).decode("utf-8")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """files.write_atomically, refusing a symbolic link at ``path`` (the rename would replace
-    the link, but a sidecar is never a link columnist follows)."""
-    from columnist.files import write_atomically
-
-    if path.is_symlink():
-        raise OSError(f"{path} is a symbolic link")
-    write_atomically(path, text)
 
 
 # -- from the store ---------------------------------------------------------------------------
@@ -262,11 +251,12 @@ def write_all(store: "Statements", roots: Sequence[Path], vocabularies: Sequence
     ``vocabularies``; unless ``every_vocabulary``, another vocabulary's keywords are kept)."""
     if naming not in NAMINGS:
         raise ConfigurationError(f"sidecar naming {naming!r}: choose {' or '.join(NAMINGS)}")
-    applied = {v.name for v in store.applied_vocabularies()}
-    unknown = [name for name in vocabularies if name not in applied]
-    if unknown:
-        raise ConfigurationError(f"no vocabulary {', '.join(map(repr, unknown))} is applied in this store "
-                                 f"(applied: {', '.join(sorted(applied)) or 'none'})")
+    if image_ids is None:  # a whole run names what a person typed; a worker's batch, what it holds
+        applied = {v.name for v in store.applied_vocabularies()}
+        unknown = [name for name in vocabularies if name not in applied]
+        if unknown:
+            raise ConfigurationError(f"no vocabulary {', '.join(map(repr, unknown))} is applied in this store "
+                                     f"(applied: {', '.join(sorted(applied)) or 'none'})")
     scope = None if every_vocabulary else list(vocabularies)
     folders = Folders()
     _xmp()  # before anything: say at once when libexempi is missing

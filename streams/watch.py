@@ -60,7 +60,7 @@ class WatchState:
             self.db = sqlite3.connect(path, check_same_thread=False)
             self.db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, image_id TEXT NOT NULL, "
                             "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL)")
-            shape = self.db.execute("SELECT type, sql FROM sqlite_master WHERE name = 'files'").fetchone()
+            shape = self.db.execute("SELECT type FROM sqlite_master WHERE name = 'files'").fetchone()
             columns = [row[1] for row in self.db.execute("PRAGMA table_info(files)")]
             if shape is None or shape[0] != "table" or columns != ["path", "image_id", "size", "mtime_ns"]:
                 raise sqlite3.DatabaseError("its files table is not the one columnist writes")
@@ -187,7 +187,7 @@ class Watcher:
                 continue
             if (info.st_size, info.st_mtime_ns) != (size, mtime):
                 self.pending[raw] = (info.st_size, info.st_mtime_ns, now)
-            elif now - since >= self.settle and Path(raw).is_file():
+            elif now - since >= self.settle:  # a regular file (lstat above)
                 ready.append(Path(raw))
                 del self.pending[raw]
         if ready:

@@ -201,11 +201,12 @@ def _publish(settings, command: dict) -> None:
     for key in ("to", "model"):
         if command.get(key):
             command[key] = lasting_ref(command[key])  # the workers read it from their own directories
+    event = model_event(command)
     try:
-        parse_model_event(model_event(command))  # what the workers would refuse is refused here
+        parse_model_event(event)  # what the workers would refuse is refused here
     except BadInput as err:
         fail(f"not sent: {err}", 2)
-    publish_vocab_record(settings, model_event(command))
+    publish_vocab_record(settings, event)
     typer.echo(f"sent to the workers on {settings.topic_vocab}: {command['action']} (their logs and `columnist "
                "status` say how it goes)")
 
