@@ -124,3 +124,24 @@ def test_removed_attribute_rows_are_deleted(store):
     Replayer(store, "mock", 100.0, "mock", chunks=2, clock_slack_ms=0).run(smaller, diff, {})
     assert scores_of(store, "both") == {}
     assert len(scores_of(store, "earth")) == 20
+
+
+def test_derived_attributes_of_two_levels_read_the_latest_scores(store):
+    """A changed rule and a rule reading it are replayed in one job: the second reads the
+    first's new values (written by the statement before), and every rule reads each
+    reference's latest score, not an older row the table has not merged away yet."""
+    v1 = parse_vocabulary(V2)
+    v2 = parse_vocabulary(V2.replace("version: 2", "version: 3").replace('rule: "earth and moon"', 'rule: "earth or moon"')
+                          + '  - {code: lookout, rule: "porthole and not both"}\n')
+    ingest(store, v1, count=40)
+    store.client.command("INSERT INTO columnist.feature_image_attribute (attribute, image_id, score, model, vocab_name, "
+                         "vocab_version, updated_at) VALUES ('earth', 'img0', 0.999, 'mock', 't', 2, now64(3) + 60)")
+    diff = diff_vocabularies(v1, v2)
+    assert set(diff.rescore) == {"both", "lookout"}
+    Replayer(store, "mock", 100.0, "mock", chunks=2, clock_slack_ms=0).run(v2, diff, {})
+    latest = {c: {k: v[0] for k, v in scores_of(store, c).items()} for c in ("earth", "moon", "porthole")}
+    assert latest["earth"]["img0"] == pytest.approx(0.999)
+    for image in (f"img{i}" for i in range(40)):
+        both = max(latest["earth"][image], latest["moon"][image])
+        assert scores_of(store, "both")[image][0] == pytest.approx(both)
+        assert scores_of(store, "lookout")[image][0] == pytest.approx(min(latest["porthole"][image], 1 - both))
