@@ -198,10 +198,12 @@ def test_every_statement_against_columnist_tables_lives_in_the_store_package():
     assert offenders == []
 
 
-@pytest.mark.parametrize("old_key", ["attribute, image_id", "vocab_name, attribute, image_id"])
-def test_a_store_from_before_vocabularies_or_models_lived_side_by_side_is_migrated(store, old_key):
-    """Scores sorted before vocabularies (then models) lived side by side, and vocabulary rows
-    before models did, are copied into tables with today's keys when the store is opened."""
+@pytest.mark.parametrize("old_key", ["attribute, image_id", "vocab_name, attribute, image_id",
+                                     "vocab_name, model, attribute, image_id"])
+def test_a_store_sorted_by_an_older_key_is_migrated(store, old_key):
+    """Scores sorted before vocabularies (then models) lived side by side, or by attribute
+    before image, and vocabulary rows before models lived side by side, are copied into tables
+    with today's keys when the store is opened."""
     for table, key, insert in [
         ("feature_image_attribute", old_key, "(attribute, image_id, score, vocab_name, model) "
                                              "VALUES ('earth', 'a', 0.5, 'space', 'mock')"),
