@@ -7,6 +7,7 @@ here so a dot product is a cosine.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -126,6 +127,8 @@ class ClipEncoder:
         self.threads, self.batch_size = threads, batch_size
         self._image_tower: ImageTower | None = None
         self._text_tower: TextTower | None = None
+        self._opening = threading.Lock()
+        self._opening_soon: threading.Thread | None = None
 
     @classmethod
     def from_directory(cls, directory: Path, threads: int = 0, batch_size: int = 32,
@@ -134,10 +137,27 @@ class ClipEncoder:
 
     @property
     def image_tower(self) -> ImageTower:
-        if self._image_tower is None:
-            session = open_session(self.runtime, self.directory / self.spec.visual, self.threads)
-            self._image_tower = ImageTower(session, self.spec, self.batch_size)
+        with self._opening:  # one opening, whichever thread asks first (open_image_tower_soon)
+            if self._image_tower is None:
+                session = open_session(self.runtime, self.directory / self.spec.visual, self.threads)
+                self._image_tower = ImageTower(session, self.spec, self.batch_size)
         return self._image_tower
+
+    def open_image_tower_soon(self) -> threading.Thread:
+        """Open the image tower on a thread of its own while the caller does other work
+        (`tag` opens the store or reads its vocabulary meanwhile: the runtime's first session
+        takes most of a second); the first encode waits for it. Asked again, the same opening.
+        A tower that cannot open is opened again by that encode, which says why."""
+        def open_quietly() -> None:
+            try:
+                self.image_tower
+            except Exception:  # noqa: BLE001 - reported where it is used, not on this thread
+                pass
+        with self._opening:
+            if self._opening_soon is None:
+                self._opening_soon = threading.Thread(target=open_quietly, name="columnist-open-model")
+                self._opening_soon.start()
+            return self._opening_soon
 
     @property
     def text_tower(self) -> TextTower:

@@ -185,6 +185,18 @@ def _add(into: Counters, more: Counters) -> None:
 _COUNTING = threading.Lock()
 
 
+def _open_tower_soon_if_it_will_encode(encoder: "Encoder", store: "Store", first: Sequence[tuple[str, Path]],
+                                       force: bool) -> None:
+    """Open the image tower on a thread of its own while the vocabulary and the first batch
+    are read, when this run will encode (``force``, or a first file the store does not hold):
+    the runtime's graph optimisation takes most of a second. A run with nothing new to encode
+    does not open it."""
+    opens = getattr(encoder, "open_image_tower_soon", None)  # a model with towers (not the mock)
+    ids = [image_id_ for image_id_, _ in first]
+    if opens is not None and ids and (force or len(store.stored_content(encoder.name, ids)) < len(ids)):
+        opens()
+
+
 def _read(batch: Sequence[tuple[str, Path]], limits: ImageLimits, collection: str,
           failed: list[tuple[str, str]], counters: Counters) -> list[ImageInput]:
     inputs = []
@@ -223,6 +235,7 @@ def tag(
     written, so content repeated within the next two batches may be encoded again (the same
     embedding, stored for each name; further on it is reused)."""
     check_model(store, encoder.name)
+    _open_tower_soon_if_it_will_encode(encoder, store, files[:batch_size], force)
     delete_orphans(store)  # what a killed run left, older than check.GRACE_S
     limits = limits or ImageLimits()
     run = run if run is not None else TagRun()

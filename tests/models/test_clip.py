@@ -112,3 +112,33 @@ def test_unusual_images_get_correct_embeddings(encoder):
     np.testing.assert_allclose(np.linalg.norm(embedded, axis=1), 1.0, rtol=1e-5)
     rgb = encoder.encode_images([Image.new("RGB", (16, 16), "red")])[0]
     np.testing.assert_allclose(embedded[3], rgb, atol=1e-5)  # the GIF's first frame is plain red
+
+
+def test_the_image_tower_opened_early_is_opened_once_whoever_asks(monkeypatch):
+    from columnist.models import clip
+
+    opened, real = [], clip.open_session
+    monkeypatch.setattr(clip, "open_session", lambda *args: opened.append(args) or real(*args))
+    early = load_encoder("tiny-clip", threads=1, batch_size=4)
+    assert early.open_image_tower_soon() is early.open_image_tower_soon()  # asked twice, one opening
+    tower = early.image_tower  # waits for the opening under way, or opens it first
+    assert early.image_tower is tower and len(opened) == 1
+    assert early.encode_images([Image.open(PHOTOS / "moon.jpg")]).shape == (1, early.dim)
+
+
+def test_an_image_tower_that_cannot_open_early_is_named_where_it_is_used(tmp_path, monkeypatch):
+    import shutil
+    import threading
+
+    from columnist.models.registry import resolve_model_dir
+
+    broken = tmp_path / "broken"
+    shutil.copytree(resolve_model_dir("tiny-clip"), broken)
+    encoder = load_encoder(str(broken), threads=1, batch_size=4, runtime="onnxruntime")
+    (broken / encoder.spec.visual).write_bytes(b"not an onnx model")
+    escaped = []
+    monkeypatch.setattr(threading, "excepthook", escaped.append)  # what would print a traceback
+    encoder.open_image_tower_soon().join()
+    assert escaped == []
+    with pytest.raises(Exception, match="(?i)protobuf|invalid|load"):
+        encoder.image_tower

@@ -82,6 +82,27 @@ def test_a_rerun_encodes_nothing_and_identical_content_is_encoded_once(store, sp
     assert same == [(1,)]
 
 
+class OpensSoon(MockEncoder):
+    """The mock encoder with the early-opening hook a model with towers has, counting calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.opened_soon = 0
+
+    def open_image_tower_soon(self):
+        self.opened_soon += 1
+
+
+def test_the_image_tower_is_opened_early_only_when_the_run_will_encode(store, space_vocab, tmp_path):
+    shutil.copytree(PHOTOS, tmp_path / "photos")
+    files = find_images([tmp_path / "photos"])
+    new, nothing_new, forced = OpensSoon(), OpensSoon(), OpensSoon()
+    tag(files, space_vocab, new, store)
+    tag(files, space_vocab, nothing_new, store)
+    tag(files, space_vocab, forced, store, force=True)
+    assert (new.opened_soon, nothing_new.opened_soon, forced.opened_soon) == (1, 0, 1)
+
+
 def test_a_pipe_or_a_link_in_a_folder_is_counted_not_dropped_silently(tmp_path):
     import os
 
