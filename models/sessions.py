@@ -10,6 +10,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from columnist.errors import ConfigurationError
+from columnist.printable import printable
+
 
 def cpu_count() -> int:
     try:
@@ -81,9 +84,19 @@ def resolve_runtime(requested: str, model_runtime: str) -> str:
     return model_runtime if requested == "auto" else requested
 
 
+class ModelUnreadable(ConfigurationError, ValueError):
+    """A model file its runtime cannot open: truncated, not ONNX, an operator it lacks."""
+
+
 def open_session(runtime: str, path: Path, threads: int = 0) -> Any:
     try:
         factory = RUNTIMES[runtime]
     except KeyError:
         raise ValueError(f"unknown runtime {runtime!r} for {path}: known runtimes are {', '.join(RUNTIMES)}") from None
-    return factory(path, threads)
+    try:
+        return factory(path, threads)
+    except (FileNotFoundError, ModuleNotFoundError):  # each says what is missing already
+        raise
+    except Exception as err:  # the runtime's own error types (onnxruntime's InvalidProtobuf, Fail, ...)
+        raise ModelUnreadable(f"{printable(str(path))}: {runtime} cannot open this model file: "
+                              f"{printable(str(err), 300)}") from err

@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from columnist.models.registry import resolve_model_dir
+from columnist.models.spec import ModelSpec
 from deploy.local import free_port
 from tests.conftest import PHOTOS, REPO
 
@@ -57,7 +60,11 @@ def test_each_example_ends_with_its_code(code, example, tmp_path):
     broken = tmp_path / "BROKEN.yaml"
     broken.write_text("name: space\nversion: 1\nattributes:\n  - {code: Bad-Code, description: x}\n")
     command = example.replace(" (no Kafka)", "").replace(" while a worker owns the database", "")
-    args = [a.replace("PHOTOS", str(PHOTOS)).replace("BROKEN.yaml", str(broken)) for a in shlex.split(command)]
+    model = tmp_path / "BROKEN-MODEL"  # the tiny model, its image tower replaced by bytes that are not ONNX
+    shutil.copytree(resolve_model_dir("tiny-clip"), model)
+    (model / ModelSpec.read(model).visual).write_bytes(b"not an onnx model")
+    args = [a.replace("PHOTOS", str(PHOTOS)).replace("BROKEN.yaml", str(broken)).replace("BROKEN-MODEL", str(model))
+            for a in shlex.split(command)]
     env = {**os.environ, "COLUMNIST_DB": f"chdb://{db}", "COLUMNIST_KAFKA": f"127.0.0.1:{free_port()}",
            "COLUMNIST_RUN_DIR": str(tmp_path / "run"), "HOME": str(tmp_path)}
     holder = None

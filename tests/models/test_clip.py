@@ -131,6 +131,7 @@ def test_an_image_tower_that_cannot_open_early_is_named_where_it_is_used(tmp_pat
     import threading
 
     from columnist.models.registry import resolve_model_dir
+    from columnist.models.sessions import ModelUnreadable
 
     broken = tmp_path / "broken"
     shutil.copytree(resolve_model_dir("tiny-clip"), broken)
@@ -140,5 +141,6 @@ def test_an_image_tower_that_cannot_open_early_is_named_where_it_is_used(tmp_pat
     monkeypatch.setattr(threading, "excepthook", escaped.append)  # what would print a traceback
     encoder.open_image_tower_soon().join()
     assert escaped == []
-    with pytest.raises(Exception, match="(?i)protobuf|invalid|load"):
+    with pytest.raises(ModelUnreadable, match="cannot open this model file: .*(?i:protobuf)") as refused:
         encoder.image_tower
+    assert refused.value.exit_code == 3  # a bad model, as the README's table of exit codes says
