@@ -222,10 +222,15 @@ class ClickHouseStore:
             if vocab is not None:
                 self.create_columns_view(vocab, name)
 
+    MIGRATION_CLOCK_SLACK_MS = 10 * 60 * 1000
+    """How far a writer's clock may lag the server's while a sort-key migration copies its table."""
+
     def _migrate_sort_key(self, table: str, key: str) -> None:
         """A store made by an older columnist sorts ``table`` by an older key (scores before
         vocabularies lived side by side, or before two models did): copy its rows into a
-        table sorted by ``key``, swap the two. A row with a model-less key cannot exist twice."""
+        table sorted by ``key``, swap the two, then copy again what was written to the old one
+        meanwhile. A row with a model-less key cannot exist twice. Every process on a store
+        must run the same columnist: an older one would sort the table back by its own key."""
         def current() -> str:
             return self.scalar("SELECT sorting_key FROM system.tables WHERE database = 'columnist' "
                                "AND name = {t:String}", {"t": table})
@@ -239,10 +244,17 @@ class ClickHouseStore:
         on_cluster = f" ON CLUSTER `{self.cluster}`" if self.cluster else ""
         copy = f"columnist.{table}_migrating_{os.getpid()}"  # two workers migrating at once use two copies
         create = next(s for s in render_schema(self.cluster) if f"columnist.{table} " in s and "CREATE TABLE" in s)
+        version = re.search(r"ReplacingMergeTree\((\w+)\)", create).group(1)  # updated_at, applied_at
+        started_ms = self.scalar("SELECT toUnixTimestamp64Milli(now64(3))")
         self.client.command(create.replace(f"columnist.{table} ", f"{copy} ", 1))
         self.client.command(f"INSERT INTO {copy} SELECT * FROM columnist.{table}")
         if current() != key:  # nobody else swapped meanwhile
             self.client.command(f"EXCHANGE TABLES columnist.{table} AND {copy}{on_cluster}")
+            # rows another process wrote while the copy ran are in the old table: copied again
+            # (a writer's clock may lag the server's; a row copied twice is one row once merged)
+            self.client.command(f"INSERT INTO columnist.{table} SELECT * FROM {copy} WHERE "
+                                f"toUnixTimestamp64Milli({version}) >= {{since:Int64}}",
+                                parameters={"since": started_ms - self.MIGRATION_CLOCK_SLACK_MS})
         self.client.command(f"DROP TABLE {copy}{on_cluster}")
 
     def _first_model_state(self) -> None:

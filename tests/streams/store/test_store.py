@@ -232,3 +232,27 @@ def test_each_applied_version_records_how_its_calibration_was_made(store):
     store.apply_vocabulary(parse_vocabulary(fitted), "mock")
     _, rows = store.query("SELECT code, calibration_source, model FROM columnist.vocabulary_current ORDER BY code")
     assert rows == [("both", "", "mock"), ("earth", "default", "mock"), ("moon", "labelled fit: 40 labels", "mock")]
+
+
+def test_scores_written_while_a_migration_copies_them_are_kept(store, monkeypatch):
+    """Another process writes while the rows are being copied to the table sorted by today's
+    key: after the swap, what it wrote to the old table is copied again."""
+    create = next(s for s in render_schema() if "columnist.feature_image_attribute " in s and "CREATE TABLE" in s)
+    store.client.command("DROP TABLE columnist.feature_image_attribute")
+    store.client.command(re.sub(r"ORDER BY \([^)]*\)", "ORDER BY (vocab_name, model, attribute, image_id)", create))
+    store.client.command("INSERT INTO columnist.feature_image_attribute (attribute, image_id, score, vocab_name, model) "
+                         "VALUES ('earth', 'before', 0.5, 'space', 'mock')")
+    command = store.client.command
+
+    def writes_meanwhile(sql, *args, **kwargs):
+        result = command(sql, *args, **kwargs)
+        if sql.startswith("INSERT INTO columnist.feature_image_attribute_migrating"):  # the copy has just read
+            command("INSERT INTO columnist.feature_image_attribute (attribute, image_id, score, vocab_name, model, "
+                    "updated_at) VALUES ('earth', 'meanwhile', 0.7, 'space', 'mock', now64(3))")
+        return result
+    monkeypatch.setattr(store.client, "command", writes_meanwhile, raising=False)
+    store.create_schema()
+    _, rows = store.query("SELECT image_id, score FROM columnist.feature_image_attribute FINAL ORDER BY image_id")
+    assert rows == [("before", 0.5), ("meanwhile", pytest.approx(0.7))]
+    assert store.scalar("SELECT sorting_key FROM system.tables WHERE database = 'columnist' "
+                        "AND name = 'feature_image_attribute'") == SORT_KEYS["feature_image_attribute"]
