@@ -188,9 +188,9 @@ _COUNTING = threading.Lock()
 def _open_tower_soon_if_it_will_encode(encoder: "Encoder", store: "Store", first: Sequence[tuple[str, Path]],
                                        force: bool) -> None:
     """Open the image tower on a thread of its own while the vocabulary and the first batch
-    are read, when this run will encode (``force``, or a first file the store does not hold):
-    the runtime's graph optimisation takes most of a second. A run with nothing new to encode
-    does not open it."""
+    are read, when this run will encode (``force``, or an id of the first batch the store does
+    not hold): the runtime's first session takes most of a second. A run over stored files
+    does not open it (one whose files changed opens it when it encodes them)."""
     opens = getattr(encoder, "open_image_tower_soon", None)  # a model with towers (not the mock)
     ids = [image_id_ for image_id_, _ in first]
     if opens is not None and ids and (force or len(store.stored_content(encoder.name, ids)) < len(ids)):

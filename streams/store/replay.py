@@ -51,7 +51,7 @@ ARRAY JOIN arrayEnumerate(logits) AS k
 DERIVED_SQL = """
 SELECT rule_value.1, image_id, rule_value.2, nan, 'derived', {model:String}, {vocab:String}, {version:UInt32}, now64(3)
 FROM (
-    SELECT image_id, arrayFilter(r -> r.3, [{rules}]) AS rule_value
+    SELECT image_id, arrayFilter(_rule -> _rule.3, [{rules}]) AS rule_value
     FROM (
         SELECT image_id, {columns}
         FROM columnist.feature_image_attribute
@@ -65,7 +65,8 @@ ARRAY JOIN rule_value
 """Derived attributes of one level (none reads another's value) in one statement: each code's
 (code, value, every reference present), the latest score of each reference picked by argMax
 rather than FINAL (which merged every unmerged part at query time: 2.4 s a statement while a
-50-attribute vocabulary was being replayed), one row per code whose references are all there."""
+50-attribute vocabulary was being replayed), one row per code whose references are all there.
+The lambda's ``_rule`` starts with what no attribute code can (codes are its columns' names)."""
 
 VIDEO_SQL = """
 SELECT f.attribute, fr.video_id, max(f.score), max(f.logit), any(f.source), {model:String}, {vocab:String},

@@ -135,12 +135,13 @@ def test_derived_attributes_of_two_levels_read_the_latest_scores(store):
                           + '  - {code: lookout, rule: "porthole and not both"}\n')
     ingest(store, v1, count=40)
     store.client.command("INSERT INTO columnist.feature_image_attribute (attribute, image_id, score, model, vocab_name, "
-                         "vocab_version, updated_at) VALUES ('earth', 'img0', 0.999, 'mock', 't', 2, now64(3) + 60)")
+                         "vocab_version, updated_at) VALUES ('earth', 'img0', 0.001, 'mock', 't', 2, now64(3) + 60), "
+                         "('moon', 'img0', 0.002, 'mock', 't', 2, now64(3) + 60)")  # newer and lower: not the highest
     diff = diff_vocabularies(v1, v2)
     assert set(diff.rescore) == {"both", "lookout"}
     Replayer(store, "mock", 100.0, "mock", chunks=2, clock_slack_ms=0).run(v2, diff, {})
     latest = {c: {k: v[0] for k, v in scores_of(store, c).items()} for c in ("earth", "moon", "porthole")}
-    assert latest["earth"]["img0"] == pytest.approx(0.999)
+    assert (latest["earth"]["img0"], latest["moon"]["img0"]) == (pytest.approx(0.001), pytest.approx(0.002))
     for image in (f"img{i}" for i in range(40)):
         both = max(latest["earth"][image], latest["moon"][image])
         assert scores_of(store, "both")[image][0] == pytest.approx(both)
