@@ -39,6 +39,11 @@ def test_every_worker_applies_every_vocabulary_change(stream_env, start_worker, 
     wait_until(lambda: all(w.status()["vocabulary"]["version"] == 2 for w in workers), 120, "v2 on every worker")
     late = publish_copies(settings, 40, prefix="late")
     wait_until(lambda: len(stored_ids(workers)) == len(early) + len(late), 180, "the later images")
+    # the status says v2 at the switch; its replay of the stored images may still be running
+    # (under load it outlasted the later images), and a batch writes its images rows last
+    wait_until(lambda: all(w.counters()["replays"] == 1 for w in workers)
+               and sum(w.scalar("SELECT count() FROM columnist.images FINAL") for w in workers) == len(early) + len(late),
+               180, "v2's replay and every batch's last write on both workers")
     assert sorted(stored_ids(workers)) == sorted(early + late)  # each image once, on one worker
     for worker in workers:
         assert_invariant(worker, v2)  # every image in every store has the new attribute
