@@ -93,7 +93,10 @@ def test_two_workers_move_their_store_to_another_model_without_a_gap(store, tmp_
     assert store.scalar("SELECT count() FROM columnist.image_embedding FINAL WHERE model = 'mock-256'") == every
     assert view(store) == (every, 0)  # the porthole column too: the vocabulary change reached the new model
     split = (first.migration.counters.reembedded, second.migration.counters.reembedded)
-    assert sum(split) == 28 and min(split) > 0, split  # the stored images, each re-embedded once, by both workers
+    # the stored images, split between both workers: once each in the common case; a worker done with its
+    # own chunks also takes one the other claimed and has not finished (checkpoints: idempotent, so a
+    # slow worker's chunk is not left to chance), which on a loaded host made it 32 once
+    assert 28 <= sum(split) < 2 * 28 and min(split) > 0, split
     assert store.scalar("SELECT count() FROM columnist.image_embedding WHERE model = 'mock' "
                         "AND image_id LIKE 'e%'") == 0  # after the cutover, the old model is not encoded
 
