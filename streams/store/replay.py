@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from columnist.records import ModelCalibration
 from columnist.store.checkpoints import BUCKETS, Checkpoints, buckets_of
@@ -216,9 +216,9 @@ class Replayer:
                                      "centres": [c.centre for c in calibrations],
                                      "scales": [c.scale for c in calibrations],
                                      "logit_scale": self.logit_scale, "source": self.source}, count)
-        for level in _levels(vocab, derived):
-            written += self._insert(_derived_sql(vocab, level, where),
-                                    {**common, "refs": sorted(set().union(*map(_references, level)))}, count)
+        for rules in _statements(_levels(vocab, derived)):
+            written += self._insert(_derived_sql(rules, where),
+                                    {**common, "refs": sorted(set().union(*map(_references, rules)))}, count)
         return written
 
     def _insert(self, select: str, parameters: dict, count: bool) -> int:
@@ -243,7 +243,8 @@ def _references(derived: DerivedAttribute) -> set[str]:
 
 def _levels(vocab: Vocabulary, codes: list[str]) -> list[list[DerivedAttribute]]:
     """``codes`` (derived, in vocab.derived_in_order) in levels: each reads only base scores,
-    stored ones and those of earlier levels, so one statement writes a whole level."""
+    stored ones and those of earlier levels, so one statement writes a level (or a part of
+    it: _statements)."""
     level_of: dict[str, int] = {}
     for code in codes:
         level_of[code] = 1 + max((level_of[r] for r in _references(vocab.entry(code)) if r in level_of), default=-1)
@@ -253,11 +254,36 @@ def _levels(vocab: Vocabulary, codes: list[str]) -> list[list[DerivedAttribute]]
     return levels
 
 
-def _derived_sql(vocab: Vocabulary, level: list[DerivedAttribute], where: str) -> str:
-    refs = sorted(set().union(*map(_references, level)))
+MAX_RULES_SQL = 100_000
+"""Characters of rules in one statement: ClickHouse refuses a query over 256 KiB
+(max_query_size), and one level may hold 500 rules of 1,000 characters."""
+
+
+def _statements(levels: list[list[DerivedAttribute]]) -> Iterator[list[DerivedAttribute]]:
+    """Each level's rules, cut into statements of at most MAX_RULES_SQL characters of rules."""
+    for level in levels:
+        rules: list[DerivedAttribute] = []
+        size = 0
+        for derived in level:
+            cost = len(_rule_sql(derived)) + 80 * len(_references(derived))  # its tuple, its columns
+            if rules and size + cost > MAX_RULES_SQL:
+                yield rules
+                rules, size = [], 0
+            rules.append(derived)
+            size += cost
+        if rules:
+            yield rules
+
+
+def _rule_sql(derived: DerivedAttribute) -> str:
+    """(code, value, every reference present) of one rule, from the references' columns."""
+    value = to_sql(parse_rule(derived.rule), lambda c: f"ifNull(`{c}`, 0)")
+    present = " AND ".join(f"`{r}` IS NOT NULL" for r in sorted(_references(derived)))
+    return f"('{derived.code}', toFloat32({value}), {present})"
+
+
+def _derived_sql(rules: list[DerivedAttribute], where: str) -> str:
+    refs = sorted(set().union(*map(_references, rules)))
     columns = ", ".join(f"argMaxIfOrNull(score, updated_at, attribute = '{r}') AS `{r}`" for r in refs)
-    rules = ", ".join(
-        f"('{d.code}', toFloat32({to_sql(parse_rule(d.rule), lambda c: f'ifNull(`{c}`, 0)')}), "
-        + " AND ".join(f"`{r}` IS NOT NULL" for r in sorted(_references(d))) + ")"
-        for d in level)
-    return DERIVED_SQL.replace("{rules}", rules).replace("{columns}", columns).replace("{where}", where)
+    return (DERIVED_SQL.replace("{rules}", ", ".join(map(_rule_sql, rules))).replace("{columns}", columns)
+            .replace("{where}", where))

@@ -146,3 +146,22 @@ def test_derived_attributes_of_two_levels_read_the_latest_scores(store):
         both = max(latest["earth"][image], latest["moon"][image])
         assert scores_of(store, "both")[image][0] == pytest.approx(both)
         assert scores_of(store, "lookout")[image][0] == pytest.approx(min(latest["porthole"][image], 1 - both))
+
+
+def test_a_level_of_the_most_and_longest_rules_is_written_in_statements_clickhouse_accepts(store):
+    """500 rules (the limit) of nearly 1,000 characters, all of one level: one statement would
+    be 5 MB of SQL, over ClickHouse's max_query_size (256 KiB), and the replay failed."""
+    codes = [f"a{i}" for i in range(20)]
+    rule = " or ".join(f"({a} and not {b})" for a, b in zip(codes, codes[1:]))
+    text = "name: t\nversion: 1\nattributes:\n" + "".join(f'  - {{code: {c}, description: "{c}"}}\n' for c in codes)
+    v1 = parse_vocabulary(text)
+    v2 = parse_vocabulary(text.replace("version: 1", "version: 2") + "derived:\n"
+                          + "".join(f'  - {{code: d{i}, rule: "{rule}"}}\n' for i in range(500)))
+    embeddings = ingest(store, v1, count=10)
+    Replayer(store, "mock", MockEncoder().logit_scale, "mock", chunks=1, clock_slack_ms=0).run(
+        v2, diff_vocabularies(v1, v2), {})
+    expected = score_vocabulary(embeddings, text_embeddings(MockEncoder(), v2), v2, MockEncoder().logit_scale)
+    assert store.scalar("SELECT count() FROM columnist.feature_image_attribute FINAL WHERE startsWith(attribute, 'd')") \
+        == 500 * 10
+    got = scores_of(store, "d499")
+    np.testing.assert_allclose([got[f"img{i}"][0] for i in range(10)], expected.scores["d499"], atol=2e-6)
