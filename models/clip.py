@@ -143,6 +143,9 @@ class ClipEncoder:
                 self._image_tower = ImageTower(session, self.spec, self.batch_size)
         return self._image_tower
 
+    def open_image_tower(self) -> None:
+        self.image_tower  # noqa: B018 - opened now, by this thread
+
     def open_image_tower_soon(self) -> threading.Thread:
         """Open the image tower on a thread of its own while the caller does other work
         (`tag` opens the store or reads its vocabulary meanwhile: the runtime's first session

@@ -73,3 +73,13 @@ class Encoder(Protocol):
     def encode_texts_in(self, texts: Sequence[str], language: str | None) -> "np.ndarray":
         """Texts in ``language`` (a vocabulary's translation key); None: the model's own."""
         ...
+
+    def open_image_tower(self) -> None:
+        """Open the image tower now (it opens on first use otherwise): a worker's start says
+        at once that its model cannot be opened (models.sessions.ModelUnreadable)."""
+        ...
+
+    def open_image_tower_soon(self) -> Any:
+        """Open the image tower on a thread of its own while the caller does other work; the
+        first encode waits for it."""
+        ...

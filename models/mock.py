@@ -30,6 +30,12 @@ class MockEncoder:
         self.image_size = 224
         self.logit_scale = logit_scale
 
+    def open_image_tower(self) -> None:
+        """Nothing to open."""
+
+    def open_image_tower_soon(self) -> None:
+        """Nothing to open."""
+
     SHARED_WEIGHT = 0.45  # image-text cosines ~ 0.2-0.26 (one template or an ensemble)
 
     def _vector(self, payload: bytes) -> "np.ndarray":

@@ -91,9 +91,8 @@ def fingerprint(path: Path) -> str:
     return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{digest.hexdigest()[:32]}"
 
 
-def _key(directory: Path, spec: "ModelSpec", batch_size: int, threads: int) -> str:
+def _key(tower: Path, batch_size: int, threads: int) -> str:
     """A choice holds for one CPU, one model file, batch size and thread count."""
-    tower = directory / spec.visual
     return f"{cpu_signature()} | {fingerprint(tower)} | batch {batch_size} | threads {threads or cpu_count()}"
 
 
@@ -102,7 +101,7 @@ def choose(directory: Path, spec: "ModelSpec", threads: int = 0, batch_size: int
     """The remembered choice for this CPU and model, else one measured now (and remembered)."""
     cache = cache or CACHE
     tower = directory / spec.visual
-    key = _key(directory, spec, batch_size, threads)
+    key = _key(tower, batch_size, threads)
     remembered = _choice(_read(cache).get(key))
     if remembered and remembered.runtime in candidates(spec, tower):
         return remembered
@@ -150,7 +149,7 @@ def measure_runtimes(tower: Path, spec: "ModelSpec", names: list[str], threads: 
 def remembered(directory: Path, spec: "ModelSpec", batch_size: int = 32, threads: int = 0,
                cache: Path | None = None) -> Choice | None:
     """The choice remembered for this CPU and model, if one was measured (`model info`)."""
-    return _choice(_read(cache or CACHE).get(_key(directory, spec, batch_size, threads)))
+    return _choice(_read(cache or CACHE).get(_key(directory / spec.visual, batch_size, threads)))
 
 
 MAX_CACHE_BYTES = 1 << 20

@@ -24,7 +24,7 @@ from columnist.pipeline import ModelOutputError, embed_and_score, sha256_of, tak
 from columnist.records import Counters, ImageInput, ImageLimits, ModelState
 from columnist.store import migration
 from columnist.store.check import MISSING
-from columnist.store.checkpoints import BUCKETS, Checkpoints, buckets_of
+from columnist.store.checkpoints import BUCKETS, Checkpoints, buckets_of, chunks_for
 
 if TYPE_CHECKING:
     from columnist.models.encoder import Encoder
@@ -132,9 +132,9 @@ class Reembedder:
         self.store, self.target, self.vocabularies, self.read = store, target, vocabularies, read
         self.limits, self.batch_size, self.guard = limits, batch_size, guard
         self.counters = counters or Counters()
-        chunks = chunks or -(-migration.count_lacking(store, target.name) // self.ROWS_PER_CHUNK)
-        self.checkpoints = Checkpoints(store, "", migration.JOB_PREFIX + target.name,
-                                       max(1, min(BUCKETS, chunks)))
+        chunks = max(1, min(BUCKETS, chunks)) if chunks else \
+            chunks_for(migration.count_lacking(store, target.name), self.ROWS_PER_CHUNK)
+        self.checkpoints = Checkpoints(store, "", migration.JOB_PREFIX + target.name, chunks)
         self.stopped = threading.Event()
         """Set to end the run between two batches (JobStopped)."""
 

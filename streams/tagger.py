@@ -191,10 +191,9 @@ def _open_tower_soon_if_it_will_encode(encoder: "Encoder", store: "Store", first
     are read, when this run will encode (``force``, or an id of the first batch the store does
     not hold): the runtime's first session takes most of a second. A run over stored files
     does not open it (one whose files changed opens it when it encodes them)."""
-    opens = getattr(encoder, "open_image_tower_soon", None)  # a model with towers (not the mock)
     ids = [image_id_ for image_id_, _ in first]
-    if opens is not None and ids and (force or len(store.stored_content(encoder.name, ids)) < len(ids)):
-        opens()
+    if ids and (force or len(store.stored_content(encoder.name, ids)) < len(ids)):
+        encoder.open_image_tower_soon()
 
 
 def _read(batch: Sequence[tuple[str, Path]], limits: ImageLimits, collection: str,

@@ -50,7 +50,7 @@ def tag(
     if not files:
         fail(f"no images or videos found in {', '.join(printable(p) for p in paths)}")
     encoder = load_encoder(model or config.model, threads=config.threads, batch_size=config.batch_size, runtime=config.runtime)
-    if force and hasattr(encoder, "open_image_tower_soon"):  # sure to encode: open the model while the store opens
+    if force:  # sure to encode: open the model while the store opens
         encoder.open_image_tower_soon()
     store = store_or_exit(db, "tag", create=True)
     try:

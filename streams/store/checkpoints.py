@@ -23,6 +23,11 @@ BUCKETS = 64
 job has at most this many chunks."""
 
 
+def chunks_for(rows: int, per_chunk: int) -> int:
+    """Chunks of about ``per_chunk`` rows each for a job of ``rows`` rows (1 to BUCKETS)."""
+    return max(1, min(BUCKETS, -(-rows // per_chunk)))
+
+
 def buckets_of(chunk: int, chunks: int) -> list[int]:
     """The buckets of chunk ``chunk`` of ``chunks``."""
     return [b for b in range(BUCKETS) if b % chunks == chunk]

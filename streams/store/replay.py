@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from columnist.records import ModelCalibration
-from columnist.store.checkpoints import BUCKETS, Checkpoints, buckets_of
+from columnist.store.checkpoints import BUCKETS, Checkpoints, buckets_of, chunks_for
 from columnist.store.clickhouse import IDENTIFIER
 from columnist.vocab.diff import VocabularyDiff
 from columnist.vocab.rules import parse_rule, references, to_sql
@@ -112,7 +112,7 @@ class Replayer:
         self.chunks = max(1, min(BUCKETS, chunks)) if self.given else self._chunks_for(1)
 
     def _chunks_for(self, attributes: int) -> int:
-        return max(1, min(BUCKETS, -(-self.embeddings * max(1, attributes) // self.SCORES_PER_CHUNK)))
+        return chunks_for(self.embeddings * max(1, attributes), self.SCORES_PER_CHUNK)
 
     def size_for(self, diff: VocabularyDiff) -> None:
         """Chunks for replaying ``diff``'s attributes (a job already started keeps its own)."""
@@ -191,17 +191,17 @@ class Replayer:
         """Every attribute of ``vocab`` for these images, from their stored embeddings (store
         check --repair); the score rows written."""
         base = [a.code for a in vocab.attributes if a.code in texts]
-        derived = [d.code for d in vocab.derived_in_order()]
+        derived = vocab.derived_in_order()
         written = self._write(vocab, base, derived, texts, "image_id IN {ids:Array(String)}", {"ids": list(image_ids)})
         return written + self.derive_videos(vocab, vocab.codes)
 
     @staticmethod
-    def _split(vocab: Vocabulary, diff: VocabularyDiff, texts) -> tuple[list[str], list[str]]:
+    def _split(vocab: Vocabulary, diff: VocabularyDiff, texts) -> tuple[list[str], list[DerivedAttribute]]:
         base = [c for c in diff.rescore if c in texts]
-        derived = [d.code for d in vocab.derived_in_order() if d.code in diff.rescore]
+        derived = [d for d in vocab.derived_in_order() if d.code in diff.rescore]
         return base, derived
 
-    def _write(self, vocab: Vocabulary, base: list[str], derived: list[str], texts, where: str, where_params: dict,
+    def _write(self, vocab: Vocabulary, base: list[str], derived: list[DerivedAttribute], texts, where: str, where_params: dict,
                count: bool = True, final: bool = True) -> int:
         common = {"model": self.model, "vocab": vocab.name, "version": vocab.version, **where_params}
         written = 0
@@ -216,9 +216,8 @@ class Replayer:
                                      "centres": [c.centre for c in calibrations],
                                      "scales": [c.scale for c in calibrations],
                                      "logit_scale": self.logit_scale, "source": self.source}, count)
-        for rules in _statements(_levels(vocab, derived)):
-            written += self._insert(_derived_sql(rules, where),
-                                    {**common, "refs": sorted(set().union(*map(_references, rules)))}, count)
+        for rules, refs in _statements(_levels(derived)):
+            written += self._insert(_derived_sql(rules, refs, where), {**common, "refs": refs}, count)
         return written
 
     def _insert(self, select: str, parameters: dict, count: bool) -> int:
@@ -241,16 +240,17 @@ def _references(derived: DerivedAttribute) -> set[str]:
     return refs
 
 
-def _levels(vocab: Vocabulary, codes: list[str]) -> list[list[DerivedAttribute]]:
-    """``codes`` (derived, in vocab.derived_in_order) in levels: each reads only base scores,
-    stored ones and those of earlier levels, so one statement writes a level (or a part of
-    it: _statements)."""
+def _levels(derived: list[DerivedAttribute]) -> list[list[DerivedAttribute]]:
+    """``derived`` (in vocab.derived_in_order) in levels: each reads only base scores, stored
+    ones and those of earlier levels, so one statement writes a level (or a part of it:
+    _statements)."""
     level_of: dict[str, int] = {}
-    for code in codes:
-        level_of[code] = 1 + max((level_of[r] for r in _references(vocab.entry(code)) if r in level_of), default=-1)
-    levels: list[list] = [[] for _ in range(1 + max(level_of.values(), default=-1))]
-    for code in codes:
-        levels[level_of[code]].append(vocab.entry(code))
+    levels: list[list[DerivedAttribute]] = []
+    for rule in derived:
+        level = level_of[rule.code] = 1 + max((level_of[r] for r in _references(rule) if r in level_of), default=-1)
+        if level == len(levels):
+            levels.append([])
+        levels[level].append(rule)
     return levels
 
 
@@ -259,20 +259,24 @@ MAX_RULES_SQL = 100_000
 (max_query_size), and one level may hold 500 rules of 1,000 characters."""
 
 
-def _statements(levels: list[list[DerivedAttribute]]) -> Iterator[list[DerivedAttribute]]:
-    """Each level's rules, cut into statements of at most MAX_RULES_SQL characters of rules."""
+def _statements(levels: list[list[DerivedAttribute]]) -> Iterator[tuple[list[str], list[str]]]:
+    """Each level's rules rendered (_rule_sql) and cut into statements of at most MAX_RULES_SQL
+    characters of rules, with the codes each statement reads."""
     for level in levels:
-        rules: list[DerivedAttribute] = []
+        rules: list[str] = []
+        refs: set[str] = set()
         size = 0
         for derived in level:
-            cost = len(_rule_sql(derived)) + 80 * len(_references(derived))  # its tuple, its columns
+            rule, reads = _rule_sql(derived), _references(derived)
+            cost = len(rule) + 80 * len(reads)  # its tuple, its columns
             if rules and size + cost > MAX_RULES_SQL:
-                yield rules
-                rules, size = [], 0
-            rules.append(derived)
+                yield rules, sorted(refs)
+                rules, refs, size = [], set(), 0
+            rules.append(rule)
+            refs |= reads
             size += cost
         if rules:
-            yield rules
+            yield rules, sorted(refs)
 
 
 def _rule_sql(derived: DerivedAttribute) -> str:
@@ -282,8 +286,6 @@ def _rule_sql(derived: DerivedAttribute) -> str:
     return f"('{derived.code}', toFloat32({value}), {present})"
 
 
-def _derived_sql(rules: list[DerivedAttribute], where: str) -> str:
-    refs = sorted(set().union(*map(_references, rules)))
+def _derived_sql(rules: list[str], refs: list[str], where: str) -> str:
     columns = ", ".join(f"argMaxIfOrNull(score, updated_at, attribute = '{r}') AS `{r}`" for r in refs)
-    return (DERIVED_SQL.replace("{rules}", ", ".join(map(_rule_sql, rules))).replace("{columns}", columns)
-            .replace("{where}", where))
+    return DERIVED_SQL.replace("{rules}", ", ".join(rules)).replace("{columns}", columns).replace("{where}", where)

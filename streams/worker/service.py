@@ -128,8 +128,7 @@ class Service:
         if self.settings.sidecars != "off":
             sidecars.check_available()  # XmpUnavailable (exit 3) before the worker takes any work
         state = self.migration.check_serving()
-        if isinstance(getattr(type(self.encoder), "image_tower", None), property):  # a model with towers
-            self.encoder.image_tower  # noqa: B018 - one its runtime cannot open ends the start (exit 3), not each batch
+        self.encoder.open_image_tower()  # one its runtime cannot open ends the start (exit 3), not each batch
         orphans = delete_orphans(self.store)
         if any(orphans):
             log.warning("deleted %d embeddings and %d scores left without their image by a write that was killed "
