@@ -129,6 +129,8 @@ class ClipEncoder:
         self._text_tower: TextTower | None = None
         self._opening = threading.Lock()
         self._opening_soon: threading.Thread | None = None
+        self._starting = threading.Lock()
+        """Guards ``_opening_soon`` only: a second ask must not wait for the opening under way."""
 
     @classmethod
     def from_directory(cls, directory: Path, threads: int = 0, batch_size: int = 32,
@@ -156,7 +158,7 @@ class ClipEncoder:
                 self.image_tower
             except Exception:  # noqa: BLE001 - reported where it is used, not on this thread
                 pass
-        with self._opening:
+        with self._starting:
             if self._opening_soon is None:
                 self._opening_soon = threading.Thread(target=open_quietly, name="columnist-open-model")
                 self._opening_soon.start()

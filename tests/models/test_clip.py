@@ -115,12 +115,28 @@ def test_unusual_images_get_correct_embeddings(encoder):
 
 
 def test_the_image_tower_opened_early_is_opened_once_whoever_asks(monkeypatch):
+    import threading
+
     from columnist.models import clip
 
-    opened, real = [], clip.open_session
-    monkeypatch.setattr(clip, "open_session", lambda *args: opened.append(args) or real(*args))
+    opened, real, entered, release = [], clip.open_session, threading.Event(), threading.Event()
+
+    def slow_open(*args):  # an opening that lasts until the test lets it end
+        opened.append(args)
+        entered.set()
+        release.wait(60)
+        return real(*args)
+    monkeypatch.setattr(clip, "open_session", slow_open)
     early = load_encoder("tiny-clip", threads=1, batch_size=4)
-    assert early.open_image_tower_soon() is early.open_image_tower_soon()  # asked twice, one opening
+    first = early.open_image_tower_soon()
+    assert entered.wait(60)
+    asking = threading.Thread(target=early.open_image_tower_soon)
+    asking.start()
+    asking.join(10)
+    assert not asking.is_alive()  # asked again while it opens: no wait for the opening
+    assert early.open_image_tower_soon() is first  # the same opening
+    assert first.is_alive()
+    release.set()
     tower = early.image_tower  # waits for the opening under way, or opens it first
     assert early.image_tower is tower and len(opened) == 1
     assert early.encode_images([Image.open(PHOTOS / "moon.jpg")]).shape == (1, early.dim)
