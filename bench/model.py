@@ -111,7 +111,7 @@ def machine() -> dict:
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    from columnist.models.sessions import cpu_count
+    from columnist.models.machine import cpu_count
 
     return {"cpu": cpu, "cores": cpu_count(), "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
 

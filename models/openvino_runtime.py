@@ -53,7 +53,7 @@ def openvino_session(path: Path, threads: int = 0, precision: str | None = None)
         import openvino as ov
     except ModuleNotFoundError:
         raise ModuleNotFoundError(f"{path} asks for the OpenVINO runtime: pip install -e '.[openvino]'") from None
-    from columnist.models.sessions import cpu_count
+    from columnist.models.machine import cpu_count
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: model file not found")
@@ -67,7 +67,8 @@ def openvino_session(path: Path, threads: int = 0, precision: str | None = None)
         # OpenVINO picks bf16 by itself only on AMX CPUs; with AVX-512 bf16 units it is still
         # faster, also for the float parts of an int8 model (1.5x onnxruntime int8 instead of
         # 1.3x on an AMD EPYC here), at a cosine to fp32 >= 0.9997
-        from columnist.models.sessions import FAST_UNITS, cpu_flags
+        from columnist.models.machine import cpu_flags
+        from columnist.models.sessions import FAST_UNITS
 
         precision = "bf16" if cpu_flags() & set(FAST_UNITS) else None
     if precision:

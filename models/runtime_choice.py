@@ -12,7 +12,6 @@ starts only read it. ``COLUMNIST_RUNTIME`` (or ``--runtime``) names one instead.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -22,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from columnist.files import read_regular_file, write_atomically
-from columnist.models.sessions import RUNTIMES, cpu_count, cpu_flags, open_session
+from columnist.models.machine import cpu_count, cpu_signature, fingerprint
+from columnist.models.sessions import RUNTIMES, open_session
 
 if TYPE_CHECKING:
     from columnist.models.spec import ModelSpec
@@ -62,33 +62,6 @@ def candidates(spec: "ModelSpec", tower: Path) -> list[str]:
     if tower.suffix == ".onnx" and importlib.util.find_spec("onnxruntime") is not None:
         found.append("onnxruntime")
     return [name for name in dict.fromkeys(found) if name in RUNTIMES]
-
-
-def cpu_signature() -> str:
-    """What makes one CPU run a model at another speed than the next: its name, cores, flags."""
-    model = ""
-    try:
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
-    except OSError:  # pragma: no cover - not Linux
-        pass
-    flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:12]
-    return f"{model} x{cpu_count()} flags:{flags}"
-
-
-def fingerprint(path: Path) -> str:
-    """What tells this model file from another, cheaply: its size, its modification and
-    change times and the sha256 of its first and last MiB. Hashing a 350 MB fp32 tower at
-    every start cost half a second. Any write to the file moves its change time, which no
-    tool sets back (a build that fixes modification times does not fix it), so a file
-    written again, copied or downloaded again is measured again: a few seconds, once."""
-    info = path.stat()
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        digest.update(handle.read(1 << 20))
-        handle.seek(max(0, info.st_size - (1 << 20)))
-        digest.update(handle.read(1 << 20))
-    return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{digest.hexdigest()[:32]}"
 
 
 def _key(tower: Path, batch_size: int, threads: int) -> str:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Sequence
 from columnist.errors import BadInput
 from columnist.models import media, video
 from columnist.models.images import ImageError, decode, decoded_pixels
-from columnist.models.sessions import cpu_count
+from columnist.models.machine import cpu_count
 from columnist.printable import printable
 from columnist.records import (Counters, FrameRecord, ImageInput, ImageLimits, ImageRecord, KnownImage,
                                PreparedFrame, PreparedImage, ScoredBatch)

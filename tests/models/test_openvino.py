@@ -76,7 +76,7 @@ def test_auto_measures_each_runtime_once_per_cpu_and_model_and_keeps_the_fastest
 
 
 def test_the_remembered_choice_follows_the_model_content_batch_and_cpu(tmp_path, monkeypatch):
-    from columnist.models import runtime_choice
+    from columnist.models import machine, runtime_choice
     from columnist.models.spec import ModelSpec
 
     (tmp_path / "visual.onnx").write_bytes(b"first")
@@ -92,7 +92,7 @@ def test_the_remembered_choice_follows_the_model_content_batch_and_cpu(tmp_path,
     assert measured == [32, 8]
     (tmp_path / "visual.onnx").write_bytes(b"second")  # another model under the same name
     runtime_choice.choose(tmp_path, spec, batch_size=32, measure=measure, cache=cache)
-    monkeypatch.setattr(runtime_choice, "cpu_flags", lambda: {"avx2"})  # another CPU
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2"})  # another CPU
     runtime_choice.choose(tmp_path, spec, batch_size=32, measure=measure, cache=cache)
     assert measured == [32, 8, 32, 32]
     assert load_encoder("tiny-clip").runtime == "onnxruntime" and load_encoder("tiny-clip").choice is None

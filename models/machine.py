@@ -1,0 +1,51 @@
+"""What this CPU is and which model file this is, cheaply: the keys of what columnist
+remembers per machine (the runtime ``auto`` chose, onnxruntime's optimised graphs)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # pragma: no cover - not Linux
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.split(":", 1)[-1].split())
+
+
+def cpu_signature() -> str:
+    """What makes one CPU run a model at another speed than the next: its name, cores, flags."""
+    model = ""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:12]
+    return f"{model} x{cpu_count()} flags:{flags}"
+
+
+def fingerprint(path: Path) -> str:
+    """What tells this model file from another, cheaply: its size, its modification and
+    change times and the sha256 of its first and last MiB. Hashing a 350 MB fp32 tower at
+    every start cost half a second. Any write to the file moves its change time, which no
+    tool sets back (a build that fixes modification times does not fix it), so a file
+    written again, copied or downloaded again is measured again: a few seconds, once."""
+    info = path.stat()
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(1 << 20))
+        handle.seek(max(0, info.st_size - (1 << 20)))
+        digest.update(handle.read(1 << 20))
+    return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{digest.hexdigest()[:32]}"
