@@ -225,6 +225,25 @@ def test_a_store_sorted_by_an_older_key_is_migrated(store, old_key):
     assert store.model_state() == ModelState("mock", "mock")  # the one model it holds serves
 
 
+def test_a_schema_in_place_is_not_made_again_and_a_table_dropped_by_hand_is(store, monkeypatch):
+    """Opening a store whose schema this columnist made runs no statement (one query looks);
+    a view or table dropped by hand, or a digest another version wrote, makes it run them."""
+    store.create_schema()
+    commands, command = [], store.client.command
+    monkeypatch.setattr(store.client, "command", lambda sql, *a, **k: commands.append(sql) or command(sql, *a, **k),
+                        raising=False)
+    store.create_schema()
+    assert commands == []
+    command("DROP VIEW columnist.search")
+    store.create_schema()
+    assert commands and store.scalar("SELECT count() FROM system.tables WHERE database = 'columnist' "
+                                     "AND name = 'search'") == 1
+    commands.clear()
+    command("ALTER TABLE columnist.images MODIFY COMMENT 'columnist schema 0123456789abcdef'")  # another version's
+    store.create_schema()
+    assert any(sql.startswith("CREATE TABLE IF NOT EXISTS columnist.images") for sql in commands)
+
+
 def test_each_applied_version_records_how_its_calibration_was_made(store):
     fitted = VOCAB.replace('  - {code: moon, description: "the Moon", thresholds: {accept: 0.6}}',
                            '  - {code: moon, description: "the Moon", thresholds: {accept: 0.6}, '
