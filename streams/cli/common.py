@@ -27,6 +27,25 @@ def settings():
     return get_settings()
 
 
+def exit_now(code: int = 0) -> NoReturn:
+    """End a finished command at once, once columnist's own threads have ended (a model
+    still opening writes its runtime's cache) and what it printed and logged is flushed: the
+    embedded engine's and the runtime's teardown (0.2-0.3 s after `tag`, traced) guard
+    nothing it needs, as its store is closed and its writes are on disk."""
+    import logging
+    import os
+    import sys
+    import threading
+
+    for thread in threading.enumerate():
+        if thread.name.startswith("columnist-") and not thread.daemon and thread is not threading.current_thread():
+            thread.join()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     typer.echo(message, err=True)
     raise typer.Exit(code)

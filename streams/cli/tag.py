@@ -7,8 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from columnist.cli.common import DbOption, ModelOption, VocabOption, encoders_for, fail, settings, store_or_exit, \
-    vocabulary_in, vocabulary_or_exit
+from columnist.cli.common import DbOption, ModelOption, VocabOption, encoders_for, exit_now, fail, settings, \
+    store_or_exit, vocabulary_in, vocabulary_or_exit
 from columnist.errors import INTERRUPTED
 from columnist.printable import printable
 
@@ -89,8 +89,7 @@ def tag(
     for path, reason in run.failed:
         console.print(f"[red]failed[/red] {printable(path, 300)}: {reason}", highlight=False, soft_wrap=True)
     store.close()
-    if run.failed and not counters.images_stored and not counters.images_unchanged:
-        raise typer.Exit(1)
+    exit_now(1 if run.failed and not counters.images_stored and not counters.images_unchanged else 0)
 
 
 def register(app: typer.Typer) -> None:
