@@ -50,6 +50,9 @@ class Encoder(Protocol):
     have one; None leaves the vocabulary's."""
     reads_language: bool
     """Whether the text tower reads a language code before each text (NLLB)."""
+    shared_prompts_key: str | None
+    """What names the text tower's content, under which its prompts are kept for every store
+    of this user (columnist.prompt_cache); None: they are not."""
 
     def prepare_image(self, image: "Image") -> "np.ndarray":
         """What the image tower needs of one decoded image (CLIP: its normalised pixels).

@@ -23,6 +23,7 @@ class MockEncoder:
     choice = None  # nothing to measure
     calibration = None  # no learned bias: the vocabulary's calibration
     reads_language = False
+    shared_prompts_key = None  # its texts cost nothing to encode
 
     def __init__(self, dim: int = 512, logit_scale: float = 100.0):
         self.name = self.ref = "mock"
