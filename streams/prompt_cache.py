@@ -46,6 +46,8 @@ class SharedPrompts:
         import numpy as np
 
         found = {}
+        if not self.path.is_file():  # none yet; or a FIFO, which SQLite would wait on for ever
+            return found
         try:
             with closing(sqlite3.connect(self.path.as_uri() + "?mode=ro", timeout=1, uri=True)) as db:
                 for language, text in keys:
@@ -62,6 +64,9 @@ class SharedPrompts:
         import numpy as np
 
         rows = [(language, text, np.asarray(v, np.float32).tobytes()) for (language, text), v in zip(keys, vectors)]
+        if self.path.exists() and not self.path.is_file():
+            log.info("prompt embeddings not kept: %s is not a regular file", self.path)
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with closing(sqlite3.connect(self.path, timeout=1)) as db, db:

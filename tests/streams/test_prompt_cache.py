@@ -1,5 +1,6 @@
 """Prompt embeddings: kept in the store, and for a large model in every store of this user."""
 
+import os
 import sqlite3
 
 import numpy as np
@@ -42,7 +43,7 @@ def test_a_small_model_or_the_mock_keeps_nothing_per_user(tmp_path, monkeypatch)
     assert not (tmp_path / "prompts").exists()
 
 
-@pytest.mark.parametrize("damage", ["garbage", "short rows", "not finite", "a folder"])
+@pytest.mark.parametrize("damage", ["garbage", "short rows", "not finite", "a folder", "a FIFO"])
 def test_a_damaged_file_only_means_encoding_again(large, damage):
     cache = PromptCache(large, None)
     reference = cache.encode_texts(PROMPTS)
@@ -52,6 +53,9 @@ def test_a_damaged_file_only_means_encoding_again(large, damage):
     elif damage == "a folder":
         path.unlink()
         path.mkdir()
+    elif damage == "a FIFO":  # SQLite would wait on it for ever
+        path.unlink()
+        os.mkfifo(path)
     else:
         bad = b"\x00" * 8 if damage == "short rows" else np.full(large.dim, np.nan, np.float32).tobytes()
         with sqlite3.connect(path) as db:
