@@ -108,7 +108,7 @@ def compare(model: Path, files: list[Path], runs: int, threads: int, batch: int)
     from columnist.models.registry import load_encoder
 
     env = {**os.environ, "COLUMNIST_RUNTIME": "onnxruntime", "COLUMNIST_THREADS": str(threads),
-           "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+           "COLUMNIST_BATCH_SIZE": str(batch), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     as_shipped = {**env, "COLUMNIST_RUNTIME": "auto"}
     chosen = load_encoder(str(model), threads=threads, batch_size=batch, runtime="auto").runtime  # measured once here
     names = [str(f) for f in files]

@@ -213,14 +213,16 @@ class ClipEncoder:
         """What names this text tower's content (its fingerprint), under which the prompts it
         encodes are kept for every store of this user (columnist.prompt_cache); None for a
         tower small enough to encode prompts at once (the tiny test model), or none at all."""
-        tower = self.directory / self.spec.textual
+        spec, tower = self.spec, self.directory / self.spec.textual
         try:
             if tower.stat().st_size < SHARED_PROMPTS_MIN_BYTES:
                 return None
-            identity = f"{self.name}|{fingerprint(tower)}|{self.spec.text_prefix}"
+            content = "|".join([fingerprint(tower), fingerprint(self.directory / spec.tokenizer), spec.text_prefix,
+                                str(spec.context_length), str(spec.pad_token), str(spec.canonicalize)])
         except OSError:
             return None
-        return hashlib.sha256(identity.encode()).hexdigest()[:24]
+        name, content = (hashlib.sha256(text.encode()).hexdigest()[:16] for text in (self.name, content))
+        return f"{name}-{content}"
 
     @property
     def reads_language(self) -> bool:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from columnist.errors import ConfigurationError
-from columnist.models.machine import cpu_count, cpu_signature, fingerprint
+from columnist.models.machine import cpu_count, cpu_flags, fingerprint
 from columnist.printable import printable
 
 log = logging.getLogger("columnist.models")
@@ -56,21 +57,28 @@ protobuf's 2 GiB (a model file with external data is small and not kept either).
 
 
 def optimised_copy(path: Path) -> Path | None:
-    """Where the optimised graph of this model file is kept for this CPU and onnxruntime
-    (the graph holds kernels' layouts for this CPU's vector width), or None if it is not kept."""
+    """Where the optimised graph of this model file is kept for this kind of CPU and this
+    onnxruntime (the graph holds kernels' layouts for the CPU's vector width; its core count
+    does not matter), or None if it is not kept. Named ``<file's path>-<its content>-<CPU and
+    runtime>``: two CPUs or runtimes sharing a home keep a copy each."""
     import onnxruntime as ort
 
     size = path.stat().st_size
     if not OPTIMISED_BYTES[0] <= size <= OPTIMISED_BYTES[1]:
         return None
-    model = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-    version = hashlib.sha256(f"{cpu_signature()}|{fingerprint(path)}|{ort.__version__}".encode()).hexdigest()[:16]
-    return OPTIMISED_CACHE / f"{model}-{version}.onnx"
+    where, content, machine = (hashlib.sha256(text.encode()).hexdigest()[:16] for text in (
+        str(path.resolve()), fingerprint(path), f"{' '.join(sorted(cpu_flags()))}|{ort.__version__}"))
+    return OPTIMISED_CACHE / f"{where}-{content}-{machine}.onnx"
+
+
+PARTIAL_AGE_S = 3600
+"""A partial copy this old was left by a process killed while writing it: removed."""
 
 
 def _open_and_keep_optimised(ort: Any, path: Path, options: Any, providers: Sequence[str], cached: Path) -> Any:
-    """The session, its optimised graph written beside the copies of other models (the copy of
-    an older version of this file is replaced); a cache that cannot be written only costs time."""
+    """The session, its optimised graph written beside the copies of other models (copies of
+    an older version of this file, and partial copies a killed process left, are removed); a
+    cache that cannot be written only costs time."""
     partial = cached.with_name(f"{cached.stem}.{os.getpid()}.partial")
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -82,14 +90,23 @@ def _open_and_keep_optimised(ort: Any, path: Path, options: Any, providers: Sequ
         options.optimized_model_filepath = ""
         return ort.InferenceSession(str(path), options, providers=list(providers))
     try:
-        for older in cached.parent.glob(f"{cached.name.split('-')[0]}-*.onnx"):
-            older.unlink(missing_ok=True)
         os.replace(partial, cached)
+        _remove_stale_copies(cached)
     except OSError as err:
         with suppress(OSError):
             partial.unlink(missing_ok=True)
         log.info("could not keep the optimised graph of %s in %s: %s", path, cached.parent, err)
     return session
+
+
+def _remove_stale_copies(cached: Path) -> None:
+    where, content, _ = cached.stem.split("-")
+    for other in cached.parent.glob(f"{where}-*"):
+        with suppress(OSError, IndexError):  # gone meanwhile, or a name this code did not write
+            stale = other.suffix == ".onnx" and other.stem.split("-")[1] != content
+            killed = other.suffix == ".partial" and time.time() - other.stat().st_mtime > PARTIAL_AGE_S
+            if stale or killed:
+                other.unlink()
 
 
 def _openvino(precision: str | None) -> Callable[..., Any]:

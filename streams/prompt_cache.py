@@ -32,9 +32,10 @@ SHARED = Path.home() / ".cache" / "columnist" / "prompts"
 
 
 class SharedPrompts:
-    """Prompt embeddings of one text tower (``Encoder.shared_prompts_key``) kept for every
-    store of this user, in one SQLite file. Whatever is wrong with the file (unreadable,
-    damaged, locked, full, rows of another shape) only means encoding again."""
+    """Prompt embeddings of one text tower (``Encoder.shared_prompts_key``: its model's name,
+    then its content) kept for every store of this user, in one SQLite file; a new version of
+    the model replaces the file of the one before. Whatever is wrong with the file
+    (unreadable, damaged, locked, full, rows of another shape) only means encoding again."""
 
     MAX_ROWS = 200_000
     """About 400 MB at 512 dimensions; beyond, nothing more is kept."""
@@ -53,7 +54,9 @@ class SharedPrompts:
                 for language, text in keys:
                     row = db.execute("SELECT embedding FROM prompt WHERE language = ? AND text = ?",
                                      (language, text)).fetchone()
-                    vector = np.frombuffer(row[0], np.float32) if row and len(row[0]) == 4 * self.dim else None
+                    blob = row[0] if row else None
+                    vector = np.frombuffer(blob, np.float32) if isinstance(blob, bytes) and len(blob) == 4 * self.dim \
+                        else None
                     if vector is not None and np.isfinite(vector).all():
                         found[(language, text)] = vector
         except sqlite3.Error as err:  # no file yet, or one that cannot be read: encoded again
@@ -69,6 +72,8 @@ class SharedPrompts:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():  # a new file for this model: its older versions' files go
+                self._remove_older_versions()
             with closing(sqlite3.connect(self.path, timeout=1)) as db, db:
                 db.execute("CREATE TABLE IF NOT EXISTS prompt (language TEXT, text TEXT, embedding BLOB, "
                            "PRIMARY KEY (language, text))")
@@ -76,6 +81,14 @@ class SharedPrompts:
                     db.executemany("INSERT OR REPLACE INTO prompt VALUES (?, ?, ?)", rows)
         except (sqlite3.Error, OSError) as err:
             log.info("prompt embeddings not kept in %s: %s", self.path, err)
+
+
+    def _remove_older_versions(self) -> None:
+        """Files of the same model name (the key's first part) with other content."""
+        name = self.path.stem.split("-")[0]
+        for older in self.path.parent.glob(f"{name}-*.sqlite3"):
+            if older != self.path:
+                older.unlink(missing_ok=True)
 
 
 class PromptCache:

@@ -205,7 +205,7 @@ class ClickHouseStore:
         schema is in place: its digest is the comment of the images table."""
         statements = render_schema(self.cluster)
         digest = "columnist schema " + hashlib.sha256("\n".join([*statements, repr(SORT_KEYS)]).encode()).hexdigest()[:16]
-        if self._schema_is(digest, statements):
+        if not self.cluster and self._schema_is(digest, statements):  # a cluster's replicas each need the statements
             return
         for statement in statements:
             self.client.command(statement)

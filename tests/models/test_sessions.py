@@ -68,6 +68,24 @@ def test_a_changed_model_file_replaces_its_copy_and_keeps_others(kept, tmp_path)
     assert sessions.optimised_copy(other).is_file()  # another model's copy stays
 
 
+def test_copies_for_another_cpu_or_runtime_stay_and_partial_copies_of_killed_runs_go(kept):
+    import os
+    import time
+
+    model, _ = kept
+    copy = sessions.optimised_copy(model)
+    copy.parent.mkdir(parents=True)
+    where, content, _ = copy.stem.split("-")
+    other_cpu = copy.with_name(f"{where}-{content}-0123456789abcdef.onnx")
+    killed, writing = (copy.with_name(f"{copy.stem}.{pid}.partial") for pid in (1, 2))
+    for each in (other_cpu, killed, writing):
+        each.write_bytes(b"x")
+    hour_ago = time.time() - 2 * sessions.PARTIAL_AGE_S
+    os.utime(killed, (hour_ago, hour_ago))
+    sessions.onnxruntime_session(model, threads=1)
+    assert copy.is_file() and other_cpu.exists() and writing.exists() and not killed.exists()
+
+
 def test_a_cache_that_cannot_be_written_costs_only_time(kept, tmp_path, monkeypatch):
     model, opened = kept
     blocked = tmp_path / "a-file"
@@ -77,7 +95,7 @@ def test_a_cache_that_cannot_be_written_costs_only_time(kept, tmp_path, monkeypa
     assert set(opened) == {str(model)}
 
 
-def test_small_models_and_other_providers_are_not_kept(tmp_path, monkeypatch):
+def test_small_models_are_not_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(sessions, "OPTIMISED_CACHE", tmp_path / "cache")
     sessions.onnxruntime_session(resolve_model_dir("tiny-clip") / "visual.onnx", threads=1)
     assert not (tmp_path / "cache").exists()

@@ -43,7 +43,8 @@ def test_a_small_model_or_the_mock_keeps_nothing_per_user(tmp_path, monkeypatch)
     assert not (tmp_path / "prompts").exists()
 
 
-@pytest.mark.parametrize("damage", ["garbage", "short rows", "not finite", "a folder", "a FIFO"])
+@pytest.mark.parametrize("damage", ["garbage", "short rows", "not finite", "text rows", "null rows", "a folder",
+                                    "a FIFO"])
 def test_a_damaged_file_only_means_encoding_again(large, damage):
     cache = PromptCache(large, None)
     reference = cache.encode_texts(PROMPTS)
@@ -57,7 +58,8 @@ def test_a_damaged_file_only_means_encoding_again(large, damage):
         path.unlink()
         os.mkfifo(path)
     else:
-        bad = b"\x00" * 8 if damage == "short rows" else np.full(large.dim, np.nan, np.float32).tobytes()
+        bad = {"short rows": b"\x00" * 8, "text rows": "x" * 4 * large.dim, "null rows": None}.get(
+            damage, np.full(large.dim, np.nan, np.float32).tobytes())
         with sqlite3.connect(path) as db:
             db.execute("UPDATE prompt SET embedding = ?", (bad,))
     counted = Counters()
@@ -72,3 +74,19 @@ def test_nothing_more_is_kept_beyond_the_limit(large, monkeypatch):
     counted = Counters()
     PromptCache(large, None, counted).encode_texts([*PROMPTS, "a photo of a dog"])
     assert counted.prompts_encoded == 1
+
+
+def test_a_new_version_of_the_model_replaces_the_file_of_the_one_before(large, tmp_path):
+    import shutil
+
+    from columnist.models.registry import resolve_model_dir
+
+    PromptCache(large, None).encode_texts(PROMPTS)
+    copied = tmp_path / "model"
+    shutil.copytree(resolve_model_dir("tiny-clip"), copied)
+    newer = load_encoder(str(copied), threads=1)
+    newer.name = large.name  # the same model name, another text tower file: another version
+    counted = Counters()
+    PromptCache(newer, None, counted).encode_texts(PROMPTS)
+    assert counted.prompts_encoded == 3
+    assert [p.name for p in (tmp_path / "prompts").iterdir()] == [f"{newer.shared_prompts_key}.sqlite3"]

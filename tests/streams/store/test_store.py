@@ -244,6 +244,16 @@ def test_a_schema_in_place_is_not_made_again_and_a_table_dropped_by_hand_is(stor
     assert any(sql.startswith("CREATE TABLE IF NOT EXISTS columnist.images") for sql in commands)
 
 
+def test_on_a_cluster_every_start_runs_the_statements(store, monkeypatch):
+    """Each replica needs the tables: a replica added later gets them from the next start."""
+    store.create_schema()
+    commands = []
+    monkeypatch.setattr(store.client, "command", lambda sql, *a, **k: commands.append(sql), raising=False)
+    monkeypatch.setattr(store, "cluster", "main")
+    store.create_schema()
+    assert any(sql.startswith("CREATE TABLE IF NOT EXISTS columnist.images ON CLUSTER `main`") for sql in commands)
+
+
 def test_each_applied_version_records_how_its_calibration_was_made(store):
     fitted = VOCAB.replace('  - {code: moon, description: "the Moon", thresholds: {accept: 0.6}}',
                            '  - {code: moon, description: "the Moon", thresholds: {accept: 0.6}, '
