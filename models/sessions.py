@@ -39,15 +39,36 @@ def onnxruntime_session(path: Path, threads: int = 0, providers: Sequence[str] =
         raise FileNotFoundError(f"{path}: ONNX model file not found")
     cached = optimised_copy(Path(path)) if list(providers) == ["CPUExecutionProvider"] else None
     if cached is not None and cached.is_file():
-        try:
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # optimised already
-            return ort.InferenceSession(str(cached), options, providers=list(providers))
-        except Exception as err:  # noqa: BLE001 - a damaged copy: the model itself is opened, and copied again
-            log.warning("the optimised copy %s of %s is damaged, made again: %s", cached, path, printable(str(err), 200))
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if cached is None:
+        refused_before = cached.with_suffix(".refused").exists()
+        session = _open_copy(ort, cached, options, providers)
+        if session is not None:
+            return session
+        if not refused_before:  # the first copy that could not be opened: made again, once
+            return _open_and_keep_optimised(ort, path, options, providers, cached)
+    if cached is None or cached.with_suffix(".refused").exists():
         return ort.InferenceSession(str(path), options, providers=list(providers), provider_options=provider_options)
     return _open_and_keep_optimised(ort, path, options, providers, cached)
+
+
+def _open_copy(ort: Any, cached: Path, options: Any, providers: Sequence[str]) -> Any:
+    """A session over the kept copy, or None when it cannot be opened: damaged, it is made
+    again; a copy made again that cannot be opened either (a graph this onnxruntime writes
+    but cannot read back) leaves a ``.refused`` mark, and no more copies are kept of it."""
+    refused = cached.with_suffix(".refused")
+    try:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # optimised already
+        session = ort.InferenceSession(str(cached), options, providers=list(providers))
+    except Exception as err:  # noqa: BLE001 - the model itself is opened instead
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        again = "no more copies are kept of it" if refused.exists() else "it is made again"
+        log.warning("the optimised copy %s cannot be opened, %s: %s", cached, again, printable(str(err), 200))
+        with suppress(OSError):
+            cached.unlink()
+            refused.touch()
+        return None
+    with suppress(OSError):
+        refused.unlink(missing_ok=True)  # what could not be opened once was damaged, not unreadable
+    return session
 
 
 OPTIMISED_CACHE = Path.home() / ".cache" / "columnist" / "onnxruntime"
@@ -103,7 +124,7 @@ def _remove_stale_copies(cached: Path) -> None:
     where, content, _ = cached.stem.split("-")
     for other in cached.parent.glob(f"{where}-*"):
         with suppress(OSError, IndexError):  # gone meanwhile, or a name this code did not write
-            stale = other.suffix == ".onnx" and other.stem.split("-")[1] != content
+            stale = other.suffix in (".onnx", ".refused") and other.stem.split("-")[1] != content
             killed = other.suffix == ".partial" and time.time() - other.stat().st_mtime > PARTIAL_AGE_S
             if stale or killed:
                 other.unlink()

@@ -49,8 +49,22 @@ def test_a_damaged_copy_is_made_again(kept, caplog):
     copy = sessions.optimised_copy(model)
     copy.write_bytes(b"not a model")
     reference = embed(sessions.onnxruntime_session(model, threads=1, providers=["CPUExecutionProvider"]))
-    assert "damaged" in caplog.text and copy.stat().st_size > 100
+    assert "made again" in caplog.text and copy.stat().st_size > 100
     np.testing.assert_array_equal(embed(sessions.onnxruntime_session(model, threads=1)), reference)
+    assert not copy.with_suffix(".refused").exists()  # opened again: it was damaged, not unreadable
+
+
+def test_a_copy_that_cannot_be_opened_twice_running_is_no_longer_kept(kept, caplog):
+    model, opened = kept
+    sessions.onnxruntime_session(model, threads=1)
+    copy = sessions.optimised_copy(model)
+    for _ in range(2):  # as if this onnxruntime could not read back the graphs it writes
+        copy.write_bytes(b"not a model")
+        sessions.onnxruntime_session(model, threads=1)
+    assert "no more copies are kept" in caplog.text and not copy.exists()
+    opened.clear()
+    sessions.onnxruntime_session(model, threads=1)
+    assert opened == [str(model)] and not copy.exists()  # the model itself, optimised as it opens
 
 
 def test_a_changed_model_file_replaces_its_copy_and_keeps_others(kept, tmp_path):
