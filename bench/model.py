@@ -109,11 +109,11 @@ def peak_rss_mb() -> float:
 def machine() -> dict:
     import onnxruntime
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    from columnist.models.machine import cpu_count
+    from columnist.models.machine import MATRIX_UNITS, cpu_count, cpu_flags, cpu_name
 
-    return {"cpu": cpu, "cores": cpu_count(), "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    return {"cpu": cpu_name() or platform.processor(), "cores": cpu_count(),
+            "flags": [flag for flag in MATRIX_UNITS if flag in cpu_flags()],
+            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
 
 
 def main() -> None:

@@ -24,16 +24,22 @@ def cpu_flags() -> set[str]:
     return set(line.split(":", 1)[-1].split())
 
 
+def cpu_name() -> str:
+    try:
+        return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name")), "")
+    except OSError:  # pragma: no cover - not Linux
+        return ""
+
+
+MATRIX_UNITS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+"""The flags that decide which runtime and precision wins here (what a benchmark reports)."""
+
+
 def cpu_signature() -> str:
     """What makes one CPU run a model at another speed than the next: its name, cores, flags."""
-    model = ""
-    try:
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
-    except OSError:  # pragma: no cover - not Linux
-        pass
     flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:12]
-    return f"{model} x{cpu_count()} flags:{flags}"
+    return f"{cpu_name()} x{cpu_count()} flags:{flags}"
 
 
 def fingerprint(path: Path) -> str:
