@@ -56,6 +56,10 @@ def _output_index(session: "Session", name: str | None) -> int:
 
 
 
+OPENING_THREAD = "columnist-open-model"
+"""The thread open_image_tower_soon starts: not a daemon, so that no exit cuts short what the
+runtime writes to its cache while it opens (cli.common.exit_now waits for it)."""
+
 SHARED_PROMPTS_MIN_BYTES = 32 << 20
 """Text towers from this size keep their prompts for every store (a ViT-B/32 text tower costs
 17-40 ms a prompt here); smaller ones encode them at once."""
@@ -167,7 +171,7 @@ class ClipEncoder:
                 pass
         with self._starting:
             if self._opening_soon is None:
-                self._opening_soon = threading.Thread(target=open_quietly, name="columnist-open-model")
+                self._opening_soon = threading.Thread(target=open_quietly, name=OPENING_THREAD)
                 self._opening_soon.start()
             return self._opening_soon
 

@@ -28,17 +28,19 @@ def settings():
 
 
 def exit_now(code: int = 0) -> NoReturn:
-    """End a finished command at once, once columnist's own threads have ended (a model
-    still opening writes its runtime's cache) and what it printed and logged is flushed: the
-    embedded engine's and the runtime's teardown (0.2-0.3 s after `tag`, traced) guard
-    nothing it needs, as its store is closed and its writes are on disk."""
+    """End a finished command at once, once a model still opening has opened (the runtime
+    writes its cache meanwhile) and what it printed and logged is flushed: the embedded
+    engine's and the runtime's teardown (0.2-0.3 s after `tag`, traced) guard nothing it
+    needs, as its store is closed and its writes are on disk."""
     import logging
     import os
     import sys
     import threading
 
+    from columnist.models.clip import OPENING_THREAD
+
     for thread in threading.enumerate():
-        if thread.name.startswith("columnist-") and not thread.daemon and thread is not threading.current_thread():
+        if thread.name == OPENING_THREAD:
             thread.join()
     logging.shutdown()
     sys.stdout.flush()
