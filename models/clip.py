@@ -55,7 +55,6 @@ def _output_index(session: "Session", name: str | None) -> int:
     return names.index(name)
 
 
-
 OPENING_THREAD = "columnist-open-model"
 """The thread open_image_tower_soon starts: not a daemon, so that no exit cuts short what the
 runtime writes to its cache while it opens (cli.common.exit_now waits for it)."""
@@ -63,6 +62,7 @@ runtime writes to its cache while it opens (cli.common.exit_now waits for it).""
 SHARED_PROMPTS_MIN_BYTES = 32 << 20
 """Text towers from this size keep their prompts for every store (a ViT-B/32 text tower costs
 17-40 ms a prompt here); smaller ones encode them at once."""
+
 
 class ImageTower:
     def __init__(self, session: "Session", spec: ModelSpec, batch_size: int = 32):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import cache, lru_cache
 from pathlib import Path
 
 
@@ -15,15 +16,17 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def cpu_flags() -> set[str]:
+@cache
+def cpu_flags() -> frozenset[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:  # pragma: no cover - not Linux
-        return set()
+        return frozenset()
     line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return set(line.split(":", 1)[-1].split())
+    return frozenset(line.split(":", 1)[-1].split())
 
 
+@cache
 def cpu_name() -> str:
     try:
         return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -47,11 +50,19 @@ def fingerprint(path: Path) -> str:
     change times and the sha256 of its first and last MiB. Hashing a 350 MB fp32 tower at
     every start cost half a second. Any write to the file moves its change time, which no
     tool sets back (a build that fixes modification times does not fix it), so a file
-    written again, copied or downloaded again is measured again: a few seconds, once."""
+    written again, copied or downloaded again is measured again: a few seconds, once. The
+    runtime choice, the optimised graph and the prompts each ask: the ends are read once
+    while the file's times and size stay the same."""
     info = path.stat()
+    return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:" + \
+        _ends_digest(str(path), info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+@lru_cache(maxsize=64)
+def _ends_digest(path: str, size: int, mtime_ns: int, ctime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         digest.update(handle.read(1 << 20))
-        handle.seek(max(0, info.st_size - (1 << 20)))
+        handle.seek(max(0, size - (1 << 20)))
         digest.update(handle.read(1 << 20))
-    return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{digest.hexdigest()[:32]}"
+    return digest.hexdigest()[:32]

@@ -38,15 +38,15 @@ def onnxruntime_session(path: Path, threads: int = 0, providers: Sequence[str] =
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: ONNX model file not found")
     cached = optimised_copy(Path(path)) if list(providers) == ["CPUExecutionProvider"] else None
-    if cached is not None and cached.is_file():
-        refused_before = cached.with_suffix(".refused").exists()
+    if cached is None:
+        return ort.InferenceSession(str(path), options, providers=list(providers), provider_options=provider_options)
+    refused = cached.with_suffix(".refused").exists()  # before this opening: a first failure is made again
+    if cached.is_file():
         session = _open_copy(ort, cached, options, providers)
         if session is not None:
             return session
-        if not refused_before:  # the first copy that could not be opened: made again, once
-            return _open_and_keep_optimised(ort, path, options, providers, cached)
-    if cached is None or cached.with_suffix(".refused").exists():
-        return ort.InferenceSession(str(path), options, providers=list(providers), provider_options=provider_options)
+    if refused:
+        return ort.InferenceSession(str(path), options, providers=list(providers))
     return _open_and_keep_optimised(ort, path, options, providers, cached)
 
 

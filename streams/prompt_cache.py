@@ -82,7 +82,6 @@ class SharedPrompts:
         except (sqlite3.Error, OSError) as err:
             log.info("prompt embeddings not kept in %s: %s", self.path, err)
 
-
     def _remove_older_versions(self) -> None:
         """Files of the same model name (the key's first part) with other content."""
         name = self.path.stem.split("-")[0]

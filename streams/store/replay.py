@@ -267,7 +267,8 @@ def _statements(levels: list[list[DerivedAttribute]]) -> Iterator[tuple[list[str
         refs: set[str] = set()
         size = 0
         for derived in level:
-            rule, reads = _rule_sql(derived), _references(derived)
+            reads = _references(derived)
+            rule = _rule_sql(derived, reads)
             cost = len(rule) + 80 * len(reads)  # its tuple, its columns
             if rules and size + cost > MAX_RULES_SQL:
                 yield rules, sorted(refs)
@@ -279,10 +280,11 @@ def _statements(levels: list[list[DerivedAttribute]]) -> Iterator[tuple[list[str
             yield rules, sorted(refs)
 
 
-def _rule_sql(derived: DerivedAttribute) -> str:
-    """(code, value, every reference present) of one rule, from the references' columns."""
+def _rule_sql(derived: DerivedAttribute, reads: set[str]) -> str:
+    """(code, value, every reference present) of one rule, from the references' columns
+    (``reads``: its references, checked by _references)."""
     value = to_sql(parse_rule(derived.rule), lambda c: f"ifNull(`{c}`, 0)")
-    present = " AND ".join(f"`{r}` IS NOT NULL" for r in sorted(_references(derived)))
+    present = " AND ".join(f"`{r}` IS NOT NULL" for r in sorted(reads))
     return f"('{derived.code}', toFloat32({value}), {present})"
 
 
