@@ -23,6 +23,7 @@ from columnist import faults
 from columnist.errors import UsageError
 from columnist.records import ImageRecord, KnownImage, ModelCalibration, ModelState, ScoredBatch, Scores
 from columnist.store import NoStore, QueryLimits, Rows, StoreLocked, StoreUnavailable
+from columnist.store.merge_priority import merges_yield
 from columnist.vocab.prompts import render_prompts
 from columnist.vocab.schema import Attribute, Vocabulary, vocabulary_from_dict
 
@@ -194,6 +195,8 @@ class ClickHouseStore:
                     raise StoreLocked(f"the database {dsn} is in use by another process (a running worker?)") from None
                 sys.stderr.write(engine_said)
                 raise
+        if dsn.startswith("chdb://"):
+            merges_yield()  # the engine starts its merge threads with its first table
         return store
 
     def close(self) -> None:
