@@ -160,3 +160,39 @@ def test_an_image_tower_that_cannot_open_early_is_named_where_it_is_used(tmp_pat
     with pytest.raises(ModelUnreadable, match="cannot open this model file: .*(?i:protobuf)") as refused:
         encoder.image_tower
     assert refused.value.exit_code == 3  # a bad model, as the README's table of exit codes says
+
+
+def test_an_unused_text_tower_is_closed_and_opened_again_when_asked(monkeypatch):
+    """The idle timer is replaced by one the test fires (a stand-in for threading.Timer), and
+    the clock by one it moves: no waiting."""
+    from columnist.models import clip
+
+    now, timers, opened, real = [1000.0], [], [], clip.open_session
+
+    class ManualTimer:
+        def __init__(self, after, function):
+            timers.append((after, function))
+
+        def start(self):
+            pass
+
+    def counted_open(*args):
+        opened.append(args[1].name)
+        return real(*args)
+    monkeypatch.setattr(clip, "Timer", ManualTimer)
+    monkeypatch.setattr(clip, "monotonic", lambda: now[0])
+    monkeypatch.setattr(clip, "open_session", counted_open)
+    encoder = load_encoder("tiny-clip", threads=1, batch_size=4)
+    first = encoder.encode_texts(["a photo of the moon"])
+    assert len(opened) == 1 and [after for after, _ in timers] == [encoder.text_idle_s]
+    now[0] += encoder.text_idle_s / 2
+    encoder.encode_texts(["a nebula"])  # used again halfway: the tower stays open past the first check
+    now[0] += encoder.text_idle_s / 2
+    timers.pop(0)[1]()
+    assert [after for after, _ in timers] == [encoder.text_idle_s / 2]  # checked again when that use turns idle
+    encoder.encode_texts(["a galaxy"])
+    assert len(opened) == 1
+    now[0] += encoder.text_idle_s
+    timers.pop(0)[1]()  # idle long enough: closed
+    np.testing.assert_array_equal(encoder.encode_texts(["a photo of the moon"]), first)
+    assert len(opened) == 2 and len(timers) == 1  # opened again on the next ask, with its own timer
