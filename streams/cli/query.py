@@ -5,10 +5,13 @@ ClickHouse's TabSeparatedWithNames (a header line, then one line per row, full p
 so `columnist query … | sort` works. `--format` takes a ClickHouse output format by its own
 name (CSVWithNames, JSONEachRow, JSON, Parquet…; names are case-sensitive, as ClickHouse's
 are) and writes exactly what ClickHouse writes; `--format table` is the terminal's table.
+A query that ends in its own ``FORMAT Name`` (as clickhouse-client takes it) is written in
+that format: the clause is taken off and used as ``--format`` (both, and different: refused).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -17,6 +20,9 @@ import typer
 
 from columnist.cli.common import DbOption, fail, settings
 
+TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z][A-Za-z0-9]*)\s*;?\s*\Z", re.IGNORECASE)
+"""A query's own FORMAT clause, last in the statement (a name in a string or a comment
+there is not matched: it would end in a quote, or sit after ``--`` or ``#`` on its line)."""
 
 
 def query(
@@ -34,8 +40,10 @@ def query(
     from columnist.cli.reader import QueryFailed, Reader
     from columnist.store.clickhouse import engine_message
 
-    text = _read_sql(sql, file)
-    fmt = format or ("table" if sys.stdout.isatty() else "TabSeparatedWithNames")
+    text, named = _own_format(_read_sql(sql, file))
+    if named and format and named != format:
+        fail(f"the query ends in FORMAT {named} and --format says {format}: give one of them", USAGE)
+    fmt = format or named or ("table" if sys.stdout.isatty() else "TabSeparatedWithNames")
     reader = Reader(db or settings().db, settings())
     try:
         if fmt == "table":
@@ -50,6 +58,19 @@ def query(
         fail(f"query failed: {message}", USAGE if "UNKNOWN_FORMAT" in str(err) or "SYNTAX_ERROR" in str(err) else 1)
     finally:
         reader.close()
+
+
+def _own_format(text: str) -> tuple[str, str | None]:
+    """The query without its trailing FORMAT clause, and the format it named (None: none).
+    ClickHouse's clients append their own clause, so one left in the query was a syntax
+    error that named the format columnist asked for, not the user's."""
+    match = TRAILING_FORMAT.search(text)
+    if not match:
+        return text, None
+    line = text[text.rfind("\n", 0, match.start()) + 1:match.start()]
+    if "--" in line or "#" in line:
+        return text, None
+    return text[:match.start()].rstrip(), match.group(1)
 
 
 def _read_sql(sql: str | None, file: Path | None) -> str:

@@ -209,6 +209,20 @@ def test_query_writes_clickhouse_formats_byte_for_byte(tmp_path):
     assert_short_failure(columnist("query", "--db", db, check=False), 2, "give a query")
 
 
+def test_a_querys_own_format_clause_is_its_output_format(tmp_path):
+    """As clickhouse-client takes it; it was a syntax error naming TabSeparatedWithNames."""
+    db = empty_store(tmp_path / "db")
+    assert columnist("query", "--db", db, "SELECT 1 AS a FORMAT JSONEachRow").stdout == '{"a":1}\n'
+    assert columnist("query", "--db", db, "SELECT 1 AS a\nformat CSVWithNames ;\n").stdout == '"a"\n1\n'
+    assert columnist("query", "--db", db, "SELECT 'x FORMAT JSON' AS a").stdout == "a\nx FORMAT JSON\n"
+    assert columnist("query", "--db", db, "SELECT 1 AS a -- FORMAT JSON").stdout == "a\n1\n"  # a comment
+    assert columnist("query", "--db", db, "-f", "JSONEachRow", "SELECT 1 AS a FORMAT JSONEachRow").stdout == \
+        '{"a":1}\n'
+    assert_short_failure(columnist("query", "--db", db, "-f", "CSV", "SELECT 1 FORMAT JSON", check=False), 2,
+                         "FORMAT JSON and --format says CSV")
+    assert_short_failure(columnist("query", "--db", db, "SELECT 1 FORMAT Nope", check=False), 2, "Unknown format Nope")
+
+
 def test_kafka_up_refuses_a_port_another_process_holds(tmp_path):
     import os
     import socket
