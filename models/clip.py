@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
+from contextlib import contextmanager
+from pathlib import Path
 from threading import Timer
 from time import monotonic
-from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from columnist.models.machine import fingerprint
 from columnist.models.preprocess import preprocess
@@ -63,8 +65,9 @@ runtime writes to its cache while it opens (cli.common.exit_now waits for it).""
 
 TEXT_TOWER_IDLE_S = 60.0
 """A text tower unused this long is closed. It is needed only while prompts are encoded (a
-vocabulary applied or changed, a `model try`), and a ViT-B/32 one holds 440 MB of a worker's
-RSS (OpenVINO int8: 595 MB with it, 159 MB without); opening it again takes under a second."""
+vocabulary applied or changed, a `model try`), and a ViT-B/32 one holds 410-440 MB of a
+worker's RSS (OpenVINO int8: 570-595 MB with it, 159 MB without); it opens again in under a
+second."""
 
 SHARED_PROMPTS_MIN_BYTES = 32 << 20
 """Text towers from this size keep their prompts for every store (a ViT-B/32 text tower costs
@@ -146,6 +149,7 @@ class ClipEncoder:
         self._image_tower: ImageTower | None = None
         self._text_tower: TextTower | None = None
         self._text_used = 0.0
+        self._text_users = 0
         self._text_lock = threading.Lock()
         self.text_idle_s = TEXT_TOWER_IDLE_S
         self._opening = threading.Lock()
@@ -187,8 +191,15 @@ class ClipEncoder:
 
     @property
     def text_tower(self) -> TextTower:
-        """Opened on first use and closed once unused for ``text_idle_s`` (an encoding under
-        way keeps the tower it started with until it ends)."""
+        """Opened on first use and closed once unused for ``text_idle_s``."""
+        with self._text_in_use() as tower:
+            return tower
+
+    @contextmanager
+    def _text_in_use(self) -> Iterator[TextTower]:
+        """The text tower, kept open while the caller encodes with it (an encoding longer than
+        ``text_idle_s`` must not lose its tower, nor make a second one be opened beside it);
+        its idle time starts when the last user is done."""
         with self._text_lock:
             if self._text_tower is None:
                 session = open_session(self.runtime, self.directory / self.spec.textual, self.threads)
@@ -196,22 +207,28 @@ class ClipEncoder:
                 tokenizer = ClipTokenizer.from_file(self.directory / spec.tokenizer, spec.context_length,
                                                     spec.pad_token, spec.canonicalize, spec.text_prefix)
                 self._text_tower = TextTower(session, tokenizer, self.batch_size, spec.textual_output)
-                self._close_text_tower_when_idle(self.text_idle_s)
-            self._text_used = monotonic()
-            return self._text_tower
-
-    def _close_text_tower_when_idle(self, after: float) -> None:
-        def check() -> None:
+                _close_text_tower_when_idle(weakref.ref(self), self.text_idle_s)
+            self._text_users += 1
+            tower = self._text_tower
+        try:
+            yield tower
+        finally:
             with self._text_lock:
-                idle = monotonic() - self._text_used
-                if idle >= self.text_idle_s:
-                    self._text_tower = None
-                    return
-            self._close_text_tower_when_idle(self.text_idle_s - idle)
+                self._text_users -= 1
+                self._text_used = monotonic()
 
-        timer = Timer(after, check)
-        timer.name, timer.daemon = "columnist-text-tower-idle", True
-        timer.start()
+    def _close_text_tower_if_idle(self) -> float:
+        """Close the text tower if no one has used it for ``text_idle_s``; else the seconds
+        until it may be. The runtime's session is torn down after the lock is let go."""
+        with self._text_lock:
+            if self._text_users:
+                return self.text_idle_s  # in use: its idle time starts when it is done
+            idle = monotonic() - self._text_used
+            if idle < self.text_idle_s:
+                return self.text_idle_s - idle
+            closing, self._text_tower = self._text_tower, None
+        del closing
+        return 0.0
 
     @property
     def calibration(self) -> ModelCalibration | None:
@@ -268,21 +285,37 @@ class ClipEncoder:
 
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        if not self.reads_language or language is None:
-            return self.text_tower(texts)
-        code = flores_code(language)
-        if self.text_tower.tokenizer.token_id(code) is None:
-            raise LanguageNotRead(f"translation language {printable(language, 40)!r} ({code}): the text tower of "
-                                  f"{printable(self.name)} has no token for it, so it would read the text as something "
-                                  "else; use a language the model knows, or leave the translation out")
-        return self.text_tower(texts, code)
+        with self._text_in_use() as tower:
+            if not self.reads_language or language is None:
+                return tower(texts)
+            code = flores_code(language)
+            if tower.tokenizer.token_id(code) is None:
+                raise LanguageNotRead(f"translation language {printable(language, 40)!r} ({code}): the text tower of "
+                                      f"{printable(self.name)} has no token for it, so it would read the text as "
+                                      "something else; use a language the model knows, or leave the translation out")
+            return tower(texts, code)
 
     def encode_texts(self, texts: Sequence[str]) -> "np.ndarray":
         import numpy as np
 
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        return self.text_tower(texts)
+        with self._text_in_use() as tower:
+            return tower(texts)
+
+
+def _close_text_tower_when_idle(encoder: "weakref.ref[ClipEncoder]", after: float) -> None:
+    """A daemon timer that closes the encoder's text tower once idle, or looks again when it
+    may be. It holds the encoder weakly: an encoder replaced (a worker's model change) is not
+    kept alive by its timer, and its timer ends."""
+    def check() -> None:
+        alive = encoder()
+        if alive is not None and (again := alive._close_text_tower_if_idle()):
+            _close_text_tower_when_idle(encoder, again)
+
+    timer = Timer(after, check)
+    timer.name, timer.daemon = "columnist-text-tower-idle", True
+    timer.start()
 
 
 FLORES = {"ar": "arb_Arab", "bg": "bul_Cyrl", "ca": "cat_Latn", "cs": "ces_Latn", "da": "dan_Latn", "de": "deu_Latn",

@@ -165,6 +165,8 @@ def test_an_image_tower_that_cannot_open_early_is_named_where_it_is_used(tmp_pat
 def test_an_unused_text_tower_is_closed_and_opened_again_when_asked(monkeypatch):
     """The idle timer is replaced by one the test fires (a stand-in for threading.Timer), and
     the clock by one it moves: no waiting."""
+    import gc
+
     from columnist.models import clip
 
     now, timers, opened, real = [1000.0], [], [], clip.open_session
@@ -196,3 +198,18 @@ def test_an_unused_text_tower_is_closed_and_opened_again_when_asked(monkeypatch)
     timers.pop(0)[1]()  # idle long enough: closed
     np.testing.assert_array_equal(encoder.encode_texts(["a photo of the moon"]), first)
     assert len(opened) == 2 and len(timers) == 1  # opened again on the next ask, with its own timer
+
+    real_call = clip.TextTower.__call__
+
+    def long_encode(tower, texts, prefix=None):  # lasts two idle times; the idle check fires meanwhile
+        now[0] += 2 * encoder.text_idle_s
+        timers.pop(0)[1]()
+        return real_call(tower, texts, prefix)
+    monkeypatch.setattr(clip.TextTower, "__call__", long_encode)
+    encoder.encode_texts(["a long list of prompts"])
+    assert len(opened) == 2 and [after for after, _ in timers] == [encoder.text_idle_s]  # kept while in use
+
+    del encoder
+    gc.collect()
+    timers.pop(0)[1]()  # the encoder is gone: its timer neither keeps it alive nor looks again
+    assert timers == []
