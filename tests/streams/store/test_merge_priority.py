@@ -9,6 +9,8 @@ import pytest
 from columnist.store.merge_priority import MERGE_NICE, MERGE_THREAD, merges_yield
 
 linux_only = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="threads are listed from /proc")
+not_niced = pytest.mark.skipif(os.getpriority(os.PRIO_PROCESS, 0) >= MERGE_NICE,
+                               reason="the tests already run at the merges' nice value: nothing to lower them to")
 
 
 def thread_nice(tid: int) -> int:
@@ -16,6 +18,7 @@ def thread_nice(tid: int) -> int:
 
 
 @linux_only
+@not_niced
 @pytest.mark.integration
 def test_the_engines_merge_threads_yield_once_a_store_is_open(session_store):
     """Fails if chdb renames its merge threads: then merges compete with dashboards again."""
@@ -27,6 +30,7 @@ def test_the_engines_merge_threads_yield_once_a_store_is_open(session_store):
 
 
 @linux_only
+@not_niced
 def test_only_threads_named_as_merges_are_changed_and_never_raised_in_priority(tmp_path):
     """A fake task list holds two real threads of this test: one named as a merge thread and
     one not; and a third entry that is not a thread id."""
