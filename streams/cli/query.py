@@ -20,7 +20,7 @@ import typer
 
 from columnist.cli.common import DbOption, fail, settings
 
-TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z][A-Za-z0-9]*)\s*;?\s*\Z", re.IGNORECASE)
+TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z][A-Za-z0-9]*)\Z", re.IGNORECASE)
 """A query's own FORMAT clause, last in the statement (a name in a string or a comment
 there is not matched: it would end in a quote, or sit after ``--`` or ``#`` on its line)."""
 
@@ -64,7 +64,7 @@ def _own_format(text: str) -> tuple[str, str | None]:
     """The query without its trailing FORMAT clause, and the format it named (None: none).
     ClickHouse's clients append their own clause, so one left in the query was a syntax
     error that named the format columnist asked for, not the user's."""
-    match = TRAILING_FORMAT.search(text)
+    match = TRAILING_FORMAT.search(text.rstrip().removesuffix(";").rstrip())  # linear: one \s run at each end
     if not match:
         return text, None
     line = text[text.rfind("\n", 0, match.start()) + 1:match.start()]

@@ -223,6 +223,18 @@ def test_a_querys_own_format_clause_is_its_output_format(tmp_path):
     assert_short_failure(columnist("query", "--db", db, "SELECT 1 FORMAT Nope", check=False), 2, "Unknown format Nope")
 
 
+def test_a_format_clause_is_found_in_one_pass_over_hostile_whitespace():
+    """Two whitespace runs around an optional ';' made the search quadratic: a query of
+    5M spaces ran for minutes before this was written as one run stripped at the end."""
+    from columnist.cli.query import _own_format
+
+    spaces = " " * 200_000
+    assert _own_format("SELECT 1 FORMAT a" + spaces + "b") == ("SELECT 1 FORMAT a" + spaces + "b", None)
+    assert _own_format("SELECT 1 FORMAT JSON" + " \t\n" * 100_000 + ";" + spaces) == ("SELECT 1", "JSON")
+    assert _own_format("SELECT 1 FORMAT" + spaces + "CSV ;") == ("SELECT 1", "CSV")
+    assert _own_format("SELECT 1 # FORMAT JSON") == ("SELECT 1 # FORMAT JSON", None)
+
+
 def test_kafka_up_refuses_a_port_another_process_holds(tmp_path):
     import os
     import socket
