@@ -16,7 +16,7 @@ from threading import Timer
 from time import monotonic
 from typing import TYPE_CHECKING, Iterator, Sequence
 
-from columnist.models.machine import fingerprint
+from columnist.models.machine import LARGE_MODEL_BYTES, fingerprint
 from columnist.models.preprocess import preprocess
 from columnist.models.runtime_choice import Choice, choose
 from columnist.models.sessions import open_session, resolve_runtime, worth_measuring
@@ -69,7 +69,7 @@ vocabulary applied or changed, a `model try`), and a ViT-B/32 one holds 410-440 
 worker's RSS (OpenVINO int8: 570-595 MB with it, 159 MB without); it opens again in under a
 second."""
 
-SHARED_PROMPTS_MIN_BYTES = 32 << 20
+SHARED_PROMPTS_MIN_BYTES = LARGE_MODEL_BYTES
 """Text towers from this size keep their prompts for every store (a ViT-B/32 text tower costs
 17-40 ms a prompt here); smaller ones encode them at once."""
 

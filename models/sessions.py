@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from columnist.errors import ConfigurationError
-from columnist.models.machine import cpu_count, cpu_flags, fingerprint
+from columnist.models.machine import LARGE_MODEL_BYTES, cpu_count, cpu_flags, fingerprint
 from columnist.printable import printable
 
 log = logging.getLogger("columnist.models")
@@ -72,8 +72,8 @@ def _open_copy(ort: Any, cached: Path, options: Any, providers: Sequence[str]) -
 
 
 OPTIMISED_CACHE = Path.home() / ".cache" / "columnist" / "onnxruntime"
-OPTIMISED_BYTES = (32 << 20, 1536 << 20)
-"""Model files kept optimised: from 32 MiB (smaller ones open fast) to well under
+OPTIMISED_BYTES = (LARGE_MODEL_BYTES, 1536 << 20)
+"""Model files kept optimised: from LARGE_MODEL_BYTES (smaller ones open fast) to well under
 protobuf's 2 GiB (a model file with external data is small and not kept either)."""
 
 
@@ -152,7 +152,7 @@ FAST_UNITS = ("amx_bf16", "amx_int8", "avx512_bf16")
 """CPU flags of bf16 units: OpenVINO runs fp32 models in bf16 on them (its default precision)."""
 
 
-AUTO_MIN_BYTES = 32 * 1024 * 1024
+AUTO_MIN_BYTES = LARGE_MODEL_BYTES
 """Smaller image towers are not measured under ``auto``: they run on the model's own runtime
 (OpenVINO's compile time outweighs its speed on them, and the tiny test model stays on the
 reference runtime)."""
