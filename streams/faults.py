@@ -2,8 +2,10 @@
 
 ``COLUMNIST_FAULTS="kill:after_embeddings:2,fail:store_write:3"`` makes the worker kill
 itself with SIGKILL the 2nd time it reaches the point ``after_embeddings``, and raise
-InjectedFault the first 3 times it reaches ``store_write``. Points are named where they sit
-in the code. With the variable unset every call is a dictionary lookup and nothing else.
+InjectedFault the first 3 times it reaches ``store_write``; ``slow:store_write:30`` makes every
+write wait 30 ms first (a stand-in for a ClickHouse server's round trips, which the embedded
+engine does not have). Points are named where they sit in the code. With the variable unset
+every call is a dictionary lookup and nothing else.
 """
 
 from __future__ import annotations
@@ -37,5 +39,9 @@ def point(name: str) -> None:
     _hits[name] += 1
     if action == "kill" and _hits[name] == count:
         os.kill(os.getpid(), signal.SIGKILL)
+    if action == "slow":
+        import time
+
+        time.sleep(count / 1000)
     if action == "fail" and _hits[name] <= count:
         raise InjectedFault(f"injected failure #{_hits[name]} at {name}")

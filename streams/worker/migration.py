@@ -135,12 +135,12 @@ class Migration:
         second = service.second
         if state.target and (second is None or second.encoder.name != state.target):
             loaded = await service.on(self.executor, self._second_for, state)
-            async with service.vocab_lock:
+            async with service.batches_settled():
                 self._set_second(loaded)
             self.start()
         elif not state.target and second is not None:
             await self.stop()
-            async with service.vocab_lock:
+            async with service.batches_settled():
                 service.second = None
 
     async def _serve(self, state: ModelState) -> None:
@@ -156,7 +156,7 @@ class Migration:
             prompts = PromptCache(encoder, service.store, service.counters)
             texts = {name: await service.on(self.executor, text_embeddings, prompts, vocab)
                      for name, vocab in service.vocabs.items()}
-        async with service.vocab_lock:
+        async with service.batches_settled():
             service.use_encoder(encoder)
             service.texts.update(texts)
             service.second = None
@@ -242,7 +242,7 @@ class Migration:
             self.remaining = max(0, self.remaining - count)
 
     async def _locked(self, work):
-        async with self.service.vocab_lock:
+        async with self.service.batches_settled():
             return await self.service.run_blocking(work)
 
     async def stop(self) -> None:

@@ -2,17 +2,19 @@
 
 ``start`` (blocking, before any source is read) checks the store's model and takes up the
 applied vocabularies. ``run(source)`` is the loop production and the in-process tests share:
-batch N+1 is fetched and decoded while batch N is encoded and written (both cores busy), a
+batch N+2 is fetched and decoded while batch N+1 is encoded and batch N written (both cores
+busy, the model never waiting for the store), batches are written and acked in order, a
 batch is acked only once every event of it is stored or dead-lettered, a batch that fails as
 a whole is retried with backoff until it is stored (never acked meanwhile, never skipped),
 and vocabulary documents are applied beside ingest as they arrive.
 
-Blocking work runs on threads: decoding the next batch on one, encoding and writing on
-another, encoding a new vocabulary's prompts on a third. Scoring a batch and writing it, and
-switching and replaying a vocabulary, each hold the vocabulary lock: a batch scored with the
-old vocabulary is written before the switch (so the replay's final pass and the removal of
-dropped attributes see it), and no batch mixes two versions. A new vocabulary's prompts are
-encoded before the lock is taken, so ingest goes on meanwhile.
+Blocking work runs on threads: decoding the next batch on one, encoding on another, writing
+on a third, encoding a new vocabulary's prompts on a fourth. Scoring a batch holds the
+vocabulary lock, so no batch mixes two versions; whatever changes the vocabulary or the
+model takes the lock once every batch scored before is written (``batches_settled``): a
+batch scored with the old vocabulary is stored before the switch, so the replay's final pass
+and the removal of dropped attributes see it. A new vocabulary's prompts are encoded before
+the lock is taken, so ingest goes on meanwhile.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import socket
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from columnist import faults, sidecars
@@ -35,7 +38,7 @@ from columnist.models.registry import load_encoder
 from columnist.pipeline import ModelOutputError, SecondModel, Texts, embed_and_score, encoded_count
 from columnist.printable import printable
 from columnist.prompt_cache import PromptCache
-from columnist.records import Counters, RawEvent
+from columnist.records import Counters, RawEvent, ScoredBatch
 from columnist.retry import until_done
 from columnist.settings import Settings
 from columnist.store import StoreUnavailable
@@ -60,6 +63,26 @@ class VocabularyRejected(ConfigurationError, ValueError):
     """A vocabulary document this worker does not apply (another name, a forged hash)."""
 
 
+@dataclass
+class Scored:
+    """A batch encoded and scored, waiting for the store: what its write does."""
+
+    deleted: list[str]
+    batch: ScoredBatch | None = None
+    alongside: ScoredBatch | None = None
+    """The rows of a migration's target model, written before the batch's own."""
+    images: int = 0
+    failed: ModelOutputError | None = None
+    """The model answered the batch wrongly: its images are dead-lettered, nothing is written."""
+
+
+@dataclass
+class _Storing:
+    task: asyncio.Task
+    encoded: asyncio.Event
+    """Set once the batch no longer needs the model (the next one may be encoded)."""
+
+
 class Service:
     """The worker's logic, given everything it works with (built by worker.app.build_service;
     tests build it with the mock encoder and the embedded engine, without Kafka)."""
@@ -74,6 +97,8 @@ class Service:
         """Histograms of batch and stage seconds (the metrics page serves them)."""
         self.prompts = PromptCache(encoder, store, self.counters)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-work")
+        self.write_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-write")
+        """Batches are written here, in order, while the next one is encoded on the work thread."""
         self.prepare_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-prepare")
         """Fetching and decoding the next batch runs here while this one is encoded and written."""
         self.prompt_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="columnist-prompts")
@@ -93,6 +118,9 @@ class Service:
         self.migration = Migration(self, load_model or (lambda ref: load_encoder(
             ref, settings.threads, settings.batch_size, settings.runtime)))
         self._lock: asyncio.Lock | None = None
+        self._unwritten = 0
+        """Batches scored and not yet written (or given up at shutdown)."""
+        self._all_written: asyncio.Event | None = None
         self._send: Callable[[bytes], Awaitable[None]] | None = None
 
     @property
@@ -111,8 +139,32 @@ class Service:
         return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
 
     async def run_blocking(self, function, *args):
-        """On the work thread, in submission order (encoding, writing, replays)."""
+        """On the work thread, in submission order (encoding, the store's small jobs)."""
         return await self.on(self.executor, function, *args)
+
+    @property
+    def all_written(self) -> asyncio.Event:
+        """Set while no scored batch waits for its write (made in the loop, as the lock)."""
+        if self._all_written is None:
+            self._all_written = asyncio.Event()
+            if self._unwritten == 0:
+                self._all_written.set()
+        return self._all_written
+
+    @asynccontextmanager
+    async def batches_settled(self):
+        """The vocabulary lock, taken once every batch scored before is written: what switches
+        the vocabulary or the model, or writes beside ingest, sees every row scored before."""
+        async with self.vocab_lock:
+            await self.all_written.wait()
+            yield
+
+    def _count_unwritten(self, change: int) -> None:
+        self._unwritten += change
+        if self._unwritten:
+            self.all_written.clear()
+        else:
+            self.all_written.set()
 
     def use_encoder(self, encoder: "Encoder") -> None:
         """Encode with ``encoder`` from now on (the store's serving model)."""
@@ -165,25 +217,32 @@ class Service:
         self._send = source.dead_letter
         following = asyncio.create_task(self._follow(source), name="columnist-vocabularies")
         self.migration.start()
-        storing: asyncio.Task | None = None  # the previous batch, encoded and written meanwhile
+        storing: list[_Storing] = []  # the batches before this one: one being encoded, one being written
         try:
             async for batch in source.batches():
                 taken = time.perf_counter()
                 prepared = await self.prepare(batch.events)  # decoding this batch while the previous one encodes
                 self.timings.stage.labels("fetch_decode").observe(time.perf_counter() - taken)
-                if storing is not None:
-                    await storing  # batches are stored in order, one behind the other
-                storing = asyncio.create_task(self._store_and_ack(batch, prepared, taken))
-            if storing is not None:
-                await storing
+                if storing:
+                    await storing[-1].encoded.wait()  # the model is free for this batch
+                if len(storing) == 2:
+                    await storing.pop(0).task  # and at most one batch waits for the store
+                encoded = asyncio.Event()
+                before = storing[-1].task if storing else None
+                storing.append(_Storing(asyncio.create_task(self._store_and_ack(batch, prepared, taken, encoded,
+                                                                                before)), encoded))
+            for each in storing:
+                await each.task
         finally:
-            if storing is not None and not storing.done():
-                storing.cancel()
+            for each in storing:
+                if not each.task.done():
+                    each.task.cancel()
             following.cancel()
             await self.migration.stop()
 
-    async def _store_and_ack(self, batch: "Batch", prepared: Prepared, taken: float) -> None:
-        await self.store_prepared(batch.events, prepared)
+    async def _store_and_ack(self, batch: "Batch", prepared: Prepared, taken: float,
+                             encoded: asyncio.Event | None = None, before: asyncio.Task | None = None) -> None:
+        await self.store_prepared(batch.events, prepared, encoded, before)
         batch.ack()
         self.timings.batch.observe(time.perf_counter() - taken)
         self.write_sidecars([image.record.image_id for image in prepared.images])
@@ -226,18 +285,31 @@ class Service:
 
         return await until_done(attempt, self._describe_batch(events), on_retry=self._count_batch_retry)
 
-    async def store_prepared(self, events: list[RawEvent], prepared: Prepared) -> None:
-        """Encode, score and write a prepared batch (retried until stored), then send its
-        dead letters. A model that answers the wrong number of rows fails the batch's images
-        (dead letters with the reason): the same batch would get the same answer again."""
-        rejected = list(prepared.rejected)
+    async def store_prepared(self, events: list[RawEvent], prepared: Prepared, encoded: asyncio.Event | None = None,
+                             before: asyncio.Task | None = None) -> None:
+        """Encode and score a prepared batch, then write it once the batch ``before`` it is
+        stored (each retried until done), then send its dead letters. ``encoded`` is set once
+        the model is free: the next batch is encoded while this one is written.
+
+        A model that answers the wrong number of rows fails the batch's images (dead letters
+        with the reason): the same batch would get the same answer again."""
+        describe = self._describe_batch(events)
         try:
-            await until_done(lambda: self._encode_and_write(prepared), self._describe_batch(events),
-                             on_retry=self._count_batch_retry, retry_if=lambda err: isinstance(err, Exception)
-                             and not isinstance(err, ModelOutputError))
-        except ModelOutputError as err:
-            log.error("%s", err)
-            rejected += [Rejected(event, err, image.record.image_id)
+            scored = await until_done(lambda: self._encode(prepared), describe, on_retry=self._count_batch_retry)
+        finally:
+            if encoded is not None:
+                encoded.set()
+        try:
+            if before is not None:
+                await asyncio.wait([before])
+                before.result()  # a batch before that failed is not passed: written and acked in order
+            await until_done(lambda: self._write(scored), describe, on_retry=self._count_batch_retry)
+        finally:
+            self._count_unwritten(-1)
+        rejected = list(prepared.rejected)
+        if scored.failed is not None:
+            log.error("%s", scored.failed)
+            rejected += [Rejected(event, scored.failed, image.record.image_id)
                          for event, image in zip(prepared.events, prepared.images, strict=True)]
         for each in rejected:
             await self._dead_letter(each)
@@ -251,36 +323,48 @@ class Service:
     def _count_batch_retry(self) -> None:
         self.counters.batch_retries += 1
 
-    async def _encode_and_write(self, prepared: Prepared) -> None:
-        """Encoding, scoring and writing run under the vocabulary lock, so a batch is scored
-        and written under one vocabulary version whatever is pushed meanwhile."""
-        if prepared.deleted:
-            async with self.vocab_lock:
-                await self.run_blocking(self.store.delete_images, prepared.deleted)
-            self.counters.images_deleted += len(prepared.deleted)
-        if not prepared.images:
-            return
+    async def _encode(self, prepared: Prepared) -> Scored:
+        """Encode and score under the vocabulary lock, so a batch is scored under one
+        vocabulary version whatever is pushed meanwhile; the batch then counts as unwritten
+        until its write (a vocabulary switch waits for it)."""
         async with self.vocab_lock:
-            started = time.perf_counter()
-            vocabularies = [(vocab, self.texts[name]) for name, vocab in self.vocabs.items()]
-            batch = await self.run_blocking(embed_and_score, prepared.images, vocabularies, self.encoder)
-            second = self.second if self.second and prepared.second_model == self.second.encoder.name else None
-            alongside = await self.run_blocking(second.score, prepared.second) if second else None
-            written = time.perf_counter()
-            self.counters.encode_s += written - started
-            self.timings.stage.labels("encode").observe(written - started)
-            try:
-                if alongside is not None:  # the target's rows first: an image row means every model's are there
-                    await self.run_blocking(self.store.write_model_rows, alongside)
-                rows = await self.run_blocking(self.store.write, batch)
-            except StoreUnavailable:
-                self.counters.store_retries += 1
-                raise
-            self.counters.images_encoded += encoded_count(prepared.images)
-            self.counters.images_stored += len(prepared.images)
-            self.counters.score_rows += rows
-            self.counters.write_s += time.perf_counter() - written
-            self.timings.stage.labels("write").observe(time.perf_counter() - written)
+            scored = Scored(prepared.deleted, images=len(prepared.images))
+            if prepared.images:
+                started = time.perf_counter()
+                vocabularies = [(vocab, self.texts[name]) for name, vocab in self.vocabs.items()]
+                try:
+                    scored.batch = await self.run_blocking(embed_and_score, prepared.images, vocabularies,
+                                                           self.encoder)
+                    second = self.second if self.second and prepared.second_model == self.second.encoder.name else None
+                    scored.alongside = await self.run_blocking(second.score, prepared.second) if second else None
+                    self.counters.images_encoded += encoded_count(prepared.images)
+                except ModelOutputError as err:
+                    scored.batch, scored.failed = None, err
+                self.counters.encode_s += time.perf_counter() - started
+                self.timings.stage.labels("encode").observe(time.perf_counter() - started)
+            self._count_unwritten(+1)
+            return scored
+
+    async def _write(self, scored: Scored) -> None:
+        """Deletions, then the batch's rows (a migration's target's first: an image row means
+        every model's rows are there), on the write thread."""
+        if scored.deleted:
+            await self.on(self.write_executor, self.store.delete_images, scored.deleted)
+            self.counters.images_deleted += len(scored.deleted)
+        if scored.batch is None:
+            return
+        started = time.perf_counter()
+        try:
+            if scored.alongside is not None:
+                await self.on(self.write_executor, self.store.write_model_rows, scored.alongside)
+            rows = await self.on(self.write_executor, self.store.write, scored.batch)
+        except StoreUnavailable:
+            self.counters.store_retries += 1
+            raise
+        self.counters.images_stored += scored.images
+        self.counters.score_rows += rows
+        self.counters.write_s += time.perf_counter() - started
+        self.timings.stage.labels("write").observe(time.perf_counter() - started)
 
     async def _dead_letter(self, rejected: Rejected) -> None:
         event = rejected.event
@@ -381,7 +465,7 @@ class Service:
             self.migration.texts.get(name), PromptCache(second.encoder, self.store)),
             f"planning vocabulary {name} v{vocab.version} for {second.encoder.name}", retry_if=unavailable))] \
             if second is not None else []
-        async with self.vocab_lock:
+        async with self.batches_settled():
             old, old_texts = self.vocabs.get(name), self.texts.get(name)
             old_target_texts = self.migration.texts.get(name)
             self.vocabs[name], self.texts[name] = vocab, change.texts
@@ -394,7 +478,7 @@ class Service:
                 start_at=self.replay_start, alongside=alongside)), f"applying vocabulary {name} v{vocab.version}",
                 retry_if=unavailable)
         except BaseException:
-            async with self.vocab_lock:
+            async with self.batches_settled():
                 await self._fall_back(name, vocab, old, old_texts)
                 if self.vocabs.get(name) is not vocab:
                     if old_target_texts is None:

@@ -156,6 +156,68 @@ def test_the_next_batch_is_prepared_while_this_one_is_written(store, tmp_path):
     assert waited == [True] and source.acked == [0, 1]
 
 
+def test_the_next_batch_is_encoded_while_this_one_is_written(store, tmp_path):
+    """The model does not wait for the store: the first batch's write waits until the second
+    batch is being encoded (a loop that encoded only after writing would never get there),
+    and the batches are still written and acked in order."""
+    second_encoding, waited, written = threading.Event(), [], []
+    wrapper = StoreWrapper(store)
+
+    class SignallingEncoder(MockEncoder):  # a test double: tells the test when it encodes a second batch
+        calls = 0
+
+        def encode_prepared(self, prepared):
+            self.calls += 1
+            if self.calls == 2:
+                second_encoding.set()
+            return super().encode_prepared(prepared)
+
+    def write(batch):
+        if batch.images[0].image_id.startswith("a-"):
+            waited.append(second_encoding.wait(WAIT))
+        written.append(batch.images[0].image_id[:2])
+        return store.write(batch)
+
+    wrapper.write = write
+    service = service_for(wrapper, tmp_path, space(1), encoder=SignallingEncoder())
+    source = ScriptedSource(photo_events(tmp_path, "a-")[:3], photo_events(tmp_path, "b-")[:3],
+                            photo_events(tmp_path, "c-")[:3])
+
+    asyncio.run(service.run(source))
+
+    assert waited == [True] and written == ["a-", "b-", "c-"] and source.acked == [0, 1, 2]
+    assert len(stored_ids(store)) == 9
+
+
+def test_a_vocabulary_switch_waits_for_the_batches_scored_before_it_to_be_written(store, tmp_path):
+    """A batch scored with v1 and still being written when v2 arrives: the switch waits for
+    that write (here the write goes on only once the switch waits for it), so the batch is
+    stored under v1 before the switch and v2's replay scores it."""
+    switch_waits, waited, versions = threading.Event(), [], []
+    wrapper = StoreWrapper(store)
+
+    class Watched(asyncio.Event):  # a test double: the service's "all written" event, telling when a switch waits
+        async def wait(self):
+            switch_waits.set()
+            return await super().wait()
+
+    def write(batch):
+        waited.append(switch_waits.wait(WAIT))
+        versions.append(service.vocab.version)
+        return store.write(batch)
+
+    wrapper.write = write
+    service = service_for(wrapper, tmp_path, space(1))
+    service._all_written = Watched()
+    service._all_written.set()
+    source = ScriptedSource(photo_events(tmp_path, "a-")[:3], vocabulary(with_porthole()))
+
+    asyncio.run(service.run(source))
+
+    assert waited == [True] and versions == [1] and source.acked == [0]
+    assert service.vocab.version == 2 and store.count_scores("space", ["porthole_view"]) == 3
+
+
 def test_a_batch_cancelled_while_it_is_written_is_not_acked(store, tmp_path):
     """Stopping the worker cancels the loop: a batch whose write had not finished is not
     acked (Kafka delivers it again), and the write is not retried."""
