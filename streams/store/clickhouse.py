@@ -509,37 +509,50 @@ class ClickHouseStore:
 
     def stored_content(self, model: str, image_ids: Sequence[str]) -> dict[str, str]:
         """image_id -> sha256 where the image row and the model's embedding agree on the content
-        (for a video: where its frames have the model's embeddings)."""
+        (for a video: where its frames have the model's embeddings). New ids, what a worker
+        mostly gets, cost one read by the images table's key; only ids found are checked."""
+        _, found = self.query("SELECT DISTINCT image_id FROM columnist.images WHERE image_id IN {ids:Array(String)}",
+                              {"ids": list(image_ids)})
+        if not found:
+            return {}
         _, rows = self.query(
             "SELECT i.image_id, i.sha256 FROM "
             "(SELECT image_id, sha256, kind FROM columnist.images FINAL WHERE image_id IN {ids:Array(String)}) AS i "
             "WHERE (i.image_id, i.sha256) IN (SELECT image_id, sha256 FROM columnist.image_embedding FINAL "
-            "                                 WHERE model = {m:String} AND image_id IN {ids:Array(String)}) "
+            "                                 WHERE model = {m:String} AND bucket IN ("
+            "                                     SELECT toUInt8(cityHash64(arrayJoin({ids:Array(String)})) % 64)) "
+            "                                 AND image_id IN {ids:Array(String)}) "
             "   OR (i.kind = 'video' AND i.image_id IN ("
             "       SELECT video_id FROM columnist.video_frames WHERE video_id IN {ids:Array(String)} AND frame_id IN ("
             "           SELECT image_id FROM columnist.image_embedding WHERE model = {m:String} AND image_id IN ("
             "               SELECT frame_id FROM columnist.video_frames WHERE video_id IN {ids:Array(String)}))))",
-            {"ids": list(image_ids), "m": model})
+            {"ids": [i for (i,) in found], "m": model})
         return dict(rows)
 
     def known_images(self, model: str, sha256s: Sequence[str]) -> dict[str, "KnownImage"]:
         """Content already encoded by ``model``: an embedding made from it, and the size from an
-        image row that agrees on the content (rows are written embedding first, image last)."""
+        image row that agrees on the content (rows are written embedding first, image last).
+
+        Any version of those rows will do (no FINAL): a row pairs an embedding, or a size, with
+        the content it was made from, so an older one is as true as the latest. New content, what
+        a worker mostly gets, costs one read of the embeddings' content index."""
         import numpy as np
 
         if not sha256s:
             return {}
-        table = self.client.query_arrow(
-            "SELECT e.sha256 AS sha256, any(e.embedding) AS embedding, any(i.width) AS width, any(i.height) AS height "
-            "FROM (SELECT image_id, sha256, embedding FROM columnist.image_embedding FINAL "
-            "      WHERE model = {m:String} AND sha256 IN {s:Array(String)}) AS e "
-            "INNER JOIN (SELECT image_id, sha256, width, height FROM columnist.images FINAL "
-            "            WHERE sha256 IN {s:Array(String)}) AS i ON i.image_id = e.image_id AND i.sha256 = e.sha256 "
-            "GROUP BY e.sha256", parameters={"m": model, "s": list(set(sha256s))})
+        embedded = self.client.query_arrow(
+            "SELECT image_id, sha256, embedding FROM columnist.image_embedding "
+            "WHERE model = {m:String} AND sha256 IN {s:Array(String)}", parameters={"m": model, "s": list(set(sha256s))})
+        if not embedded.num_rows:
+            return {}
+        candidates = list(zip(*(embedded.column(c).to_pylist() for c in ("image_id", "sha256", "embedding"))))
+        _, rows = self.query("SELECT image_id, sha256, width, height FROM columnist.images "
+                             "WHERE image_id IN {ids:Array(String)}", {"ids": sorted({i for i, _, _ in candidates})})
+        sizes = {(image_id, sha): (width, height) for image_id, sha, width, height in rows}
         known = {}
-        for sha, embedding, width, height in zip(*(table.column(c).to_pylist() for c in
-                                                  ("sha256", "embedding", "width", "height"))):
-            known[sha] = KnownImage(width, height, np.asarray(embedding, dtype=np.float32))
+        for image_id, sha, embedding in candidates:
+            if sha not in known and (image_id, sha) in sizes:
+                known[sha] = KnownImage(*sizes[image_id, sha], np.asarray(embedding, dtype=np.float32))
         return known
 
     def prompt_embeddings(self, model: str, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], "np.ndarray"]:

@@ -26,10 +26,10 @@ derived:
 """
 
 
-def make_batch(vocab, count=5, seed=0):
+def make_batch(vocab, count=5, seed=0, images=None):
     encoder = MockEncoder()
-    embeddings = l2_normalise(np.random.default_rng(seed).standard_normal((count, encoder.dim)))
-    images = [ImageRecord(f"img{i}", f"file:///x/img{i}.jpg", "c", 10, 20, "0" * 64) for i in range(count)]
+    images = images or [ImageRecord(f"img{i}", f"file:///x/img{i}.jpg", "c", 10, 20, "0" * 64) for i in range(count)]
+    embeddings = l2_normalise(np.random.default_rng(seed).standard_normal((len(images), encoder.dim)))
     scores = score_vocabulary(embeddings, text_embeddings(encoder, vocab), vocab, encoder.logit_scale, "mock")
     return ScoredBatch.of_images("mock", images, embeddings, [scores])
 
@@ -285,3 +285,24 @@ def test_scores_written_while_a_migration_copies_them_are_kept(store, monkeypatc
     assert rows == [("before", 0.5), ("meanwhile", pytest.approx(0.7))]
     assert store.scalar("SELECT sorting_key FROM system.tables WHERE database = 'columnist' "
                         "AND name = 'feature_image_attribute'") == SORT_KEYS["feature_image_attribute"]
+
+
+def test_content_look_ups_find_what_is_stored_and_read_by_the_content_index(store):
+    """What a batch asks before decoding: which ids are stored with this content (the latest
+    version of the images row), and which contents the model has embedded (with their size).
+    New content is looked up through the embeddings' bloom filter, not by reading the column."""
+    vocab = parse_vocabulary(VOCAB)
+    shas = [f"{i:064x}" for i in range(3)]
+    batch = make_batch(vocab, images=[ImageRecord(f"img{i}", "file:///x", "c", 10 + i, 20, shas[i]) for i in range(3)])
+    store.write(batch)
+    store.write(make_batch(vocab, seed=1, images=[ImageRecord("img0", "file:///x", "c", 99, 20, "f" * 64)]))  # replaced
+
+    assert store.stored_content("mock", ["img0", "img1", "new"]) == {"img0": "f" * 64, "img1": shas[1]}
+    assert store.stored_content("mock", ["new", "newer"]) == {}
+    known = store.known_images("mock", [shas[1], shas[2], "f" * 64, "e" * 64])
+    assert {sha: known[sha].width for sha in (shas[1], shas[2], "f" * 64)} == {shas[1]: 11, shas[2]: 12, "f" * 64: 99}
+    assert "e" * 64 not in known and store.known_images("other model", [shas[1]]) == {}
+    assert np.allclose(known[shas[1]].embedding, batch.embeddings[1])
+    _, plan = store.query("EXPLAIN indexes = 1 SELECT image_id FROM columnist.image_embedding "
+                          "WHERE model = 'mock' AND sha256 IN ('" + "e" * 64 + "')")
+    assert any("sha256_index" in line for (line,) in plan)
