@@ -28,7 +28,8 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from columnist import faults, sidecars
@@ -65,22 +66,27 @@ class VocabularyRejected(ConfigurationError, ValueError):
 
 @dataclass
 class Scored:
-    """A batch encoded and scored, waiting for the store: what its write does."""
+    """A batch once the model is done with it, waiting for the store (its pixels let go)."""
 
     deleted: list[str]
+    image_ids: list[str]
+    rejected: list[Rejected]
+    """Its dead letters, sent once it is written (a model that failed it adds every image)."""
     batch: ScoredBatch | None = None
     alongside: ScoredBatch | None = None
     """The rows of a migration's target model, written before the batch's own."""
-    images: int = 0
-    failed: ModelOutputError | None = None
-    """The model answered the batch wrongly: its images are dead-lettered, nothing is written."""
 
 
 @dataclass
 class _Storing:
-    task: asyncio.Task
-    encoded: asyncio.Event
+    """A batch on its way to the store, as the loop and the batch after it see it."""
+
+    task: asyncio.Task | None = None
+    encoded: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the batch no longer needs the model (the next one may be encoded)."""
+    written: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once its write has ended, ``stored`` saying whether it went through."""
+    stored: bool = False
 
 
 class Service:
@@ -154,9 +160,11 @@ class Service:
     @asynccontextmanager
     async def batches_settled(self):
         """The vocabulary lock, taken once every batch scored before is written: what switches
-        the vocabulary or the model, or writes beside ingest, sees every row scored before."""
+        the vocabulary or the model, or writes beside ingest, sees every row scored before,
+        and never runs beside a write (not even one a stopping worker gave up waiting for)."""
         async with self.vocab_lock:
             await self.all_written.wait()
+            await self.on(self.write_executor, lambda: None)  # the write thread is idle
             yield
 
     def _count_unwritten(self, change: int) -> None:
@@ -227,10 +235,10 @@ class Service:
                     await storing[-1].encoded.wait()  # the model is free for this batch
                 if len(storing) == 2:
                     await storing.pop(0).task  # and at most one batch waits for the store
-                encoded = asyncio.Event()
-                before = storing[-1].task if storing else None
-                storing.append(_Storing(asyncio.create_task(self._store_and_ack(batch, prepared, taken, encoded,
-                                                                                before)), encoded))
+                this = _Storing()
+                this.task = asyncio.create_task(self._store_and_ack(batch, prepared, taken, this,
+                                                                    storing[-1] if storing else None))
+                storing.append(this)
             for each in storing:
                 await each.task
         finally:
@@ -240,12 +248,24 @@ class Service:
             following.cancel()
             await self.migration.stop()
 
-    async def _store_and_ack(self, batch: "Batch", prepared: Prepared, taken: float,
-                             encoded: asyncio.Event | None = None, before: asyncio.Task | None = None) -> None:
-        await self.store_prepared(batch.events, prepared, encoded, before)
+    async def _store_and_ack(self, batch: "Batch", prepared: Prepared, taken: float, this: _Storing,
+                             before: _Storing | None) -> None:
+        """Encode the batch, write it behind the one ``before`` it, then ack it once that one is
+        acked. ``this.encoded`` is set once the model is free: the next batch is encoded while
+        this one is written."""
+        try:
+            scored = await until_done(partial(self._encode, prepared), self._describe_batch(batch.events),
+                                      on_retry=self._count_batch_retry)
+        finally:
+            this.encoded.set()
+        del prepared  # its pixels: three batches are under way at once
+        image_ids = await self.store_scored(batch.events, scored, this, before)
+        if before is not None:
+            await asyncio.wait([before.task])
+            before.task.result()  # a batch before that failed ends the loop: nothing after it is acked
         batch.ack()
         self.timings.batch.observe(time.perf_counter() - taken)
-        self.write_sidecars([image.record.image_id for image in prepared.images])
+        self.write_sidecars(image_ids)
 
     def write_sidecars(self, image_ids: list[str] | None) -> None:
         """Bring the sidecars of these images (of every image: None, after a vocabulary change)
@@ -285,35 +305,26 @@ class Service:
 
         return await until_done(attempt, self._describe_batch(events), on_retry=self._count_batch_retry)
 
-    async def store_prepared(self, events: list[RawEvent], prepared: Prepared, encoded: asyncio.Event | None = None,
-                             before: asyncio.Task | None = None) -> None:
-        """Encode and score a prepared batch, then write it once the batch ``before`` it is
-        stored (each retried until done), then send its dead letters. ``encoded`` is set once
-        the model is free: the next batch is encoded while this one is written.
-
-        A model that answers the wrong number of rows fails the batch's images (dead letters
-        with the reason): the same batch would get the same answer again."""
-        describe = self._describe_batch(events)
-        try:
-            scored = await until_done(lambda: self._encode(prepared), describe, on_retry=self._count_batch_retry)
-        finally:
-            if encoded is not None:
-                encoded.set()
+    async def store_scored(self, events: list[RawEvent], scored: Scored, this: _Storing,
+                           before: _Storing | None) -> list[str]:
+        """Write a scored batch once the batch ``before`` it is written (retried until done),
+        then send its dead letters; return the ids stored. ``this.written`` is set once its
+        write has ended."""
         try:
             if before is not None:
-                await asyncio.wait([before])
-                before.result()  # a batch before that failed is not passed: written and acked in order
-            await until_done(lambda: self._write(scored), describe, on_retry=self._count_batch_retry)
+                await before.written.wait()
+                if not before.stored:  # stopped before it was written: so is this one
+                    raise asyncio.CancelledError
+            await until_done(partial(self._write, scored), self._describe_batch(events),
+                             on_retry=self._count_batch_retry)
+            this.stored = True
         finally:
+            this.written.set()
             self._count_unwritten(-1)
-        rejected = list(prepared.rejected)
-        if scored.failed is not None:
-            log.error("%s", scored.failed)
-            rejected += [Rejected(event, scored.failed, image.record.image_id)
-                         for event, image in zip(prepared.events, prepared.images, strict=True)]
-        for each in rejected:
+        for each in scored.rejected:
             await self._dead_letter(each)
         self.counters.batches += 1
+        return scored.image_ids
 
     @staticmethod
     def _describe_batch(events: list[RawEvent]) -> str:
@@ -326,9 +337,13 @@ class Service:
     async def _encode(self, prepared: Prepared) -> Scored:
         """Encode and score under the vocabulary lock, so a batch is scored under one
         vocabulary version whatever is pushed meanwhile; the batch then counts as unwritten
-        until its write (a vocabulary switch waits for it)."""
+        until its write (a vocabulary switch waits for it).
+
+        A model that answers the wrong number of rows fails the batch's images (dead letters
+        with the reason): the same batch would get the same answer again."""
         async with self.vocab_lock:
-            scored = Scored(prepared.deleted, images=len(prepared.images))
+            image_ids = [image.record.image_id for image in prepared.images]
+            scored = Scored(prepared.deleted, image_ids, list(prepared.rejected))
             if prepared.images:
                 started = time.perf_counter()
                 vocabularies = [(vocab, self.texts[name]) for name, vocab in self.vocabs.items()]
@@ -339,7 +354,10 @@ class Service:
                     scored.alongside = await self.run_blocking(second.score, prepared.second) if second else None
                     self.counters.images_encoded += encoded_count(prepared.images)
                 except ModelOutputError as err:
-                    scored.batch, scored.failed = None, err
+                    log.error("%s", err)
+                    scored.batch, scored.image_ids = None, []
+                    scored.rejected += [Rejected(event, err, image_id)
+                                        for event, image_id in zip(prepared.events, image_ids, strict=True)]
                 self.counters.encode_s += time.perf_counter() - started
                 self.timings.stage.labels("encode").observe(time.perf_counter() - started)
             self._count_unwritten(+1)
@@ -361,7 +379,7 @@ class Service:
         except StoreUnavailable:
             self.counters.store_retries += 1
             raise
-        self.counters.images_stored += scored.images
+        self.counters.images_stored += len(scored.image_ids)
         self.counters.score_rows += rows
         self.counters.write_s += time.perf_counter() - started
         self.timings.stage.labels("write").observe(time.perf_counter() - started)

@@ -218,6 +218,65 @@ def test_a_vocabulary_switch_waits_for_the_batches_scored_before_it_to_be_writte
     assert service.vocab.version == 2 and store.count_scores("space", ["porthole_view"]) == 3
 
 
+def test_a_batch_whose_write_fails_holds_back_the_ones_after_it(store, tmp_path):
+    """Only the first batch's write fails, twice: the second, encoded meanwhile, is written and
+    acked only after it (the store never holds a batch whose predecessor it lacks)."""
+    failures, written = [StoreUnavailable("connection refused (injected)")] * 2, []
+    wrapper = StoreWrapper(store)
+
+    def write(batch):
+        first = batch.images[0].image_id[:2]
+        if first == "a-" and failures:
+            raise failures.pop()
+        written.append(first)
+        return store.write(batch)
+
+    wrapper.write = write
+    service = service_for(wrapper, tmp_path, space(1))
+    source = ScriptedSource(photo_events(tmp_path, "a-")[:3], photo_events(tmp_path, "b-")[:3])
+
+    asyncio.run(service.run(source))
+
+    assert written == ["a-", "b-"] and source.acked == [0, 1] and service.counters.store_retries == 2
+
+
+def test_nothing_that_waits_for_the_batches_runs_beside_a_write_given_up_at_shutdown(store, tmp_path):
+    """A worker stopping while a batch is written stops waiting for it, but the write thread
+    goes on: whatever then takes the settled lock (a re-embed's write) waits for that write."""
+    writing, release, returned = threading.Event(), threading.Event(), threading.Event()
+    wrapper = StoreWrapper(store)
+
+    def write(batch):
+        writing.set()
+        release.wait(WAIT)
+        try:
+            return store.write(batch)
+        finally:
+            returned.set()
+
+    wrapper.write = write
+    service = service_for(wrapper, tmp_path, space(1))
+
+    async def scenario():
+        running = asyncio.create_task(service.run(ScriptedSource(photo_events(tmp_path)[:3])))
+        await asyncio.get_running_loop().run_in_executor(None, writing.wait, WAIT)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+        async def settled():
+            async with service.batches_settled():
+                return returned.is_set()
+        inside = asyncio.create_task(settled())
+        await asyncio.sleep(0)  # one turn of the loop: without the wait, the task is inside by now
+        release.set()
+        return await inside
+
+    try:
+        assert asyncio.run(scenario()) is True
+    finally:
+        release.set()
+
+
 def test_a_batch_cancelled_while_it_is_written_is_not_acked(store, tmp_path):
     """Stopping the worker cancels the loop: a batch whose write had not finished is not
     acked (Kafka delivers it again), and the write is not retried."""
