@@ -82,6 +82,11 @@ class Encoder(Protocol):
         at once that its model cannot be opened (models.sessions.ModelUnreadable)."""
         ...
 
+    def warm_up(self) -> None:
+        """Run one batch of blank images through the image tower, so that a worker's first
+        images do not pay for the runtime's first run."""
+        ...
+
     def open_image_tower_soon(self) -> Any:
         """Open the image tower on a thread of its own while the caller does other work; the
         first encode waits for it."""

@@ -37,6 +37,9 @@ class MockEncoder:
     def open_image_tower_soon(self) -> None:
         """Nothing to open."""
 
+    def warm_up(self) -> None:
+        """Nothing to warm."""
+
     SHARED_WEIGHT = 0.45  # image-text cosines ~ 0.2-0.26 (one template or an ensemble)
 
     def _vector(self, payload: bytes) -> "np.ndarray":

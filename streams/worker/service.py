@@ -174,6 +174,12 @@ class Service:
         else:
             self.all_written.set()
 
+    def _warm_up(self) -> None:
+        try:
+            self.encoder.warm_up()
+        except Exception as err:  # noqa: BLE001 - the first batch meets the same failure, and says it where it counts
+            log.warning("warming the model up failed: %s: %s", type(err).__name__, printable(err, 300))
+
     def use_encoder(self, encoder: "Encoder") -> None:
         """Encode with ``encoder`` from now on (the store's serving model)."""
         self.encoder = encoder
@@ -189,6 +195,7 @@ class Service:
             sidecars.check_available()  # XmpUnavailable (exit 3) before the worker takes any work
         state = self.migration.check_serving()
         self.encoder.open_image_tower()  # one its runtime cannot open ends the start (exit 3), not each batch
+        self.executor.submit(self._warm_up)  # while Kafka's consumer group forms: the first batch queues behind it
         orphans = delete_orphans(self.store)
         if any(orphans):
             log.warning("deleted %d embeddings and %d scores left without their image by a write that was killed "
@@ -546,8 +553,10 @@ class Service:
 
 
     async def _model_state(self):
+        """On the write thread: a status asked for during ingest does not wait for an encode
+        (nor take the encoder's thread between two batches)."""
         try:
-            return await self.run_blocking(self.store.model_state)
+            return await self.on(self.write_executor, self.store.model_state)
         except Exception:  # noqa: BLE001 - the status says what it can without the store
             return None
 

@@ -213,3 +213,24 @@ def test_an_unused_text_tower_is_closed_and_opened_again_when_asked(monkeypatch)
     gc.collect()
     timers.pop(0)[1]()  # the encoder is gone: its timer neither keeps it alive nor looks again
     assert timers == []
+
+
+def test_warming_up_runs_one_blank_batch_of_the_batch_size_through_the_image_tower(monkeypatch):
+    from columnist.models import clip
+
+    fed, real = [], clip.open_session
+
+    class Recording:  # the real session, recording what it is fed
+        def __init__(self, session):
+            self.session = session
+
+        def __getattr__(self, name):
+            return getattr(self.session, name)
+
+        def run(self, outputs, feeds):
+            fed.extend(feed.shape for feed in feeds.values())
+            return self.session.run(outputs, feeds)
+    monkeypatch.setattr(clip, "open_session", lambda *args: Recording(real(*args)))
+    encoder = load_encoder("tiny-clip", threads=1, batch_size=4)
+    encoder.warm_up()
+    assert fed == [(4, 3, encoder.image_size, encoder.image_size)]

@@ -218,6 +218,23 @@ def test_a_vocabulary_switch_waits_for_the_batches_scored_before_it_to_be_writte
     assert service.vocab.version == 2 and store.count_scores("space", ["porthole_view"]) == 3
 
 
+def test_the_model_is_warmed_up_at_start_before_the_first_batch_is_encoded(store, tmp_path):
+    calls = []
+
+    class Warming(MockEncoder):  # a test double: records what its image tower is asked
+        def warm_up(self):
+            calls.append("warm up")
+
+        def encode_prepared(self, prepared):
+            calls.append(len(prepared))
+            return super().encode_prepared(prepared)
+
+    service = service_for(store, tmp_path, space(1), encoder=Warming())
+    asyncio.run(service.run(ScriptedSource(photo_events(tmp_path)[:2])))
+
+    assert calls == ["warm up", 2]
+
+
 def test_a_batch_whose_write_fails_holds_back_the_ones_after_it(store, tmp_path):
     """Only the first batch's write fails, twice: the second, encoded meanwhile, is written and
     acked only after it (the store never holds a batch whose predecessor it lacks)."""
