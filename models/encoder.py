@@ -83,8 +83,8 @@ class Encoder(Protocol):
         ...
 
     def warm_up(self) -> None:
-        """Run one batch of blank images through the image tower, so that a worker's first
-        images do not pay for the runtime's first run."""
+        """Run a blank image through the image tower, so that a worker's first images do not
+        pay for the runtime's first run."""
         ...
 
     def open_image_tower_soon(self) -> Any:

@@ -215,7 +215,7 @@ def test_an_unused_text_tower_is_closed_and_opened_again_when_asked(monkeypatch)
     assert timers == []
 
 
-def test_warming_up_runs_one_blank_batch_of_the_batch_size_through_the_image_tower(monkeypatch):
+def test_warming_up_runs_one_blank_image_through_the_image_tower(monkeypatch):
     from columnist.models import clip
 
     fed, real = [], clip.open_session
@@ -233,4 +233,4 @@ def test_warming_up_runs_one_blank_batch_of_the_batch_size_through_the_image_tow
     monkeypatch.setattr(clip, "open_session", lambda *args: Recording(real(*args)))
     encoder = load_encoder("tiny-clip", threads=1, batch_size=4)
     encoder.warm_up()
-    assert fed == [(4, 3, encoder.image_size, encoder.image_size)]
+    assert fed == [(1, 3, encoder.image_size, encoder.image_size)]
