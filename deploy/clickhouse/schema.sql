@@ -52,7 +52,6 @@ ORDER BY (model, bucket, image_id);
 
 ALTER TABLE columnist.image_embedding ${ON_CLUSTER} ADD COLUMN IF NOT EXISTS sha256 String DEFAULT '';
 ALTER TABLE columnist.image_embedding ${ON_CLUSTER} ADD INDEX IF NOT EXISTS sha256_index sha256 TYPE bloom_filter(0.001) GRANULARITY 1;
-ALTER TABLE columnist.image_embedding ${ON_CLUSTER} MATERIALIZE INDEX sha256_index;
 
 -- Scores are keyed by vocabulary, model, image and attribute: vocabularies live side by side
 -- (two that share an attribute code never overwrite each other), and so do two models while

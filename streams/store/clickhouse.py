@@ -214,10 +214,26 @@ class ClickHouseStore:
             self.client.command(statement)
         for table, key in SORT_KEYS.items():
             self._migrate_sort_key(table, key)
+        self._index_older_embeddings()
         self._first_model_state()
         self._remake_older_views()
         on_cluster = f" ON CLUSTER `{self.cluster}`" if self.cluster else ""
         self.client.command(f"ALTER TABLE columnist.images{on_cluster} MODIFY COMMENT '{digest}'")
+
+    def _index_older_embeddings(self) -> None:
+        """Embeddings written before their content index existed get it, once, at the opening
+        (a mutation that writes only the index): a store checked at every start, as a
+        cluster's are, does not rewrite its largest table each time."""
+        unindexed = self.scalar("SELECT count() FROM system.parts WHERE database = 'columnist' "
+                                "AND table = 'image_embedding' AND active AND rows > 0 "
+                                "AND secondary_indices_compressed_bytes = 0")
+        if unindexed:
+            on_cluster = f" ON CLUSTER `{self.cluster}`" if self.cluster else ""
+            import logging
+
+            logging.getLogger(__name__).info("indexing the content of %d older parts of the embeddings", unindexed)
+            self.client.command(f"ALTER TABLE columnist.image_embedding{on_cluster} MATERIALIZE INDEX sha256_index "
+                                "SETTINGS mutations_sync = 1")  # it reads one column: seconds for 10M rows
 
     def _schema_is(self, digest: str, statements: list[str]) -> bool:
         """Whether every table and view of ``statements`` is there, sorted as SORT_KEYS say,

@@ -257,22 +257,25 @@ class Service:
 
     async def _store_and_ack(self, batch: "Batch", prepared: Prepared, taken: float, this: _Storing,
                              before: _Storing | None) -> None:
-        """Encode the batch, write it behind the one ``before`` it, then ack it once that one is
-        acked. ``this.encoded`` is set once the model is free: the next batch is encoded while
-        this one is written."""
+        """Encode the batch, write it behind the one ``before`` it, then, once that one is done,
+        send its dead letters and ack it (both in order). ``this.encoded`` is set once the model
+        is free: the next batch is encoded while this one is written."""
         try:
             scored = await until_done(partial(self._encode, prepared), self._describe_batch(batch.events),
                                       on_retry=self._count_batch_retry)
         finally:
             this.encoded.set()
         del prepared  # its pixels: three batches are under way at once
-        image_ids = await self.store_scored(batch.events, scored, this, before)
+        await self.store_scored(batch.events, scored, this, before)
         if before is not None:
             await asyncio.wait([before.task])
             before.task.result()  # a batch before that failed ends the loop: nothing after it is acked
+        for each in scored.rejected:
+            await self._dead_letter(each)
+        self.counters.batches += 1
         batch.ack()
         self.timings.batch.observe(time.perf_counter() - taken)
-        self.write_sidecars(image_ids)
+        self.write_sidecars(scored.image_ids)
 
     def write_sidecars(self, image_ids: list[str] | None) -> None:
         """Bring the sidecars of these images (of every image: None, after a vocabulary change)
@@ -313,10 +316,9 @@ class Service:
         return await until_done(attempt, self._describe_batch(events), on_retry=self._count_batch_retry)
 
     async def store_scored(self, events: list[RawEvent], scored: Scored, this: _Storing,
-                           before: _Storing | None) -> list[str]:
-        """Write a scored batch once the batch ``before`` it is written (retried until done),
-        then send its dead letters; return the ids stored. ``this.written`` is set once its
-        write has ended."""
+                           before: _Storing | None) -> None:
+        """Write a scored batch once the batch ``before`` it is written (retried until done);
+        ``this.written`` is set once its write has ended."""
         try:
             if before is not None:
                 await before.written.wait()
@@ -328,10 +330,6 @@ class Service:
         finally:
             this.written.set()
             self._count_unwritten(-1)
-        for each in scored.rejected:
-            await self._dead_letter(each)
-        self.counters.batches += 1
-        return scored.image_ids
 
     @staticmethod
     def _describe_batch(events: list[RawEvent]) -> str:

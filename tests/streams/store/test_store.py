@@ -306,3 +306,24 @@ def test_content_look_ups_find_what_is_stored_and_read_by_the_content_index(stor
     _, plan = store.query("EXPLAIN indexes = 1 SELECT image_id FROM columnist.image_embedding "
                           "WHERE model = 'mock' AND sha256 IN ('" + "e" * 64 + "')")
     assert any("sha256_index" in line for (line,) in plan)
+
+
+def test_embeddings_written_before_the_content_index_get_it_once(store):
+    """A store older than the index: its parts are indexed once when it is opened (a mutation),
+    and not again at the next opening (a cluster's are checked at every start)."""
+    store.command("ALTER TABLE columnist.image_embedding DROP INDEX sha256_index")
+    store.write(make_batch(parse_vocabulary(VOCAB)))
+    store.command("ALTER TABLE columnist.image_embedding ADD INDEX sha256_index sha256 TYPE bloom_filter(0.001) "
+                  "GRANULARITY 1")
+
+    def state():
+        _, parts = store.query("SELECT min(secondary_indices_compressed_bytes) FROM system.parts "
+                               "WHERE database = 'columnist' AND table = 'image_embedding' AND active AND rows > 0")
+        return parts[0][0], store.scalar("SELECT count() FROM system.mutations WHERE database = 'columnist' "
+                                         "AND table = 'image_embedding'")
+
+    before = state()
+    store._index_older_embeddings()
+    indexed = state()
+    store._index_older_embeddings()
+    assert before[0] == 0 and indexed[0] > 0 and indexed[1] == before[1] + 1 and state() == indexed

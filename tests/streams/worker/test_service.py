@@ -257,6 +257,37 @@ def test_a_batch_whose_write_fails_holds_back_the_ones_after_it(store, tmp_path)
     assert written == ["a-", "b-"] and source.acked == [0, 1] and service.counters.store_retries == 2
 
 
+def test_dead_letters_leave_in_the_order_of_their_events_when_sending_is_slow(store, tmp_path):
+    """Found attacking the write thread: with a producer slow to answer, a batch sent its dead
+    letters while the batch before it was still sending its own. Here the first batch's first
+    letter is answered only once the second batch is written."""
+    second_written, waited = threading.Event(), []
+    wrapper = StoreWrapper(store)
+
+    def write(batch):
+        rows = store.write(batch)
+        if batch.images[0].image_id.startswith("b-"):
+            second_written.set()
+        return rows
+
+    class SlowLetters(ScriptedSource):  # a test double: a producer slow to answer the first letter
+        async def dead_letter(self, letter):
+            if json.loads(letter)["offset"] == 1:
+                waited.append(await asyncio.get_running_loop().run_in_executor(None, second_written.wait, WAIT))
+            await super().dead_letter(letter)
+
+    wrapper.write = write
+    service = service_for(wrapper, tmp_path, space(1))
+    batches = [[RawEvent(photo_events(tmp_path, prefix)[0].value, 0, offset)] +
+               [RawEvent(b"{not json", 0, offset + k) for k in (1, 2, 3)] for prefix, offset in (("a-", 0), ("b-", 10))]
+    source = SlowLetters(*batches)
+
+    asyncio.run(service.run(source))
+
+    offsets = [letter["offset"] for letter in source.letters]
+    assert waited == [True] and source.acked == [0, 1] and offsets == [1, 2, 3, 11, 12, 13]
+
+
 def test_nothing_that_waits_for_the_batches_runs_beside_a_write_given_up_at_shutdown(store, tmp_path):
     """A worker stopping while a batch is written stops waiting for it, but the write thread
     goes on: whatever then takes the settled lock (a re-embed's write) waits for that write."""
