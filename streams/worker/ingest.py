@@ -41,6 +41,9 @@ class Prepared:
     second: list[PreparedImage] = field(default_factory=list)
     """The images prepared for the model a migration moves to (``second_model``), if one was set."""
     second_model: str = ""
+    model: str = ""
+    """The model it was prepared for (looked up, preprocessed): a batch the store's cutover
+    overtook is prepared again for the model then served."""
 
 
 @dataclass
@@ -62,7 +65,8 @@ def prepare_events(events: Sequence[RawEvent], encoder: "Encoder", policy: Fetch
     """Parse and fetch each event, then take the fetched ones through the batch path (known
     content is not decoded again), at most MAX_HELD_BYTES of fetched bytes at a time; with
     ``second``, the images taken are prepared for that model too."""
-    out, rejected, fetched, held = Prepared(second_model=second.encoder.name if second else ""), [], [], 0
+    out = Prepared(second_model=second.encoder.name if second else "", model=encoder.name)
+    rejected, fetched, held = [], [], 0
     started = time.perf_counter()
     parsed = _parse_all(events, rejected, counters)
     for index, event in enumerate(events):

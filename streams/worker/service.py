@@ -261,8 +261,11 @@ class Service:
         send its dead letters and ack it (both in order). ``this.encoded`` is set once the model
         is free: the next batch is encoded while this one is written."""
         try:
-            scored = await until_done(partial(self._encode, prepared), self._describe_batch(batch.events),
-                                      on_retry=self._count_batch_retry)
+            while (scored := await until_done(partial(self._encode, prepared), self._describe_batch(batch.events),
+                                              on_retry=self._count_batch_retry)) is None:
+                log.info("the store now serves %s: a batch prepared for another model is prepared again",
+                         self.encoder.name)
+                prepared = await self.prepare(batch.events)
         finally:
             this.encoded.set()
         del prepared  # its pixels: three batches are under way at once
@@ -339,14 +342,17 @@ class Service:
     def _count_batch_retry(self) -> None:
         self.counters.batch_retries += 1
 
-    async def _encode(self, prepared: Prepared) -> Scored:
+    async def _encode(self, prepared: Prepared) -> Scored | None:
         """Encode and score under the vocabulary lock, so a batch is scored under one
         vocabulary version whatever is pushed meanwhile; the batch then counts as unwritten
-        until its write (a vocabulary switch waits for it).
+        until its write (a vocabulary switch waits for it). None: it was prepared for a model
+        the store no longer serves (its embeddings reused and pixels are that model's).
 
         A model that answers the wrong number of rows fails the batch's images (dead letters
         with the reason): the same batch would get the same answer again."""
         async with self.vocab_lock:
+            if prepared.images and prepared.model != self.encoder.name:
+                return None
             image_ids = [image.record.image_id for image in prepared.images]
             scored = Scored(prepared.deleted, image_ids, list(prepared.rejected))
             if prepared.images:

@@ -105,6 +105,41 @@ def test_two_workers_move_their_store_to_another_model_without_a_gap(store, tmp_
     assert view(store) == (every, 0)
 
 
+def test_a_batch_prepared_before_the_cutover_and_encoded_after_it_is_prepared_again(store, tmp_path):
+    """Found attacking the write thread (older than it): a batch looked up and preprocessed for
+    the old model and encoded after the cutover was dead-lettered as a broken model (another
+    dimension) or stored the old model's vectors under the new one's name (the same). Here the
+    batch's look-up waits for the cutover."""
+    import threading
+
+    from tests.streams.worker.test_service import StoreWrapper
+
+    served = threading.Event()
+    wrapper = StoreWrapper(store)
+
+    def stored_content(model, ids):
+        if any(i.startswith("x") for i in ids) and model == "mock":
+            served.wait(WAIT)  # prepared for the old model, the cutover happens meanwhile
+        return store.stored_content(model, ids)
+
+    wrapper.stored_content = stored_content
+    service = service_for(wrapper, tmp_path, space(1), load_model=loader(), replay_chunks=8)
+    switch = service.use_encoder
+    service.use_encoder = lambda encoder: (switch(encoder), served.set())
+    photos = photo_events(tmp_path)
+    cutover = command(action="cutover", to="mock-256")
+    cutover.wait = False
+    source = ScriptedSource(copies(photos, "a", 3), command(action="migrate", to="mock-256"), caught_up(service),
+                            cutover, copies(photos, "x", 3))
+
+    asyncio.run(asyncio.wait_for(service.run(source), WAIT))  # before: its known contents were retried for ever
+
+    assert served.is_set() and source.letters == [] and service.encoder.name == "mock-256"
+    _, rows = store.query("SELECT image_id, length(embedding) FROM columnist.image_embedding FINAL "
+                          "WHERE model = 'mock-256' AND image_id LIKE 'x%' ORDER BY image_id")
+    assert rows == [("x000", 256), ("x001", 256), ("x002", 256)]
+
+
 def test_a_worker_set_to_the_old_model_follows_the_store_and_a_bad_step_is_logged_not_fatal(store, tmp_path):
     first, _ = workers(store, tmp_path)
     photos = photo_events(tmp_path)
