@@ -197,6 +197,44 @@ def embed_and_score(prepared: Sequence[PreparedImage], vocabularies: Sequence[tu
                        [f.record for v in videos for f in v.frames])
 
 
+def embed_and_score_isolating(prepared: Sequence[PreparedImage], vocabularies: Sequence[tuple["Vocabulary", Texts]],
+                              encoder: "Encoder") -> tuple[ScoredBatch | None, list[tuple[int, Exception]]]:
+    """embed_and_score, and when the batch fails, each image on its own: one whose own
+    encoding fails is that image's failure (its position, why), the others are scored together
+    (None when none is left). When every image fails on its own, a blank image tells who is at
+    fault: it encodes, the images are; it fails, the model is and the batch's error is raised
+    (retried as a whole), unless the model answers wrongly (ModelOutputError: every image fails
+    with it, as the same batch would get the same answer again)."""
+    try:
+        return embed_and_score(prepared, vocabularies, encoder), []
+    except Exception as batch_error:  # noqa: BLE001 - one image's fault or the model's: found out below
+        failed = []
+        for position, image in enumerate(prepared):
+            try:
+                embed_and_score([image], vocabularies, encoder)
+            except Exception as err:  # noqa: BLE001 - any failure of one image is that image's
+                failed.append((position, err))
+        if len(failed) == len(prepared):
+            try:
+                embed_and_score([_blank(encoder)], vocabularies, encoder)
+            except ModelOutputError as err:
+                return None, [(position, err) for position in range(len(prepared))]
+            except Exception:  # noqa: BLE001 - the model's trouble, not the images': the batch again, later
+                raise batch_error from None
+            return None, failed
+        bad = {position for position, _ in failed}
+        good = [image for position, image in enumerate(prepared) if position not in bad]
+        return embed_and_score(good, vocabularies, encoder), failed
+
+
+def _blank(encoder: "Encoder") -> PreparedImage:
+    """A black image, prepared: what any working model encodes."""
+    from PIL import Image
+
+    tensor = encoder.prepare_image(Image.new("RGB", (encoder.image_size, encoder.image_size)))
+    return PreparedImage(ImageRecord("blank", "", "", encoder.image_size, encoder.image_size, "blank"), tensor)
+
+
 def _rows_of(p: PreparedImage):
     """(content key, id, tensor) of the embedding rows an item brings: itself, or a video's frames."""
     if p.frames:

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, TypeVa
 
 from columnist.files import read_regular_file
 from columnist.models import media
-from columnist.pipeline import ModelOutputError, SecondModel, TakenBatch, embed_and_score, encoded_count, sha256_of, take_batch
+from columnist.pipeline import (SecondModel, TakenBatch, embed_and_score_isolating, encoded_count, sha256_of,
+                                take_batch)
 from columnist.prompt_cache import PromptCache
 from columnist.records import Counters, ImageInput, ImageLimits
 from columnist.store import check_model
@@ -264,15 +265,15 @@ def tag(
             run.failed += unread + [(inputs[position].name, getattr(error, "reason", str(error)))
                                     for position, error in taken.failed]
             if taken.prepared:
-                try:
-                    scored = embed_and_score(taken.prepared, vocabularies, encoder)
-                except ModelOutputError as err:  # the model's fault, for every image of the batch
-                    run.failed += [(inputs[position].name, str(err)) for position in taken.prepared_from]
-                    _add(run.counters, Counters(images_failed=len(taken.prepared)))
-                else:
-                    alongside = second.score(second.take([inputs[p] for p in taken.prepared_from], store, limits)) \
+                scored, failed = embed_and_score_isolating(taken.prepared, vocabularies, encoder)
+                run.failed += [(inputs[taken.prepared_from[position]].name, str(err)) for position, err in failed]
+                _add(run.counters, Counters(images_failed=len(failed)))
+                if scored is not None:
+                    bad = {position for position, _ in failed}
+                    kept = [p for position, p in enumerate(taken.prepared_from) if position not in bad]
+                    alongside = second.score(second.take([inputs[p] for p in kept], store, limits)) \
                         if second is not None else None
-                    writes.submit(write, scored, alongside, len(taken.prepared), encoded_count(taken.prepared))
+                    writes.submit(write, scored, alongside, len(kept), encoded_count(taken.prepared))
             if on_progress:
                 on_progress(len(batch))
     return run

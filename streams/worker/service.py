@@ -36,7 +36,7 @@ from columnist import faults, sidecars
 from columnist.errors import ConfigurationError
 from columnist.kafka.events import MODEL_KEY, dead_letter, parse_vocab_event
 from columnist.models.registry import load_encoder
-from columnist.pipeline import ModelOutputError, SecondModel, Texts, embed_and_score, encoded_count
+from columnist.pipeline import SecondModel, Texts, embed_and_score_isolating, encoded_count
 from columnist.printable import printable
 from columnist.prompt_cache import PromptCache
 from columnist.records import Counters, RawEvent, ScoredBatch
@@ -348,8 +348,9 @@ class Service:
         until its write (a vocabulary switch waits for it). None: it was prepared for a model
         the store no longer serves (its embeddings reused and pixels are that model's).
 
-        A model that answers the wrong number of rows fails the batch's images (dead letters
-        with the reason): the same batch would get the same answer again."""
+        An image whose encoding fails on its own is dead-lettered with the reason, its batch-mates
+        go on (pipeline.embed_and_score_isolating); a model that fails for every image, a blank
+        one too, fails the batch as a whole, retried."""
         async with self.vocab_lock:
             if prepared.images and prepared.model != self.encoder.name:
                 return None
@@ -358,17 +359,21 @@ class Service:
             if prepared.images:
                 started = time.perf_counter()
                 vocabularies = [(vocab, self.texts[name]) for name, vocab in self.vocabs.items()]
-                try:
-                    scored.batch = await self.run_blocking(embed_and_score, prepared.images, vocabularies,
-                                                           self.encoder)
+                scored.batch, failed = await self.run_blocking(embed_and_score_isolating, prepared.images,
+                                                               vocabularies, self.encoder)
+                for position, err in failed:
+                    log.error("image %s: %s", printable(image_ids[position]), printable(err, 500))
+                    scored.rejected.append(Rejected(prepared.events[position], err, image_ids[position]))
+                    self.counters.images_failed += 1
+                if failed:
+                    bad = {position for position, _ in failed}
+                    scored.image_ids = [i for position, i in enumerate(image_ids) if position not in bad]
+                if scored.batch is not None:
                     second = self.second if self.second and prepared.second_model == self.second.encoder.name else None
-                    scored.alongside = await self.run_blocking(second.score, prepared.second) if second else None
+                    taken = set(scored.image_ids)
+                    scored.alongside = await self.run_blocking(second.score, [
+                        image for image in prepared.second if image.record.image_id in taken]) if second else None
                     self.counters.images_encoded += encoded_count(prepared.images)
-                except ModelOutputError as err:
-                    log.error("%s", err)
-                    scored.batch, scored.image_ids = None, []
-                    scored.rejected += [Rejected(event, err, image_id)
-                                        for event, image_id in zip(prepared.events, image_ids, strict=True)]
                 self.counters.encode_s += time.perf_counter() - started
                 self.timings.stage.labels("encode").observe(time.perf_counter() - started)
             self._count_unwritten(+1)

@@ -234,3 +234,15 @@ def test_files_over_the_size_limit_are_refused_before_they_are_read(store, space
     report = tag(find_images([folder]), space_vocab, MockEncoder(), store, limits=ImageLimits(max_bytes=10_000_000))
     assert report.counters.images_stored == 1
     assert report.failed == [(str(folder / "huge.png"), "cannot read file: 1,000,000,000 bytes, over the limit of 10,000,000 bytes")]
+
+
+def test_an_image_the_model_crashes_on_is_named_and_the_others_stored(store, space_vocab, tmp_path):
+    from tests.streams.worker.test_service import PoisonEncoder
+
+    folder = tmp_path / "photos"
+    shutil.copytree(PHOTOS, folder)
+    report = tag(find_images([folder]), space_vocab, PoisonEncoder(), store, batch_size=4)
+    assert [name for name, _ in report.failed] == [str(folder / "hubble_deep_field.jpg")]
+    assert "crashed on this image" in report.failed[0][1]
+    assert report.counters.images_stored == len(list(PHOTOS.glob("*.jpg"))) - 1
+    assert store.scalar("SELECT count() FROM columnist.images FINAL") == report.counters.images_stored

@@ -235,6 +235,52 @@ def test_the_model_is_warmed_up_at_start_before_the_first_batch_is_encoded(store
     assert calls == ["warm up", 2]
 
 
+class PoisonEncoder(MockEncoder):
+    """A test double: a runtime that crashes on one photo (the Hubble deep field's size), and on
+    every image for its first ``down`` calls (a runtime briefly unavailable)."""
+
+    def __init__(self, down: int = 0):
+        super().__init__()
+        self.down = down
+
+    def prepare_image(self, image):
+        vector = super().prepare_image(image)
+        if image.size == (320, 279):
+            vector[0] = 123.0
+        return vector
+
+    def encode_prepared(self, prepared):
+        if self.down > 0:
+            self.down -= 1
+            raise RuntimeError("the runtime is away (injected)")
+        if any(tensor[0] == 123.0 for tensor in prepared):
+            raise RuntimeError("the runtime crashed on this image (injected)")
+        return super().encode_prepared(prepared)
+
+
+def test_an_image_the_model_crashes_on_is_dead_lettered_and_its_batch_mates_stored(store, tmp_path):
+    """Found attacking the worker: a runtime error on one image (not a wrong answer: a crash)
+    retried its whole batch for ever, and ingest stopped behind it."""
+    service = service_for(store, tmp_path, space(1), encoder=PoisonEncoder())
+    source = ScriptedSource(photo_events(tmp_path, "a-"), photo_events(tmp_path, "b-")[:2])
+
+    asyncio.run(asyncio.wait_for(service.run(source), WAIT))
+
+    assert source.acked == [0, 1] and [letter["image_id"] for letter in source.letters] == ["a-hubble_deep_field"]
+    assert "crashed on this image" in source.letters[0]["reason"]
+    assert len(stored_ids(store)) == 8 and "a-hubble_deep_field" not in stored_ids(store)
+
+
+def test_a_model_failing_on_every_image_and_a_blank_one_is_retried_not_dead_lettered(store, tmp_path):
+    service = service_for(store, tmp_path, space(1), encoder=PoisonEncoder(down=5))
+    source = ScriptedSource(photo_events(tmp_path)[:3])
+
+    asyncio.run(asyncio.wait_for(service.run(source), WAIT))
+
+    assert source.letters == [] and source.acked == [0] and len(stored_ids(store)) == 3
+    assert service.counters.batch_retries >= 1
+
+
 def test_a_batch_whose_write_fails_holds_back_the_ones_after_it(store, tmp_path):
     """Only the first batch's write fails, twice: the second, encoded meanwhile, is written and
     acked only after it (the store never holds a batch whose predecessor it lacks)."""
