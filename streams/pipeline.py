@@ -202,9 +202,9 @@ def embed_and_score_isolating(prepared: Sequence[PreparedImage], vocabularies: S
     """embed_and_score, and when the batch fails, each image on its own: one whose own
     encoding fails is that image's failure (its position, why), the others are scored together
     (None when none is left). When every image fails on its own, a blank image tells who is at
-    fault: it encodes, the images are; it fails, the model is and the batch's error is raised
-    (retried as a whole), unless the model answers wrongly (ModelOutputError: every image fails
-    with it, as the same batch would get the same answer again)."""
+    fault: it encodes, or the model answers it wrongly too (ModelOutputError: the same batch
+    would get the same answer again), and the images fail; it raises anything else, and the
+    model is at fault: the batch's error is raised, and the batch retried as a whole."""
     try:
         return embed_and_score(prepared, vocabularies, encoder), []
     except Exception as batch_error:  # noqa: BLE001 - one image's fault or the model's: found out below
@@ -214,17 +214,16 @@ def embed_and_score_isolating(prepared: Sequence[PreparedImage], vocabularies: S
                 embed_and_score([image], vocabularies, encoder)
             except Exception as err:  # noqa: BLE001 - any failure of one image is that image's
                 failed.append((position, err))
-        if len(failed) == len(prepared):
-            try:
-                embed_and_score([_blank(encoder)], vocabularies, encoder)
-            except ModelOutputError as err:
-                return None, [(position, err) for position in range(len(prepared))]
-            except Exception:  # noqa: BLE001 - the model's trouble, not the images': the batch again, later
-                raise batch_error from None
-            return None, failed
-        bad = {position for position, _ in failed}
-        good = [image for position, image in enumerate(prepared) if position not in bad]
-        return embed_and_score(good, vocabularies, encoder), failed
+        if len(failed) < len(prepared):
+            bad = {position for position, _ in failed}
+            return embed_and_score([p for n, p in enumerate(prepared) if n not in bad], vocabularies, encoder), failed
+        try:
+            embed_and_score([_blank(encoder)], vocabularies, encoder)
+        except ModelOutputError:
+            pass
+        except Exception:  # noqa: BLE001 - the model's trouble, not the images'
+            raise batch_error from None
+        return None, failed
 
 
 def _blank(encoder: "Encoder") -> PreparedImage:

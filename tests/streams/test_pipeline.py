@@ -59,3 +59,34 @@ def test_decoded_pixels_reads_the_header_at_the_draft_scale():
     assert full == images.decode(data, "astronaut").image.size[0] * images.decode(data, "astronaut").image.size[1]
     assert images.decoded_pixels(data, at_least=64) < full
     assert images.decoded_pixels(b"garbage") == images.UNKNOWN_PIXELS  # unknown counts as large
+
+
+def test_a_failing_batch_is_taken_apart_to_find_whose_fault_it_is():
+    """A crash on one image fails that image only; wrong answers for every image (a blank one
+    too) fail every image; a model that crashes on everything, a blank image too, raises the
+    batch's error (the caller retries the batch)."""
+    import numpy as np
+    import pytest
+
+    from columnist.pipeline import ModelOutputError, embed_and_score_isolating
+    from columnist.vocab.prompts import text_embeddings
+    from tests.streams.worker.test_service import PoisonEncoder, space
+
+    photos = [p.read_bytes() for p in sorted(PHOTOS.glob("*.jpg"))]  # the Hubble deep field is the poison
+    poison = PoisonEncoder()
+    prepared = BatchPreparer(poison, {}, ImageLimits()).prepare_all(_inputs(photos))
+    vocabularies = [(space(1), text_embeddings(poison, space(1)))]
+    hubble = [n for n, p in enumerate(sorted(PHOTOS.glob("*.jpg"))) if p.stem == "hubble_deep_field"]
+
+    scored, failed = embed_and_score_isolating(prepared, vocabularies, poison)
+    assert [position for position, _ in failed] == hubble and len(scored.images) == len(photos) - 1
+
+    class WrongRows(MockEncoder):  # a test double: one row too few, for every batch
+        def encode_prepared(self, prepared):
+            return super().encode_prepared(prepared)[:-1] if len(prepared) > 1 else np.zeros((0, self.dim), np.float32)
+
+    scored, failed = embed_and_score_isolating(prepared, vocabularies, WrongRows())
+    assert scored is None and len(failed) == len(photos) and all(isinstance(e, ModelOutputError) for _, e in failed)
+
+    with pytest.raises(RuntimeError, match="away"):
+        embed_and_score_isolating(prepared, vocabularies, PoisonEncoder(down=100))
