@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import Counter
 
 
@@ -40,8 +41,6 @@ def point(name: str) -> None:
     if action == "kill" and _hits[name] == count:
         os.kill(os.getpid(), signal.SIGKILL)
     if action == "slow":
-        import time
-
         time.sleep(count / 1000)
     if action == "fail" and _hits[name] <= count:
         raise InjectedFault(f"injected failure #{_hits[name]} at {name}")

@@ -217,8 +217,12 @@ class ClickHouseStore:
         self._index_older_embeddings()
         self._first_model_state()
         self._remake_older_views()
-        on_cluster = f" ON CLUSTER `{self.cluster}`" if self.cluster else ""
-        self.client.command(f"ALTER TABLE columnist.images{on_cluster} MODIFY COMMENT '{digest}'")
+        self.client.command(f"ALTER TABLE columnist.images{self._on_cluster} MODIFY COMMENT '{digest}'")
+
+    @property
+    def _on_cluster(self) -> str:
+        """What DDL says to run on every replica of a cluster (nothing on a single server)."""
+        return f" ON CLUSTER `{self.cluster}`" if self.cluster else ""
 
     def _index_older_embeddings(self) -> None:
         """Embeddings written before their content index existed get it, once, at the opening
@@ -228,11 +232,10 @@ class ClickHouseStore:
                                 "AND table = 'image_embedding' AND active AND rows > 0 "
                                 "AND secondary_indices_compressed_bytes = 0")
         if unindexed:
-            on_cluster = f" ON CLUSTER `{self.cluster}`" if self.cluster else ""
             import logging
 
             logging.getLogger(__name__).info("indexing the content of %d older parts of the embeddings", unindexed)
-            self.client.command(f"ALTER TABLE columnist.image_embedding{on_cluster} MATERIALIZE INDEX sha256_index "
+            self.client.command(f"ALTER TABLE columnist.image_embedding{self._on_cluster} MATERIALIZE INDEX sha256_index "
                                 "SETTINGS mutations_sync = 1")  # it reads one column: seconds for 10M rows
 
     def _schema_is(self, digest: str, statements: list[str]) -> bool:
@@ -284,7 +287,7 @@ class ClickHouseStore:
 
         logging.getLogger(__name__).warning("re-sorting columnist.%s by (%s), once: its rows are copied", table, key)
 
-        on_cluster = f" ON CLUSTER `{self.cluster}`" if self.cluster else ""
+        on_cluster = self._on_cluster
         copy = f"columnist.{table}_migrating_{os.getpid()}"  # two workers migrating at once use two copies
         create = next(s for s in render_schema(self.cluster) if f"columnist.{table} " in s and "CREATE TABLE" in s)
         version = re.search(r"ReplacingMergeTree\((\w+)\)", create).group(1)  # updated_at, applied_at
@@ -656,7 +659,7 @@ class ClickHouseStore:
         for name in (vocab.name, view, *vocab.codes):
             if not IDENTIFIER.match(name):
                 raise ValueError(f"{name!r} is not an identifier")
-        on_cluster = f" ON CLUSTER `{self.cluster}`" if self.cluster else ""
+        on_cluster = self._on_cluster
         for name, only_named in ((view, ""), (f"some_{view}", " AND attribute IN {codes:Array(String)}")):
             self.client.command(f"CREATE OR REPLACE VIEW columnist.{name}{on_cluster} AS\n"
                                 + _columns_select(vocab, only_named))

@@ -365,14 +365,13 @@ class Service:
                     log.error("image %s: %s", printable(image_ids[position]), printable(err, 500))
                     scored.rejected.append(Rejected(prepared.events[position], err, image_ids[position]))
                     self.counters.images_failed += 1
-                if failed:
-                    bad = {position for position, _ in failed}
-                    scored.image_ids = [i for position, i in enumerate(image_ids) if position not in bad]
-                if scored.batch is not None:
-                    second = self.second if self.second and prepared.second_model == self.second.encoder.name else None
-                    taken = set(scored.image_ids)
+                scored.image_ids = [record.image_id for record in scored.batch.images] if scored.batch else []
+                second = self.second if self.second and prepared.second_model == self.second.encoder.name else None
+                if scored.batch is not None and second is not None:
+                    kept = set(scored.image_ids)
                     scored.alongside = await self.run_blocking(second.score, [
-                        image for image in prepared.second if image.record.image_id in taken]) if second else None
+                        image for image in prepared.second if image.record.image_id in kept])
+                if scored.batch is not None:
                     self.counters.images_encoded += encoded_count(prepared.images)
                 self.counters.encode_s += time.perf_counter() - started
                 self.timings.stage.labels("encode").observe(time.perf_counter() - started)
