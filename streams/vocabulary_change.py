@@ -99,6 +99,20 @@ def carry_out(store: "ChangeStore", encoder: "Encoder", change: Change, chunks: 
     return ApplyReport(change.diff, report, report.score_rows)
 
 
+def give_up(store: "ChangeStore", encoder: "Encoder", failed: Vocabulary, kept: Vocabulary,
+            kept_texts: dict[str, "np.ndarray"]) -> int:
+    """After a change to ``failed`` that did not complete, once ingest is back on ``kept``:
+    the attributes that differ between the two are scored again with ``kept`` for every image
+    holding a score of ``failed``'s version (the chunks its replay finished, and the batches
+    ingested while it was in use), from their stored embeddings, so no image keeps a score of
+    a version the store never applied. ``failed``'s checkpoints are forgotten: applying it
+    again replays those images too. The score rows written."""
+    codes = diff_vocabularies(failed, kept, encoder.calibration).rescore
+    replayer = store.replayer(encoder.name, encoder.logit_scale, encoder.source, 0,
+                              model_calibration=encoder.calibration)
+    return replayer.restore(kept, kept_texts, codes, failed)
+
+
 def apply_vocabulary(
     store: "ChangeStore", encoder: "Encoder", old: Vocabulary | None, new: Vocabulary, chunks: int,
     old_texts: dict[str, "np.ndarray"] | None = None,

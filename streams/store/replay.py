@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from columnist.records import ModelCalibration
 from columnist.store.checkpoints import BUCKETS, Checkpoints, buckets_of, chunks_for
@@ -80,6 +80,8 @@ GROUP BY f.attribute, fr.video_id
 
 CHUNK_WHERE = "bucket IN {buckets:Array(UInt8)}"
 LATE_WHERE = "toUnixTimestamp64Milli(created_at) > {since_ms:Int64}"
+FAILED_WHERE = ("image_id IN (SELECT image_id FROM columnist.feature_image_attribute WHERE vocab_name = {vocab:String} "
+                "AND model = {model:String} AND vocab_version = {failed:UInt32})")
 
 
 @dataclass
@@ -190,10 +192,24 @@ class Replayer:
     def rescore_images(self, vocab: Vocabulary, texts: dict[str, "np.ndarray"], image_ids: list[str]) -> int:
         """Every attribute of ``vocab`` for these images, from their stored embeddings (store
         check --repair); the score rows written."""
-        base = [a.code for a in vocab.attributes if a.code in texts]
-        derived = vocab.derived_in_order()
-        written = self._write(vocab, base, derived, texts, "image_id IN {ids:Array(String)}", {"ids": list(image_ids)})
-        return written + self.derive_videos(vocab, vocab.codes)
+        return self._rescore(vocab, texts, vocab.codes, "image_id IN {ids:Array(String)}", {"ids": list(image_ids)})
+
+    def restore(self, kept: Vocabulary, texts: dict[str, "np.ndarray"], codes: Sequence[str], failed: Vocabulary) -> int:
+        """``codes`` of ``kept`` scored again for every image holding a score of ``failed``'s
+        version (a change given up: its finished chunks, and the batches ingested while it
+        was in use), and ``failed``'s checkpoints forgotten, so that applying it again replays
+        those images too; the score rows written."""
+        written = self._rescore(kept, texts, codes, FAILED_WHERE, {"failed": failed.version}) if codes else 0
+        self.forget_checkpoints(failed)
+        return written
+
+    def _rescore(self, vocab: Vocabulary, texts: dict[str, "np.ndarray"], codes: Sequence[str], where: str,
+                 where_params: dict) -> int:
+        wanted = set(codes)
+        base = [a.code for a in vocab.attributes if a.code in texts and a.code in wanted]
+        derived = [d for d in vocab.derived_in_order() if d.code in wanted]
+        written = self._write(vocab, base, derived, texts, where, where_params)
+        return written + self.derive_videos(vocab, [code for code in vocab.codes if code in wanted])
 
     @staticmethod
     def _split(vocab: Vocabulary, diff: VocabularyDiff, texts) -> tuple[list[str], list[DerivedAttribute]]:

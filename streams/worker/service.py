@@ -46,7 +46,7 @@ from columnist.store import StoreUnavailable
 from columnist.store.check import GRACE_S, delete_orphans
 from columnist.vocab.prompts import text_embeddings
 from columnist.vocab.schema import Vocabulary, vocabulary_from_dict
-from columnist.vocabulary_change import apply_vocabulary, carry_out, plan_change, scored_vocabularies
+from columnist.vocabulary_change import apply_vocabulary, carry_out, give_up, plan_change, scored_vocabularies
 from columnist.worker.fetch import FetchPolicy
 from columnist.worker.ingest import Prepared, Rejected, prepare_events
 from columnist.worker.metrics import Timings
@@ -510,7 +510,7 @@ class Service:
                 self.store, self.encoder, change, self.settings.replay_chunks, default_view=name == self.configured.name,
                 start_at=self.replay_start, alongside=alongside)), f"applying vocabulary {name} v{vocab.version}",
                 retry_if=unavailable)
-        except BaseException:
+        except BaseException as err:
             async with self.batches_settled():
                 await self._fall_back(name, vocab, old, old_texts)
                 if self.vocabs.get(name) is not vocab:
@@ -519,6 +519,9 @@ class Service:
                     else:
                         self.migration.texts[name] = old_target_texts
                 self.migration.refresh()
+            if isinstance(err, Exception) and old is not None and self.vocabs.get(name) is old:
+                await self._give_up(vocab, old, [(self.encoder, old_texts)] + (
+                    [(second.encoder, old_target_texts)] if second is not None and old_target_texts else []))
             raise
         diff, replay = report.diff, report.replay
         self.write_sidecars(None)  # every image's scores of this vocabulary may have moved
@@ -529,6 +532,22 @@ class Service:
                  "those attributes written, computed from stored embeddings (%d of %d chunks were already done)",
                  vocab.name, vocab.version, list(diff.added), list(diff.changed), list(diff.removed),
                  list(diff.dependents), report.stored_scores, replay.chunks_skipped, replay.chunks)
+
+    async def _give_up(self, failed: Vocabulary, kept: Vocabulary, models: list[tuple["Encoder", Texts]]) -> None:
+        """Back on ``kept`` after a failed change: what was scored with ``failed`` meanwhile
+        (the replay's finished chunks, the batches ingested while it was in use) is scored
+        again with ``kept`` (vocabulary_change.give_up), beside ingest, for each model."""
+        unavailable = lambda err: isinstance(err, StoreUnavailable)  # noqa: E731
+        for encoder, texts in models:
+            what = f"scoring {failed.name} v{failed.version}'s images again with v{kept.version} for {encoder.name}"
+            try:
+                rows = await until_done(lambda encoder=encoder, texts=texts: self.on(
+                    self.replay_executor, give_up, self.store, encoder, failed, kept, texts), what, retry_if=unavailable)
+            except Exception as err:  # noqa: BLE001 - the change's own failure is what is raised
+                log.error("%s failed: %s; they keep scores of v%d", what, printable(str(err), 300), failed.version)
+                continue
+            log.warning("vocabulary %s v%d given up: %d scores written with it were written again with v%d (%s)",
+                        failed.name, failed.version, rows, kept.version, encoder.name)
 
     async def _fall_back(self, name: str, failed: Vocabulary, old: Vocabulary | None, old_texts: Texts | None) -> None:
         """After a failed change: stay on the new vocabulary if the store recorded it (so no

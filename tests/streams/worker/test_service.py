@@ -23,7 +23,7 @@ from columnist.worker.fetch import FetchPolicy
 from columnist.worker.service import Service
 from tests.conftest import PHOTOS, SPACE_YAML
 from tests.hostile import MAX_BYTES, event
-from tests.streams.worker.scripted_source import ScriptedSource, Vocab
+from tests.streams.worker.scripted_source import Gate, ScriptedSource, Vocab
 
 WAIT = 60
 """Seconds a gate waits before the test calls it a deadlock (a bound, never a synchronisation)."""
@@ -442,6 +442,48 @@ def test_a_vocabulary_change_waits_for_the_store_and_then_applies(store, tmp_pat
     asyncio.run(service.run(source))
 
     assert source.letters == [] and store.applied_vocabulary("space").version == 2
+
+
+def test_a_change_given_up_leaves_no_image_with_scores_of_the_refused_version(store, tmp_path):
+    """v2 changes the moon's prompt; its replay writes one chunk, a batch is scored with v2
+    meanwhile, then the replay fails (not the store being away): the worker goes back to v1,
+    and every image's moon score is v1's again, the replayed chunk's and the batch's."""
+    wrapper, replaying, batch_stored = StoreWrapper(store), threading.Event(), threading.Event()
+    calls = []
+
+    def replayer(*args, **kwargs):
+        real = store.replayer(*args, **kwargs)
+        calls.append(real)
+        if len(calls) > 1:  # what the worker does after giving up goes to the real store
+            return real
+
+        class FailingAfterAChunk:  # a test double: a replay that fails part way (a bug, a full disk)
+            def run(self, vocab, diff, texts, on_chunk=None, start_at=0):
+                real.replay_chunk(vocab, diff, texts, 0)
+                replaying.set()  # ingest is on v2 now
+                assert batch_stored.wait(WAIT)
+                raise RuntimeError("replay failed (injected)")
+        return FailingAfterAChunk()
+
+    def moon(d):
+        next(a for a in d["attributes"] if a["code"] == "moon")["description"] = "the full Moon in a dark sky"
+
+    service = service_for(wrapper, tmp_path, space(1))
+    wrapper.replayer = replayer
+    source = ScriptedSource(photo_events(tmp_path, "a-"), Vocab(vocabulary(space(2, moon)).event, wait=False),
+                            Gate(lambda: asyncio.to_thread(replaying.wait, WAIT)), photo_events(tmp_path, "b-"),
+                            on_ack=lambda position: position == 3 and batch_stored.set())
+
+    asyncio.run(service.run(source))
+
+    assert service.vocab.version == store.applied_vocabulary("space").version == 1
+    assert len(source.letters) == 1 and "replay failed (injected)" in source.letters[0]["reason"]
+    latest = dict(store.query("SELECT image_id, argMax(vocab_version, updated_at) FROM "
+                              "columnist.feature_image_attribute WHERE attribute = 'moon' GROUP BY image_id")[1])
+    assert len(latest) == 2 * len(list(PHOTOS.glob("*.jpg"))) and set(latest.values()) == {1}
+    scores = dict(store.query("SELECT image_id, moon FROM columnist.columns_space")[1])
+    assert all(abs(scores[f"b-{photo.stem}"] - scores[f"a-{photo.stem}"]) < 1e-5 for photo in PHOTOS.glob("*.jpg"))
+    assert calls[1].checkpoints(space(2, moon)).finished() == set()  # applying v2 again replays every image
 
 
 def test_new_prompts_are_encoded_while_ingest_goes_on(store, tmp_path):
