@@ -520,8 +520,8 @@ class Service:
                         self.migration.texts[name] = old_target_texts
                 self.migration.refresh()
             if isinstance(err, Exception) and old is not None and self.vocabs.get(name) is old:
-                await self._give_up(vocab, old, [(self.encoder, old_texts)] + (
-                    [(second.encoder, old_target_texts)] if second is not None and old_target_texts else []))
+                await self._give_up(vocab, old, [(self.encoder, old_texts)]
+                                    + ([(second.encoder, old_target_texts)] if second is not None else []))
             raise
         diff, replay = report.diff, report.replay
         self.write_sidecars(None)  # every image's scores of this vocabulary may have moved
@@ -539,6 +539,8 @@ class Service:
         again with ``kept`` (vocabulary_change.give_up), beside ingest, for each model."""
         unavailable = lambda err: isinstance(err, StoreUnavailable)  # noqa: E731
         for encoder, texts in models:
+            if not texts:  # the kept version's texts are not known here: nothing to score with
+                continue
             what = f"scoring {failed.name} v{failed.version}'s images again with v{kept.version} for {encoder.name}"
             try:
                 rows = await until_done(lambda encoder=encoder, texts=texts: self.on(
@@ -546,7 +548,7 @@ class Service:
             except Exception as err:  # noqa: BLE001 - the change's own failure is what is raised
                 log.error("%s failed: %s; they keep scores of v%d", what, printable(str(err), 300), failed.version)
                 continue
-            log.warning("vocabulary %s v%d given up: %d scores written with it were written again with v%d (%s)",
+            log.warning("vocabulary %s v%d given up: %d scores of the images it reached written again with v%d (%s)",
                         failed.name, failed.version, rows, kept.version, encoder.name)
 
     async def _fall_back(self, name: str, failed: Vocabulary, old: Vocabulary | None, old_texts: Texts | None) -> None:
