@@ -22,7 +22,7 @@ CPU), same intra-op threads (``--threads``, default one per core, as columnist's
 same batch size on both sides.
 
     make bench-peer            (the sample photos and 12 MP JPEGs; writes bench/results/peer-*.json)
-    .venv/bin/python -m bench.peer [--model DIR] [--runs 3] [FILES...]
+    .venv/bin/python -m bench.peer [--model DIR] [--runs 5] [FILES...]
 
 Three ratios per image set: a first run (a new store: the vocabulary's prompts go through the
 text tower once, then are stored); a run into a store that already holds them (the same
@@ -143,7 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("files", nargs="*", type=Path, help="images (default: 256 sample photos, 96 12 MP JPEGs)")
     parser.add_argument("--model", type=Path, default=MODEL, help="a columnist model directory")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5, help="alternating runs of each side (medians reported)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="onnxruntime intra-op threads")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
