@@ -96,21 +96,31 @@ def carry_out(store: "ChangeStore", encoder: "Encoder", change: Change, chunks: 
                               model_calibration=encoder.calibration)
     report = replayer.run(new, change.diff, change.new_texts, on_chunk, start_at)
     store.apply_vocabulary(new, encoder.name, default_view, model_calibration=encoder.calibration)
+    replayer.drop_removed(new, change.diff)
     return ApplyReport(change.diff, report, report.score_rows)
 
 
 def give_up(store: "ChangeStore", encoder: "Encoder", failed: Vocabulary, kept: Vocabulary,
-            kept_texts: dict[str, "np.ndarray"]) -> int:
-    """After a change to ``failed`` that did not complete, once ingest is back on ``kept``:
-    the attributes that differ between the two are scored again with ``kept`` for every image
-    holding a score of ``failed``'s version (the chunks its replay finished, and the batches
-    ingested while it was in use), from their stored embeddings, so no image keeps a score of
-    a version the store never applied. ``failed``'s checkpoints are forgotten: applying it
-    again replays those images too. The score rows written."""
-    codes = diff_vocabularies(failed, kept, encoder.calibration).rescore
+            kept_texts: dict[str, "np.ndarray"], default_view: bool = False) -> int:
+    """After a change to ``failed`` that did not complete, once ingest is back on ``kept``: no
+    image keeps a score of a version the store never applied. What the change wrote for
+    ``encoder``'s model (its replay's finished chunks, the batches ingested while it was in
+    use) is scored again with ``kept`` from the stored embeddings (Replayer.restore), and
+    ``kept``'s views are made again (the change may have replaced them just before it
+    failed). Nothing is done if the store has moved past ``kept`` meanwhile (another worker
+    applied ``failed`` or a later version). The images restored."""
+    recorded = store.applied_vocabulary(kept.name)
+    if recorded is not None and recorded.version > kept.version:
+        return 0
+    back = diff_vocabularies(failed, kept, encoder.calibration)
     replayer = store.replayer(encoder.name, encoder.logit_scale, encoder.source, 0,
                               model_calibration=encoder.calibration)
-    return replayer.restore(kept, kept_texts, codes, failed)
+    images = replayer.restore(kept, kept_texts, failed, back.rescore,
+                              diff_vocabularies(kept, failed, encoder.calibration).rescore, back.removed)
+    store.create_columns_view(kept, f"columns_{kept.name}")
+    if default_view:
+        store.create_columns_view(kept, "image_columns")
+    return images
 
 
 def apply_vocabulary(

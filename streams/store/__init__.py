@@ -128,6 +128,9 @@ class VocabularyLedger(Protocol):
 
     def applied_vocabulary(self, name: str) -> "Vocabulary | None": ...
 
+    def create_columns_view(self, vocab: "Vocabulary", view: str) -> None:
+        """Make (again) the wide view ``view`` of ``vocab``, and its ``some_`` sibling."""
+
     def applied_vocabularies(self) -> list["Vocabulary"]: ...
 
     def was_applied(self, name: str, content_hash: str) -> bool:

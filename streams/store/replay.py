@@ -82,6 +82,11 @@ CHUNK_WHERE = "bucket IN {buckets:Array(UInt8)}"
 LATE_WHERE = "toUnixTimestamp64Milli(created_at) > {since_ms:Int64}"
 FAILED_WHERE = ("image_id IN (SELECT image_id FROM columnist.feature_image_attribute WHERE vocab_name = {vocab:String} "
                 "AND model = {model:String} AND vocab_version = {failed:UInt32})")
+INGESTED_WHERE = ("image_id IN (SELECT image_id FROM columnist.feature_image_attribute WHERE vocab_name = {vocab:String} "
+                  "AND model = {model:String} AND vocab_version = {failed:UInt32} "
+                  "AND attribute NOT IN {replayed:Array(String)})")
+"""Images holding a score of a given-up version (FAILED_WHERE) for an attribute its replay did
+not write: scored by ingest while it was in use, every attribute at that version."""
 
 
 @dataclass
@@ -177,38 +182,57 @@ class Replayer:
 
     def final_pass(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"]) -> int:
         """Re-score every affected attribute of the images stored since this job's first
-        chunk started (they may have missed their chunk); delete removed attributes' rows."""
+        chunk started (they may have missed their chunk)."""
         base, derived = self._split(vocab, diff, texts)
         started_ms = self.checkpoints(vocab).first_started_ms()
         since = {"since_ms": (started_ms or int(time.time() * 1000)) - self.clock_slack_ms}
         late_images = self.store.scalar("SELECT count() FROM columnist.image_embedding FINAL WHERE model = {model:String} "
                                         f"AND {LATE_WHERE}", {"model": self.model, **since})
-        late = self._write(vocab, base, derived, texts, LATE_WHERE, since) if late_images else 0
+        return self._write(vocab, base, derived, texts, LATE_WHERE, since) if late_images else 0
+
+    def drop_removed(self, vocab: Vocabulary, diff: VocabularyDiff) -> None:
+        """Delete the rows of the attributes ``diff`` removed, every model's: once the new
+        version is recorded (a change that fails before that keeps them for the version the
+        worker goes back to)."""
         for code in diff.removed:
             self.store.command("DELETE FROM columnist.feature_image_attribute WHERE vocab_name = {v:String} "
-                                      "AND attribute = {c:String}", parameters={"v": vocab.name, "c": code})
-        return late
+                               "AND attribute = {c:String}", parameters={"v": vocab.name, "c": code})
 
     def rescore_images(self, vocab: Vocabulary, texts: dict[str, "np.ndarray"], image_ids: list[str]) -> int:
         """Every attribute of ``vocab`` for these images, from their stored embeddings (store
         check --repair); the score rows written."""
         return self._rescore(vocab, texts, vocab.codes, "image_id IN {ids:Array(String)}", {"ids": list(image_ids)})
 
-    def restore(self, kept: Vocabulary, texts: dict[str, "np.ndarray"], codes: Sequence[str], failed: Vocabulary) -> int:
-        """``codes`` of ``kept`` scored again for every image holding a score of ``failed``'s
-        version (a change given up: its finished chunks, and the batches ingested while it
-        was in use), and ``failed``'s checkpoints forgotten, so that applying it again replays
-        those images too; the score rows written."""
-        written = self._rescore(kept, texts, codes, FAILED_WHERE, {"failed": failed.version}) if codes else 0
+    def restore(self, kept: Vocabulary, texts: dict[str, "np.ndarray"], failed: Vocabulary, codes: Sequence[str],
+                replayed: Sequence[str], dropped: Sequence[str]) -> int:
+        """Undo what a change to ``failed`` wrote before it was given up, from the stored
+        embeddings: ``failed``'s checkpoints are forgotten first (applying it again replays
+        every image, even if this stops half way); the rows of the attributes only it has
+        (``dropped``) written at its version are deleted; the images ingested while it was in
+        use (those holding a row of its version for an attribute it did not replay,
+        ``replayed``) get every attribute of ``kept`` scored again, and every image holding a
+        row of its version the attributes that differ (``codes``). The images restored."""
         self.forget_checkpoints(failed)
-        return written
+        failed_rows = {"failed": failed.version, "replayed": list(replayed)}
+        images = int(self.store.scalar(f"SELECT count() FROM columnist.image_embedding WHERE model = {{model:String}} "
+                                       f"AND {FAILED_WHERE}", {"model": self.model, "vocab": kept.name, **failed_rows}))
+        if dropped:
+            self.store.command("DELETE FROM columnist.feature_image_attribute WHERE vocab_name = {vocab:String} "
+                               "AND model = {model:String} AND vocab_version = {failed:UInt32} "
+                               "AND attribute IN {dropped:Array(String)}",
+                               parameters={"vocab": kept.name, "model": self.model, "failed": failed.version,
+                                           "dropped": list(dropped)})
+        if images:
+            self._rescore(kept, texts, kept.codes, INGESTED_WHERE, failed_rows, count=False)
+            self._rescore(kept, texts, codes, FAILED_WHERE, failed_rows, count=False)
+        return images
 
     def _rescore(self, vocab: Vocabulary, texts: dict[str, "np.ndarray"], codes: Sequence[str], where: str,
-                 where_params: dict) -> int:
+                 where_params: dict, count: bool = True) -> int:
         wanted = set(codes)
         base = [a.code for a in vocab.attributes if a.code in texts and a.code in wanted]
         derived = [d for d in vocab.derived_in_order() if d.code in wanted]
-        written = self._write(vocab, base, derived, texts, where, where_params)
+        written = self._write(vocab, base, derived, texts, where, where_params, count)
         return written + self.derive_videos(vocab, [code for code in vocab.codes if code in wanted])
 
     @staticmethod

@@ -539,17 +539,20 @@ class Service:
         again with ``kept`` (vocabulary_change.give_up), beside ingest, for each model."""
         unavailable = lambda err: isinstance(err, StoreUnavailable)  # noqa: E731
         for encoder, texts in models:
-            if not texts:  # the kept version's texts are not known here: nothing to score with
-                continue
             what = f"scoring {failed.name} v{failed.version}'s images again with v{kept.version} for {encoder.name}"
+            if not texts:
+                log.error("%s: the texts of v%d are not known here; they keep scores of v%d", what, kept.version,
+                          failed.version)
+                continue
             try:
-                rows = await until_done(lambda encoder=encoder, texts=texts: self.on(
-                    self.replay_executor, give_up, self.store, encoder, failed, kept, texts), what, retry_if=unavailable)
+                images = await until_done(lambda encoder=encoder, texts=texts: self.on(
+                    self.replay_executor, give_up, self.store, encoder, failed, kept, texts,
+                    kept.name == self.configured.name), what, retry_if=unavailable)
             except Exception as err:  # noqa: BLE001 - the change's own failure is what is raised
                 log.error("%s failed: %s; they keep scores of v%d", what, printable(str(err), 300), failed.version)
                 continue
-            log.warning("vocabulary %s v%d given up: %d scores of the images it reached written again with v%d (%s)",
-                        failed.name, failed.version, rows, kept.version, encoder.name)
+            log.warning("vocabulary %s v%d given up: %d images it reached scored again with v%d (%s)",
+                        failed.name, failed.version, images, kept.version, encoder.name)
 
     async def _fall_back(self, name: str, failed: Vocabulary, old: Vocabulary | None, old_texts: Texts | None) -> None:
         """After a failed change: stay on the new vocabulary if the store recorded it (so no

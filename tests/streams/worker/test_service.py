@@ -445,9 +445,10 @@ def test_a_vocabulary_change_waits_for_the_store_and_then_applies(store, tmp_pat
 
 
 def test_a_change_given_up_leaves_no_image_with_scores_of_the_refused_version(store, tmp_path):
-    """v2 changes the moon's prompt; its replay writes one chunk, a batch is scored with v2
-    meanwhile, then the replay fails (not the store being away): the worker goes back to v1,
-    and every image's moon score is v1's again, the replayed chunk's and the batch's."""
+    """v2 changes the moon's prompt (two rules read it) and adds an attribute; its replay
+    writes one chunk, a batch is scored with v2 meanwhile, then the replay fails (not the
+    store being away): the worker goes back to v1, and every image's scores are v1's again,
+    the replayed chunk's and the batch's, and v2's new attribute is gone."""
     wrapper, replaying, batch_stored = StoreWrapper(store), threading.Event(), threading.Event()
     calls = []
 
@@ -467,6 +468,7 @@ def test_a_change_given_up_leaves_no_image_with_scores_of_the_refused_version(st
 
     def moon(d):
         next(a for a in d["attributes"] if a["code"] == "moon")["description"] = "the full Moon in a dark sky"
+        d["attributes"].append({"code": "porthole_view", "description": "a porthole"})
 
     service = service_for(wrapper, tmp_path, space(1))
     wrapper.replayer = replayer
@@ -478,9 +480,10 @@ def test_a_change_given_up_leaves_no_image_with_scores_of_the_refused_version(st
 
     assert service.vocab.version == store.applied_vocabulary("space").version == 1
     assert len(source.letters) == 1 and "replay failed (injected)" in source.letters[0]["reason"]
-    latest = dict(store.query("SELECT image_id, argMax(vocab_version, updated_at) FROM "
-                              "columnist.feature_image_attribute WHERE attribute = 'moon' GROUP BY image_id")[1])
-    assert len(latest) == 2 * len(list(PHOTOS.glob("*.jpg"))) and set(latest.values()) == {1}
+    _, latest = store.query("SELECT attribute, image_id, argMax(vocab_version, updated_at) FROM "
+                            "columnist.feature_image_attribute GROUP BY attribute, image_id")
+    assert len(latest) == 2 * len(list(PHOTOS.glob("*.jpg"))) * len(space(1).codes)
+    assert {version for _, _, version in latest} == {1} and "porthole_view" not in {code for code, _, _ in latest}
     scores = dict(store.query("SELECT image_id, moon FROM columnist.columns_space")[1])
     assert all(abs(scores[f"b-{photo.stem}"] - scores[f"a-{photo.stem}"]) < 1e-5 for photo in PHOTOS.glob("*.jpg"))
     assert calls[1].checkpoints(space(2, moon)).finished() == set()  # applying v2 again replays every image
