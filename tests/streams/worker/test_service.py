@@ -489,6 +489,37 @@ def test_a_change_given_up_leaves_no_image_with_scores_of_the_refused_version(st
     assert calls[1].checkpoints(space(2, moon)).finished() == set()  # applying v2 again replays every image
 
 
+def test_a_change_failing_as_it_is_recorded_loses_no_attribute_of_the_version_kept(store, tmp_path):
+    """v2 removes `blurry` and adds an attribute; its replay completes, its view is made, and
+    the record of it fails: the worker goes back to v1 with `blurry` still scored for every
+    image, v1's view, and no score of v2's."""
+    wrapper = StoreWrapper(store)
+
+    def apply_then_fail(vocab, *args, **kwargs):  # a test double: the record's insert fails
+        store.create_columns_view(vocab, f"columns_{vocab.name}")
+        raise RuntimeError("recording failed (injected)")
+
+    def v2(d):
+        d["attributes"] = [a for a in d["attributes"] if a["code"] != "blurry"]
+        d["attributes"].append({"code": "porthole_view", "description": "a porthole"})
+
+    service = service_for(wrapper, tmp_path, space(1))
+    wrapper.apply_vocabulary = apply_then_fail
+    source = ScriptedSource(photo_events(tmp_path), vocabulary(space(2, v2)))
+
+    asyncio.run(service.run(source))
+
+    photos = len(list(PHOTOS.glob("*.jpg")))
+    assert service.vocab.version == store.applied_vocabulary("space").version == 1 and len(source.letters) == 1
+    assert store.count_scores("space", ["blurry"]) == photos and store.count_scores("space", ["porthole_view"]) == 0
+    columns = {name for (name,) in store.query("SELECT name FROM system.columns WHERE database = 'columnist' "
+                                               "AND table = 'columns_space'")[1]}
+    assert "blurry" in columns and "porthole_view" not in columns
+    _, versions = store.query("SELECT DISTINCT argMax(vocab_version, updated_at) FROM "
+                              "columnist.feature_image_attribute GROUP BY attribute, image_id")
+    assert versions == [(1,)]
+
+
 def test_new_prompts_are_encoded_while_ingest_goes_on(store, tmp_path):
     """A vocabulary whose prompts take long to encode does not hold ingest: the text tower
     here returns only once the batch after the document is stored."""
