@@ -80,13 +80,9 @@ GROUP BY f.attribute, fr.video_id
 
 CHUNK_WHERE = "bucket IN {buckets:Array(UInt8)}"
 LATE_WHERE = "toUnixTimestamp64Milli(created_at) > {since_ms:Int64}"
-FAILED_WHERE = ("image_id IN (SELECT image_id FROM columnist.feature_image_attribute WHERE vocab_name = {vocab:String} "
-                "AND model = {model:String} AND vocab_version = {failed:UInt32})")
-INGESTED_WHERE = ("image_id IN (SELECT image_id FROM columnist.feature_image_attribute WHERE vocab_name = {vocab:String} "
-                  "AND model = {model:String} AND vocab_version = {failed:UInt32} "
-                  "AND attribute NOT IN {replayed:Array(String)})")
-"""Images holding a score of a given-up version (FAILED_WHERE) for an attribute its replay did
-not write: scored by ingest while it was in use, every attribute at that version."""
+FAILED_ROWS = ("FROM columnist.feature_image_attribute WHERE vocab_name = {vocab:String} AND model = {model:String} "
+               "AND vocab_version = {failed:UInt32}")
+"""The score rows a given-up vocabulary version wrote (Replayer.restore)."""
 
 
 @dataclass
@@ -168,7 +164,7 @@ class Replayer:
     def _replay_chunk(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"], chunk: int) -> int:
         """Score one chunk's images for the affected attributes; return images in the chunk x
         attributes written."""
-        base, derived = self._split(vocab, diff, texts)
+        base, derived = self._split(vocab, diff.rescore, texts)
         where = {"buckets": buckets_of(chunk, self.chunks)}
         _, counts = self.store.query(
             f"SELECT (SELECT count() FROM columnist.image_embedding FINAL WHERE model = {{model:String}} AND {CHUNK_WHERE}),"
@@ -183,7 +179,7 @@ class Replayer:
     def final_pass(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"]) -> int:
         """Re-score every affected attribute of the images stored since this job's first
         chunk started (they may have missed their chunk)."""
-        base, derived = self._split(vocab, diff, texts)
+        base, derived = self._split(vocab, diff.rescore, texts)
         started_ms = self.checkpoints(vocab).first_started_ms()
         since = {"since_ms": (started_ms or int(time.time() * 1000)) - self.clock_slack_ms}
         late_images = self.store.scalar("SELECT count() FROM columnist.image_embedding FINAL WHERE model = {model:String} "
@@ -201,44 +197,43 @@ class Replayer:
     def rescore_images(self, vocab: Vocabulary, texts: dict[str, "np.ndarray"], image_ids: list[str]) -> int:
         """Every attribute of ``vocab`` for these images, from their stored embeddings (store
         check --repair); the score rows written."""
-        return self._rescore(vocab, texts, vocab.codes, "image_id IN {ids:Array(String)}", {"ids": list(image_ids)})
+        written = self._write(vocab, *self._split(vocab, vocab.codes, texts), texts, "image_id IN {ids:Array(String)}",
+                              {"ids": list(image_ids)})
+        return written + self.derive_videos(vocab, vocab.codes)
 
     def restore(self, kept: Vocabulary, texts: dict[str, "np.ndarray"], failed: Vocabulary, codes: Sequence[str],
-                replayed: Sequence[str], dropped: Sequence[str]) -> int:
+                replayed: Sequence[str], dropped: Sequence[str], images_a_statement: int = 20_000) -> int:
         """Undo what a change to ``failed`` wrote before it was given up, from the stored
         embeddings: ``failed``'s checkpoints are forgotten first (applying it again replays
         every image, even if this stops half way); the rows of the attributes only it has
         (``dropped``) written at its version are deleted; the images ingested while it was in
         use (those holding a row of its version for an attribute it did not replay,
-        ``replayed``) get every attribute of ``kept`` scored again, and every image holding a
-        row of its version the attributes that differ (``codes``). The images restored."""
+        ``replayed``) get every attribute of ``kept`` scored again, and the other images
+        holding a row of its version the attributes that differ (``codes``), a few thousand
+        images a statement (ingest on the embedded engine waits while one runs), as `store
+        check --repair` does. The images restored."""
         self.forget_checkpoints(failed)
-        failed_rows = {"failed": failed.version, "replayed": list(replayed)}
-        images = int(self.store.scalar(f"SELECT count() FROM columnist.image_embedding WHERE model = {{model:String}} "
-                                       f"AND {FAILED_WHERE}", {"model": self.model, "vocab": kept.name, **failed_rows}))
+        params = {"vocab": kept.name, "model": self.model, "failed": failed.version, "replayed": list(replayed)}
         if dropped:
-            self.store.command("DELETE FROM columnist.feature_image_attribute WHERE vocab_name = {vocab:String} "
-                               "AND model = {model:String} AND vocab_version = {failed:UInt32} "
-                               "AND attribute IN {dropped:Array(String)}",
-                               parameters={"vocab": kept.name, "model": self.model, "failed": failed.version,
-                                           "dropped": list(dropped)})
-        if images:
-            self._rescore(kept, texts, kept.codes, INGESTED_WHERE, failed_rows, count=False)
-            self._rescore(kept, texts, codes, FAILED_WHERE, failed_rows, count=False)
-        return images
-
-    def _rescore(self, vocab: Vocabulary, texts: dict[str, "np.ndarray"], codes: Sequence[str], where: str,
-                 where_params: dict, count: bool = True) -> int:
-        wanted = set(codes)
-        base = [a.code for a in vocab.attributes if a.code in texts and a.code in wanted]
-        derived = [d for d in vocab.derived_in_order() if d.code in wanted]
-        written = self._write(vocab, base, derived, texts, where, where_params, count)
-        return written + self.derive_videos(vocab, [code for code in vocab.codes if code in wanted])
+            self.store.command("DELETE " + FAILED_ROWS + " AND attribute IN {dropped:Array(String)}",
+                               parameters={**params, "dropped": list(dropped)})
+        ingested = {row[0] for row in self.store.query("SELECT DISTINCT image_id " + FAILED_ROWS
+                                                       + " AND attribute NOT IN {replayed:Array(String)}", params)[1]}
+        reached = {row[0] for row in self.store.query("SELECT DISTINCT image_id " + FAILED_ROWS, params)[1]} - ingested
+        for ids, each in ((sorted(ingested), kept.codes), (sorted(reached), codes)):
+            base, derived = self._split(kept, each, texts)
+            for start in range(0, len(ids), images_a_statement):
+                self._write(kept, base, derived, texts, "image_id IN {ids:Array(String)}",
+                            {"ids": ids[start:start + images_a_statement]}, count=False)
+        if ingested or reached:
+            self.derive_videos(kept, kept.codes)
+        return len(ingested) + len(reached)
 
     @staticmethod
-    def _split(vocab: Vocabulary, diff: VocabularyDiff, texts) -> tuple[list[str], list[DerivedAttribute]]:
-        base = [c for c in diff.rescore if c in texts]
-        derived = [d for d in vocab.derived_in_order() if d.code in diff.rescore]
+    def _split(vocab: Vocabulary, codes: Sequence[str], texts) -> tuple[list[str], list[DerivedAttribute]]:
+        """``codes``' base attributes (those with texts) and derived ones, in evaluation order."""
+        base = [c for c in codes if c in texts]
+        derived = [d for d in vocab.derived_in_order() if d.code in codes]
         return base, derived
 
     def _write(self, vocab: Vocabulary, base: list[str], derived: list[DerivedAttribute], texts, where: str, where_params: dict,
