@@ -217,10 +217,11 @@ class Replayer:
         if dropped:
             self.store.command("DELETE " + FAILED_ROWS + " AND attribute IN {dropped:Array(String)}",
                                parameters={**params, "dropped": list(dropped)})
-        ingested = {row[0] for row in self.store.query("SELECT DISTINCT image_id " + FAILED_ROWS
-                                                       + " AND attribute NOT IN {replayed:Array(String)}", params)[1]}
-        reached = {row[0] for row in self.store.query("SELECT DISTINCT image_id " + FAILED_ROWS, params)[1]} - ingested
-        for ids, each in ((sorted(ingested), kept.codes), (sorted(reached), codes)):
+        _, rows = self.store.query("SELECT image_id, max(attribute NOT IN {replayed:Array(String)}) " + FAILED_ROWS
+                                   + " GROUP BY image_id ORDER BY image_id", params)
+        ingested = [image_id for image_id, by_ingest in rows if by_ingest]
+        reached = [image_id for image_id, by_ingest in rows if not by_ingest]
+        for ids, each in ((ingested, kept.codes), (reached, codes)):
             base, derived = self._split(kept, each, texts)
             for start in range(0, len(ids), images_a_statement):
                 self._write(kept, base, derived, texts, "image_id IN {ids:Array(String)}",

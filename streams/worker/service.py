@@ -69,12 +69,16 @@ class Scored:
     """A batch once the model is done with it, waiting for the store (its pixels let go)."""
 
     deleted: list[str]
-    image_ids: list[str]
     rejected: list[Rejected]
     """Its dead letters, sent once it is written (a model that failed it adds every image)."""
     batch: ScoredBatch | None = None
     alongside: ScoredBatch | None = None
     """The rows of a migration's target model, written before the batch's own."""
+
+    @property
+    def image_ids(self) -> list[str]:
+        """The images it stores (those the model failed are dead letters instead)."""
+        return [record.image_id for record in self.batch.images] if self.batch is not None else []
 
 
 @dataclass
@@ -354,18 +358,17 @@ class Service:
         async with self.vocab_lock:
             if prepared.images and prepared.model != self.encoder.name:
                 return None
-            image_ids = [image.record.image_id for image in prepared.images]
-            scored = Scored(prepared.deleted, image_ids, list(prepared.rejected))
+            scored = Scored(prepared.deleted, list(prepared.rejected))
             if prepared.images:
                 started = time.perf_counter()
                 vocabularies = [(vocab, self.texts[name]) for name, vocab in self.vocabs.items()]
                 scored.batch, failed = await self.run_blocking(embed_and_score_isolating, prepared.images,
                                                                vocabularies, self.encoder)
                 for position, err in failed:
-                    log.error("image %s: %s", printable(image_ids[position]), printable(err, 500))
-                    scored.rejected.append(Rejected(prepared.events[position], err, image_ids[position]))
+                    image_id = prepared.images[position].record.image_id
+                    log.error("image %s: %s", printable(image_id), printable(err, 500))
+                    scored.rejected.append(Rejected(prepared.events[position], err, image_id))
                     self.counters.images_failed += 1
-                scored.image_ids = [record.image_id for record in scored.batch.images] if scored.batch else []
                 second = self.second if self.second and prepared.second_model == self.second.encoder.name else None
                 if scored.batch is not None and second is not None:
                     kept = set(scored.image_ids)
@@ -488,15 +491,14 @@ class Service:
         unavailable it retries (the job resumes from its checkpoints); on any other failure
         the worker goes back to the vocabulary it had."""
         name = vocab.name
-        unavailable = lambda err: isinstance(err, StoreUnavailable)  # noqa: E731
         change = await until_done(lambda: self.on(self.prompt_executor, plan_change, self.store, self.encoder,
                                                   self.vocabs.get(name), vocab, self.texts.get(name), self.prompts),
-                                  f"planning vocabulary {name} v{vocab.version}", retry_if=unavailable)
+                                  f"planning vocabulary {name} v{vocab.version}", retry_if=_store_away)
         second = self.second  # a migration's target: the change reaches its scores too
         alongside = [(second.encoder, await until_done(lambda: self.on(
             self.prompt_executor, plan_change, self.store, second.encoder, self.vocabs.get(name), vocab,
             self.migration.texts.get(name), PromptCache(second.encoder, self.store)),
-            f"planning vocabulary {name} v{vocab.version} for {second.encoder.name}", retry_if=unavailable))] \
+            f"planning vocabulary {name} v{vocab.version} for {second.encoder.name}", retry_if=_store_away))] \
             if second is not None else []
         async with self.batches_settled():
             old, old_texts = self.vocabs.get(name), self.texts.get(name)
@@ -509,7 +511,7 @@ class Service:
             report = await until_done(lambda: self.on(self.replay_executor, lambda: carry_out(
                 self.store, self.encoder, change, self.settings.replay_chunks, default_view=name == self.configured.name,
                 start_at=self.replay_start, alongside=alongside)), f"applying vocabulary {name} v{vocab.version}",
-                retry_if=unavailable)
+                retry_if=_store_away)
         except BaseException as err:
             async with self.batches_settled():
                 await self._fall_back(name, vocab, old, old_texts)
@@ -537,7 +539,6 @@ class Service:
         """Back on ``kept`` after a failed change: what was scored with ``failed`` meanwhile
         (the replay's finished chunks, the batches ingested while it was in use) is scored
         again with ``kept`` (vocabulary_change.give_up), beside ingest, for each model."""
-        unavailable = lambda err: isinstance(err, StoreUnavailable)  # noqa: E731
         for encoder, texts in models:
             what = f"scoring {failed.name} v{failed.version}'s images again with v{kept.version} for {encoder.name}"
             if not texts:
@@ -547,7 +548,7 @@ class Service:
             try:
                 images = await until_done(lambda encoder=encoder, texts=texts: self.on(
                     self.replay_executor, give_up, self.store, encoder, failed, kept, texts,
-                    kept.name == self.configured.name), what, retry_if=unavailable)
+                    kept.name == self.configured.name), what, retry_if=_store_away)
             except Exception as err:  # noqa: BLE001 - the change's own failure is what is raised
                 log.error("%s failed: %s; they keep scores of v%d", what, printable(str(err), 300), failed.version)
                 continue
@@ -591,6 +592,11 @@ class Service:
             return await self.on(self.write_executor, self.store.model_state)
         except Exception:  # noqa: BLE001 - the status says what it can without the store
             return None
+
+
+def _store_away(err: BaseException) -> bool:
+    """What a vocabulary change waits out (retrying), rather than gives up on."""
+    return isinstance(err, StoreUnavailable)
 
 
 def _event_name(raw: bytes | None) -> str:
