@@ -520,6 +520,31 @@ def test_a_change_failing_as_it_is_recorded_loses_no_attribute_of_the_version_ke
     assert versions == [(1,)]
 
 
+def test_a_change_whose_undoing_fails_too_is_dead_lettered_and_ingest_goes_on(store, tmp_path, caplog):
+    """The replay fails, and so does scoring its images again with v1: the document is
+    dead-lettered with the replay's reason, the second failure is logged, both batches stored."""
+    wrapper = StoreWrapper(store)
+
+    class Failing:  # a test double: a store whose replays and restores both fail
+        def run(self, *args, **kwargs):
+            raise RuntimeError("replay failed (injected)")
+
+        def restore(self, *args, **kwargs):
+            raise ValueError("restore failed (injected)")
+
+    service = service_for(wrapper, tmp_path, space(1))
+    wrapper.replayer = lambda *args, **kwargs: Failing()
+    v2 = space(2, lambda d: next(a for a in d["attributes"] if a["code"] == "moon").update(description="a pale Moon"))
+    source = ScriptedSource(photo_events(tmp_path, "a-"), vocabulary(v2), photo_events(tmp_path, "b-"))
+
+    asyncio.run(service.run(source))
+
+    assert service.vocab.version == 1 and [letter["reason"] for letter in source.letters] == [
+        "replay failed (injected)"]
+    assert any("restore failed (injected)" in record.getMessage() for record in caplog.records)
+    assert len(stored_ids(store)) == 2 * len(list(PHOTOS.glob("*.jpg")))
+
+
 def test_new_prompts_are_encoded_while_ingest_goes_on(store, tmp_path):
     """A vocabulary whose prompts take long to encode does not hold ingest: the text tower
     here returns only once the batch after the document is stored."""
