@@ -101,17 +101,17 @@ def carry_out(store: "ChangeStore", encoder: "Encoder", change: Change, chunks: 
 
 
 def give_up(store: "ChangeStore", encoder: "Encoder", failed: Vocabulary, kept: Vocabulary,
-            kept_texts: dict[str, "np.ndarray"], default_view: bool = False) -> int:
+            kept_texts: dict[str, "np.ndarray"], default_view: bool = False) -> int | None:
     """After a change to ``failed`` that did not complete, once ingest is back on ``kept``: no
     image keeps a score of a version the store never applied. What the change wrote for
     ``encoder``'s model (its replay's finished chunks, the batches ingested while it was in
     use) is scored again with ``kept`` from the stored embeddings (Replayer.restore), and
     ``kept``'s views are made again (the change may have replaced them just before it
-    failed). Nothing is done if the store has moved past ``kept`` meanwhile (another worker
-    applied ``failed`` or a later version). The images restored."""
+    failed). The images restored; None, and nothing done, if the store has moved past ``kept``
+    meanwhile (another worker applied ``failed`` or a later version)."""
     recorded = store.applied_vocabulary(kept.name)
     if recorded is not None and recorded.version > kept.version:
-        return 0
+        return None
     back = diff_vocabularies(failed, kept, encoder.calibration)
     replayer = store.replayer(encoder.name, encoder.logit_scale, encoder.source, 0,
                               model_calibration=encoder.calibration)

@@ -552,8 +552,11 @@ class Service:
             except Exception as err:  # noqa: BLE001 - the change's own failure is what is raised
                 log.error("%s failed: %s; they keep scores of v%d", what, printable(str(err), 300), failed.version)
                 continue
-            log.warning("vocabulary %s v%d given up: %d images it reached scored again with v%d (%s)",
-                        failed.name, failed.version, images, kept.version, encoder.name)
+            if images is None:
+                log.warning("%s: not done, the store has moved past v%d meanwhile", what, kept.version)
+            else:
+                log.warning("vocabulary %s v%d given up: %d images it reached scored again with v%d (%s)",
+                            failed.name, failed.version, images, kept.version, encoder.name)
 
     async def _fall_back(self, name: str, failed: Vocabulary, old: Vocabulary | None, old_texts: Texts | None) -> None:
         """After a failed change: stay on the new vocabulary if the store recorded it (so no
