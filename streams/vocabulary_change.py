@@ -96,7 +96,6 @@ def carry_out(store: "ChangeStore", encoder: "Encoder", change: Change, chunks: 
                               model_calibration=encoder.calibration)
     report = replayer.run(new, change.diff, change.new_texts, on_chunk, start_at)
     store.apply_vocabulary(new, encoder.name, default_view, model_calibration=encoder.calibration)
-    replayer.drop_removed(new, change.diff)
     return ApplyReport(change.diff, report, report.score_rows)
 
 
@@ -116,7 +115,7 @@ def give_up(store: "ChangeStore", encoder: "Encoder", failed: Vocabulary, kept: 
     replayer = store.replayer(encoder.name, encoder.logit_scale, encoder.source, 0,
                               model_calibration=encoder.calibration)
     images = replayer.restore(kept, kept_texts, failed, back.rescore,
-                              diff_vocabularies(kept, failed, encoder.calibration).rescore, back.removed)
+                              diff_vocabularies(kept, failed, encoder.calibration).rescore, back.removed, back.added)
     store.create_columns_view(kept, f"columns_{kept.name}")
     if default_view:
         store.create_columns_view(kept, "image_columns")

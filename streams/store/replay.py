@@ -83,6 +83,12 @@ LATE_WHERE = "toUnixTimestamp64Milli(created_at) > {since_ms:Int64}"
 FAILED_ROWS = ("FROM columnist.feature_image_attribute WHERE vocab_name = {vocab:String} AND model = {model:String} "
                "AND vocab_version = {failed:UInt32}")
 """The score rows a given-up vocabulary version wrote (Replayer.restore)."""
+MISSING_REMOVED = ("SELECT image_id FROM columnist.image_embedding FINAL WHERE model = {model:String} AND image_id NOT IN "
+                   "(SELECT image_id FROM columnist.feature_image_attribute WHERE vocab_name = {vocab:String} "
+                   "AND model = {model:String} AND attribute IN {removed:Array(String)} GROUP BY image_id "
+                   "HAVING uniqExact(attribute) = length({removed:Array(String)}))")
+"""The stored images missing a row of an attribute a given-up version removed: its final pass
+deleted them before the change failed (Replayer.restore scores them again)."""
 
 
 @dataclass
@@ -178,21 +184,17 @@ class Replayer:
 
     def final_pass(self, vocab: Vocabulary, diff: VocabularyDiff, texts: dict[str, "np.ndarray"]) -> int:
         """Re-score every affected attribute of the images stored since this job's first
-        chunk started (they may have missed their chunk)."""
+        chunk started (they may have missed their chunk); delete removed attributes' rows."""
         base, derived = self._split(vocab, diff.rescore, texts)
         started_ms = self.checkpoints(vocab).first_started_ms()
         since = {"since_ms": (started_ms or int(time.time() * 1000)) - self.clock_slack_ms}
         late_images = self.store.scalar("SELECT count() FROM columnist.image_embedding FINAL WHERE model = {model:String} "
                                         f"AND {LATE_WHERE}", {"model": self.model, **since})
-        return self._write(vocab, base, derived, texts, LATE_WHERE, since) if late_images else 0
-
-    def drop_removed(self, vocab: Vocabulary, diff: VocabularyDiff) -> None:
-        """Delete the rows of the attributes ``diff`` removed, every model's: once the new
-        version is recorded (a change that fails before that keeps them for the version the
-        worker goes back to)."""
+        late = self._write(vocab, base, derived, texts, LATE_WHERE, since) if late_images else 0
         for code in diff.removed:
             self.store.command("DELETE FROM columnist.feature_image_attribute WHERE vocab_name = {v:String} "
                                "AND attribute = {c:String}", parameters={"v": vocab.name, "c": code})
+        return late
 
     def rescore_images(self, vocab: Vocabulary, texts: dict[str, "np.ndarray"], image_ids: list[str]) -> int:
         """Every attribute of ``vocab`` for these images, from their stored embeddings (store
@@ -202,26 +204,31 @@ class Replayer:
         return written + self.derive_videos(vocab, vocab.codes)
 
     def restore(self, kept: Vocabulary, texts: dict[str, "np.ndarray"], failed: Vocabulary, codes: Sequence[str],
-                replayed: Sequence[str], dropped: Sequence[str], images_a_statement: int = 20_000) -> int:
+                replayed: Sequence[str], dropped: Sequence[str], removed: Sequence[str],
+                images_a_statement: int = 20_000) -> int:
         """Undo what a change to ``failed`` wrote before it was given up, from the stored
         embeddings: ``failed``'s checkpoints are forgotten first (applying it again replays
         every image, even if this stops half way); the rows of the attributes only it has
         (``dropped``) written at its version are deleted; the images ingested while it was in
         use (those holding a row of its version for an attribute it did not replay,
         ``replayed``) get every attribute of ``kept`` scored again, and the other images
-        holding a row of its version the attributes that differ (``codes``), a few thousand
+        holding a row of its version, or missing a row of an attribute it removed (its final
+        pass deletes them: ``removed``), the attributes that differ (``codes``), a few thousand
         images a statement (ingest on the embedded engine waits while one runs), as `store
         check --repair` does. The images restored."""
         self.forget_checkpoints(failed)
-        params = {"vocab": kept.name, "model": self.model, "failed": failed.version, "replayed": list(replayed)}
+        params = {"vocab": kept.name, "model": self.model, "failed": failed.version, "replayed": list(replayed),
+                  "removed": list(removed)}
         if dropped:
             self.store.command("DELETE " + FAILED_ROWS + " AND attribute IN {dropped:Array(String)}",
                                parameters={**params, "dropped": list(dropped)})
         _, rows = self.store.query("SELECT image_id, max(attribute NOT IN {replayed:Array(String)}) " + FAILED_ROWS
                                    + " GROUP BY image_id ORDER BY image_id", params)
         ingested = [image_id for image_id, by_ingest in rows if by_ingest]
-        reached = [image_id for image_id, by_ingest in rows if not by_ingest]
-        for ids, each in ((ingested, kept.codes), (reached, codes)):
+        reached = {image_id for image_id, by_ingest in rows if not by_ingest}
+        if removed:
+            reached |= {row[0] for row in self.store.query(MISSING_REMOVED, params)[1]} - set(ingested)
+        for ids, each in ((ingested, kept.codes), (sorted(reached), codes)):
             base, derived = self._split(kept, each, texts)
             for start in range(0, len(ids), images_a_statement):
                 self._write(kept, base, derived, texts, "image_id IN {ids:Array(String)}",
