@@ -154,7 +154,7 @@ def _now() -> datetime:
 
 
 def _timestamps(count: int) -> "pa.Array":
-    import pyarrow as pa
+    from columnist.store.arrow import pa
 
     return pa.array([_now()] * count, type=pa.timestamp("ms", tz="UTC"))
 
@@ -382,11 +382,11 @@ class ClickHouseStore:
             self._insert_frames(batch.frames)
 
     def _insert_frames(self, frames) -> None:
-        import pyarrow as pa
+        from columnist.store.arrow import pa, strings
 
         self.client.insert_arrow("columnist.video_frames", pa.table({
-            "video_id": [f.video_id for f in frames],
-            "frame_id": [f.frame_id for f in frames],
+            "video_id": strings(f.video_id for f in frames),
+            "frame_id": strings(f.frame_id for f in frames),
             "seconds": pa.array([f.seconds for f in frames], pa.float64()),
             "created_at": _timestamps(len(frames)),
         }))
@@ -404,17 +404,17 @@ class ClickHouseStore:
             self.command(f"DELETE FROM columnist.{table} WHERE {column} IN {{ids:Array(String)}}", {"ids": everything})
 
     def write_images(self, images: Sequence[ImageRecord]) -> None:
-        import pyarrow as pa
+        from columnist.store.arrow import pa, strings
 
         table = pa.table({
-            "image_id": [i.image_id for i in images],
-            "uri": [i.uri for i in images],
-            "collection": [i.collection for i in images],
+            "image_id": strings(i.image_id for i in images),
+            "uri": strings(i.uri for i in images),
+            "collection": strings(i.collection for i in images),
             "width": pa.array([i.width for i in images], pa.uint32()),
             "height": pa.array([i.height for i in images], pa.uint32()),
-            "sha256": [i.sha256 for i in images],
+            "sha256": strings(i.sha256 for i in images),
             "ingested_at": _timestamps(len(images)),
-            "kind": [i.kind for i in images],
+            "kind": strings(i.kind for i in images),
             "duration": pa.array([i.duration for i in images], pa.float32()),
             "frames": pa.array([i.frames for i in images], pa.uint32()),
         })
@@ -423,34 +423,34 @@ class ClickHouseStore:
     def write_embeddings(self, model: str, image_ids: Sequence[str], embeddings: "np.ndarray",
                          sha256s: Sequence[str] | None = None) -> None:
         import numpy as np
-        import pyarrow as pa
+        from columnist.store.arrow import pa, strings
 
         flat = pa.array(np.ascontiguousarray(embeddings, dtype=np.float32).ravel())
         table = pa.table({
-            "model": [model] * len(image_ids),
-            "image_id": list(image_ids),
+            "model": strings([model] * len(image_ids)),
+            "image_id": strings(image_ids),
             "embedding": pa.FixedSizeListArray.from_arrays(flat, embeddings.shape[1]).cast(
                 pa.list_(pa.float32())
             ),
             "created_at": _timestamps(len(image_ids)),
-            "sha256": list(sha256s) if sha256s is not None else [""] * len(image_ids),
+            "sha256": strings(sha256s if sha256s is not None else [""] * len(image_ids)),
         })
         self.client.insert_arrow("columnist.image_embedding", table)
 
     def write_scores(self, image_ids: Sequence[str], scores: Scores, model: str) -> int:
         import numpy as np
-        import pyarrow as pa
+        from columnist.store.arrow import pa, strings
 
         codes = scores.codes
         n = len(image_ids)
         table = pa.table({
-            "attribute": np.repeat(codes, n).tolist(),
-            "image_id": list(image_ids) * len(codes),
+            "attribute": strings(np.repeat(codes, n).tolist()),
+            "image_id": strings(list(image_ids) * len(codes)),
             "score": np.concatenate([scores.scores[c] for c in codes]).astype(np.float32),
             "logit": np.concatenate([scores.logits[c] for c in codes]).astype(np.float32),
-            "source": [scores.sources[c] for c in codes for _ in range(n)],
-            "model": [model] * (n * len(codes)),
-            "vocab_name": [scores.vocab_name] * (n * len(codes)),
+            "source": strings(scores.sources[c] for c in codes for _ in range(n)),
+            "model": strings([model] * (n * len(codes))),
+            "vocab_name": strings([scores.vocab_name] * (n * len(codes))),
             "vocab_version": pa.array([scores.vocab_version] * (n * len(codes)), pa.uint32()),
             "updated_at": _timestamps(n * len(codes)),
         })
@@ -464,7 +464,7 @@ class ClickHouseStore:
         """Record ``vocab`` as applied (its rows, with the centre and scale each attribute is
         scored with, and the whole document) and regenerate its view ``columns_<name>`` (and
         ``image_columns`` too for the ``default`` vocabulary)."""
-        import pyarrow as pa
+        from columnist.store.arrow import pa, strings
 
         if not self._state_seen:
             self._first_writer_serves(model)
@@ -473,11 +473,11 @@ class ClickHouseStore:
         if default:
             self.create_columns_view(vocab, "image_columns")
         self.client.insert_arrow("columnist.vocabulary_applied", pa.table({
-            "vocab_name": [vocab.name],
+            "vocab_name": strings([vocab.name]),
             "vocab_version": pa.array([vocab.version], pa.uint32()),
-            "content_hash": [vocab.content_hash()],
-            "document": [json.dumps(vocab.model_dump(mode="json"))],
-            "model": [model],
+            "content_hash": strings([vocab.content_hash()]),
+            "document": strings([json.dumps(vocab.model_dump(mode="json"))]),
+            "model": strings([model]),
             "applied_at": _timestamps(1),
         }))
 
@@ -485,7 +485,7 @@ class ClickHouseStore:
                                model_calibration: ModelCalibration | None = None) -> None:
         """What each attribute of ``vocab`` means for ``model``: prompts, thresholds, and the
         centre and scale that model scores it with."""
-        import pyarrow as pa
+        from columnist.store.arrow import pa
 
         rows = [self._vocabulary_row(vocab, entry, model, model_calibration)
                 for entry in (*vocab.attributes, *vocab.derived)]
@@ -590,15 +590,15 @@ class ClickHouseStore:
 
     def save_prompt_embeddings(self, model: str, keys: Sequence[tuple[str, str]], embeddings: "np.ndarray") -> None:
         import numpy as np
-        import pyarrow as pa
+        from columnist.store.arrow import pa, strings
 
         if not len(keys):
             return
         flat = pa.array(np.ascontiguousarray(embeddings, dtype=np.float32).ravel())
         self.client.insert_arrow("columnist.prompt_embedding", pa.table({
-            "model": [model] * len(keys),
-            "language": [language for language, _ in keys],
-            "prompt": [prompt for _, prompt in keys],
+            "model": strings([model] * len(keys)),
+            "language": strings(language for language, _ in keys),
+            "prompt": strings(prompt for _, prompt in keys),
             "embedding": pa.FixedSizeListArray.from_arrays(flat, embeddings.shape[1]).cast(pa.list_(pa.float32())),
             "created_at": _timestamps(len(keys)),
         }))
@@ -606,10 +606,10 @@ class ClickHouseStore:
     def save_search_phrase(self, model: str, phrase: str, embedding: "np.ndarray", logit_scale: float, centre: float,
                            scale: float) -> None:
         """A searched phrase, so that SQL ranks by it: columnist.search(phrase = '…')."""
-        import pyarrow as pa
+        from columnist.store.arrow import pa, strings
 
         self.client.insert_arrow("columnist.search_phrase", pa.table({
-            "model": [model], "phrase": [phrase],
+            "model": strings([model]), "phrase": strings([phrase]),
             "embedding": pa.array([[float(x) for x in embedding]], pa.list_(pa.float32())),
             "logit_scale": pa.array([logit_scale], pa.float32()), "centre": pa.array([centre], pa.float32()),
             "scale": pa.array([scale], pa.float32()), "created_at": _timestamps(1)}))
@@ -801,7 +801,7 @@ def _columns(client: Any, result: Any, sql: str, parameters: dict | None = None)
 
 
 def _VOCABULARY_SCHEMA():
-    import pyarrow as pa
+    from columnist.store.arrow import pa
 
     return pa.schema([
         ("vocab_name", pa.string()), ("vocab_version", pa.uint32()), ("content_hash", pa.string()),
