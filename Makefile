@@ -49,8 +49,10 @@ test-parity: setup-export
 tiny-clip: setup-export
 	PYTHONHASHSEED=0 $(BIN)/columnist model export --random tiny --seed 0 --name tiny-clip --out models/tiny-clip
 
-# the service end to end: encode path vs raw onnxruntime, replay, latency, memory (< 20 min)
+# the service end to end: encode path vs raw onnxruntime, replay, dashboard, latency, memory,
+# tag against fastembed (about 12 min)
 bench: setup
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/decode.py
 	@test -f .columnist/models/vit-b-32/model.json || $(MAKE) setup-export
 	$(BIN)/python bench/service.py

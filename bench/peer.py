@@ -137,9 +137,35 @@ def compare(model: Path, files: list[Path], runs: int, threads: int, batch: int)
             "speed_ratio": peer_median / tag_median, **extra}
 
 
-def main() -> None:
+def image_sets() -> dict[str, list[Path]]:
+    """The default image sets: 256 sample photos and 96 12-megapixel JPEGs, each file new content."""
     from bench.service import STATE, unique_jpegs
 
+    print("making 256 sample photos and 96 12-megapixel JPEGs ...", file=sys.stderr, flush=True)
+    return {"small": unique_jpegs(STATE / "peer-small", 256),
+            "camera": unique_jpegs(STATE / "peer-camera", 96, (4000, 3000))}
+
+
+def compare_sets(model: Path, sets: dict[str, list[Path]], runs: int, threads: int, batch: int) -> dict:
+    """compare() over each image set, with a line per set saying how tag fared."""
+    results = {}
+    for name, files in sets.items():
+        print(f"{name}: {len(files)} images, {runs} runs each ...", file=sys.stderr, flush=True)
+        results[name] = r = compare(model, files, runs, threads, batch)
+        print(f"  tag is {r['speed_ratio']:.2f} x fastembed on a first run, {r['warm_speed_ratio']:.2f} x into a "
+              f"store that has the prompts (one runtime), {r['auto_speed_ratio']:.2f} x on its own choice "
+              f"({r['auto_runtime']})", file=sys.stderr, flush=True)
+    return results
+
+
+def ratios(results: dict) -> dict:
+    """Per image set: the three ratios (see the module's docstring), peer seconds / tag seconds."""
+    return {name: {"first_run_ratio": r["speed_ratio"], "ratio": r["warm_speed_ratio"],
+                   "as_shipped_ratio": r["auto_speed_ratio"], "as_shipped_runtime": r["auto_runtime"]}
+            for name, r in results.items()}
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("files", nargs="*", type=Path, help="images (default: 256 sample photos, 96 12 MP JPEGs)")
     parser.add_argument("--model", type=Path, default=MODEL, help="a columnist model directory")
@@ -147,27 +173,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="onnxruntime intra-op threads")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
-    model = args.model.resolve()
-    if args.files:
-        sets = {"given": [f.resolve() for f in args.files]}
-    else:
-        print("making 256 sample photos and 96 12-megapixel JPEGs ...", file=sys.stderr, flush=True)
-        sets = {"small": unique_jpegs(STATE / "peer-small", 256),
-                "camera": unique_jpegs(STATE / "peer-camera", 96, (4000, 3000))}
-    results = {}
-    for name, files in sets.items():
-        print(f"{name}: {len(files)} images, {args.runs} runs each ...", file=sys.stderr, flush=True)
-        results[name] = compare(model, files, args.runs, args.threads, args.batch_size)
-        r = results[name]
-        print(f"  tag is {r['speed_ratio']:.2f} x fastembed on a first run, {r['warm_speed_ratio']:.2f} x into a "
-              f"store that has the prompts (one runtime), {r['auto_speed_ratio']:.2f} x on its own choice "
-              f"({r['auto_runtime']})", file=sys.stderr, flush=True)
+    sets = {"given": [f.resolve() for f in args.files]} if args.files else image_sets()
+    results = compare_sets(args.model.resolve(), sets, args.runs, args.threads, args.batch_size)
     out = REPO / "bench" / "results" / f"peer-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
-    print(json.dumps({name: {"first_run_ratio": r["speed_ratio"], "ratio": r["warm_speed_ratio"],
-                             "as_shipped_ratio": r["auto_speed_ratio"], "as_shipped_runtime": r["auto_runtime"]}
-                      for name, r in results.items()}, indent=2))
+    print(json.dumps(ratios(results), indent=2))
     print(f"wrote {out.relative_to(REPO)}", file=sys.stderr)
 
 

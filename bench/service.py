@@ -19,6 +19,8 @@
 6. Memory: the worker's RSS, idle and at its peak under load.
 7. Re-embed: a model migration's job (bench/reembed.py) over the sample photos stored with
    another model, on the fastest runtime, against the service's ingest rate on them.
+8. Peer: `columnist tag` against fastembed on the same model files and images, whole process
+   each (bench/peer.py, three alternating runs a side here; `make bench-peer` runs five).
 
 Everything it starts (a Kafka broker in its own folder, workers, databases under
 .columnist/bench) it stops. Results: a table, and bench/results/bench-*.json.
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -82,7 +85,6 @@ def runtimes(seconds: float) -> tuple[dict, dict[str, tuple[Path, str]]]:
 def tag_fixed_cost(model: tuple[Path, str]) -> dict:
     """`columnist tag` of one photo, whole process: the first run (a new store, the vocabulary's
     prompts encoded once) and a second with nothing to do (the fixed cost of a run)."""
-    import os
     import subprocess
 
     db = STATE / "db-tag-fixed"
@@ -96,6 +98,24 @@ def tag_fixed_cost(model: tuple[Path, str]) -> dict:
         seconds.append(time.perf_counter() - start)
     log(f"  tag of one photo: {seconds[0]:.2f} s, then {seconds[1]:.2f} s with nothing to do")
     return {"first_s": seconds[0], "fixed_s": seconds[1], "model": f"{model[0].name} on {model[1]}"}
+
+
+def peer(runs: int) -> dict:
+    """bench/peer.py's ratios, ``small_ratio`` and ``camera_ratio`` being tag into a store that
+    has the prompts, on fastembed's runtime (onnxruntime fp32): the pipelines compared."""
+    from importlib.util import find_spec
+
+    from bench import peer as side_by_side
+
+    if find_spec("fastembed") is None:
+        reason = "fastembed is not installed (the [bench] extra: make bench installs it)"
+        log(f"  peer not measured: {reason}")
+        return {"skipped": reason}
+    results = side_by_side.compare_sets(side_by_side.MODEL, side_by_side.image_sets(), runs,
+                                         os.cpu_count() or 1, BATCH)
+    ratios = side_by_side.ratios(results)
+    return {"small_ratio": ratios["small"]["ratio"], "camera_ratio": ratios["camera"]["ratio"],
+            "ratios": ratios, "runs": results}
 
 
 def auto_choice(measured: dict) -> dict:
@@ -444,6 +464,7 @@ def main() -> None:
     parser.add_argument("--embeddings", type=int, default=1_000_000, help="stored embeddings for the replay")
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum timing per runtime")
+    parser.add_argument("--peer-runs", type=int, default=3, help="alternating runs a side against fastembed")
     args = parser.parse_args()
 
     STATE.mkdir(parents=True, exist_ok=True)
@@ -480,6 +501,8 @@ def main() -> None:
     results["tag"] = tag_fixed_cost(models[fastest])
     log("columnist try over 100,000 stored embeddings ...")
     results["try"] = try_speed(100_000)
+    log(f"columnist tag against fastembed, {args.peer_runs} alternating runs a side ...")
+    results["peer"] = peer(args.peer_runs)
     report(results)
 
 
@@ -514,6 +537,14 @@ def report(r: dict) -> None:
     tg = r["tag"]
     log(f"| `columnist tag` of one photo ({tg['model']}), whole process | {tg['first_s']:.2f} s; nothing to do: "
         f"{tg['fixed_s']:.2f} s | | fixed cost < 1 s beyond loading the model |")
+    p = r["peer"]
+    if "skipped" in p:
+        log(f"| `columnist tag` ÷ fastembed | not measured: {p['skipped']} | | |")
+    else:
+        for name, label, target in (("small", "256 sample photos", "≥ 1.0"), ("camera", "96 12 MP JPEGs", "≥ 1.3")):
+            q = p["ratios"][name]
+            log(f"| `columnist tag` ÷ fastembed, {label}, whole process | {q['ratio']:.2f} x on onnxruntime fp32 both "
+                f"| {q['as_shipped_ratio']:.2f} x on tag's own choice ({q['as_shipped_runtime']}) | {target} |")
     t = r["try"]
     log(f"| `columnist try`, {t['embeddings']:,} embeddings | {t['total_s']:.2f} s (compute {t['compute_s']:.2f} s, "
         f"read {t['read_s']:.2f} s) | compute is {t['compute_s'] / t['total_s']:.0%} of the answer | |")
