@@ -13,6 +13,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote
 
 from columnist.errors import BadInput
 from columnist.printable import printable
@@ -28,6 +29,19 @@ class FileRefused(BadInput, OSError):
 
     def __str__(self) -> str:
         return f"{printable(self.name)}: {self.reason}"
+
+
+def file_uri_path(path: str) -> str:
+    """The file a file:// URI's (percent-encoded) path names. An escape may stand for a byte
+    that is not UTF-8 (an old archive's Latin-1 name: ``Path.as_uri()`` writes ``m%FFoon.jpg``):
+    it is kept as that byte (surrogateescape, as Python names such files) so the file is found."""
+    return unquote(path, errors="surrogateescape")
+
+
+def as_text(name: str) -> str:
+    """``name`` as text every store and broker takes: the bytes of a file name that are not
+    UTF-8 (Python holds them as lone surrogates) written as backslash escapes, ``m\\xffoon.jpg``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def open_nonblocking(path: str | Path, nofollow: bool = False) -> int:

@@ -21,10 +21,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 from columnist.errors import ConfigurationError
-from columnist.files import read_regular_file, write_atomically
+from columnist.files import file_uri_path, read_regular_file, write_atomically
 from columnist.store.keywords import keywords_page
 
 if TYPE_CHECKING:
@@ -264,7 +264,7 @@ def write_all(store: "Statements", roots: Sequence[Path], vocabularies: Sequence
     run = Run()
     for uri, keywords in keywords_by_image(store, vocabularies, tiers, image_ids):
         run.images += 1
-        image = Path(unquote(urlparse(uri).path))
+        image = Path(file_uri_path(urlparse(uri).path))
         folder = image.parent.resolve() if image.parent.exists() else None
         if folder is None or not any(folder == r or folder.is_relative_to(r) for r in resolved):
             run.outside.append(uri)

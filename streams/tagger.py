@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from columnist.files import read_regular_file
+from columnist.files import as_text, read_regular_file
 from columnist.models import media
 from columnist.pipeline import (SecondModel, TakenBatch, embed_and_score_isolating, encoded_count, sha256_of,
                                 take_batch)
@@ -69,11 +69,12 @@ def absolute(path: Path) -> Path:
 
 
 def image_id(file: Path, folder: Path | None, collection: str) -> str:
-    """The file's URI, or ``collection/relative path`` when a collection namespaces ids."""
+    """The file's URI, or ``collection/relative path`` when a collection namespaces ids (a
+    name's bytes that are not UTF-8 written as escapes: an id is text, whatever the disk holds)."""
     if not collection:
         return absolute(file).as_uri()
     relative = absolute(file).relative_to(absolute(folder)) if folder else Path(file.name)
-    return f"{collection}/{relative.as_posix()}"
+    return as_text(f"{collection}/{relative.as_posix()}")
 
 
 @dataclass

@@ -178,6 +178,7 @@ def image_cases(root: Path, outside: Path) -> list[Case]:
         Case("a device", event("dev", "file:///dev/zero"), "outside the image roots"),
         Case("a missing file", event("missing", uri + "nope.jpg"), "file not found"),
         Case("a file with a host", event("host", "file://example.com/etc/passwd"), "names a host"),
+        Case("a lone surrogate escape in a file URI", event("surrogate", uri + "m\udcffoon.jpg"), "not valid Unicode"),
         Case("not an image", event("notimg", uri + "ok.jpg"), "not an image"),
         Case("an empty file", event("empty", uri + "empty.jpg"), "empty file"),
         Case("a fuzzed TIFF", event("tiff", uri + "fuzzed.tif"), "image 'tiff'"),

@@ -54,6 +54,16 @@ class ImageEvent(BaseModel):
             raise ValueError("uri: missing (an event without one must say deleted: true)")
         return self
 
+    @field_validator("uri")
+    @classmethod
+    def _text(cls, uri: str) -> str:
+        try:
+            uri.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("not valid Unicode text (a lone surrogate escape); a file name's bytes that are "
+                             "not UTF-8 are percent-encoded in a URI (file:///photos/m%FFoon.jpg)") from None
+        return uri
+
     @field_validator("meta")
     @classmethod
     def _bounded_meta(cls, meta: dict[str, Any]) -> dict[str, Any]:

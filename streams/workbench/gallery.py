@@ -103,14 +103,14 @@ def thumbnail(image_id: str, uri: str, size: int = 160) -> str | None:
     The file is read within the settings' byte limits and decoded within their pixel limit."""
     from PIL import Image
 
-    from columnist.files import read_regular_file
+    from columnist.files import file_uri_path, read_regular_file
     from columnist.models.images import ImageError, open_image
     from columnist.models.video import VideoError, VideoLimits, frame_at, parse_frame_id
     from columnist.settings import LIMITS
 
     if not uri.startswith("file:"):
         return None
-    path = Path(unquote(urlparse(uri).path))
+    path = Path(file_uri_path(urlparse(uri).path))
     frame = parse_frame_id(image_id)
     try:
         if frame:

@@ -20,10 +20,10 @@ import errno
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import unquote, unquote_to_bytes, urlparse
+from urllib.parse import unquote_to_bytes, urlparse
 
 from columnist.errors import BadInput, ColumnistError
-from columnist.files import FileRefused, open_nonblocking, read_at_most, regular_status
+from columnist.files import FileRefused, file_uri_path, open_nonblocking, read_at_most, regular_status
 from columnist.models import media
 from columnist.printable import printable
 from columnist.records import ImageLimits
@@ -90,7 +90,7 @@ def _fetch_file(uri: str, policy: FetchPolicy) -> bytes:
         raise FetchError(f"malformed file URI '{printable(uri)}': {err}") from None
     if parsed.netloc not in ("", "localhost"):
         raise FetchError(f"file URI '{printable(uri)}' names a host; only local files can be read")
-    given = unquote(parsed.path)
+    given = file_uri_path(parsed.path)
     if "\x00" in given:
         raise FetchError(f"file URI '{printable(uri)}' contains a NUL byte")
     if not policy.roots:

@@ -1,3 +1,4 @@
+import os
 import shutil
 import threading
 
@@ -33,6 +34,19 @@ def test_image_ids_are_file_uris_or_collection_paths(mixed_folder):
     namespaced = [image_id for image_id, _ in find_images([mixed_folder], collection="trip")]
     assert "trip/nested/moon.jpg" in namespaced and "trip/moon.jpg" in namespaced
     assert find_images([mixed_folder / "moon.jpg"], "trip") == [("trip/moon.jpg", mixed_folder / "moon.jpg")]
+
+
+def test_a_file_name_that_is_not_utf8_is_tagged_under_an_id_that_is_text(store, space_vocab, tmp_path):
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    latin1 = folder / os.fsdecode(b"m\xffoon.jpg")
+    shutil.copy(PHOTOS / "moon.jpg", latin1)
+    files = find_images([folder], collection="old")
+    assert files == [("old/m\\xffoon.jpg", latin1)]
+    report = tag(files, space_vocab, MockEncoder(), store, batch_size=4)
+    assert report.counters.images_stored == 1 and not report.failed
+    _, rows = store.query("SELECT image_id, uri FROM columnist.images")
+    assert rows == [("old/m\\xffoon.jpg", latin1.as_uri())]  # the URI percent-encodes the byte: file:///…/m%FFoon.jpg
 
 
 def test_bad_files_are_named_and_every_good_one_is_stored(store, space_vocab, mixed_folder):

@@ -2,6 +2,7 @@
 
 import base64
 import http.server
+import os
 import threading
 from pathlib import Path
 
@@ -22,6 +23,14 @@ def root(tmp_path):
 
 def test_file_inside_the_roots(root):
     assert fetch((root / "a.jpg").as_uri(), FetchPolicy([root.resolve()])) == b"jpeg bytes"
+
+
+def test_a_file_name_that_is_not_utf8_is_found_from_its_percent_encoded_uri(root):
+    latin1 = root / os.fsdecode(b"m\xffoon.jpg")  # an old archive's name: one Latin-1 byte
+    latin1.write_bytes(b"latin-1 named")
+    uri = latin1.as_uri()
+    assert uri.endswith("/m%FFoon.jpg")
+    assert fetch(uri, FetchPolicy([root.resolve()])) == b"latin-1 named"
 
 
 @pytest.mark.parametrize("name, reason", [
