@@ -7,6 +7,7 @@ from typing import NoReturn, Optional
 
 import typer
 
+from columnist.printable import printable
 from columnist.vocab import load_vocabulary_arg
 from columnist.vocab.schema import Vocabulary
 
@@ -19,6 +20,18 @@ ModelOption = typer.Option(None, "--model", metavar="NAME",
 VocabOption = typer.Option(None, "--vocab", metavar="NAME",
                            help="A vocabulary: the name of one applied to the store (its applied version), a YAML "
                                 "file, or a built-in name (default: $COLUMNIST_VOCAB's name).")
+
+
+def utf8_text(value):
+    """A callback for options of free text that is stored or sent (a collection, a phrase, SQL):
+    text holding bytes that are not UTF-8 (a shell passes them as lone surrogates) is refused at
+    once, exit 2, instead of failing deep in the store or the broker."""
+    for text in [value] if isinstance(value, str) else value or []:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise typer.BadParameter(f"'{printable(text)}' is not valid UTF-8 text") from None
+    return value
 
 
 def settings():

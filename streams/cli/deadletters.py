@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from columnist.cli.common import settings
+from columnist.cli.common import settings, utf8_text
 from columnist.errors import UsageError
 
 
@@ -33,7 +33,7 @@ def since_option(text: Optional[str]) -> Optional[datetime]:
 def deadletters(
     since: Optional[str] = typer.Option(None, "--since", metavar="WHEN", help="Only letters since then: 30m, 2h, 7d "
                                         "or a date/time (default: all)."),
-    grep: str = typer.Option("", "--grep", metavar="TEXT", help="Only letters whose reason, error, image id, worker "
+    grep: str = typer.Option("", "--grep", callback=utf8_text, metavar="TEXT", help="Only letters whose reason, error, image id, worker "
                                                                "or event contains TEXT (any case)."),
     all_groups: bool = typer.Option(False, "--all-groups", help="Letters of every consumer group (default: "
                                                                 "$COLUMNIST_GROUP's)."),

@@ -18,7 +18,7 @@ from typing import Optional
 
 import typer
 
-from columnist.cli.common import DbOption, fail, settings
+from columnist.cli.common import DbOption, fail, settings, utf8_text
 
 TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z][A-Za-z0-9]*)\Z", re.IGNORECASE)
 """A query's own FORMAT clause, last in the statement (a name in a string or a comment
@@ -26,7 +26,7 @@ there is not matched: it would end in a quote, or sit after ``--`` or ``#`` on i
 
 
 def query(
-    sql: Optional[str] = typer.Argument(None, help="A SQL query, e.g. \"SELECT image_id FROM columnist.image_columns "
+    sql: Optional[str] = typer.Argument(None, callback=utf8_text, help="A SQL query, e.g. \"SELECT image_id FROM columnist.image_columns "
                                                    "WHERE earth > 0.9\"; '-' reads it from standard input."),
     file: Optional[Path] = typer.Option(None, "--file", help="Read the query from this file."),
     db: Optional[str] = DbOption,

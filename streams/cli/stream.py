@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from columnist.cli.common import DbOption, ModelOption, VocabOption
+from columnist.cli.common import DbOption, ModelOption, VocabOption, utf8_text
 from columnist.cli.common import settings as current_settings
 
 publish_app = typer.Typer(help="Publish events to Kafka.", no_args_is_help=True)
@@ -34,7 +34,7 @@ def worker(
 def publish_images(
     paths: List[Path] = typer.Argument(..., metavar="PATHS...", help="Photos, videos and folders (walked "
                                        "recursively)."),
-    collection: str = typer.Option("", help="Collection name carried by each event; it also namespaces image ids "
+    collection: str = typer.Option("", callback=utf8_text, help="Collection name carried by each event; it also namespaces image ids "
                                    "(collection/relative path instead of the file URI)."),
 ) -> None:
     """Publish one ingest event per image or video (file:// URIs as given, links kept; the

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from columnist.cli.common import DbOption, ModelOption, VocabOption, encoders_for, exit_now, fail, settings, \
-    store_or_exit, vocabulary_in, vocabulary_or_exit
+    store_or_exit, vocabulary_in, vocabulary_or_exit, utf8_text
 from columnist.errors import INTERRUPTED
 from columnist.printable import printable
 
@@ -19,7 +19,7 @@ def tag(
     vocab: Optional[str] = VocabOption,
     model: Optional[str] = ModelOption,
     db: Optional[str] = DbOption,
-    collection: str = typer.Option("", help="Collection name stored with each image; it also namespaces image ids "
+    collection: str = typer.Option("", callback=utf8_text, help="Collection name stored with each image; it also namespaces image ids "
                                    "(collection/relative path instead of the file URI)."),
     batch_size: Optional[int] = typer.Option(None, help="Images per encoder batch."),
     force: bool = typer.Option(False, "--force", help="Decode and encode every image again, even unchanged ones."),

@@ -189,6 +189,16 @@ def test_expected_failures_are_short_and_name_the_thing(tmp_path):
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
+@pytest.mark.parametrize("args", [("tag", str(PHOTOS), "--collection", "old\udcff"),  # bytes a shell passed
+                                  ("search", "moon\udcff"), ("query", "SELECT 'x\udcff'")])
+def test_free_text_that_is_not_utf8_is_refused_before_anything_is_made(tmp_path, args):
+    db = tmp_path / "db"
+    result = columnist(*args, "--db", f"chdb://{db}", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "is not valid UTF-8 text" in result.stderr and "\\udcff" in result.stderr, result.stderr
+    assert not db.exists()
+
+
 def test_query_writes_clickhouse_formats_byte_for_byte(tmp_path):
     db = empty_store(tmp_path / "db")
     sql = "SELECT 1 AS a, 'x y' AS b, 0.1 + 0.2 AS c"
