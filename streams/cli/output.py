@@ -35,7 +35,7 @@ def print_rows(columns: Sequence[str], rows: Sequence[Sequence]) -> None:
     cells = [[shown(v) for v in row] for row in rows]
     caption = f"{len(rows)} row{'' if len(rows) == 1 else 's'}"
     widths = [max([len(c)] + [len(row[i]) for row in cells[:200]]) for i, c in enumerate(columns)]
-    if sum(min(w, 40) + 3 for w in widths) > console.width and len(columns) > 1:
+    if sum(w + 3 for w in widths) + 1 > console.width and len(columns) > 1:  # rich would cut values short
         name_width = max(len(c) for c in columns)
         for number, row in enumerate(cells, start=1):
             console.print(f"Row {number}:", style="bold", highlight=False)

@@ -258,3 +258,15 @@ def test_kafka_up_refuses_a_port_another_process_holds(tmp_path):
                                 timeout=60)
     assert result.returncode == 1 and f"127.0.0.1:{port} is in use by a process this script did not start" in \
         result.stderr
+
+
+def test_a_value_too_long_for_the_terminal_switches_to_one_line_a_column_instead_of_being_cut(monkeypatch, capsys):
+    from columnist.cli.output import print_rows
+
+    monkeypatch.setenv("COLUMNS", "70")
+    uri = "file:///photos/2023/a-rather-long-folder-name/hubble_deep_field.jpg"  # the end is what tells images apart
+    print_rows(["rank", "probability", "image"], [[1, 0.5, uri]])
+    out = capsys.readouterr().out
+    assert uri in out and "Row 1:" in out
+    print_rows(["rank", "image"], [[1, "moon.jpg"]])
+    assert "Row 1:" not in capsys.readouterr().out  # what fits stays a table
