@@ -7,6 +7,7 @@ error with its exit code.
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -19,13 +20,21 @@ class KafkaUnavailable(Unavailable):
 
 @contextmanager
 def kafka_errors(bootstrap: str) -> Iterator[None]:
-    """The Kafka client's connection failures as KafkaUnavailable naming the broker."""
+    """The Kafka client's connection failures as KafkaUnavailable naming the broker; the
+    client's own log lines about them are held back meanwhile (the error says it once)."""
     from aiokafka.errors import KafkaError
 
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
     try:
         yield
     except KafkaUnavailable:
         raise
     except (KafkaError, OSError, TimeoutError) as err:
         text = " ".join(str(err).split()) or type(err).__name__
+        if "Unable to bootstrap" in text:  # then a list of address tuples: nothing a person acts on
+            text = "no broker answered"
         raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {text[:300]}") from err
+    finally:
+        client_log.setLevel(level)

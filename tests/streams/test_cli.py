@@ -181,8 +181,9 @@ def test_expected_failures_are_short_and_name_the_thing(tmp_path):
     assert_short_failure(columnist("tag", str(PHOTOS), "--db", db, "--model", str(tmp_path / "no-model"), check=False),
                          3, "no-model", "not found")
     env = {**__import__("os").environ, "COLUMNIST_KAFKA": nowhere}
-    assert_short_failure(columnist("vocab", "push", str(SPACE_YAML), env=env, check=False), 4,
-                         f"cannot reach Kafka at {nowhere}")
+    push = columnist("vocab", "push", str(SPACE_YAML), env=env, check=False)
+    assert_short_failure(push, 4, f"cannot reach Kafka at {nowhere}: no broker answered")
+    assert "Unable connect" not in push.stderr  # the client's own log line: the error says it once
     assert_short_failure(columnist("worker", env={**env, "COLUMNIST_MODEL": str(tmp_path / "no-model")},
                                    check=False), 3, "no-model")
     debug = columnist("--debug", "tag", str(PHOTOS), "--db", "postgres://x/y", check=False)
