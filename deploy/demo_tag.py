@@ -30,7 +30,9 @@ def fitted_copy(vocabulary: Path, db: str) -> Path:
     """A copy of space.yaml with a calibration fitted to ``db``'s stored embeddings, as version 2."""
     copy = STATE / "demo-space.yaml"
     shutil.copy(vocabulary, copy)
-    columnist("calibrate", "--vocab", str(copy), "--write", "--db", db)
+    fitted = subprocess.run([sys.executable, "-m", "columnist", "calibrate", "--vocab", str(copy), "--write", "--db", db],
+                            cwd=REPO, check=True, capture_output=True, text=True)
+    print(next(line for line in fitted.stdout.splitlines() if line.startswith("suggested")), flush=True)
     copy.write_text(re.sub(r"^version: \d+", "version: 2", copy.read_text(), count=1, flags=re.M))
     return copy
 

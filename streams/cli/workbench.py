@@ -70,8 +70,9 @@ def calibrate(
         if not source.is_file():
             fail("--write needs --vocab FILE (a built-in vocabulary is not edited in place)")
         updated = cal.write_calibration(source, vocab_wide, reports, len(next(iter(logits.values()))))
-        typer.echo(f"wrote the calibration into {source} (still valid: {len(updated.codes)} attributes); "
-                   "bump its version and push it to re-score")
+        typer.echo(f"wrote the calibration into {source} (still valid: {len(updated.codes)} attributes); to re-score "
+                   f"from the stored embeddings, bump its version, then `columnist replay --vocab {source}` (a store "
+                   f"you tag into) or `columnist vocab push {source}` (the workers')")
 
 
 def try_(
