@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, TypeVa
 
 from columnist.files import as_text, read_regular_file
 from columnist.models import media
+from columnist.printable import printable
 from columnist.pipeline import (SecondModel, TakenBatch, embed_and_score_isolating, encoded_count, sha256_of,
                                 take_batch)
 from columnist.prompt_cache import PromptCache
@@ -82,7 +83,29 @@ class Walk:
     files: list[tuple[str, Path]] = field(default_factory=list)
     """(image_id, file) of every file to take."""
     skipped: Counter = field(default_factory=Counter)
-    """Files in the folders that are not a kind columnist reads, counted by suffix."""
+    """Files not taken, counted by why: their suffix (not a kind columnist reads), or a reason
+    in parentheses (hidden, a link, given twice, ...)."""
+    clashes: list[tuple[Path, str, Path]] = field(default_factory=list)
+    """(file, image_id, the file taken under that id): another file of this walk has its id
+    (two folders under one collection, say); not taken, or one would replace the other."""
+
+    def take(self, image_id_: str, path: Path) -> None:
+        """``path`` under ``image_id_``, unless an id clash (the same file given twice is taken once)."""
+        taken = self._taken.setdefault(image_id_, path)
+        if taken is path:
+            self.files.append((image_id_, path))
+        elif absolute(taken) == absolute(path):
+            self.skipped["(given more than once)"] += 1
+        else:
+            self.clashes.append((path, image_id_, taken))
+
+    _taken: dict[str, Path] = field(default_factory=dict, repr=False)
+
+    def clash_reasons(self) -> list[tuple[str, str]]:
+        """(file, why it was not taken), as a run's failures are listed."""
+        return [(str(path), f"not taken: its image id {printable(image_id_)} is the id of {printable(taken)} too "
+                            "(tag those folders separately, each with its own --collection)")
+                for path, image_id_, taken in self.clashes]
 
     def kinds(self) -> Counter:
         """The files to take, counted by kind (image, raw, video)."""
@@ -90,26 +113,30 @@ class Walk:
 
 
 def walk(paths: Iterable[str | Path], collection: str = "", follow_links: bool = True) -> Walk:
-    """Files of a kind columnist reads in folders (walked recursively; hidden files left out,
-    and links to files too unless ``follow_links``), and any file named directly; what else
-    the folders hold is counted, not taken."""
+    """Files of a kind columnist reads in folders (walked recursively; hidden files and folders
+    left out, and links to files too unless ``follow_links``), and any file named directly;
+    what else the folders hold is counted, and files whose ids clash named, not taken."""
     found = Walk()
     for path in map(Path, paths):
         if not path.is_dir():
-            found.files.append((image_id(path, None, collection), path))
+            found.take(image_id(path, None, collection), path)
             continue
         for file in sorted(path.rglob("*")):
-            if file.name.startswith("."):
+            if any(part.startswith(".") for part in file.relative_to(path).parts):  # or in a hidden folder
+                if not file.is_dir():
+                    found.skipped["(hidden)"] += 1
                 continue
             if not follow_links and file.is_symlink():
                 found.skipped["(link, not followed)"] += 1
                 continue
             if not file.is_file():  # a folder is walked; a pipe, socket, device or broken link is counted
-                if not file.is_dir():
+                if file.is_symlink() and file.is_dir():  # rglob does not go into a link to a folder
+                    found.skipped["(link to a folder, not walked: name it to tag it)"] += 1
+                elif not file.is_dir():
                     found.skipped["(not a regular file)"] += 1
                 continue
             if file.suffix.lower() in SUPPORTED:
-                found.files.append((image_id(file, path, collection), file))
+                found.take(image_id(file, path, collection), file)
             else:
                 found.skipped[file.suffix.lower() or "(no suffix)"] += 1
     return found
@@ -122,7 +149,7 @@ def find_images(paths: Iterable[str | Path], collection: str = "") -> list[tuple
 
 def skipped_summary(skipped: Counter) -> str:
     """'3 .psd, 2 .txt' for the files a walk did not take ('' when none)."""
-    return ", ".join(f"{count} {suffix}" for suffix, count in skipped.most_common())
+    return ", ".join(f"{count} {printable(suffix, 40)}" for suffix, count in skipped.most_common())
 
 
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:

@@ -56,7 +56,9 @@ def publish_images(
     settings = current_settings()
     walked = walk(paths, collection)
     if walked.skipped:
-        typer.echo(f"skipped, not a kind columnist reads: {skipped_summary(walked.skipped)}", err=True)
+        typer.echo(f"skipped: {skipped_summary(walked.skipped)}", err=True)
+    for path, reason in walked.clash_reasons():
+        typer.echo(f"{printable(path)}: {reason}", err=True)
     files, roots = walked.files, settings.roots
     if roots:
         outside = [(i, p) for i, p in files if not any(absolute(p).is_relative_to(r) or p.resolve().is_relative_to(r)

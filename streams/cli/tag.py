@@ -45,7 +45,7 @@ def tag(
     walked = walk(paths, collection)
     files = walked.files
     if walked.skipped:
-        Console(stderr=True).print(f"skipped, not a kind columnist reads: {skipped_summary(walked.skipped)}",
+        Console(stderr=True).print(f"skipped: {skipped_summary(walked.skipped)}",
                                    highlight=False)
     if not files:
         fail(f"no images or videos found in {', '.join(printable(p) for p in paths)}")
@@ -61,6 +61,7 @@ def tag(
     vocabulary = vocabulary_in(store, vocab)
     console = Console(stderr=True)
     run = TagRun()
+    run.failed += walked.clash_reasons()
     default_view = vocabulary.name == vocabulary_or_exit(None).name  # COLUMNIST_VOCAB's view is image_columns
     try:
         with Progress(console=console, transient=False) as progress:

@@ -39,7 +39,7 @@ def watch(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
     def ready(caught) -> None:
-        skipped = f"; skipped, not a kind columnist reads: {skipped_summary(caught.skipped)}" if caught.skipped else ""
+        skipped = f"; skipped: {skipped_summary(caught.skipped)}" if caught.skipped else ""
         typer.echo(f"caught up: {caught.images} published, {caught.deleted} deletions{skipped}; watching "
                    f"{', '.join(map(str, folders))} (Ctrl-C stops)", err=True)
     try:

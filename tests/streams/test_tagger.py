@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from columnist.models.mock import MockEncoder
-from columnist.tagger import _one_ahead, _OneBehind, find_images, tag, walk
+from columnist.tagger import _one_ahead, _OneBehind, find_images, skipped_summary, tag, walk
 from tests.conftest import PHOTOS
 
 pytestmark = pytest.mark.integration
@@ -47,6 +47,32 @@ def test_a_file_name_that_is_not_utf8_is_tagged_under_an_id_that_is_text(store, 
     assert report.counters.images_stored == 1 and not report.failed
     _, rows = store.query("SELECT image_id, uri FROM columnist.images")
     assert rows == [("old/m\\xffoon.jpg", latin1.as_uri())]  # the URI percent-encodes the byte: file:///…/m%FFoon.jpg
+
+
+def test_two_files_with_one_id_are_never_stored_as_one_and_the_second_is_named(tmp_path):
+    for folder, photo in (("q1", "moon.jpg"), ("q2", "rocket.jpg")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(PHOTOS / photo, tmp_path / folder / "a.jpg")
+    walked = walk([tmp_path / "q1", tmp_path / "q2", tmp_path / "q1" / ".." / "q1"], collection="cx")
+    assert walked.files == [("cx/a.jpg", tmp_path / "q1" / "a.jpg")]
+    assert walked.clashes == [(tmp_path / "q2" / "a.jpg", "cx/a.jpg", tmp_path / "q1" / "a.jpg")]
+    assert walked.skipped == {"(given more than once)": 1}  # the same file again is not a clash
+    [(name, reason)] = walked.clash_reasons()
+    assert name.endswith("q2/a.jpg") and "cx/a.jpg" in reason and "q1/a.jpg" in reason
+    assert not walk([tmp_path / "q1", tmp_path / "q2"]).clashes  # file URIs: two ids
+
+
+def test_hidden_files_links_to_folders_and_odd_suffixes_are_counted_not_dropped(tmp_path):
+    shutil.copy(PHOTOS / "moon.jpg", tmp_path / ".hidden.jpg")
+    (tmp_path / ".thumbnails").mkdir()
+    shutil.copy(PHOTOS / "moon.jpg", tmp_path / ".thumbnails" / "moon.jpg")
+    (tmp_path / "elsewhere").symlink_to(PHOTOS, target_is_directory=True)
+    (tmp_path / "a.\x1b]0;pwned").write_text("x")
+    walked = walk([tmp_path])
+    assert walked.files == []
+    assert walked.skipped["(hidden)"] == 2
+    assert walked.skipped["(link to a folder, not walked: name it to tag it)"] == 1
+    assert "\x1b" not in skipped_summary(walked.skipped) and "\\x1b" in skipped_summary(walked.skipped)
 
 
 def test_bad_files_are_named_and_every_good_one_is_stored(store, space_vocab, mixed_folder):
