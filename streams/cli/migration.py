@@ -54,7 +54,7 @@ def migrate(
                                       config.image_limits, config.batch_size)
         remaining = job.remaining()  # a scan of every image: once
         console.print(f"moving {store.dsn} from {state.serving} to {target.name}: {remaining} images and "
-                      "videos to embed", highlight=False)
+                      "videos to embed", highlight=False, markup=False)
         with _progress(console) as progress:
             task = progress.add_task(f"re-embedding with {target.name}", total=remaining)
             report = job.run(on_images=lambda n: progress.advance(task, n))

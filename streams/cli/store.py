@@ -27,6 +27,7 @@ def check(
     from rich.table import Table
 
     from columnist.cli.common import store_or_exit
+    from columnist.printable import printable
     from columnist.store import check_model
     from columnist.store import check as checks
 
@@ -51,7 +52,8 @@ def check(
         console.print(table)
         for label, ids in found.examples.items():
             if ids:
-                console.print(f"{label}, e.g.: {', '.join(ids)}", highlight=False, soft_wrap=True)
+                console.print(f"{label}, e.g.: {', '.join(printable(i) for i in ids)}", highlight=False,
+                              soft_wrap=True, markup=False)
         if found.images_without_embedding or found.content_differs:
             console.print("images without an embedding of their content cannot be mended here: publish or tag them "
                           "again")

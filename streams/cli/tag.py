@@ -28,6 +28,7 @@ def tag(
 
     A re-run is incremental: images already stored with the same content are skipped."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import Progress
     from rich.table import Table
 
@@ -88,7 +89,8 @@ def tag(
         console.print(f"{counters.images_unchanged} already stored (unchanged since they were tagged; --force encodes "
                       "them again)")
     for path, reason in run.failed:
-        console.print(f"[red]failed[/red] {printable(path, 300)}: {reason}", highlight=False, soft_wrap=True)
+        console.print(f"[red]failed[/red] {escape(printable(path, 300))}: {escape(printable(reason, 1000))}",
+                      highlight=False, soft_wrap=True)
     store.close()
     exit_now(1 if run.failed and not counters.images_stored and not counters.images_unchanged else 0)
 

@@ -163,7 +163,8 @@ def search(
     import sys
 
     from columnist.cli.common import fail, settings, vocabulary_in
-    from columnist.cli.output import print_rows
+    from columnist.cli.output import print_rows, sql_string, tsv_field
+    from columnist.printable import printable
     from columnist.cli.reader import Reader
     from columnist.models.registry import load_encoder
     from columnist.prompt_cache import PromptCache
@@ -193,12 +194,12 @@ def search(
     if not sys.stdout.isatty():
         sys.stdout.write("\t".join(["rank", *columns]) + "\n")
         for rank, row in enumerate(rows, start=1):
-            sys.stdout.write("\t".join(map(str, [rank, *row])) + "\n")
+            sys.stdout.write("\t".join(map(tsv_field, [rank, *row])) + "\n")
     else:
         print_rows(["rank", "probability", "logit", "image"], [[rank, p, lg, image_id]
                                                               for rank, (image_id, p, lg, _) in enumerate(rows, 1)])
         typer.echo(f"{phrase!r}: probability = sigmoid((logit - {found.centre:g}) / {found.scale:g}); rank by it in "
-                   f"SQL with the view columnist.search(phrase = {found.text!r})", err=True)
+                   f"SQL with the view columnist.search(phrase = {printable(sql_string(found.text), 500)})", err=True)
     if html_out:
         from columnist.workbench.gallery import Scored, Section, write_html
 

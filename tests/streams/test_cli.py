@@ -271,3 +271,16 @@ def test_a_value_too_long_for_the_terminal_switches_to_one_line_a_column_instead
     assert uri in out and "Row 1:" in out
     print_rows(["rank", "image"], [[1, "moon.jpg"]])
     assert "Row 1:" not in capsys.readouterr().out  # what fits stays a table
+
+
+def test_names_from_outside_reach_the_terminal_escaped_and_never_as_markup(monkeypatch, capsys):
+    from columnist.cli.output import print_rows, sql_string, tsv_field
+
+    monkeypatch.setenv("COLUMNS", "200")
+    print_rows(["[/]", "image"], [[1, "e\x1b[31mred[bold].jpg"], [2, "two\nlines.jpg"]])
+    out = capsys.readouterr().out
+    assert "\x1b[31m" not in out and "\\x1b[31mred[bold].jpg" in out and "two\\nlines.jpg" in out and "[/]" in out
+    print_rows(["a", "b"], [])
+    assert "a  b" in capsys.readouterr().out
+    assert tsv_field("a\tb\nc\\d") == "a\\tb\\nc\\\\d"  # as ClickHouse's TabSeparated escapes them
+    assert sql_string("it's a \\ quote") == "'it\\'s a \\\\ quote'"
