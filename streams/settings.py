@@ -6,9 +6,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from columnist.errors import UsageError
+from columnist.printable import printable
 from columnist.records import ImageLimits
 
 LIMITS = ImageLimits()
@@ -34,8 +36,8 @@ class Settings(BaseSettings):
     runtime: str = "auto"
     """'auto' (what the model directory names), 'onnxruntime', 'openvino' (bf16 where the CPU
     has it) or 'openvino-f32'."""
-    batch_size: int = 32
-    threads: int = 0
+    batch_size: int = Field(32, ge=1, le=1024)
+    threads: int = Field(0, ge=0, le=1024)
     """onnxruntime intra-op threads; 0 means one per core."""
 
     # Kafka
@@ -149,6 +151,16 @@ class Settings(BaseSettings):
         return {h.strip().lower() for h in self.http_allow.split(",") if h.strip()}
 
 
+class BadSetting(UsageError):
+    """A COLUMNIST_* variable whose value the settings refuse."""
+
+    hint = "fix the variable named, or unset it for its default"
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as err:
+        raise BadSetting("; ".join(f"COLUMNIST_{'_'.join(map(str, e['loc'])).upper()}={printable(e.get('input'), 80)}: "
+                                   f"{e['msg']}" for e in err.errors())) from None

@@ -21,7 +21,7 @@ def tag(
     db: Optional[str] = DbOption,
     collection: str = typer.Option("", callback=utf8_text, help="Collection name stored with each image; it also namespaces image ids "
                                    "(collection/relative path instead of the file URI)."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per encoder batch."),
+    batch_size: Optional[int] = typer.Option(None, min=1, max=1024, help="Images per encoder batch."),
     force: bool = typer.Option(False, "--force", help="Decode and encode every image again, even unchanged ones."),
 ) -> None:
     """Tag images without Kafka: encode, score every attribute, write to ClickHouse.

@@ -284,3 +284,16 @@ def test_names_from_outside_reach_the_terminal_escaped_and_never_as_markup(monke
     assert "a  b" in capsys.readouterr().out
     assert tsv_field("a\tb\nc\\d") == "a\\tb\\nc\\\\d"  # as ClickHouse's TabSeparated escapes them
     assert sql_string("it's a \\ quote") == "'it\\'s a \\\\ quote'"
+
+
+@pytest.mark.parametrize("args, env, named", [
+    (("tag", str(PHOTOS), "--batch-size=-1"), {}, "--batch-size"),
+    (("tag", str(PHOTOS)), {"COLUMNIST_BATCH_SIZE": "-5"}, "COLUMNIST_BATCH_SIZE=-5"),
+    (("search", "moon", "--top=-99999999999999999999"), {}, "--top"),
+    (("status",), {"COLUMNIST_DECODE_THREADS": "abc"}, "COLUMNIST_DECODE_THREADS=abc"),
+])
+def test_a_number_out_of_bounds_in_an_option_or_a_setting_is_a_bad_argument(tmp_path, args, env, named):
+    db = tmp_path / "db"
+    result = columnist(*args, "--db", f"chdb://{db}", env={**__import__("os").environ, **env}, check=False)
+    assert result.returncode == 2 and named in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not db.exists()
