@@ -131,6 +131,8 @@ def normalise_dsn(dsn: str) -> str:
                          "http(s)://[user:password@]host:8123 (a server)")
     if not dsn.startswith("chdb://") or dsn.startswith("chdb://memory"):
         return dsn
+    if not dsn[len("chdb://"):].strip():  # an unset variable in chdb://$DB: not this folder
+        raise InvalidDSN(f"{dsn!r} names no folder: use chdb:///path/to/db")
     path = Path(dsn[len("chdb://"):]).expanduser().resolve()  # one database, one name: links and slashes resolved
     return f"chdb://{path}"
 
@@ -177,7 +179,7 @@ class ClickHouseStore:
         dsn = normalise_dsn(dsn)
         if dsn.startswith("chdb:///"):
             path = Path(dsn[len("chdb://"):])
-            if not create and not path.is_dir():
+            if not create and not (path / "metadata" / "columnist.sql").is_file():  # opening makes files: not here
                 raise NoStore(f"no columnist database at {path}")
             path.mkdir(parents=True, exist_ok=True)
         with _stderr_captured() as captured:

@@ -71,6 +71,16 @@ def test_reading_commands_never_create_a_store(tmp_path):
         result = columnist(*command, "--db", f"chdb://{nowhere}", check=False)
         assert_short_failure(result, 3, f"no columnist database at {nowhere}")
     assert not nowhere.exists()
+    folder = tmp_path / "a-folder"  # that is not a database: left as it is
+    folder.mkdir()
+    (folder / "keep").write_text("x")
+    for command in (["query", "SELECT 1"], ["search", "moon"], ["status"]):
+        assert_short_failure(columnist(*command, "--db", f"chdb://{folder}", check=False), 3, "no columnist database")
+    assert [p.name for p in folder.iterdir()] == ["keep"]
+    unset = subprocess.run([sys.executable, "-m", "columnist", "tag", str(PHOTOS), "--db", "chdb://"], cwd=folder,
+                           capture_output=True, text=True, timeout=300)  # chdb://$UNSET: not the current folder
+    assert_short_failure(unset, 2, "names no folder")
+    assert [p.name for p in folder.iterdir()] == ["keep"]
 
 
 def test_tag_of_only_bad_files_fails_naming_them(tmp_path):
