@@ -19,6 +19,7 @@ from typing import Optional
 import typer
 
 from columnist.cli.common import DbOption, fail, settings, utf8_text
+from columnist.printable import printable
 
 TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z][A-Za-z0-9]*)\Z", re.IGNORECASE)
 """A query's own FORMAT clause, last in the statement (a name in a string or a comment
@@ -46,6 +47,7 @@ def query(
     fmt = format or named or ("table" if sys.stdout.isatty() else "TabSeparatedWithNames")
     reader = Reader(db or settings().db, settings())
     try:
+        _one_statement(reader, text)
         if fmt == "table":
             from columnist.cli.output import print_rows
 
@@ -73,17 +75,57 @@ def _own_format(text: str) -> tuple[str, str | None]:
     return text[:match.start()].rstrip(), match.group(1)
 
 
+MAX_QUERY_BYTES = 16_000_000
+"""A query read from a file or standard input: at most this many bytes."""
+
+
 def _read_sql(sql: str | None, file: Path | None) -> str:
+    """The query's text, from the argument, '-' (standard input) or --file: refused (exit 2)
+    when given twice, empty, not UTF-8 text, or holding a NUL byte."""
+    from columnist.files import read_regular_file
+
+    if file is not None and sql is not None:
+        fail("give the query once: an argument, '-', or --file FILE", 2)
+    where = "the argument"
     if file is not None:
+        where = str(file)
         try:
-            return file.read_text()
+            data = read_regular_file(file, MAX_QUERY_BYTES)
         except OSError as err:
-            fail(f"cannot read the query from {file}: {err.strerror}", 2)
-    if sql == "-":
-        return sys.stdin.read()
-    if not sql or not sql.strip():
+            fail(f"cannot read the query from {file}: {getattr(err, 'reason', None) or err.strerror or err}", 2)
+    elif sql == "-":
+        where, data = "standard input", sys.stdin.buffer.read(MAX_QUERY_BYTES + 1)
+        if len(data) > MAX_QUERY_BYTES:
+            fail(f"the query on standard input is over {MAX_QUERY_BYTES:,} bytes", 2)
+    else:
+        data = (sql or "").encode()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        fail(f"the query from {printable(where)} is not UTF-8 text", 2)
+    if "\x00" in text:
+        fail(f"the query from {printable(where)} holds a NUL byte", 2)
+    if not COMMENTS.sub("", text).strip(" \t\r\n;"):
         fail("give a query: an argument, '-' for standard input, or --file FILE", 2)
-    return sql
+    return text
+
+
+COMMENTS = re.compile(r"--[^\n]*|#[^\n]*|/\*.*?\*/", re.DOTALL)
+"""SQL comments, to tell a query that says nothing (only comments) from one that does."""
+
+
+def _one_statement(reader, text: str) -> None:
+    """Several statements would each write their own result, the last alone in the format asked
+    for (a Parquet file would begin with another's text): refused, as ClickHouse's parser says."""
+    from columnist.store.query_guard import QueryRefused, canonical_text
+
+    if reader.store is None:  # the worker's page checks it
+        return
+    try:
+        canonical_text(reader.store.client, text)
+    except QueryRefused as err:
+        if "Multi-statements" in str(err) or "multi-statement" in str(err).lower():
+            fail("one statement at a time: each would print its own result", 2)
 
 
 def register(app: typer.Typer) -> None:

@@ -307,3 +307,20 @@ def test_a_number_out_of_bounds_in_an_option_or_a_setting_is_a_bad_argument(tmp_
     result = columnist(*args, "--db", f"chdb://{db}", env={**__import__("os").environ, **env}, check=False)
     assert result.returncode == 2 and named in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not db.exists()
+
+
+def test_a_query_that_is_not_one_readable_statement_is_a_bad_argument(tmp_path):
+    db = empty_store(tmp_path / "db")
+    (tmp_path / "latin1.sql").write_bytes(b"SELECT '\xff'")
+    (tmp_path / "good.sql").write_text("SELECT 1")
+    cases = [((["-"], bytes(range(256)) * 4), "is not UTF-8 text"), ((["-"], b""), "give a query"),
+             ((["-"], b"-- only a comment\n/* and another */ ;"), "give a query"),
+             ((["--file", str(tmp_path / "latin1.sql")], b""), "is not UTF-8 text"),
+             ((["SELECT 2", "--file", str(tmp_path / "good.sql")], b""), "give the query once"),
+             ((["SELECT 10 AS a; SELECT 20 AS b", "--format", "Parquet"], b""), "one statement at a time")]
+    for (args, stdin), said in cases:
+        result = subprocess.run([sys.executable, "-m", "columnist", "query", *args, "--db", db], input=stdin,
+                                capture_output=True, timeout=300, cwd=REPO)
+        assert result.returncode == 2 and said in result.stderr.decode(), (args, result.stderr)
+        assert not result.stdout, args  # nothing half-written (a Parquet file beginning with another result)
+    assert columnist("query", "SELECT 10 AS a;", "--format", "JSONEachRow", "--db", db).stdout == '{"a":10}\n'
