@@ -272,7 +272,11 @@ def write_all(store: "Statements", roots: Sequence[Path], vocabularies: Sequence
         if not image.is_file():
             run.missing.append(uri)
             continue
-        change = update(folder / image.name, keywords, naming, dry_run, scope, folders)
+        try:
+            change = update(folder / image.name, keywords, naming, dry_run, scope, folders)
+        except OSError as err:  # a name too long once '.xmp' is added, a folder gone meanwhile: this image only
+            change = Change(image, image.with_name(image.name + ".xmp"),
+                            error=f"left as it is: {err.strerror or type(err).__name__}")
         if change.changed or change.error:
             run.changes.append(change)
     return run

@@ -126,6 +126,17 @@ def test_a_broken_sidecar_a_link_and_files_outside_the_folders_are_left_alone(st
     assert "rocket.jpg" in errors and target.read_text() == "not a sidecar"
 
 
+def test_an_image_whose_sidecar_name_would_be_too_long_is_named_and_the_others_get_theirs(store, space_vocab,
+                                                                                           tagged):
+    long_name = tagged / ("L" * 250 + ".jpg")  # 254 characters: '.xmp' takes it past the file system's 255
+    shutil.copy(PHOTOS / "moon.jpg", long_name)
+    tag(find_images([long_name]), space_vocab, MockEncoder(), store)
+    run = xmp.write_all(store, [tagged], ["space"], ["accepted"])
+    errors = {c.image.name: c.error for c in run.changes if c.error}
+    assert errors == {long_name.name: "left as it is: File name too long"}
+    assert len(run.changes) == len(list(PHOTOS.glob("*.jpg"))) + 1  # the others got theirs
+
+
 def test_the_command_names_what_it_did(store, tagged, tmp_path):
     from tests.streams.test_cli import columnist
 
