@@ -13,6 +13,7 @@ embedded thumbnails when large enough).
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -84,6 +85,7 @@ def decode(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, at_leas
     if kind == media.VIDEO:
         raise ImageError(name, "a video, not a still image")
     _check_declared_size(data, name, max_pixels)
+    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow refuses past twice this in open, where a plugin may decode
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -91,7 +93,9 @@ def decode(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, at_leas
     except UnidentifiedImageError:
         raise ImageError(name, f"not an image columnist reads (it reads {READS})") from None
     except Image.DecompressionBombError as err:
-        raise ImageError(name, f"refused before decoding: {err}") from None
+        declared = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{int(declared.group(1)):,} pixels" if declared else "its size"
+        raise ImageError(name, f"refused before decoding: {size}, over the limit of {max_pixels:,}") from None
     except Exception as err:  # a fuzzed file can make Pillow raise anything (TypeError, struct.error, ...)
         raise ImageError(name, f"cannot decode image header: {_describe(err)}") from None
     width, height = image.size

@@ -134,3 +134,12 @@ def test_an_mpo_photo_is_decoded_at_the_size_needed_like_a_jpeg():
     decoded = decode(data, "phone.jpg", at_least=448)
     assert (decoded.width, decoded.height) == (4000, 3000) and decoded.image.size == (1000, 750)
     assert decoded_pixels(data, at_least=448) == 1000 * 750
+
+
+@pytest.mark.parametrize("limit, reason", [(60_000_000, "200,000,000 pixels, over the limit of 60,000,000"),
+                                           (500_000_000, "truncated")])  # past Pillow's own 178,956,970
+def test_the_pixel_limit_pillow_applies_when_it_opens_is_columnists(limit, reason):
+    from columnist.models.images import decode
+
+    with pytest.raises(ImageError, match=reason):
+        decode(png_header_only(20_000, 10_000), "big.png", max_pixels=limit)
