@@ -110,7 +110,7 @@ def _check_templates(templates: Optional[list[str]]) -> Optional[list[str]]:
     if len(templates) > 50:
         raise ValueError(f"{len(templates)} templates; at most 50")
     for template in templates:
-        _check_template(template)
+        check_template(template)
     return templates
 
 
@@ -134,7 +134,7 @@ def _check_translations(translations: dict[str, str]) -> dict[str, str]:
     return cleaned
 
 
-def _check_template(template: str) -> None:
+def check_template(template: str) -> None:
     """Exactly the placeholder ``{description}`` (once or more), nothing else: other names
     would fail when rendered, and ``{{description}}`` is an escaped brace, not a placeholder."""
     from string import Formatter
@@ -177,6 +177,10 @@ class _Entry(_Strict):
                or ord(c) & 0xFFFE == 0xFFFE]
         if bad:
             raise ValueError(f"the label holds a character a keyword cannot (U+{ord(bad[0]):04X})")
+        if label and not label.strip():
+            raise ValueError("the label is blank: leave it out (the code is the keyword) or write one")
+        if "|" in label:
+            raise ValueError("the label holds '|', which separates the levels of a photo manager's keyword path")
         return label
 
 
@@ -227,7 +231,7 @@ class DerivedAttribute(_Entry):
 
 class Vocabulary(_Strict):
     name: str = Field(pattern=CODE_PATTERN, max_length=64)
-    version: int = Field(ge=1, le=MAX_VERSION)
+    version: int = Field(ge=1, le=MAX_VERSION, strict=True)  # `version: true` is not version 1
     description: str = Field("", max_length=10 * MAX_TEXT)
     templates: list[str] = DEFAULT_TEMPLATES
     templates_by_language: dict[str, list[str]] = Field({}, max_length=MAX_LANGUAGES)
@@ -490,6 +494,18 @@ def _loader():
                 if self.aliases > MAX_ALIASES:
                     raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases (*name)")
             return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):
+            """A key given twice is refused: PyYAML would keep the last without a word
+            (``version: 1`` then ``version: 2`` read as 2)."""
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                            key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
 
     return Bounded
 

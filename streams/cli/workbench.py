@@ -86,13 +86,17 @@ def try_(
 ) -> None:
     """Score a description against every stored embedding (one matrix product) before adding it."""
     from columnist.cli.common import fail
+    from columnist.vocab.schema import check_template
     from columnist.workbench.gallery import Section, try_description, write_html
     from columnist.cli.output import print_rows
 
     if not description.strip():
         fail("give a description to try, e.g. 'a spacecraft window or porthole'", 2)
-    if any("{description}" not in t for t in template):
-        fail("each --template must contain {description}", 2)
+    for text in template:  # as a vocabulary's templates are checked
+        try:
+            check_template(text)
+        except ValueError as err:
+            fail(f"--template: {err}", 2)
     store, encoder, vocabulary = _context(db, model, vocab)
     try:
         results = try_description(store, encoder, vocabulary, description, template or None)

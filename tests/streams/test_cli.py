@@ -324,3 +324,12 @@ def test_a_query_that_is_not_one_readable_statement_is_a_bad_argument(tmp_path):
         assert result.returncode == 2 and said in result.stderr.decode(), (args, result.stderr)
         assert not result.stdout, args  # nothing half-written (a Parquet file beginning with another result)
     assert columnist("query", "SELECT 10 AS a;", "--format", "JSONEachRow", "--db", db).stdout == '{"a":10}\n'
+
+
+@pytest.mark.parametrize("template, problem", [("{description} {0}", "unknown placeholder(s) 0"),
+                                               ("{description} {", "write a literal brace"),
+                                               ("{{description}}", "no {description} placeholder"),
+                                               ("{description.__class__}", "unknown placeholder")])
+def test_try_checks_its_templates_as_a_vocabularys_are_checked(tmp_path, template, problem):
+    result = columnist("try", "the Moon", "--template", template, "--db", f"chdb://{tmp_path / 'db'}", check=False)
+    assert result.returncode == 2 and problem in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -110,6 +110,8 @@ def test_missing_file_is_named(tmp_path):
     ("version: 1099511627776", "less than or equal to 4294967295"),
     ("calibration: {centre: .nan, scale: 2.5}", "finite number"),
     ("thresholds: {accept: .inf, reject: 0.2}", "finite number"),
+    ("version: true", "valid integer"),  # not version 1
+    ("name: other", "the key 'name' is given twice"),  # PyYAML kept the last without a word
 ])
 def test_documents_that_would_break_the_worker_are_refused(edit, problem):
     text = GOOD.replace("version: 1\n", f"version: 1\n{edit}\n") if not edit.startswith("version") \
@@ -117,6 +119,12 @@ def test_documents_that_would_break_the_worker_are_refused(edit, problem):
     with pytest.raises(VocabularyError) as caught:
         parse_vocabulary(text, "demo.yaml")
     assert problem in str(caught.value) and "demo.yaml" in str(caught.value)
+
+
+@pytest.mark.parametrize("label, problem", [("'  '", "the label is blank"), ("'Moon|Luna'", "holds '|'")])
+def test_a_label_a_photo_manager_would_misread_as_a_keyword_is_refused(label, problem):
+    with pytest.raises(VocabularyError, match=problem):
+        parse_vocabulary(GOOD.replace("label: Earth", f"label: {label}"), "demo.yaml")
 
 
 def test_deeply_nested_rules_are_refused_naming_the_entry():
