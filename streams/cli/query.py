@@ -39,12 +39,14 @@ def query(
     """Run a SQL query and print the result (through the worker while it owns an embedded database)."""
     from columnist.cli.errors import USAGE
     from columnist.cli.reader import QueryFailed, Reader
-    from columnist.store.clickhouse import engine_message
+    from columnist.store.clickhouse import check_format, engine_message
 
     text, named = _own_format(_read_sql(sql, file))
     if named and format and named != format:
         fail(f"the query ends in FORMAT {named} and --format says {format}: give one of them", USAGE)
     fmt = format or named or ("table" if sys.stdout.isatty() else "TabSeparatedWithNames")
+    if fmt != "table":
+        check_format(fmt)  # a name that is no format is a bad argument, before any database is opened
     reader = Reader(db or settings().db, settings())
     try:
         _one_statement(reader, text)

@@ -8,10 +8,13 @@ gives every logit, no image is decoded.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from columnist.files import read_regular_file
+from columnist.printable import printable
 from columnist.vocab.calibration import LogisticFit, fit_labelled, suggest_unlabelled
 from columnist.vocab.prompts import text_embeddings
 from columnist.records import ModelCalibration
@@ -60,18 +63,25 @@ def statistics_rows(vocab: Vocabulary, logits: dict[str, "np.ndarray"], model: M
     return rows
 
 
+MAX_LABELS_BYTES = 100_000_000
+"""A labels CSV: at most this many bytes (a few million labels)."""
+
+
 def read_labels(path: Path) -> dict[str, dict[str, int]]:
     """CSV with columns image_id, attribute, label (0/1) -> {attribute: {image_id: label}}."""
     labels: dict[str, dict[str, int]] = {}
-    with open(path, newline="") as handle:
-        for line, row in enumerate(csv.DictReader(handle), start=2):
-            try:
-                value = int(row["label"])
-                if value not in (0, 1):
-                    raise ValueError
-                labels.setdefault(row["attribute"], {})[row["image_id"]] = value
-            except (KeyError, TypeError, ValueError):
-                raise ValueError(f"{path}:{line}: expected columns image_id, attribute, label (0 or 1), got {row}") from None
+    try:
+        text = read_regular_file(path, MAX_LABELS_BYTES).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{printable(path)}: not UTF-8 text") from None
+    for line, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
+        try:
+            value = int(row["label"])
+            if value not in (0, 1):
+                raise ValueError
+            labels.setdefault(row["attribute"], {})[row["image_id"]] = value
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}:{line}: expected columns image_id, attribute, label (0 or 1), got {row}") from None
     return labels
 
 

@@ -317,7 +317,8 @@ def test_a_query_that_is_not_one_readable_statement_is_a_bad_argument(tmp_path):
              ((["-"], b"-- only a comment\n/* and another */ ;"), "give a query"),
              ((["--file", str(tmp_path / "latin1.sql")], b""), "is not UTF-8 text"),
              ((["SELECT 2", "--file", str(tmp_path / "good.sql")], b""), "give the query once"),
-             ((["SELECT 10 AS a; SELECT 20 AS b", "--format", "Parquet"], b""), "one statement at a time")]
+             ((["SELECT 10 AS a; SELECT 20 AS b", "--format", "Parquet"], b""), "one statement at a time"),
+             ((["SELECT 1", "--format", "a b"], b""), "is not a ClickHouse output format name")]
     for (args, stdin), said in cases:
         result = subprocess.run([sys.executable, "-m", "columnist", "query", *args, "--db", db], input=stdin,
                                 capture_output=True, timeout=300, cwd=REPO)
