@@ -174,26 +174,13 @@ def status(db: Optional[str] = DbOption,
     """The worker(s): consumer lag, this group's dead letters, and the store actually read
     (directly, or through the worker that owns it): counts per kind, applied vocabularies,
     scores per attribute."""
-    from columnist.cli.deadletters import since_option
     from columnist.cli.output import print_rows
     from columnist.cli.reader import Reader
-    from columnist.kafka.deadletters import read_dead_letters
-    from columnist.kafka.lag import kafka_status
 
     settings = current_settings()
+    reader = Reader(db or settings.db, settings)  # no database: said first, without waiting for Kafka
     try:
-        lag = kafka_status(settings)
-        letters = read_dead_letters(settings, since_option(since), group=settings.group, limit=1)
-        typer.echo(f"kafka {settings.kafka}: consumer group {settings.group!r} lag {lag['lag']} "
-                   f"({lag['per_partition']}); {letters.matching} dead letters of this group in the last {since} "
-                   f"({lag['dead_letters']} on {settings.topic_deadletter} in all: `columnist deadletters`)")
-    except Exception as err:  # Kafka down is part of the status: said, then the exit code says it too
-        kafka_down = True
-        typer.echo(f"kafka {settings.kafka}: unavailable ({' '.join(str(err).split())[:200] or type(err).__name__})")
-    else:
-        kafka_down = False
-    reader = Reader(db or settings.db, settings)
-    try:
+        kafka_down = not _kafka_line(settings, since)
         if reader.store is not None:
             typer.echo(f"database {reader.store.dsn} (read directly)")
         else:
@@ -211,6 +198,25 @@ def status(db: Optional[str] = DbOption,
         from columnist.cli.errors import UNAVAILABLE
 
         raise typer.Exit(UNAVAILABLE)
+
+
+def _kafka_line(settings, since: str) -> bool:
+    """Say the consumer group's lag and dead letters; False when Kafka cannot be reached (said too)."""
+    from columnist.cli.deadletters import since_option
+    from columnist.kafka.deadletters import read_dead_letters
+    from columnist.kafka.lag import kafka_status
+
+    try:
+        lag = kafka_status(settings)
+        letters = read_dead_letters(settings, since_option(since), group=settings.group, limit=1)
+    except Exception as err:  # Kafka down is part of the status: said, then the exit code says it too
+        typer.echo(f"kafka {settings.kafka}: unavailable ({' '.join(str(err).split())[:200] or type(err).__name__}); "
+                   "workers need it, `tag` does not")
+        return False
+    typer.echo(f"kafka {settings.kafka}: consumer group {settings.group!r} lag {lag['lag']} "
+               f"({lag['per_partition']}); {letters.matching} dead letters of this group in the last {since} "
+               f"({lag['dead_letters']} on {settings.topic_deadletter} in all: `columnist deadletters`)")
+    return True
 
 
 def _migration_line(models: dict) -> str:
