@@ -33,8 +33,8 @@ def since_option(text: Optional[str]) -> Optional[datetime]:
 def deadletters(
     since: Optional[str] = typer.Option(None, "--since", metavar="WHEN", help="Only letters since then: 30m, 2h, 7d "
                                         "or a date/time (default: all)."),
-    grep: str = typer.Option("", "--grep", callback=utf8_text, metavar="TEXT", help="Only letters whose reason, error, image id, worker "
-                                                               "or event contains TEXT (any case)."),
+    grep: str = typer.Option("", "--grep", metavar="TEXT", help="Only letters whose reason, error, image id, worker "
+                                                               "or event contains TEXT (any case).", callback=utf8_text),
     all_groups: bool = typer.Option(False, "--all-groups", help="Letters of every consumer group (default: "
                                                                 "$COLUMNIST_GROUP's)."),
     limit: int = typer.Option(50, metavar="N", help="Show at most the newest N letters."),

@@ -155,7 +155,7 @@ def embed(
     out: Path = typer.Option(..., "--out", help="The .npy file to write."),
     model: Optional[str] = typer.Option(None, "--model", help="'mock', a built-in model or a directory."),
     image: List[Path] = typer.Option([], "--image", help="An image file (repeatable)."),
-    text: List[str] = typer.Option([], "--text", callback=utf8_text, help="A text (repeatable)."),
+    text: List[str] = typer.Option([], "--text", help="A text (repeatable).", callback=utf8_text),
 ) -> None:
     """Write L2-normalised embeddings, one row per input in order, to a .npy file."""
     import numpy as np

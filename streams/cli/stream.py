@@ -34,8 +34,8 @@ def worker(
 def publish_images(
     paths: List[Path] = typer.Argument(..., metavar="PATHS...", help="Photos, videos and folders (walked "
                                        "recursively)."),
-    collection: str = typer.Option("", callback=utf8_text, help="Collection name carried by each event; it also namespaces image ids "
-                                   "(collection/relative path instead of the file URI)."),
+    collection: str = typer.Option("", help="Collection name carried by each event; it also namespaces image ids "
+                                   "(collection/relative path instead of the file URI).", callback=utf8_text),
 ) -> None:
     """Publish one ingest event per image or video (file:// URIs as given, links kept; the
     worker's COLUMNIST_IMAGE_ROOTS must cover them: files outside the roots set here are named

@@ -19,8 +19,8 @@ def tag(
     vocab: Optional[str] = VocabOption,
     model: Optional[str] = ModelOption,
     db: Optional[str] = DbOption,
-    collection: str = typer.Option("", callback=utf8_text, help="Collection name stored with each image; it also namespaces image ids "
-                                   "(collection/relative path instead of the file URI)."),
+    collection: str = typer.Option("", help="Collection name stored with each image; it also namespaces image ids "
+                                   "(collection/relative path instead of the file URI).", callback=utf8_text),
     batch_size: Optional[int] = typer.Option(None, min=1, max=1024, help="Images per encoder batch."),
     force: bool = typer.Option(False, "--force", help="Decode and encode every image again, even unchanged ones."),
 ) -> None:

@@ -12,7 +12,8 @@ from columnist.cli.common import utf8_text
 
 def watch(
     folders: List[Path] = typer.Argument(..., metavar="FOLDERS...", help="The folders to watch (recursively)."),
-    collection: str = typer.Option("", callback=utf8_text, help="Collection name: it also namespaces image ids, as with publish images."),
+    collection: str = typer.Option("", help="Collection name: it also namespaces image ids, as with publish images.",
+                                   callback=utf8_text),
     settle: float = typer.Option(2.0, metavar="SECONDS", help="A file is published once its size and time have not "
                                  "changed for this long (a copy in progress is not taken half-way)."),
 ) -> None:

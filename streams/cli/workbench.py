@@ -76,8 +76,10 @@ def calibrate(
 
 
 def try_(
-    description: str = typer.Argument(..., callback=utf8_text, help="An ad-hoc description, e.g. 'a spacecraft window or porthole'."),
-    template: List[str] = typer.Option([], "--template", callback=utf8_text, help="Prompt template(s) with {description}."),
+    description: str = typer.Argument(..., help="An ad-hoc description, e.g. 'a spacecraft window or porthole'.",
+                                      callback=utf8_text),
+    template: List[str] = typer.Option([], "--template", help="Prompt template(s) with {description}.",
+                                       callback=utf8_text),
     top: int = typer.Option(10, min=1, max=10_000, help="How many top and borderline images to show."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Write a page of thumbnails with scores."),
     vocab: Optional[str] = VocabOption,
@@ -154,7 +156,8 @@ def gallery(
 
 
 def search(
-    phrase: str = typer.Argument(..., callback=utf8_text, metavar="TEXT", help="What to look for, in words: 'a rocket on the launch pad'."),
+    phrase: str = typer.Argument(..., metavar="TEXT", help="What to look for, in words: 'a rocket on the launch pad'.",
+                                 callback=utf8_text),
     top: int = typer.Option(20, min=1, max=100_000, metavar="N", help="How many images (or video frames) to show."),
     html_out: Optional[Path] = typer.Option(None, "--html", metavar="FILE", help="Write a page of thumbnails too."),
     vocab: Optional[str] = VocabOption,
