@@ -38,7 +38,8 @@ def tag(
     from columnist.vocabulary_change import VocabularyConflict
 
     config = settings()
-    missing = [str(p) for p in paths if not p.exists()]
+    missing = [printable(p) + (" (a link to nothing, or a loop of links)" if p.is_symlink() else "")
+               for p in paths if not p.exists()]
     if missing:
         fail(f"not found: {', '.join(missing)}", 3)  # before any database is created
     if vocab and Path(vocab).is_file():
