@@ -334,3 +334,12 @@ def test_a_query_that_is_not_one_readable_statement_is_a_bad_argument(tmp_path):
 def test_try_checks_its_templates_as_a_vocabularys_are_checked(tmp_path, template, problem):
     result = columnist("try", "the Moon", "--template", template, "--db", f"chdb://{tmp_path / 'db'}", check=False)
     assert result.returncode == 2 and problem in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_path_that_is_a_loop_of_links_is_named_as_one_before_any_database_is_made(tmp_path):
+    (tmp_path / "a.jpg").symlink_to(tmp_path / "b.jpg")
+    (tmp_path / "b.jpg").symlink_to(tmp_path / "a.jpg")
+    db = tmp_path / "db"
+    assert_short_failure(columnist("tag", str(tmp_path / "a.jpg"), "--db", f"chdb://{db}", check=False), 3,
+                         "a.jpg (a link to nothing, or a loop of links)")
+    assert not db.exists()
