@@ -89,17 +89,18 @@ class Walk:
     """(file, image_id, the file taken under that id): another file of this walk has its id
     (two folders under one collection, say); not taken, or one would replace the other."""
 
+    _taken: dict[str, Path] = field(default_factory=dict, init=False, repr=False, compare=False)
+
     def take(self, image_id_: str, path: Path) -> None:
         """``path`` under ``image_id_``, unless an id clash (the same file given twice is taken once)."""
-        taken = self._taken.setdefault(image_id_, path)
-        if taken is path:
+        taken = self._taken.get(image_id_)
+        if taken is None:
+            self._taken[image_id_] = path
             self.files.append((image_id_, path))
         elif absolute(taken) == absolute(path):
             self.skipped["(given more than once)"] += 1
         else:
             self.clashes.append((path, image_id_, taken))
-
-    _taken: dict[str, Path] = field(default_factory=dict, repr=False)
 
     def clash_reasons(self) -> list[tuple[str, str]]:
         """(file, why it was not taken), as a run's failures are listed."""
@@ -113,8 +114,8 @@ class Walk:
 
 
 def walk(paths: Iterable[str | Path], collection: str = "", follow_links: bool = True) -> Walk:
-    """Files of a kind columnist reads in folders (walked recursively; hidden files and folders
-    left out, and links to files too unless ``follow_links``), and any file named directly;
+    """Files of a kind columnist reads in folders (walked recursively; hidden files left out,
+    and links to files too unless ``follow_links``), and any file named directly;
     what else the folders hold is counted, and files whose ids clash named, not taken."""
     found = Walk()
     for path in map(Path, paths):
@@ -122,7 +123,7 @@ def walk(paths: Iterable[str | Path], collection: str = "", follow_links: bool =
             found.take(image_id(path, None, collection), path)
             continue
         for file in sorted(path.rglob("*")):
-            if any(part.startswith(".") for part in file.relative_to(path).parts):  # or in a hidden folder
+            if file.name.startswith("."):  # as `columnist watch` leaves them (a hidden folder is walked)
                 if not file.is_dir():
                     found.skipped["(hidden)"] += 1
                 continue

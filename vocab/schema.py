@@ -177,10 +177,6 @@ class _Entry(_Strict):
                or ord(c) & 0xFFFE == 0xFFFE]
         if bad:
             raise ValueError(f"the label holds a character a keyword cannot (U+{ord(bad[0]):04X})")
-        if label and not label.strip():
-            raise ValueError("the label is blank: leave it out (the code is the keyword) or write one")
-        if "|" in label:
-            raise ValueError("the label holds '|', which separates the levels of a photo manager's keyword path")
         return label
 
 
@@ -500,8 +496,10 @@ def _loader():
             (``version: 1`` then ``version: 2`` read as 2)."""
             seen = set()
             for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue  # `<<: *defaults` may repeat what it merges; a list key is refused below
                 key = self.construct_object(key_node, deep=True)
-                if isinstance(key, (str, int, float, bool)) and key in seen:
+                if key in seen:
                     raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
                                                             key_node.start_mark)
                 seen.add(key)

@@ -1,5 +1,7 @@
 """The statement `columnist sidecars` reads: each stored image with a file:// URI and the
-attributes it is accepted (or tentative) for, with their labels, page by page."""
+attributes it is accepted (or tentative) for, with their labels, page by page. A label is a
+keyword there: a blank one is the attribute's code, and '|' (which separates the levels of a
+photo manager's keyword path: columnist|vocabulary|label) is written '/'."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ if TYPE_CHECKING:
 
 KEYWORDS = """
 SELECT i.image_id AS image_id, i.uri AS uri, t.vocab_name AS vocab_name, t.attribute AS attribute,
-       if(c.label != '', c.label, t.attribute) AS label, t.score AS score, t.tier AS tier
+       if(trimBoth(c.label) != '', replaceAll(trimBoth(c.label), '|', '/'), t.attribute) AS label,
+       t.score AS score, t.tier AS tier
 FROM (SELECT image_id, uri FROM columnist.images FINAL
       WHERE startsWith(uri, 'file://') AND image_id > {after:String} {only} ORDER BY image_id LIMIT {page:UInt32}) AS i
 LEFT JOIN (SELECT image_id, vocab_name, attribute, score, tier FROM columnist.image_attribute_tier

@@ -137,6 +137,22 @@ def test_an_image_whose_sidecar_name_would_be_too_long_is_named_and_the_others_g
     assert len(run.changes) == len(list(PHOTOS.glob("*.jpg"))) + 1  # the others got theirs
 
 
+def test_a_blank_label_is_the_code_and_a_bar_in_a_label_is_no_extra_keyword_level(store, space_vocab, tagged):
+    document = space_vocab.model_dump(mode="json")
+    document["version"] = 2
+    document["thresholds"] = {"accept": 1e-9, "reject": 1e-10}  # every score accepted
+    for entry in document["attributes"] + document.get("derived", []):
+        entry.pop("thresholds", None)
+    first, second = document["attributes"][:2]
+    first["label"], second["label"] = "   ", "Moon|Luna"  # valid in a vocabulary stored before these were written
+    apply_vocabulary(store, MockEncoder(), space_vocab, vocabulary_from_dict(document), 0, default_view=True)
+    xmp.write_all(store, [tagged], ["space"], ["accepted"])
+    keywords = subjects(tagged / "moon.jpg.xmp")
+    assert first["code"] in keywords and "Moon/Luna" in keywords and "   " not in keywords
+    hierarchical = read_tag(tagged / "moon.jpg.xmp", "XMP-lr:HierarchicalSubject")
+    assert "columnist|space|Moon/Luna" in hierarchical and "columnist|space|Moon|Luna" not in hierarchical
+
+
 def test_the_command_names_what_it_did(store, tagged, tmp_path):
     from tests.streams.test_cli import columnist
 

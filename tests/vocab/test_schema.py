@@ -121,10 +121,12 @@ def test_documents_that_would_break_the_worker_are_refused(edit, problem):
     assert problem in str(caught.value) and "demo.yaml" in str(caught.value)
 
 
-@pytest.mark.parametrize("label, problem", [("'  '", "the label is blank"), ("'Moon|Luna'", "holds '|'")])
-def test_a_label_a_photo_manager_would_misread_as_a_keyword_is_refused(label, problem):
-    with pytest.raises(VocabularyError, match=problem):
-        parse_vocabulary(GOOD.replace("label: Earth", f"label: {label}"), "demo.yaml")
+def test_a_merge_key_still_merges_and_a_list_as_a_key_is_refused_by_name():
+    merged = parse_vocabulary("name: demo\nversion: 1\nattributes:\n  - &moon {code: moon, description: the Moon}\n"
+                              "  - {<<: *moon, code: luna}\n")
+    assert [(a.code, a.description) for a in merged.attributes] == [("moon", "the Moon"), ("luna", "the Moon")]
+    with pytest.raises(VocabularyError, match="invalid YAML"):
+        parse_vocabulary("name: demo\nversion: 1\n? [1, 2]\n: x\nattributes: [{code: a, description: d}]\n")
 
 
 def test_deeply_nested_rules_are_refused_naming_the_entry():
