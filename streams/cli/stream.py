@@ -178,9 +178,9 @@ def status(db: Optional[str] = DbOption,
     from columnist.cli.reader import Reader
 
     settings = current_settings()
-    reader = Reader(db or settings.db, settings)  # no database: said first, without waiting for Kafka
+    kafka_down = not _kafka_line(settings, since)
+    reader = Reader(db or settings.db, settings)  # after Kafka: an embedded database is held only to read it
     try:
-        kafka_down = not _kafka_line(settings, since)
         if reader.store is not None:
             typer.echo(f"database {reader.store.dsn} (read directly)")
         else:
