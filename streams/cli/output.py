@@ -8,22 +8,27 @@ readable precision (six significant digits: 5.999999848427251e-05 is 6e-05).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Sequence
 
-from columnist.printable import printable
 from columnist.store.rows import plain
+
+CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""What a terminal acts on instead of showing: control characters, line and paragraph
+separators, and the marks that reverse the direction of the text after them."""
 
 
 def shown(value: Any) -> str:
-    """A value as a terminal shows it: control characters escaped (an image id is a file name,
-    and a file name may hold an escape sequence or a newline)."""
+    """A value as a terminal shows it, its control characters escaped (an image id is a file
+    name, which may hold an escape sequence or a newline); other text as it is (a no-break
+    space, an emoji joined by a zero-width joiner)."""
     value = plain(value)
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, list):
         return "[" + ", ".join(shown(v) for v in value) + "]"
     text = "NULL" if value is None else str(value)
-    return printable(text, len(text))
+    return CONTROLS.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def tsv_field(value: Any) -> str:
@@ -33,11 +38,6 @@ def tsv_field(value: Any) -> str:
     for raw, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"), ("\0", "\\0")):
         text = text.replace(raw, escaped)
     return text
-
-
-def sql_string(text: str) -> str:
-    """``text`` as a ClickHouse string literal."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def print_rows(columns: Sequence[str], rows: Sequence[Sequence]) -> None:

@@ -170,12 +170,11 @@ def search(
     import sys
 
     from columnist.cli.common import fail, settings, vocabulary_in
-    from columnist.cli.output import print_rows, sql_string, tsv_field
-    from columnist.printable import printable
+    from columnist.cli.output import print_rows, shown, tsv_field
     from columnist.cli.reader import Reader
     from columnist.models.registry import load_encoder
     from columnist.prompt_cache import PromptCache
-    from columnist.store.search import count_sql, inline_ranking, search_sql
+    from columnist.store.search import count_sql, inline_ranking, search_sql, sql_string
     from columnist.workbench.search import encode_phrase
 
     if not phrase.strip():
@@ -206,7 +205,7 @@ def search(
         print_rows(["rank", "probability", "logit", "image"], [[rank, p, lg, image_id]
                                                               for rank, (image_id, p, lg, _) in enumerate(rows, 1)])
         typer.echo(f"{phrase!r}: probability = sigmoid((logit - {found.centre:g}) / {found.scale:g}); rank by it in "
-                   f"SQL with the view columnist.search(phrase = {printable(sql_string(found.text), 500)})", err=True)
+                   f"SQL with the view columnist.search(phrase = {shown(sql_string(found.text))})", err=True)
     if html_out:
         from columnist.workbench.gallery import Scored, Section, write_html
 

@@ -34,15 +34,16 @@ def inline_ranking(embedding: "np.ndarray", logit_scale: float, centre: float, s
     scale, centre, width = float(logit_scale), float(centre), float(scale)
     return (f"SELECT image_id, toFloat32({scale!r} * dotProduct(embedding, [{vector}])) AS logit, "
             f"toFloat32(1 / (1 + exp(-(logit - {centre!r}) / {width!r}))) AS probability "
-            f"FROM columnist.image_embedding FINAL WHERE model = {_literal(model)}")
+            f"FROM columnist.image_embedding FINAL WHERE model = {sql_string(model)}")
 
 
 def count_sql(model: str) -> str:
     """How many embeddings a search over ``model``'s ranks (the page's "showing N of M")."""
-    return f"SELECT count() FROM columnist.image_embedding FINAL WHERE model = {_literal(model)}"
+    return f"SELECT count() FROM columnist.image_embedding FINAL WHERE model = {sql_string(model)}"
 
 
-def _literal(text: str) -> str:
+def sql_string(text: str) -> str:
+    """``text`` as a ClickHouse string literal."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 

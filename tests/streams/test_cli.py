@@ -284,7 +284,8 @@ def test_a_value_too_long_for_the_terminal_switches_to_one_line_a_column_instead
 
 
 def test_names_from_outside_reach_the_terminal_escaped_and_never_as_markup(monkeypatch, capsys):
-    from columnist.cli.output import print_rows, sql_string, tsv_field
+    from columnist.cli.output import print_rows, shown, tsv_field
+    from columnist.store.search import sql_string
 
     monkeypatch.setenv("COLUMNS", "200")
     print_rows(["[/]", "image"], [[1, "e\x1b[31mred[bold].jpg"], [2, "two\nlines.jpg"]])
@@ -294,6 +295,8 @@ def test_names_from_outside_reach_the_terminal_escaped_and_never_as_markup(monke
     assert "a  b" in capsys.readouterr().out
     assert tsv_field("a\tb\nc\\d") == "a\\tb\\nc\\\\d"  # as ClickHouse's TabSeparated escapes them
     assert sql_string("it's a \\ quote") == "'it\\'s a \\\\ quote'"
+    assert shown("la\xa0Lune 👩\u200d🚀") == "la\xa0Lune 👩\u200d🚀"  # text a terminal shows is left as it is
+    assert shown("\u202egpj.exe") == "\\u202egpj.exe"  # a mark that would show it reversed is not
 
 
 @pytest.mark.parametrize("args, env, named", [
