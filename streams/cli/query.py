@@ -47,7 +47,7 @@ def query(
         fail(f"the query ends in FORMAT {named} and --format says {format}: give one of them", USAGE)
     fmt = format or named or ("table" if sys.stdout.isatty() else "TabSeparatedWithNames")
     if fmt != "table":
-        check_format(fmt)  # a name that is no format is a bad argument, before any database is opened
+        check_format(fmt)  # a name that cannot be a format's is a bad argument, before any database is opened
     reader = Reader(db or settings().db, settings())
     try:
         _one_statement(reader, text)
@@ -120,15 +120,10 @@ COMMENTS = re.compile(r"--[^\n]*|#[^\n]*|/\*.*?\*/", re.DOTALL)
 def _one_statement(reader, text: str) -> None:
     """Several statements would each write their own result, the last alone in the format asked
     for (a Parquet file would begin with another's text): refused, as ClickHouse's parser says."""
-    from columnist.store.query_guard import QueryRefused, canonical_text
+    from columnist.store.query_guard import several_statements
 
-    if reader.store is None:  # the worker's page checks it
-        return
-    try:
-        canonical_text(reader.store.client, text)
-    except QueryRefused as err:
-        if "multi-statements" in str(err).lower():  # a syntax error is the engine's to report, as it runs
-            fail("one statement at a time: each would print its own result", 2)
+    if reader.store is not None and several_statements(reader.store.client, text):  # the worker's page checks its own
+        fail("one statement at a time: each would print its own result", 2)
 
 
 def register(app: typer.Typer) -> None:

@@ -86,6 +86,15 @@ def canonical_text(client: Any, sql: str) -> str:
         raise QueryRefused(f"not one valid SQL statement: {_first_line(err)}") from None
 
 
+def several_statements(client: Any, sql: str) -> bool:
+    """Whether ClickHouse's parser reads ``sql`` as more than one statement (whatever its length)."""
+    try:
+        client.query("SELECT formatQuerySingleLine({q:String})", parameters={"q": sql}, settings={"readonly": 1})
+    except Exception as err:  # noqa: BLE001 - a syntax error is the engine's to report when the query runs
+        return "multi-statements" in str(err).lower()
+    return False
+
+
 def _discovery(canonical: str) -> str:
     if canonical in ("SHOW TABLES", f"SHOW TABLES FROM {DATABASE}"):
         return f"SHOW TABLES FROM {DATABASE}"

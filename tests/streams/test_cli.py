@@ -321,6 +321,9 @@ def test_a_query_that_is_not_one_readable_statement_is_a_bad_argument(tmp_path):
              ((["--file", str(tmp_path / "latin1.sql")], b""), "is not UTF-8 text"),
              ((["SELECT 2", "--file", str(tmp_path / "good.sql")], b""), "give the query once"),
              ((["SELECT 10 AS a; SELECT 20 AS b", "--format", "Parquet"], b""), "one statement at a time"),
+             ((["SELECT 1 AS a; SELECT '" + "x" * 70_000 + "' AS b", "--format", "JSONEachRow"], b""),
+              "one statement at a time"),  # past the worker page's length limit too
+             ((["-"], "SELECT '\x00'".encode()), "holds a NUL byte"),
              ((["SELECT 1", "--format", "a b"], b""), "is not a ClickHouse output format name")]
     for (args, stdin), said in cases:
         result = subprocess.run([sys.executable, "-m", "columnist", "query", *args, "--db", db], input=stdin,
