@@ -1,12 +1,13 @@
-"""pyarrow, without the import of pandas it makes the first time it builds an array.
+"""pyarrow, without the import of pandas it makes when it builds an array.
 
-pyarrow looks once per process for pandas, the first time it builds an array, so that it can
-take pandas objects; chdb depends on pandas, so that look imports it: a third of a second of
-CPU, a fifth of a `columnist tag` of one photo, and taken from the encoder in a long `tag` or a
-worker's first batch. columnist never hands pyarrow a pandas object, so the look is made here
-to find none. pyarrow imports pandas again wherever pandas is really asked for (``to_pandas``),
-so that still works. Import ``pa`` from here in the store, before any other thread could be
-importing pandas at that moment (nothing in columnist does).
+pyarrow looks for pandas the first time it builds an array, so that it can take pandas
+objects; chdb depends on pandas, so that look imports it: a third of a second of CPU, a fifth
+of a `columnist tag` of one photo, and taken from the encoder in a long `tag` or a worker's
+first batch. columnist never hands pyarrow a pandas object, so the look is made here to find
+none, when a store is opened (on the thread that opens it, before the writers start); and the
+store builds every column with its type (``strings``), because pyarrow infers an untyped
+list's type through pandas all the same. pyarrow imports pandas again wherever pandas is really
+asked for (``to_pandas``), so that still works.
 """
 
 from __future__ import annotations

@@ -176,6 +176,8 @@ class ClickHouseStore:
         """StoreLocked when another process owns the embedded database at ``dsn``."""
         import clickhouse_connect
 
+        import columnist.store.arrow  # noqa: F401 - pyarrow told there is no pandas, before any writer thread runs
+
         dsn = normalise_dsn(dsn)
         if dsn.startswith("chdb:///"):
             path = Path(dsn[len("chdb://"):])
