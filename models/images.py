@@ -85,11 +85,10 @@ def decode(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, at_leas
     if kind == media.VIDEO:
         raise ImageError(name, "a video, not a still image")
     _check_declared_size(data, name, max_pixels)
-    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow refuses past twice this in open, where a plugin may decode
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = _open(data)
+            image = _open(data, max_pixels)
     except UnidentifiedImageError:
         raise ImageError(name, f"not an image columnist reads (it reads {READS})") from None
     except Image.DecompressionBombError as err:
@@ -127,7 +126,7 @@ def decode(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, at_leas
                                f"{_describe(err)}") from None
 
 
-def decoded_pixels(data: bytes, at_least: int = 0) -> int:
+def decoded_pixels(data: bytes, at_least: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     """How many pixels ``decode(data, at_least=...)`` will decode, from the header alone
     (UNKNOWN_PIXELS when the header cannot be read: decode then says why)."""
 
@@ -141,7 +140,7 @@ def decoded_pixels(data: bytes, at_least: int = 0) -> int:
             return width * height
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            image = _open(data)
+            image = _open(data, max_pixels)
             if at_least and image.format in DRAFT_FORMATS:
                 image.draft("RGB", (at_least, at_least))
             return image.size[0] * image.size[1]
@@ -167,12 +166,15 @@ def _check_declared_size(data: bytes, name: str, max_pixels: int) -> None:
 _PLUGINS = []
 
 
-def _open(data: bytes) -> "Image":
+def _open(data: bytes, max_pixels: int) -> "Image":
+    """Pillow's open, which refuses an image of more than twice MAX_IMAGE_PIXELS (a plugin may
+    decode inside it): that limit is COLUMNIST_MAX_IMAGE_PIXELS, the same in every thread."""
     from PIL import Image
 
     if not _PLUGINS:
         _register_plugins()
         _PLUGINS.append(True)
+    Image.MAX_IMAGE_PIXELS = max_pixels
     return Image.open(io.BytesIO(data), formats=FORMATS)
 
 

@@ -81,7 +81,7 @@ def prepare(data: bytes, name: str, encoder: "Encoder", image_id: str, uri: str,
         with _large_decode:  # one video at a time
             return _prepare_video(data, name, encoder, ImageRecord(image_id, uri, collection, 0, 0, sha256, "video"),
                                   limits, at_least)
-    large = decoded_pixels(data, at_least) > LARGE_DECODE_PIXELS
+    large = decoded_pixels(data, at_least, limits.max_pixels) > LARGE_DECODE_PIXELS
     with _large_decode if large else nullcontext():
         decoded = decode(data, name, limits.max_pixels, at_least=at_least, kind=kind)
         record = ImageRecord(image_id, uri, collection, decoded.width, decoded.height, sha256)

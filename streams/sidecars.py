@@ -275,8 +275,8 @@ def write_all(store: "Statements", roots: Sequence[Path], vocabularies: Sequence
         try:
             change = update(folder / image.name, keywords, naming, dry_run, scope, folders)
         except OSError as err:  # a name too long once '.xmp' is added, a folder gone meanwhile: this image only
-            change = Change(image, image.with_name(image.name + ".xmp"),
-                            error=f"left as it is: {err.strerror or type(err).__name__}")
+            sidecar = image.with_name(image.name + ".xmp") if naming == "append" else image.with_suffix(".xmp")
+            change = Change(image, sidecar, error=f"left as it is: {err.strerror or type(err).__name__}")
         if change.changed or change.error:
             run.changes.append(change)
     return run

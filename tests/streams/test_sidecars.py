@@ -132,8 +132,8 @@ def test_an_image_whose_sidecar_name_would_be_too_long_is_named_and_the_others_g
     shutil.copy(PHOTOS / "moon.jpg", long_name)
     tag(find_images([long_name]), space_vocab, MockEncoder(), store)
     run = xmp.write_all(store, [tagged], ["space"], ["accepted"])
-    errors = {c.image.name: c.error for c in run.changes if c.error}
-    assert errors == {long_name.name: "left as it is: File name too long"}
+    errors = {c.image.name: (c.error, c.sidecar.name) for c in run.changes if c.error}
+    assert errors == {long_name.name: ("left as it is: File name too long", long_name.name + ".xmp")}
     assert len(run.changes) == len(list(PHOTOS.glob("*.jpg"))) + 1  # the others got theirs
 
 
