@@ -54,6 +54,16 @@ class ImageEvent(BaseModel):
             raise ValueError("uri: missing (an event without one must say deleted: true)")
         return self
 
+    @field_validator("image_id")
+    @classmethod
+    def _not_a_frame_id(cls, image_id: str) -> str:
+        from columnist.models.video import parse_frame_id
+
+        if parse_frame_id(image_id):
+            raise ValueError("has the form of a video frame's id (<video id>#t=<seconds>), which columnist gives "
+                             "the frames it samples from videos: choose another")
+        return image_id
+
     @field_validator("uri")
     @classmethod
     def _text(cls, uri: str) -> str:

@@ -372,8 +372,16 @@ class ClickHouseStore:
 
     def _replace_frames(self, batch: ScoredBatch) -> None:
         """The batch's videos' frames; frames an earlier version of one of its ids had (another
-        video, or another sampling) go, with their embeddings and scores."""
+        video, or another sampling) go, with their embeddings and scores; and so does the
+        embedding of an image an id named before it named a video (a video's are its frames')."""
         ids = [i.image_id for i in batch.images]
+        videos = [i.image_id for i in batch.images if i.kind == "video"]
+        if videos:
+            _, was_image = self.query("SELECT DISTINCT image_id FROM columnist.image_embedding "
+                                      "WHERE image_id IN {v:Array(String)}", {"v": videos})
+            if was_image:
+                self.command("DELETE FROM columnist.image_embedding WHERE image_id IN {v:Array(String)}",
+                             {"v": [i for (i,) in was_image]})
         new = {f.frame_id for f in batch.frames}
         _, rows = self.query("SELECT DISTINCT frame_id FROM columnist.video_frames WHERE video_id IN {ids:Array(String)}",
                              {"ids": ids})

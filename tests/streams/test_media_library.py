@@ -106,3 +106,17 @@ def test_a_new_attribute_reaches_frames_videos_and_segments_without_decoding(sto
                        "AND attribute = 'green'", v=launch) == [(3.0, 4.5)]
     green = dict(rows(store, "SELECT image_id, green FROM columnist.columns_colours"))
     assert len(green) == 9 and green[launch] > 0.8 and all(value is not None for value in green.values())
+
+
+def test_an_image_replaced_by_a_video_leaves_no_embedding_of_the_image_and_store_check_finds_all_well(store, library):
+    from columnist.store.check import find
+
+    still = library / "still.jpg"
+    shutil.copy(library / "IMG_0008.jpg", still)
+    vocabulary, encoder = colours("red", "blue"), ColourEncoder()
+    tag([("samples/x", still)], vocabulary, encoder, store)
+    tag([("samples/x", library / "launch.mp4")], vocabulary, encoder, store)  # the same id, now a video
+    assert rows(store, "SELECT count() FROM columnist.image_embedding FINAL WHERE image_id = 'samples/x'") == [(0,)]
+    assert rows(store, "SELECT count() FROM columnist.video_frames FINAL WHERE video_id = 'samples/x'") == [(4,)]
+    found = find(store, encoder.name, [vocabulary], grace=0)
+    assert found.images_without_embedding == 0 and found.content_differs == 0  # a video's embeddings are its frames'
