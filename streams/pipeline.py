@@ -139,6 +139,8 @@ class BatchPreparer:
                 self.first[item.sha256] = outcome  # the first item of new content: its own result
             elif not isinstance(outcome, Exception):
                 outcome = self._attempt(item)  # known content, or a copy of content prepared above
+            elif item.sha256 in seen and isinstance(outcome, ImageError):
+                outcome = ImageError(item.name, outcome.reason)  # the same content failed: said of this image
             seen.add(item.sha256)
             results.append(outcome)
         return results

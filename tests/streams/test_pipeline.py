@@ -23,7 +23,8 @@ def test_results_keep_order_duplicates_decode_once_and_failures_are_per_item():
     assert [r.record.image_id if not isinstance(r, Exception) else "error" for r in results] == [
         "id-0", "error", "id-2", "id-3", "id-4", "error", "id-6"]
     assert isinstance(results[1], ImageError) and "item-1" in str(results[1])
-    assert results[5] is results[1]  # the same bad content is not decoded twice
+    assert results[5].reason == results[1].reason  # the same bad content is not decoded twice,
+    assert "item-5" in str(results[5]) and "item-1" not in str(results[5])  # and is said of each image
     decoded = [r for r in results if not isinstance(r, Exception) and r.tensor is not None]
     assert len(decoded) == 4  # photos[0] twice: its second item reuses the first
     assert results[3].tensor is None and results[3].record.sha256 == results[0].record.sha256
