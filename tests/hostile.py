@@ -180,6 +180,7 @@ def image_cases(root: Path, outside: Path) -> list[Case]:
         Case("a file with a host", event("host", "file://example.com/etc/passwd"), "names a host"),
         Case("a lone surrogate escape in a file URI", event("surrogate", uri + "m\udcffoon.jpg"), "not valid Unicode"),
         Case("an image id in a video frame's form", event("clip.mp4#t=0.000", uri + "ok.jpg"), "video frame's id"),
+        Case("a newline in a file URI (the URL parser drops it)", event("nl", uri + "ok.jpg\n"), "control character"),
         Case("a delete of a video frame's id", b'{"schema": 1, "image_id": "v#t=1.5", "deleted": true}',
              "video frame's id"),
         Case("not an image", event("notimg", uri + "ok.jpg"), "not an image"),
