@@ -37,7 +37,7 @@ $(VENV)/.export-installed: $(VENV)/.installed
 test: setup
 	$(BIN)/pytest
 
-# the inner loop: everything that needs no Kafka broker (no JVM), in about four minutes
+# the inner loop: everything that needs no Kafka broker (no JVM), in about five minutes
 test-fast: setup
 	$(BIN)/pytest -m "not kafka"
 
