@@ -99,7 +99,12 @@ def sidecar_of(image: Path, naming: str = "append", folders: "Folders | None" = 
         return appended
     if os.path.lexists(replaced):
         return replaced
-    return appended if naming == "append" else replaced
+    return new_sidecar(image, naming)
+
+
+def new_sidecar(image: Path, naming: str = "append") -> Path:
+    """The name ``naming`` gives a sidecar ``image`` has none of yet (NAMINGS)."""
+    return image.with_name(image.name + ".xmp") if naming == "append" else image.with_suffix(".xmp")
 
 
 class Folders:
@@ -275,8 +280,8 @@ def write_all(store: "Statements", roots: Sequence[Path], vocabularies: Sequence
         try:
             change = update(folder / image.name, keywords, naming, dry_run, scope, folders)
         except OSError as err:  # a name too long once '.xmp' is added, a folder gone meanwhile: this image only
-            sidecar = image.with_name(image.name + ".xmp") if naming == "append" else image.with_suffix(".xmp")
-            change = Change(image, sidecar, error=f"left as it is: {err.strerror or type(err).__name__}")
+            change = Change(image, new_sidecar(image, naming),
+                            error=f"left as it is: {err.strerror or type(err).__name__}")
         if change.changed or change.error:
             run.changes.append(change)
     return run

@@ -8,14 +8,10 @@ readable precision (six significant digits: 5.999999848427251e-05 is 6e-05).
 
 from __future__ import annotations
 
-import re
 from typing import Any, Sequence
 
+from columnist.printable import controls_escaped
 from columnist.store.rows import plain
-
-CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-"""What a terminal acts on instead of showing: control characters, line and paragraph
-separators, and the marks that reverse the direction of the text after them."""
 
 
 def shown(value: Any) -> str:
@@ -28,7 +24,7 @@ def shown(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(shown(v) for v in value) + "]"
     text = "NULL" if value is None else str(value)
-    return CONTROLS.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
+    return controls_escaped(text)
 
 
 def tsv_field(value: Any) -> str:

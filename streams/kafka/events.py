@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -72,7 +73,7 @@ class ImageEvent(BaseModel):
         except UnicodeEncodeError:
             raise ValueError("not valid Unicode text (a lone surrogate escape); a file name's bytes that are "
                              "not UTF-8 are percent-encoded in a URI (file:///photos/m%FFoon.jpg)") from None
-        if any(ord(c) < 32 or ord(c) == 127 for c in uri):  # the URL parser drops tabs and newlines: another file
+        if re.search("[\x00-\x1f\x7f]", uri):  # the URL parser drops tabs and newlines: another file
             raise ValueError("holds a control character (a tab, a newline, …): percent-encode it (%0A)")
         return uri
 
