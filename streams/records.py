@@ -219,6 +219,8 @@ class Counters:
     """Images forgotten because their events said so (a file deleted or moved away)."""
     events_superseded: int = 0
     """Events a later event for the same image id in the same batch replaced (not processed)."""
+    events_unkeyed: int = 0
+    """Image events without a Kafka key (taken; in order only on a topic of one partition)."""
     images_failed: int = 0
     """Images that could not be used (dead letters, or tag's 'failed' lines)."""
     prompts_encoded: int = 0

@@ -33,6 +33,18 @@ class Case:
     name: str
     event: bytes | None
     reason: str
+    key: bytes | None = None
+    """The Kafka key it is sent with; None: keyed as a careful producer keys it (kafka_key)."""
+
+    def kafka_key(self, otherwise: bytes) -> bytes:
+        """This case's key, else its event's image_id when it has one, else ``otherwise``."""
+        if self.key is not None:
+            return self.key
+        try:
+            image_id = json.loads(self.event or b"null")["image_id"]
+        except (ValueError, TypeError, KeyError, RecursionError):
+            return otherwise
+        return image_id.encode() if isinstance(image_id, str) and image_id else otherwise
 
 
 def event(image_id: str, uri: str, **extra) -> bytes:
@@ -181,6 +193,8 @@ def image_cases(root: Path, outside: Path) -> list[Case]:
         Case("a lone surrogate escape in a file URI", event("surrogate", uri + "m\udcffoon.jpg"), "not valid Unicode"),
         Case("an image id in a video frame's form", event("clip.mp4#t=0.000", uri + "ok.jpg"), "video frame's id"),
         Case("a newline in a file URI (the URL parser drops it)", event("nl", uri + "ok.jpg\n"), "control character"),
+        Case("an event keyed by another image id (Kafka would order it with that image's events)",
+             event("keyed", uri + "ok.jpg"), "is not this event's image_id", key=b"someone-else"),
         Case("a delete of a video frame's id", b'{"schema": 1, "image_id": "v#t=1.5", "deleted": true}',
              "video frame's id"),
         Case("not an image", event("notimg", uri + "ok.jpg"), "not an image"),
@@ -217,6 +231,12 @@ def vocabulary_cases(valid_document: dict) -> list[Case]:
         return json.dumps({"schema": 1, "name": document.get("name"), "version": document.get("version"),
                            "content_hash": "x" * 64, "document": document}).encode()
 
+    def valid_event(version: int) -> bytes:
+        from columnist.kafka.events import vocab_event
+        from columnist.vocab.schema import vocabulary_from_dict
+
+        return vocab_event(vocabulary_from_dict({**valid_document, "version": version}))
+
     def set_template(template):
         return lambda d: d.update(templates=[template])
 
@@ -231,6 +251,8 @@ def vocabulary_cases(valid_document: dict) -> list[Case]:
             {"code": "deep_not", "rule": "not " * 3000 + "earth"})), "at most 1000 characters"),
         Case("60 nested nots", document_event(lambda d: d.setdefault("derived", []).append(
             {"code": "deep_not", "rule": "not " * 60 + "earth"})), "more than 50 deep"),
+        Case("a vocabulary keyed by another name (compaction would keep it beside the newer ones)",
+             valid_event(90), "is not this event's vocabulary name", key=b"pets"),
         Case("NaN centre", document_event(lambda d: d.update(calibration={"centre": float("nan"), "scale": 2.5})),
              "finite number"),
         Case("a prompt explosion (10,000 prompts of 76,000 characters)", prompt_explosion(), "renders a prompt of"),

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from columnist.errors import BadInput
+from columnist.printable import printable
 
 SCHEMA_VERSION = 1
 MAX_EVENT_BYTES = 1_048_576
@@ -158,6 +159,19 @@ def parse_image_event(raw: bytes | str | None) -> ImageEvent:
 
 def parse_vocab_event(raw: bytes | str | None) -> VocabEvent:
     return _parse(raw, VocabEvent)
+
+
+def check_key(key: bytes | None, expected: str, what: str) -> None:
+    """Refuse an event keyed by anything but its ``what`` (an image's id, a vocabulary's name).
+    Kafka keeps one key's events in order on one partition, and compacts the vocabulary
+    topic by key: an image's delete keyed otherwise could be applied before the event that
+    stored it, and a vocabulary keyed otherwise would outlive its newer versions. An event
+    without a key is taken (counted as unkeyed by the worker): on one partition it is in order."""
+    if key is not None and key != expected.encode("utf-8"):
+        shown = printable(key.decode("utf-8", "backslashreplace"), 100)
+        raise EventError(f"key: '{shown}' is not this event's {what} ('{printable(expected, 100)}'); Kafka keeps "
+                         f"one {what}'s events in order only under one key: key each event by its {what}, "
+                         f"as `columnist publish` does")
 
 
 def image_event(image_id: str, uri: str, collection: str = "", meta: dict | None = None) -> bytes:

@@ -29,7 +29,7 @@ class KafkaSource:
         async for events in self.stream.take_events(self.settings.batch_size, within=self.settings.batch_within):
             for event in events:
                 event.message.incref()  # held until stored: the finally in take_events must not ack it
-            raw = [RawEvent(e.message.value, e.message.partition, e.message.offset) for e in events]
+            raw = [RawEvent(e.message.value, e.message.partition, e.message.offset, e.message.key) for e in events]
             yield Batch(raw, ack=_acker(events))
 
     def vocabularies(self) -> AsyncIterator[RawEvent]:

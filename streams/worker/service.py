@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 from columnist import faults, sidecars
 from columnist.errors import ConfigurationError
-from columnist.kafka.events import MODEL_KEY, dead_letter, parse_vocab_event
+from columnist.kafka.events import MODEL_KEY, check_key, dead_letter, parse_vocab_event
 from columnist.models.registry import load_encoder
 from columnist.pipeline import SecondModel, Texts, embed_and_score_isolating, encoded_count
 from columnist.printable import printable
@@ -429,6 +429,7 @@ class Service:
             return
         try:
             vocab = self._parse_vocabulary(event.value)
+            check_key(event.key, vocab.name, "vocabulary name")
             current = self.vocabs.get(vocab.name)
             if current and vocab.content_hash() == current.content_hash():
                 log.info("vocabulary %s v%d is the one applied; nothing to do", vocab.name, vocab.version)

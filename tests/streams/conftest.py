@@ -86,10 +86,22 @@ def start_worker(stream_env, tmp_path):
         worker.stop()
 
 
-def produce(settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+def produce(settings, topic: str, messages: list[tuple[bytes | None, bytes]], partition: int | None = None) -> None:
+    """Send ``messages`` (key, value) as columnist publishes them, or all to one ``partition``."""
+    from aiokafka import AIOKafkaProducer
+
     from columnist.kafka.publish import _produce
 
-    asyncio.run(_produce(settings, topic, messages))
+    async def to_one_partition():
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka, acks="all")
+        await producer.start()
+        try:
+            await asyncio.gather(*[await producer.send(topic, value, key=key, partition=partition)
+                                   for key, value in messages])
+        finally:
+            await producer.stop()
+
+    asyncio.run(_produce(settings, topic, messages) if partition is None else to_one_partition())
 
 
 def consume_all(settings, topic: str, expected: int, timeout: float = 30) -> list[dict]:

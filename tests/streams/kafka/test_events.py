@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from columnist.kafka.events import EventError, dead_letter, image_event, parse_image_event, parse_vocab_event
+from columnist.kafka.events import EventError, check_key, dead_letter, image_event, parse_image_event, parse_vocab_event
 
 
 def test_round_trip():
@@ -34,3 +34,13 @@ def test_dead_letter_keeps_the_original_and_names_the_error():
     assert letter["worker"] and letter["time"]
     binary = json.loads(dead_letter(b"\xff\x00", "t", ValueError("bad")))
     assert binary["event"] == "ff00"
+
+
+def test_an_event_is_keyed_by_its_id_or_not_at_all():
+    check_key(None, "img-1", "image_id")  # unkeyed: in order on one partition, taken
+    check_key("café-1".encode(), "café-1", "image_id")
+    with pytest.raises(EventError, match=r"key: 'img-2' is not this event's image_id \('img-1'\)"):
+        check_key(b"img-2", "img-1", "image_id")
+    with pytest.raises(EventError) as refused:  # not UTF-8, and a terminal escape
+        check_key(b"caf\xe9\x1b[2J", "img-1", "image_id")
+    assert "key: 'caf\\xe9\\x1b[2J' is not" in str(refused.value)

@@ -23,8 +23,9 @@ def test_every_hostile_event_is_rejected_with_its_reason_and_the_good_ones_go_on
     photos = sorted(PHOTOS.glob("*.jpg"))
     for photo in photos:
         shutil.copy(photo, root / photo.name)
-    good = [RawEvent(event(f"good-{p.stem}", (root / p.name).as_uri()), 0, i) for i, p in enumerate(photos)]
-    bad = [RawEvent(case.event, 0, 100 + i) for i, case in enumerate(cases)]
+    good = [RawEvent(event(f"good-{p.stem}", (root / p.name).as_uri()), 0, i, f"good-{p.stem}".encode())
+            for i, p in enumerate(photos)]
+    bad = [RawEvent(case.event, 0, 100 + i, case.key) for i, case in enumerate(cases)]
     mixed = [e for pair in zip(bad, good) for e in pair] + bad[len(good):]
     policy = FetchPolicy([root.resolve()], max_bytes=MAX_BYTES, http_timeout=2)
 
@@ -112,3 +113,16 @@ def test_a_worker_out_of_file_descriptors_retries_the_batch_instead_of_dead_lett
         for fd in hogs:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_unkeyed_events_are_taken_and_counted():
+    """An event without a Kafka key is in order only on a topic of one partition: taken, counted."""
+    photo = sorted(PHOTOS.glob("*.jpg"))[0].resolve()
+    uri = photo.as_uri()
+    events = [RawEvent(event("a", uri), 0, 0, b"a"), RawEvent(event("b", uri), 0, 1), RawEvent(event("c", uri), 0, 2)]
+    counters = Counters()
+
+    prepared = prepare_events(events, MockEncoder(), FetchPolicy([photo.parent]), counters, ImageLimits())
+
+    assert [p.record.image_id for p in prepared.images] == ["a", "b", "c"] and prepared.rejected == []
+    assert counters.events_unkeyed == 2

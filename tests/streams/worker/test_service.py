@@ -411,16 +411,20 @@ def test_vocabulary_events_are_applied_once_or_dead_lettered_with_a_reason(store
     other = vocabulary_from_dict({"name": "pets", "version": 5, "attributes": [{"code": "cat", "description": "a cat"}]})
     tampered = json.loads(vocab_event(space(3)))
     tampered["document"]["description"] = "changed after hashing"
-    documents = [vocab_event(v2), vocab_event(v2), vocab_event(older), vocab_event(other), json.dumps(tampered).encode()]
-    source = ScriptedSource(photo_events(tmp_path), *(Vocab(RawEvent(raw, 0, n)) for n, raw in enumerate(documents)))
+    documents = [(vocab_event(v2), b"space"), (vocab_event(v2), None), (vocab_event(older), None),
+                 (vocab_event(other), b"pets"), (json.dumps(tampered).encode(), None),
+                 (vocab_event(space(7)), b"pets")]  # keyed by another vocabulary: refused
+    source = ScriptedSource(photo_events(tmp_path), *(Vocab(RawEvent(raw, 0, n, key))
+                                                      for n, (raw, key) in enumerate(documents)))
 
     asyncio.run(service.run(source))
 
     assert store.applied_vocabulary("space").version == 2 and service.vocab.version == 2
     assert store.count_scores("space", ["porthole_view"]) == len(list(PHOTOS.glob("*.jpg")))
-    assert [letter["offset"] for letter in source.letters] == [2, 4]  # the repeated v2 is not an error
+    assert [letter["offset"] for letter in source.letters] == [2, 4, 5]  # the repeated v2 is not an error
     assert "v1 is older than the applied v2" in source.letters[0]["reason"]
     assert "does not match the document" in source.letters[1]["reason"]
+    assert "key: 'pets' is not this event's vocabulary name ('space')" in source.letters[2]["reason"]
     # another name is a vocabulary of its own, beside space, scored from the stored embeddings
     assert sorted(service.vocabs) == ["pets", "space"]
     assert store.count_scores("pets", ["cat"]) == len(list(PHOTOS.glob("*.jpg")))
