@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
+from columnist.printable import printable
 from columnist.tagger import SUPPORTED, absolute, image_id, walk
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class WatchState:
             columns = [row[1] for row in self.db.execute("PRAGMA table_info(files)")]
             if shape is None or shape[0] != "table" or columns != ["path", "image_id", "size", "mtime_ns"]:
                 raise sqlite3.DatabaseError("its files table is not the one columnist writes")
+            self.db.execute("CREATE INDEX IF NOT EXISTS files_by_image_id ON files (image_id)")
         except (sqlite3.Error, OSError) as error:
             raise ConfigurationError(f"{path}: not a watch state ({error}); move it away and the next start "
                                      "publishes the folders again (events are idempotent)") from None
@@ -77,6 +79,12 @@ class WatchState:
         with self.lock:
             row = self.db.execute("SELECT image_id, size, mtime_ns FROM files WHERE path = ?", (path,)).fetchone()
         return tuple(row) if row else None
+
+    def holder(self, image_id_: str) -> str | None:
+        """The path remembered under ``image_id_``, if one is."""
+        with self.lock:
+            row = self.db.execute("SELECT path FROM files WHERE image_id = ? LIMIT 1", (image_id_,)).fetchone()
+        return row[0] if row else None
 
     def under(self, folder: str) -> list[tuple[str, str]]:
         """(path, image id) of every file remembered under ``folder``."""
@@ -198,12 +206,9 @@ class Watcher:
             self.catch_up()
 
     def _publish(self, files: list[Path], gone: list[str]) -> None:
-        images = []
-        for path in files:
-            folder = self.folder_of(path)
-            if folder is not None:
-                images.append((image_id(path, folder, self.collection), path))
-        gone_ids = [self.state.get(p)[0] for p in gone if self.state.get(p) is not None]
+        images = self._without_clashes(files, set(gone))
+        published = {identifier for identifier, _ in images}  # a file moved to the path another folder gives its id
+        gone_ids = [i for p in gone if (was := self.state.get(p)) is not None and (i := was[0]) not in published]
         if not images and not gone_ids:
             return
         self.send(images, gone_ids)
@@ -221,6 +226,30 @@ class Watcher:
             log.info("published %s", identifier)
         for identifier in gone_ids:
             log.info("published the deletion of %s", identifier)
+
+
+    def _without_clashes(self, files: list[Path], going: set[str]) -> list[tuple[str, Path]]:
+        """(image id, file) of each file, except a file whose id another file holds (two
+        folders under one collection with the same relative path): publishing it would
+        replace the other's image, and deleting either would forget both. It is named and
+        counted, and published once the other is gone (at the next start, or when it changes)."""
+        images: list[tuple[str, Path]] = []
+        holders: dict[str, str] = {}
+        for path in files:
+            folder = self.folder_of(path)
+            if folder is None:
+                continue
+            image_id_ = image_id(path, folder, self.collection)
+            holder = holders.get(image_id_) or self.state.holder(image_id_)
+            if holder is not None and holder != str(path) and holder not in going:
+                log.warning("not published: %s has the image id %s of %s too (watch those folders separately, "
+                            "each with its own --collection)", printable(path), printable(image_id_),
+                            printable(holder))
+                self.totals.skipped["(image id of another file)"] += 1
+                continue
+            holders[image_id_] = str(path)
+            images.append((image_id_, path))
+        return images
 
 
 def run(folders: Sequence[Path], collection: str, settings: "Settings", settle: float = 2.0,

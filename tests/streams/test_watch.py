@@ -158,3 +158,57 @@ def test_a_file_that_became_a_folder_is_deleted(tmp_path):
     (folder / "x.jpg").mkdir()
     watched.changed([("added", str(folder / "x.jpg"))])
     assert sent[-1] == ([], [(folder / "x.jpg").as_uri()])
+
+
+def test_two_folders_under_one_collection_never_publish_two_files_under_one_id(tmp_path):
+    """a/moon.jpg and b/moon.jpg under --collection trip are both trip/moon.jpg: the second is
+    named and counted, not published (it would replace the first's image, and a delete of
+    either would forget both); once the first is gone, the next start publishes it."""
+    first, second, sent = tmp_path / "a", tmp_path / "b", []
+    for folder in (first, second):
+        folder.mkdir()
+        shutil.copy(PHOTOS / "moon.jpg", folder / "moon.jpg")
+    shutil.copy(PHOTOS / "rocket.jpg", second / "rocket.jpg")
+    state = tmp_path / "state.sqlite"
+
+    def watching():
+        return Watcher([first, second], "trip", WatchState(state),
+                       lambda images, gone: sent.append((sorted((i, p.parent.name) for i, p in images), list(gone))),
+                       settle=0)
+
+    watched = watching()
+    caught = watched.catch_up()
+    assert sent == [([("trip/moon.jpg", "a"), ("trip/rocket.jpg", "b")], [])]
+    assert caught.skipped == {"(image id of another file)": 1}
+    (second / "moon.jpg").write_bytes((PHOTOS / "coffee.jpg").read_bytes())  # changed while watched: still not
+    watched.changed([("modified", str(second / "moon.jpg"))])
+    watched.tick()
+    assert len(sent) == 1
+    (first / "moon.jpg").unlink()
+    watched.changed([("deleted", str(first / "moon.jpg"))])
+    assert sent[-1] == ([], ["trip/moon.jpg"])
+    watched.state.close()
+
+    watching().catch_up()
+    assert sent[-1] == ([("trip/moon.jpg", "b")], [])
+
+
+def test_a_file_moved_to_the_same_id_in_another_folder_is_published_not_deleted(tmp_path):
+    """Moved from a/ to b/ while nobody watched, under one collection: the same id, published
+    again (from its new path) and not deleted after."""
+    first, second, sent = tmp_path / "a", tmp_path / "b", []
+    first.mkdir(), second.mkdir()
+    shutil.copy(PHOTOS / "moon.jpg", first / "moon.jpg")
+    state = tmp_path / "state.sqlite"
+
+    def watching():
+        return Watcher([first, second], "trip", WatchState(state),
+                       lambda images, gone: sent.append(([(i, p.parent.name) for i, p in images], list(gone))),
+                       settle=0)
+
+    watching().catch_up()
+    shutil.move(str(first / "moon.jpg"), str(second / "moon.jpg"))
+    again = watching()
+    again.catch_up()
+    assert sent == [([("trip/moon.jpg", "a")], []), ([("trip/moon.jpg", "b")], [])]
+    assert again.state.holder("trip/moon.jpg") == str(second / "moon.jpg")
