@@ -43,7 +43,8 @@ def check(
         for label, value in (("orphan embeddings (no images row)", found.orphan_embeddings),
                              ("orphan scores (no images row)", found.orphan_scores),
                              ("images without an embedding", found.images_without_embedding),
-                             ("images whose embedding is of other content", found.content_differs)):
+                             ("images whose embedding is of other content", found.content_differs),
+                             ("videos missing a frame's embedding", found.videos_missing_frames)):
             table.add_row(label, f"{value:,}")
         for v in found.vocabularies:
             table.add_row(f"{v.name} v{v.version}: images missing a score", f"{v.missing:,}")
@@ -54,9 +55,9 @@ def check(
             if ids:
                 console.print(f"{label}, e.g.: {', '.join(printable(i) for i in ids)}", highlight=False,
                               soft_wrap=True, markup=False)
-        if found.images_without_embedding or found.content_differs:
-            console.print("images without an embedding of their content cannot be mended here: publish or tag them "
-                          "again")
+        if found.images_without_embedding or found.content_differs or found.videos_missing_frames:
+            console.print("images and videos without an embedding of their content cannot be mended here: publish "
+                          "or tag them again")
         if not repair:
             if not found.clean:
                 console.print("run again with --repair to mend what can be mended")

@@ -5,8 +5,8 @@ the rest is there, and the wide views join on it: a reader never sees a half-wri
 What a killed write leaves is an *orphan*: an embedding or scores without their image row.
 Younger than GRACE_S they may be another worker's write in progress, so only older ones count.
 
-Found, per store: orphan embeddings and scores; images without an embedding (nothing to score
-them from: publish or tag them again). Per applied vocabulary: images missing a score of a
+Found, per store: orphan embeddings and scores; images without an embedding, and videos
+without their frames' (nothing to score them from: publish or tag them again). Per applied vocabulary: images missing a score of a
 current attribute, scores older than their attribute's current definition (stale), and scores
 of attributes the vocabulary no longer has. ``mend`` deletes orphans and removed attributes'
 scores and re-scores the missing and stale ones in the engine from the stored embeddings (the
@@ -52,13 +52,15 @@ class Findings:
     content_differs: int = 0
     """Images whose embedding was made from other content than their row names (a re-publish
     killed between the two writes): publish or tag them again."""
+    videos_missing_frames: int = 0
+    """Videos with no sampled frame, or a frame without an embedding: publish or tag them again."""
     examples: dict[str, list[str]] = field(default_factory=dict)
     vocabularies: list[VocabularyFindings] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
         return not (self.orphan_embeddings or self.orphan_scores or self.images_without_embedding
-                    or self.content_differs or any(v.missing or v.stale or v.removed for v in self.vocabularies))
+                    or self.content_differs or self.videos_missing_frames or any(v.missing or v.stale or v.removed for v in self.vocabularies))
 
 
 LIVE = ("(image_id IN (SELECT image_id FROM columnist.images) OR image_id IN (SELECT frame_id FROM "
@@ -79,6 +81,10 @@ STALE = ("FROM columnist.feature_image_attribute FINAL WHERE vocab_name = {v:Str
          "AND indexOf({codes:Array(String)}, attribute) > 0 "
          "AND (vocab_version < {since:Array(UInt32)}[indexOf({codes:Array(String)}, attribute)] "
          "     OR vocab_version > {version:UInt32})")
+VIDEOS_MISSING_FRAMES = ("FROM columnist.images FINAL WHERE kind = 'video' AND (image_id NOT IN (SELECT video_id "
+                         "FROM columnist.video_frames) OR image_id IN (SELECT video_id FROM columnist.video_frames "
+                         "WHERE frame_id NOT IN (SELECT image_id FROM columnist.image_embedding WHERE model = {m:String})))")
+"""Videos a reader sees whose scores lack a frame (a video's embeddings are its frames')."""
 REMOVED = "FROM columnist.feature_image_attribute WHERE vocab_name = {v:String} AND attribute NOT IN {codes:Array(String)}"
 
 
@@ -113,6 +119,9 @@ def find(store: "Statements", model: str, vocabularies: list["Vocabulary"], grac
     found.content_differs = store.scalar("SELECT count() " + differs, {"m": model})
     found.examples["images whose embedding is of other content"] = _sample(store, "SELECT i.image_id " + differs,
                                                                             {"m": model})
+    found.videos_missing_frames = store.scalar("SELECT count() " + VIDEOS_MISSING_FRAMES, {"m": model})
+    found.examples["videos missing a frame's embedding"] = _sample(store, "SELECT image_id " + VIDEOS_MISSING_FRAMES,
+                                                                   {"m": model})
     for vocab in vocabularies:
         since = valid_from(store, vocab, model)
         params = _params(vocab, model, since)

@@ -120,3 +120,10 @@ def test_an_image_replaced_by_a_video_leaves_no_embedding_of_the_image_and_store
     assert rows(store, "SELECT count() FROM columnist.video_frames FINAL WHERE video_id = 'samples/x'") == [(4,)]
     found = find(store, encoder.name, [vocabulary], grace=0)
     assert found.images_without_embedding == 0 and found.content_differs == 0  # a video's embeddings are its frames'
+    assert found.videos_missing_frames == 0 and found.clean
+
+    (frame,), *_ = rows(store, "SELECT frame_id FROM columnist.video_frames WHERE video_id = 'samples/x'")
+    store.command("DELETE FROM columnist.image_embedding WHERE image_id = {f:String}", {"f": frame})
+    found = find(store, encoder.name, [vocabulary], grace=0)
+    assert found.videos_missing_frames == 1 and found.examples["videos missing a frame's embedding"] == ["samples/x"]
+    assert not found.clean
