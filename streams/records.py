@@ -8,7 +8,8 @@ strings so that importing the records does not import numpy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -243,3 +244,13 @@ class Counters:
     encode_s: float = 0.0
     """Seconds in the image tower and scoring."""
     write_s: float = 0.0
+
+    def add(self, more: "Counters") -> None:
+        """Add ``more``'s counts to these: a run's or a batch attempt's, counted apart by the
+        thread that did the work, added once it is done (under a lock: several threads add)."""
+        with _ADDING:
+            for each in fields(more):
+                setattr(self, each.name, getattr(self, each.name) + getattr(more, each.name))
+
+
+_ADDING = threading.Lock()

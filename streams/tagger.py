@@ -14,11 +14,10 @@ applied to the store is scored, so none of them misses the new images.
 from __future__ import annotations
 
 import os
-import threading
 from collections import Counter
 from contextlib import closing
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -205,16 +204,6 @@ class _OneBehind:
             self.pool.shutdown(wait=True)  # an interrupted run still finishes the write under way
 
 
-def _add(into: Counters, more: Counters) -> None:
-    """Add ``more``'s counts to ``into``'s: the reading, writing and calling threads all count."""
-    with _COUNTING:
-        for each in fields(more):
-            setattr(into, each.name, getattr(into, each.name) + getattr(more, each.name))
-
-
-_COUNTING = threading.Lock()
-
-
 def _open_tower_soon_if_it_will_encode(encoder: "Encoder", store: "Store", first: Sequence[tuple[str, Path]],
                                        force: bool) -> None:
     """Open the image tower on a thread of its own while the vocabulary and the first batch
@@ -285,18 +274,18 @@ def tag(
     def write(scored: "ScoredBatch", alongside: "ScoredBatch | None", images: int, encoded: int) -> None:
         if alongside is not None:  # the target's rows first: an image row means every model's are there
             store.write_model_rows(alongside)
-        _add(run.counters, Counters(score_rows=store.write(scored), images_stored=images, images_encoded=encoded))
+        run.counters.add(Counters(score_rows=store.write(scored), images_stored=images, images_encoded=encoded))
 
     with _OneBehind() as writes, closing(_one_ahead(take, list(_batches(files, batch_size)))) as taken_batches:
         for batch, inputs, taken, counted, unread in taken_batches:
             writes.raise_if_failed()  # a store that refused the last write stops the run here
-            _add(run.counters, counted)
+            run.counters.add(counted)
             run.failed += unread + [(inputs[position].name, getattr(error, "reason", str(error)))
                                     for position, error in taken.failed]
             if taken.prepared:
                 scored, failed = embed_and_score_isolating(taken.prepared, vocabularies, encoder)
                 run.failed += [(inputs[taken.prepared_from[position]].name, str(err)) for position, err in failed]
-                _add(run.counters, Counters(images_failed=len(failed)))
+                run.counters.add(Counters(images_failed=len(failed)))
                 if scored is not None:
                     bad = {position for position, _ in failed}
                     kept = [p for position, p in enumerate(taken.prepared_from) if position not in bad]

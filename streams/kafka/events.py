@@ -13,6 +13,7 @@ import json
 import os
 import re
 import socket
+import unicodedata
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -161,17 +162,21 @@ def parse_vocab_event(raw: bytes | str | None) -> VocabEvent:
     return _parse(raw, VocabEvent)
 
 
-def check_key(key: bytes | None, expected: str, what: str) -> None:
-    """Refuse an event keyed by anything but its ``what`` (an image's id, a vocabulary's name).
-    Kafka keeps one key's events in order on one partition, and compacts the vocabulary
-    topic by key: an image's delete keyed otherwise could be applied before the event that
-    stored it, and a vocabulary keyed otherwise would outlive its newer versions. An event
-    without a key is taken (counted as unkeyed by the worker): on one partition it is in order."""
-    if key is not None and key != expected.encode("utf-8"):
-        shown = printable(key.decode("utf-8", "backslashreplace"), 100)
-        raise EventError(f"key: '{shown}' is not this event's {what} ('{printable(expected, 100)}'); Kafka keeps "
-                         f"one {what}'s events in order only under one key: key each event by its {what}, "
-                         f"as `columnist publish` does")
+def check_key(key: bytes | None, expected: str, what: str, how: str) -> None:
+    """Refuse an event keyed by anything but its ``what`` (an image's id, a vocabulary's name;
+    ``how``: the command that keys them so). Kafka keeps one key's events in order on one
+    partition, and compacts the vocabulary topic by key: an image's delete keyed otherwise
+    could be applied before the event that stored it, and a vocabulary keyed otherwise would
+    outlive its newer versions. An event without a key, or with an empty one (``kcat -k ''``),
+    is taken (counted as unkeyed by the worker): on one partition it is in order."""
+    if not key or key == expected.encode("utf-8"):
+        return
+    shown, wanted = printable(key.decode("utf-8", "backslashreplace"), 100), printable(expected, 100)
+    if unicodedata.normalize("NFC", shown) == unicodedata.normalize("NFC", wanted):  # another Unicode form
+        # of the same text (NFD, NFC), which a terminal shows alike: told apart by its code points
+        shown, wanted = ascii(key.decode("utf-8", "backslashreplace"))[1:-1][:100], ascii(expected)[1:-1][:100]
+    raise EventError(f"key '{shown}': is not the event's {what}, so Kafka may reorder it with that {what}'s other "
+                     f"events ({what} '{wanted}'); key each event by its {what}, as {how} does")
 
 
 def image_event(image_id: str, uri: str, collection: str = "", meta: dict | None = None) -> bytes:

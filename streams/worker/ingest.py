@@ -98,7 +98,7 @@ def _parse_all(events: Sequence[RawEvent], rejected: list, counters: Counters) -
         one = None
         try:
             one = parse_image_event(event.value)
-            check_key(event.key, one.image_id, "image_id")
+            check_key(event.key, one.image_id, "image_id", "`columnist publish`")
             parsed[index] = one
         except Exception as err:  # any failure of one event is that event's dead letter
             rejected.append((index, Rejected(event, err, one.image_id if one else None)))
@@ -113,7 +113,7 @@ def _parse_all(events: Sequence[RawEvent], rejected: list, counters: Counters) -
 def _count_unkeyed(events: Sequence[RawEvent], counters: Counters) -> None:
     """Count events without a Kafka key, and say so the first time: on a topic of several
     partitions one image's events may then be applied out of order."""
-    unkeyed = sum(1 for event in events if event.key is None)
+    unkeyed = sum(1 for event in events if not event.key)
     if unkeyed and not counters.events_unkeyed:
         log.warning("%d image events without a Kafka key: with more than one partition, one image's events "
                     "may be applied out of order; key each by its image_id (as `columnist publish` does)", unkeyed)

@@ -317,8 +317,11 @@ class Service:
         say which contents it already has, or the worker is out of file descriptors)."""
         async def attempt() -> Prepared:
             faults.point("ingest_batch")
-            return await self.on(self.prepare_executor, prepare_events, events, self.encoder, self.policy,
-                                 self.counters, self.limits, self.store, self.second)
+            counted = Counters()  # an attempt given up counts nothing: its events are counted once
+            prepared = await self.on(self.prepare_executor, prepare_events, events, self.encoder, self.policy,
+                                     counted, self.limits, self.store, self.second)
+            self.counters.add(counted)
+            return prepared
 
         return await until_done(attempt, self._describe_batch(events), on_retry=self._count_batch_retry)
 
@@ -429,7 +432,7 @@ class Service:
             return
         try:
             vocab = self._parse_vocabulary(event.value)
-            check_key(event.key, vocab.name, "vocabulary name")
+            check_key(event.key, vocab.name, "vocabulary name", "`columnist vocab push`")
             current = self.vocabs.get(vocab.name)
             if current and vocab.content_hash() == current.content_hash():
                 log.info("vocabulary %s v%d is the one applied; nothing to do", vocab.name, vocab.version)

@@ -95,6 +95,31 @@ def test_a_batch_is_stored_and_its_bad_events_dead_lettered(store, tmp_path):
     assert source.acked == [0]
 
 
+def test_a_batch_prepared_again_after_a_store_failure_counts_its_events_once(store, tmp_path):
+    """The store cannot say which contents it has on the first attempt: the batch is prepared
+    again, and its unkeyed events, refused key and decodes are counted once, not per attempt."""
+    wrapper = StoreWrapper(store)
+    failures = [StoreUnavailable("connection refused (injected)")]
+
+    def known_images(*args):
+        if failures:
+            raise failures.pop()
+        return store.known_images(*args)
+
+    wrapper.known_images = known_images
+    service = service_for(wrapper, tmp_path, space(1))
+    photos = photo_events(tmp_path)[:3]
+    keyed = [RawEvent(e.value, e.partition, e.offset, json.loads(e.value)["image_id"].encode()) for e in photos[:2]]
+    wrong = RawEvent(event("wrong", json.loads(photos[2].value)["uri"]), 0, 3, b"someone-else")
+    source = ScriptedSource([*keyed, photos[2], wrong])
+
+    asyncio.run(service.run(source))
+
+    assert service.counters.batch_retries == 1 and not failures
+    assert (service.counters.events_unkeyed, service.counters.images_failed, service.counters.images_decoded) == (1, 1, 3)
+    assert len(source.letters) == 1 and "is not the event's image_id" in source.letters[0]["reason"]
+
+
 def test_identical_content_in_one_batch_is_decoded_and_encoded_once(store, tmp_path):
     service = service_for(store, tmp_path, space(1))
     photo = photo_events(tmp_path)[0]
@@ -424,7 +449,8 @@ def test_vocabulary_events_are_applied_once_or_dead_lettered_with_a_reason(store
     assert [letter["offset"] for letter in source.letters] == [2, 4, 5]  # the repeated v2 is not an error
     assert "v1 is older than the applied v2" in source.letters[0]["reason"]
     assert "does not match the document" in source.letters[1]["reason"]
-    assert "key: 'pets' is not this event's vocabulary name ('space')" in source.letters[2]["reason"]
+    assert source.letters[2]["reason"].startswith("key 'pets': is not the event's vocabulary name")
+    assert "(vocabulary name 'space')" in source.letters[2]["reason"]
     # another name is a vocabulary of its own, beside space, scored from the stored embeddings
     assert sorted(service.vocabs) == ["pets", "space"]
     assert store.count_scores("pets", ["cat"]) == len(list(PHOTOS.glob("*.jpg")))
