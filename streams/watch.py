@@ -80,11 +80,10 @@ class WatchState:
             row = self.db.execute("SELECT image_id, size, mtime_ns FROM files WHERE path = ?", (path,)).fetchone()
         return tuple(row) if row else None
 
-    def holder(self, image_id_: str) -> str | None:
-        """The path remembered under ``image_id_``, if one is."""
+    def holders(self, image_id_: str) -> list[str]:
+        """The paths remembered under ``image_id_`` (one, but for a state an older watch wrote)."""
         with self.lock:
-            row = self.db.execute("SELECT path FROM files WHERE image_id = ? LIMIT 1", (image_id_,)).fetchone()
-        return row[0] if row else None
+            return [path for (path,) in self.db.execute("SELECT path FROM files WHERE image_id = ?", (image_id_,))]
 
     def under(self, folder: str) -> list[tuple[str, str]]:
         """(path, image id) of every file remembered under ``folder``."""
@@ -114,7 +113,9 @@ class Watcher:
 
     def __init__(self, folders: Sequence[Path], collection: str, state: WatchState,
                  send: Callable[[list[tuple[str, Path]], list[str]], None], settle: float = 2.0):
-        self.folders = [absolute(f) for f in folders]
+        self.folders = sorted({absolute(f) for f in folders}, key=lambda f: (len(f.parts), str(f)))
+        """Outermost first: a file under two of them (one inside the other) takes its id from
+        the outer one, whatever the order they were given in (their state is one file)."""
         self.collection, self.state, self.send, self.settle = collection, state, send, settle
         self.pending: dict[str, tuple[int, int, float]] = {}
         """path -> (size, mtime_ns, when first seen so): files waiting to stop changing."""
@@ -206,9 +207,9 @@ class Watcher:
             self.catch_up()
 
     def _publish(self, files: list[Path], gone: list[str]) -> None:
-        images = self._without_clashes(files, set(gone))
-        published = {identifier for identifier, _ in images}  # a file moved to the path another folder gives its id
-        gone_ids = [i for p in gone if (was := self.state.get(p)) is not None and (i := was[0]) not in published]
+        going = set(gone)
+        images = self._without_clashes(files, going)
+        gone_ids = self._ids_gone(gone, going, images)
         if not images and not gone_ids:
             return
         self.send(images, gone_ids)
@@ -227,29 +228,58 @@ class Watcher:
         for identifier in gone_ids:
             log.info("published the deletion of %s", identifier)
 
+    def _ids_gone(self, gone: list[str], going: set[str], images: list[tuple[str, Path]]) -> list[str]:
+        """The ids of the files gone that no other file holds now. An id published again in
+        this change (a file moved to the path another folder gives the same id) is not deleted;
+        one another remembered file still holds (the same file through a link, or a state an
+        older watch wrote) is published again from that file instead (appended to ``images``)."""
+        published = {identifier for identifier, _ in images}
+        gone_ids = []
+        for raw in gone:
+            was = self.state.get(raw)
+            if was is None or was[0] in published:
+                continue
+            still = [Path(p) for p in self.state.holders(was[0]) if p not in going and Path(p).is_file()]
+            if still:
+                images.append((was[0], still[0]))
+            else:
+                gone_ids.append(was[0])
+            published.add(was[0])
+        return gone_ids
 
     def _without_clashes(self, files: list[Path], going: set[str]) -> list[tuple[str, Path]]:
-        """(image id, file) of each file, except a file whose id another file holds (two
-        folders under one collection with the same relative path): publishing it would
+        """(image id, file) of each file, except a file whose id another file on disk holds
+        (two folders under one collection with the same relative path): publishing it would
         replace the other's image, and deleting either would forget both. It is named and
-        counted, and published once the other is gone (at the next start, or when it changes)."""
+        counted, and published once the other is gone (at the next start, or when it changes).
+        The same file reached by two paths (a folder and a link to it) holds its id under both."""
         images: list[tuple[str, Path]] = []
-        holders: dict[str, str] = {}
+        taken: dict[str, str] = {}
         for path in files:
             folder = self.folder_of(path)
             if folder is None:
                 continue
             image_id_ = image_id(path, folder, self.collection)
-            holder = holders.get(image_id_) or self.state.holder(image_id_)
-            if holder is not None and holder != str(path) and holder not in going:
+            others = [p for p in [taken.get(image_id_), *self.state.holders(image_id_)]
+                      if p is not None and p != str(path) and p not in going]
+            other = next((p for p in others if _another_file(p, path)), None)
+            if other is not None:
                 log.warning("not published: %s has the image id %s of %s too (watch those folders separately, "
-                            "each with its own --collection)", printable(path), printable(image_id_),
-                            printable(holder))
+                            "each with its own --collection)", printable(path), printable(image_id_), printable(other))
                 self.totals.skipped["(image id of another file)"] += 1
                 continue
-            holders[image_id_] = str(path)
+            taken[image_id_] = str(path)
             images.append((image_id_, path))
         return images
+
+
+def _another_file(other: str, path: Path) -> bool:
+    """Whether ``other`` is a file on disk that is not ``path``'s (a file gone meanwhile holds
+    no id: its deletion is on its way, and publishes this one again)."""
+    try:
+        return not os.path.samefile(other, path)
+    except OSError:
+        return False
 
 
 def run(folders: Sequence[Path], collection: str, settings: "Settings", settle: float = 2.0,

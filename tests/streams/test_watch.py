@@ -211,4 +211,70 @@ def test_a_file_moved_to_the_same_id_in_another_folder_is_published_not_deleted(
     again = watching()
     again.catch_up()
     assert sent == [([("trip/moon.jpg", "a")], []), ([("trip/moon.jpg", "b")], [])]
-    assert again.state.holder("trip/moon.jpg") == str(second / "moon.jpg")
+    assert again.state.holders("trip/moon.jpg") == [str(second / "moon.jpg")]
+
+
+def test_one_folder_watched_through_a_link_too_publishes_its_changes_and_deletions(tmp_path):
+    """real/ and link/ (a link to real/) under one collection are one file per name: both paths
+    hold its id, so an edit or a deletion seen through either path is published."""
+    real, sent = tmp_path / "real", []
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    link = tmp_path / "link"
+    shutil.copy(PHOTOS / "moon.jpg", real / "moon.jpg")
+    watched = Watcher([real, link], "sym", WatchState(tmp_path / "state.sqlite"),
+                      lambda images, gone: sent.append(([i for i, _ in images], list(gone))), settle=0)
+
+    caught = watched.catch_up()
+    assert sent == [(["sym/moon.jpg", "sym/moon.jpg"], [])] and not caught.skipped
+    (real / "moon.jpg").write_bytes((PHOTOS / "coffee.jpg").read_bytes())
+    watched.changed([("modified", str(link / "moon.jpg"))])  # inotify names the path it watches
+    watched.tick()  # seen: settles from here
+    watched.tick()
+    assert sent[-1] == (["sym/moon.jpg"], [])
+    (real / "moon.jpg").unlink()
+    watched.changed([("deleted", str(link / "moon.jpg"))])
+    assert sent[-1] == ([], ["sym/moon.jpg"])
+
+
+def test_an_id_an_older_watch_gave_two_files_is_not_deleted_while_one_of_them_is_there(tmp_path):
+    """An older watch published a/moon.jpg and b/moon.jpg both as trip/moon.jpg: b deleted, the
+    id is published again from a, not deleted (a's photo would leave the store)."""
+    import sqlite3
+
+    first, second, sent = tmp_path / "a", tmp_path / "b", []
+    state = tmp_path / "state.sqlite"
+    with sqlite3.connect(state) as old:  # the table an older watch made, without the index
+        old.execute("CREATE TABLE files (path TEXT PRIMARY KEY, image_id TEXT NOT NULL, size INTEGER NOT NULL, "
+                    "mtime_ns INTEGER NOT NULL)")
+        for folder in (first, second):
+            folder.mkdir()
+            shutil.copy(PHOTOS / "moon.jpg", folder / "moon.jpg")
+            info = (folder / "moon.jpg").stat()
+            old.execute("INSERT INTO files VALUES (?, 'trip/moon.jpg', ?, ?)",
+                        (str(folder / "moon.jpg"), info.st_size, info.st_mtime_ns))
+    old.close()
+    watched = Watcher([first, second], "trip", WatchState(state),
+                      lambda images, gone: sent.append(([(i, p.parent.name) for i, p in images], list(gone))),
+                      settle=0)
+
+    watched.catch_up()
+    assert sent == []
+    (second / "moon.jpg").unlink()
+    watched.changed([("deleted", str(second / "moon.jpg"))])
+    assert sent == [([("trip/moon.jpg", "a")], [])]
+    (first / "moon.jpg").unlink()
+    watched.changed([("deleted", str(first / "moon.jpg"))])
+    assert sent[-1] == ([], ["trip/moon.jpg"])
+
+
+def test_a_folder_inside_another_gives_its_files_the_outer_folders_ids_in_any_order(tmp_path):
+    outer, sent = tmp_path / "p", []
+    (outer / "sub").mkdir(parents=True)
+    shutil.copy(PHOTOS / "moon.jpg", outer / "x.jpg")
+    shutil.copy(PHOTOS / "rocket.jpg", outer / "sub" / "x.jpg")
+    for n, folders in enumerate(([outer / "sub", outer], [outer, outer / "sub"])):
+        sent.clear()
+        caught = Watcher(folders, "trip", WatchState(tmp_path / f"state{n}.sqlite"),
+                         lambda images, gone: sent.append(sorted(i for i, _ in images)), settle=0).catch_up()
+        assert sent == [["trip/sub/x.jpg", "trip/x.jpg"]] and not caught.skipped
