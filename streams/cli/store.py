@@ -55,7 +55,8 @@ def check(
             if ids:
                 console.print(f"{label}, e.g.: {', '.join(printable(i) for i in ids)}", highlight=False,
                               soft_wrap=True, markup=False)
-        if found.images_without_embedding or found.content_differs or found.videos_missing_frames:
+        unmendable = found.images_without_embedding or found.content_differs or found.videos_missing_frames
+        if unmendable:
             console.print("images and videos without an embedding of their content cannot be mended here: publish "
                           "or tag them again")
         if not repair:
@@ -76,6 +77,8 @@ def check(
             console.print(f"{label}: {value:,}")
     finally:
         store.close()
+    if unmendable:  # what --repair could not mend is still there
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -540,7 +540,7 @@ class ClickHouseStore:
 
     def stored_content(self, model: str, image_ids: Sequence[str]) -> dict[str, str]:
         """image_id -> sha256 where the image row and the model's embedding agree on the content
-        (for a video: where its frames have the model's embeddings). New ids, what a worker
+        (for a video: where every frame it was sampled at has the model's embedding). New ids, what a worker
         mostly gets, cost one read by the images table's key; only ids found are checked."""
         _, found = self.query("SELECT DISTINCT image_id FROM columnist.images WHERE image_id IN {ids:Array(String)}",
                               {"ids": list(image_ids)})
@@ -554,9 +554,11 @@ class ClickHouseStore:
             "                                     SELECT toUInt8(cityHash64(arrayJoin({ids:Array(String)})) % 64)) "
             "                                 AND image_id IN {ids:Array(String)}) "
             "   OR (i.kind = 'video' AND i.image_id IN ("
-            "       SELECT video_id FROM columnist.video_frames WHERE video_id IN {ids:Array(String)} AND frame_id IN ("
+            "       SELECT video_id FROM columnist.video_frames WHERE video_id IN {ids:Array(String)} GROUP BY video_id "
+            "       HAVING uniqExactIf(frame_id, frame_id IN ("
             "           SELECT image_id FROM columnist.image_embedding WHERE model = {m:String} AND image_id IN ("
-            "               SELECT frame_id FROM columnist.video_frames WHERE video_id IN {ids:Array(String)}))))",
+            "               SELECT frame_id FROM columnist.video_frames WHERE video_id IN {ids:Array(String)})))"
+            "           = uniqExact(frame_id)))",
             {"ids": [i for (i,) in found], "m": model})
         return dict(rows)
 

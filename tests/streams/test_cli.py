@@ -349,3 +349,19 @@ def test_a_path_that_is_a_loop_of_links_is_named_as_one_before_any_database_is_m
     assert_short_failure(columnist("tag", str(tmp_path / "a.jpg"), "--db", f"chdb://{db}", check=False), 3,
                          "a.jpg (a link to nothing, or a loop of links)")
     assert not db.exists()
+
+
+def test_store_check_repair_ends_in_1_while_what_it_cannot_mend_is_there(tmp_path):
+    """An image whose embedding is gone cannot be mended from the store: --repair mends the
+    rest and still ends in 1, as a plain check does, until the image is tagged again."""
+    db = f"chdb://{tmp_path / 'db'}"
+    columnist("tag", str(PHOTOS), "--model", "mock", "--db", db)
+    subprocess.run([sys.executable, "-c", "from columnist.store import connect; s = connect(%r); "
+                    "s.command(\"DELETE FROM columnist.image_embedding WHERE image_id LIKE '%%moon%%'\")" % db],
+                   check=True, timeout=120)
+    check = columnist("store", "check", "--db", db, "--model", "mock", check=False)
+    repair = columnist("store", "check", "--repair", "--db", db, "--model", "mock", check=False)
+    assert (check.returncode, repair.returncode) == (1, 1), repair.stderr
+    assert "cannot be mended here" in repair.stdout
+    columnist("tag", str(PHOTOS), "--model", "mock", "--db", db)
+    assert columnist("store", "check", "--db", db, "--model", "mock", check=False).returncode == 0

@@ -127,3 +127,6 @@ def test_an_image_replaced_by_a_video_leaves_no_embedding_of_the_image_and_store
     found = find(store, encoder.name, [vocabulary], grace=0)
     assert found.videos_missing_frames == 1 and found.examples["videos missing a frame's embedding"] == ["samples/x"]
     assert not found.clean
+    again = tag([("samples/x", library / "launch.mp4")], vocabulary, encoder, store)  # what check advises
+    assert again.counters.images_unchanged == 0 and again.counters.images_encoded == 4  # every frame again
+    assert find(store, encoder.name, [vocabulary], grace=0).clean
