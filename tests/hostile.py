@@ -364,6 +364,9 @@ def model_event_cases() -> list[Case]:
         Case("a cutover to no model", event_of(action="cutover", to=""), "names its model"),
         Case("a cutover to blanks", event_of(action="cutover", to="   ", force=True), "names its model"),
         Case("a retire of no model", event_of(action="retire", to="mock"), "names its model"),
+        Case("a vocabulary document keyed columnist.model", json.dumps(
+            {"schema": 1, "name": "space", "version": 2, "content_hash": "x" * 64, "document": {"name": "space"}}
+        ).encode(), "a model event (key columnist.model): kind: missing"),
     ]
 
 

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable
 
 from columnist import model_change
-from columnist.kafka.events import parse_model_event
+from columnist.kafka.events import MODEL_KEY, EventError, parse_model_event
 from columnist.pipeline import SecondModel
 from columnist.printable import printable
 from columnist.prompt_cache import PromptCache
@@ -88,8 +88,8 @@ class Migration:
         service = self.service
         try:
             command = parse_model_event(event.value)
-        except Exception as err:
-            await service.refuse_event(event, err)
+        except Exception as err:  # what the key made it: a vocabulary keyed so reads as a broken model event
+            await service.refuse_event(event, EventError(f"a model event (key {MODEL_KEY.decode()}): {err}"))
             return
         try:
             await service.on(self.executor, self._carry_out, command)
