@@ -243,12 +243,14 @@ def _original(raw: bytes | None) -> dict[str, Any]:
 
 
 def dead_letter(raw: bytes | None, topic: str, error: Exception, partition: int | None = None,
-                offset: int | None = None, image_id: str | None = None, group: str = "") -> bytes:
-    """The original event (bounded), the error class and message, where it came from, the
-    worker, its consumer group and the time. Always well under Kafka's message size, whatever
-    the event was."""
+                offset: int | None = None, image_id: str | None = None, group: str = "",
+                key: bytes | None = None) -> bytes:
+    """The original event and its Kafka key (bounded), the error class and message, where it
+    came from, the worker, its consumer group and the time. Always well under Kafka's message
+    size, whatever the event was."""
     return json.dumps({
         "schema": SCHEMA_VERSION, "topic": topic, "partition": partition, "offset": offset,
+        "key": key[:1024].decode("utf-8", "backslashreplace") if key is not None else None,
         "image_id": image_id[:1024] if image_id else image_id, **_original(raw),
         "error": type(error).__name__, "reason": str(error)[:MAX_REASON],
         "worker": f"{socket.gethostname()}:{os.getpid()}", "group": group[:256],

@@ -412,7 +412,8 @@ class Service:
                     printable(rejected.image_id) if rejected.image_id else None,
                     type(rejected.error).__name__, printable(rejected.error, 500))
         await self._send_dead_letter(dead_letter(event.value, self.settings.topic_images, rejected.error,
-                                                 event.partition, event.offset, rejected.image_id, self.settings.group))
+                                                 event.partition, event.offset, rejected.image_id, self.settings.group,
+                                                 event.key))
 
     async def _send_dead_letter(self, letter: bytes) -> None:
         send = self._send
@@ -460,7 +461,7 @@ class Service:
         if seen:
             return
         await self._send_dead_letter(dead_letter(event.value, self.settings.topic_vocab, err, event.partition,
-                                                 event.offset, group=self.settings.group))
+                                                 event.offset, group=self.settings.group, key=event.key))
         try:
             await self.run_blocking(self.store.record_refusal, name, key, f"{type(err).__name__}: {err}")
         except Exception as failure:  # noqa: BLE001 - only the record of a refusal is lost

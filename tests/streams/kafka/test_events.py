@@ -33,7 +33,9 @@ def test_dead_letter_keeps_the_original_and_names_the_error():
     assert (letter["topic"], letter["partition"], letter["offset"], letter["image_id"]) == ("columnist.images", 1, 42, "a1")
     assert letter["worker"] and letter["time"]
     binary = json.loads(dead_letter(b"\xff\x00", "t", ValueError("bad")))
-    assert binary["event"] == "ff00"
+    assert binary["event"] == "ff00" and binary["key"] is None
+    keyed = json.loads(dead_letter(b"{}", "t", ValueError("bad"), key=b"k\xff" + b"x" * 5000))
+    assert keyed["key"] == "k\\xff" + "x" * 1022  # its first 1,024 bytes, as text
 
 
 def test_an_event_is_keyed_by_its_id_or_not_at_all():

@@ -118,6 +118,7 @@ def test_a_batch_prepared_again_after_a_store_failure_counts_its_events_once(sto
     assert service.counters.batch_retries == 1 and not failures
     assert (service.counters.events_unkeyed, service.counters.images_failed, service.counters.images_decoded) == (1, 1, 3)
     assert len(source.letters) == 1 and "is not the event's image_id" in source.letters[0]["reason"]
+    assert source.letters[0]["key"] == "someone-else" and source.letters[0]["image_id"] == "wrong"
 
 
 def test_identical_content_in_one_batch_is_decoded_and_encoded_once(store, tmp_path):
