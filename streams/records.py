@@ -221,7 +221,8 @@ class Counters:
     events_superseded: int = 0
     """Events a later event for the same image id in the same batch replaced (not processed)."""
     events_unkeyed: int = 0
-    """Image events without a Kafka key (taken; in order only on a topic of one partition)."""
+    """Image events taken without a Kafka key, or with an empty one (in order only on a topic of
+    one partition)."""
     images_failed: int = 0
     """Images that could not be used (dead letters, or tag's 'failed' lines)."""
     prompts_encoded: int = 0
@@ -247,10 +248,13 @@ class Counters:
 
     def add(self, more: "Counters") -> None:
         """Add ``more``'s counts to these: a run's or a batch attempt's, counted apart by the
-        thread that did the work, added once it is done (under a lock: several threads add)."""
+        thread that did the work, added once it is done (under a lock: several threads add).
+        Only the counts ``more`` has are touched: a thread counting another one meanwhile with
+        ``+=`` (the worker's sidecars, its prompts) loses nothing to a count this did not change."""
         with _ADDING:
             for each in fields(more):
-                setattr(self, each.name, getattr(self, each.name) + getattr(more, each.name))
+                if value := getattr(more, each.name):
+                    setattr(self, each.name, getattr(self, each.name) + value)
 
 
 _ADDING = threading.Lock()

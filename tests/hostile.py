@@ -194,7 +194,7 @@ def image_cases(root: Path, outside: Path) -> list[Case]:
         Case("an image id in a video frame's form", event("clip.mp4#t=0.000", uri + "ok.jpg"), "video frame's id"),
         Case("a newline in a file URI (the URL parser drops it)", event("nl", uri + "ok.jpg\n"), "control character"),
         Case("an event keyed by another image id (Kafka would order it with that image's events)",
-             event("keyed", uri + "ok.jpg"), "is not the event's image_id", key=b"someone-else"),
+             event("keyed", uri + "ok.jpg"), "not keyed by its image_id", key=b"someone-else"),
         Case("a delete of a video frame's id", b'{"schema": 1, "image_id": "v#t=1.5", "deleted": true}',
              "video frame's id"),
         Case("not an image", event("notimg", uri + "ok.jpg"), "not an image"),
@@ -252,7 +252,7 @@ def vocabulary_cases(valid_document: dict) -> list[Case]:
         Case("60 nested nots", document_event(lambda d: d.setdefault("derived", []).append(
             {"code": "deep_not", "rule": "not " * 60 + "earth"})), "more than 50 deep"),
         Case("a vocabulary keyed by another name (compaction would keep it beside the newer ones)",
-             valid_event(90), "is not the event's vocabulary name", key=b"pets"),
+             valid_event(90), "not keyed by its vocabulary name", key=b"pets"),
         Case("NaN centre", document_event(lambda d: d.update(calibration={"centre": float("nan"), "scale": 2.5})),
              "finite number"),
         Case("a prompt explosion (10,000 prompts of 76,000 characters)", prompt_explosion(), "renders a prompt of"),

@@ -162,21 +162,25 @@ def parse_vocab_event(raw: bytes | str | None) -> VocabEvent:
     return _parse(raw, VocabEvent)
 
 
-def check_key(key: bytes | None, expected: str, what: str, how: str) -> None:
+def check_key(key: bytes | None, expected: str, what: str, how: str, empty_is_none: bool = True) -> None:
     """Refuse an event keyed by anything but its ``what`` (an image's id, a vocabulary's name;
     ``how``: the command that keys them so). Kafka keeps one key's events in order on one
     partition, and compacts the vocabulary topic by key: an image's delete keyed otherwise
     could be applied before the event that stored it, and a vocabulary keyed otherwise would
-    outlive its newer versions. An event without a key, or with an empty one (``kcat -k ''``),
-    is taken (counted as unkeyed by the worker): on one partition it is in order."""
-    if not key or key == expected.encode("utf-8"):
+    outlive its newer versions. An event without a key is taken (the worker counts image events
+    so): on one partition it is in order; so is one with an empty key (``kcat -k ''``) where
+    ``empty_is_none`` (not on the compacted topic, where every empty-keyed document is one).
+
+    The reason begins with what is wrong, the same words for every key (`columnist
+    deadletters` counts letters by them), and ends with the key and the event's ``what``."""
+    if key is None or (empty_is_none and not key) or key == expected.encode("utf-8", "surrogatepass"):
         return
     shown, wanted = printable(key.decode("utf-8", "backslashreplace"), 100), printable(expected, 100)
     if unicodedata.normalize("NFC", shown) == unicodedata.normalize("NFC", wanted):  # another Unicode form
         # of the same text (NFD, NFC), which a terminal shows alike: told apart by its code points
         shown, wanted = ascii(key.decode("utf-8", "backslashreplace"))[1:-1][:100], ascii(expected)[1:-1][:100]
-    raise EventError(f"key '{shown}': is not the event's {what}, so Kafka may reorder it with that {what}'s other "
-                     f"events ({what} '{wanted}'); key each event by its {what}, as {how} does")
+    raise EventError(f"not keyed by its {what}: Kafka may reorder it with that {what}'s other events; key each "
+                     f"event by its {what}, as {how} does (key '{shown}', {what} '{wanted}')")
 
 
 def image_event(image_id: str, uri: str, collection: str = "", meta: dict | None = None) -> bytes:

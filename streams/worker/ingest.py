@@ -8,7 +8,6 @@ its reason; one bad event never costs its batch-mates.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
@@ -56,8 +55,6 @@ class _Fetched:
     sha256: str
 
 
-log = logging.getLogger("columnist.worker")
-
 MAX_HELD_BYTES = 256 * 1024 * 1024
 """Fetched bytes held at once while their content is looked up in the store."""
 
@@ -100,24 +97,14 @@ def _parse_all(events: Sequence[RawEvent], rejected: list, counters: Counters) -
             one = parse_image_event(event.value)
             check_key(event.key, one.image_id, "image_id", "`columnist publish`")
             parsed[index] = one
+            counters.events_unkeyed += not event.key  # taken: in order only on one partition (the service warns)
         except Exception as err:  # any failure of one event is that event's dead letter
             rejected.append((index, Rejected(event, err, one.image_id if one else None)))
             counters.images_failed += 1
-    _count_unkeyed(events, counters)
     last = {one.image_id: index for index, one in parsed.items()}
     superseded = [index for index, one in parsed.items() if last[one.image_id] != index]
     counters.events_superseded += len(superseded)
     return {index: one for index, one in parsed.items() if index not in superseded}
-
-
-def _count_unkeyed(events: Sequence[RawEvent], counters: Counters) -> None:
-    """Count events without a Kafka key, and say so the first time: on a topic of several
-    partitions one image's events may then be applied out of order."""
-    unkeyed = sum(1 for event in events if not event.key)
-    if unkeyed and not counters.events_unkeyed:
-        log.warning("%d image events without a Kafka key: with more than one partition, one image's events "
-                    "may be applied out of order; key each by its image_id (as `columnist publish` does)", unkeyed)
-    counters.events_unkeyed += unkeyed
 
 
 def _fetch(index: int, event: RawEvent, parsed: ImageEvent, policy: FetchPolicy, rejected: list,

@@ -28,7 +28,7 @@ COUNTERS = {
     "images_failed": "Images that could not be used.",
     "images_deleted": "Images forgotten because their events said they are gone.",
     "events_superseded": "Events replaced by a later event for the same image in the same batch.",
-    "events_unkeyed": "Image events without a Kafka key (one image's events are in order only on one partition).",
+    "events_unkeyed": "Image events taken without a Kafka key (one image's events are in order only on one partition).",
     "prompts_encoded": "Prompts encoded by the text tower.",
     "batches": "Ingest batches stored.",
     "batch_retries": "Attempts at batches that failed as a whole (retried, never skipped).",

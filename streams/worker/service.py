@@ -320,6 +320,10 @@ class Service:
             counted = Counters()  # an attempt given up counts nothing: its events are counted once
             prepared = await self.on(self.prepare_executor, prepare_events, events, self.encoder, self.policy,
                                      counted, self.limits, self.store, self.second)
+            if counted.events_unkeyed and not self.counters.events_unkeyed:
+                log.warning("%d image events without a Kafka key: with more than one partition, one image's events "
+                            "may be applied out of order; key each by its image_id (as `columnist publish` does)",
+                            counted.events_unkeyed)
             self.counters.add(counted)
             return prepared
 
@@ -433,7 +437,7 @@ class Service:
             return
         try:
             vocab = self._parse_vocabulary(event.value)
-            check_key(event.key, vocab.name, "vocabulary name", "`columnist vocab push`")
+            check_key(event.key, vocab.name, "vocabulary name", "`columnist vocab push`", empty_is_none=False)
             current = self.vocabs.get(vocab.name)
             if current and vocab.content_hash() == current.content_hash():
                 log.info("vocabulary %s v%d is the one applied; nothing to do", vocab.name, vocab.version)

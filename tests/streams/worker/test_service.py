@@ -117,8 +117,18 @@ def test_a_batch_prepared_again_after_a_store_failure_counts_its_events_once(sto
 
     assert service.counters.batch_retries == 1 and not failures
     assert (service.counters.events_unkeyed, service.counters.images_failed, service.counters.images_decoded) == (1, 1, 3)
-    assert len(source.letters) == 1 and "is not the event's image_id" in source.letters[0]["reason"]
+    assert len(source.letters) == 1 and "not keyed by its image_id" in source.letters[0]["reason"]
     assert source.letters[0]["key"] == "someone-else" and source.letters[0]["image_id"] == "wrong"
+
+
+def test_unkeyed_events_are_taken_counted_and_warned_about_once(store, tmp_path, caplog):
+    service = service_for(store, tmp_path, space(1))
+    source = ScriptedSource(photo_events(tmp_path)[:2], photo_events(tmp_path, "b-")[:2])  # RawEvents without keys
+
+    asyncio.run(service.run(source))
+
+    assert len(stored_ids(store)) == 4 and service.counters.events_unkeyed == 4 and source.acked == [0, 1]
+    assert len([r for r in caplog.records if "without a Kafka key" in r.getMessage()]) == 1
 
 
 def test_identical_content_in_one_batch_is_decoded_and_encoded_once(store, tmp_path):
@@ -450,8 +460,8 @@ def test_vocabulary_events_are_applied_once_or_dead_lettered_with_a_reason(store
     assert [letter["offset"] for letter in source.letters] == [2, 4, 5]  # the repeated v2 is not an error
     assert "v1 is older than the applied v2" in source.letters[0]["reason"]
     assert "does not match the document" in source.letters[1]["reason"]
-    assert source.letters[2]["reason"].startswith("key 'pets': is not the event's vocabulary name")
-    assert "(vocabulary name 'space')" in source.letters[2]["reason"]
+    assert source.letters[2]["reason"].startswith("not keyed by its vocabulary name: Kafka may reorder it")
+    assert source.letters[2]["reason"].endswith("(key 'pets', vocabulary name 'space')")
     # another name is a vocabulary of its own, beside space, scored from the stored embeddings
     assert sorted(service.vocabs) == ["pets", "space"]
     assert store.count_scores("pets", ["cat"]) == len(list(PHOTOS.glob("*.jpg")))
