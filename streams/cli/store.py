@@ -20,9 +20,10 @@ def check(
     grace: int = typer.Option(600, help="Orphans younger than this many seconds may be a write in progress and are "
                                         "left alone."),
 ) -> None:
-    """Orphan embeddings and scores, images without an embedding, and per applied vocabulary the
-    images missing a score, stale scores and scores of removed attributes. Exits 1 when it
-    finds something (and --repair was not given)."""
+    """Orphan embeddings and scores, images and videos without their embeddings, and per applied
+    vocabulary the images missing a score, stale scores and scores of removed attributes, for the
+    model the store serves. Exits 1 when it finds something (with --repair: something it cannot
+    mend)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -36,8 +37,9 @@ def check(
     console = Console()
     try:
         vocabularies = store.applied_vocabularies()
-        models = store.embedding_models()
-        model_name = models[0] if models else (model or config.model)
+        state, models = store.model_state(), store.embedding_models()
+        model_name = state.serving if state is not None and state.serving else \
+            models[0] if models else (model or config.model)  # the model the views read, mid-migration too
         found = checks.find(store, model_name, vocabularies, grace)
         table = Table("what", "found", title=f"columnist store check: {store.dsn} (model {model_name})")
         for label, value in (("orphan embeddings (no images row)", found.orphan_embeddings),

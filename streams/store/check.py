@@ -6,9 +6,9 @@ What a killed write leaves is an *orphan*: an embedding or scores without their 
 Younger than GRACE_S they may be another worker's write in progress, so only older ones count.
 
 Found, per store: orphan embeddings and scores; images without an embedding, and videos
-without their frames' (nothing to score them from: publish or tag them again). Per applied vocabulary: images missing a score of a
-current attribute, scores older than their attribute's current definition (stale), and scores
-of attributes the vocabulary no longer has. ``mend`` deletes orphans and removed attributes'
+without their frames' (nothing to score them from: publish or tag them again). Per applied
+vocabulary: images missing a score of a current attribute, scores older than their
+attribute's current definition (stale), and scores of attributes the vocabulary no longer has. ``mend`` deletes orphans and removed attributes'
 scores and re-scores the missing and stale ones in the engine from the stored embeddings (the
 replay's statements): nothing is decoded.
 """
@@ -60,7 +60,8 @@ class Findings:
     @property
     def clean(self) -> bool:
         return not (self.orphan_embeddings or self.orphan_scores or self.images_without_embedding
-                    or self.content_differs or self.videos_missing_frames or any(v.missing or v.stale or v.removed for v in self.vocabularies))
+                    or self.content_differs or self.videos_missing_frames
+                    or any(v.missing or v.stale or v.removed for v in self.vocabularies))
 
 
 LIVE = ("(image_id IN (SELECT image_id FROM columnist.images) OR image_id IN (SELECT frame_id FROM "

@@ -190,6 +190,8 @@ def test_the_commands_move_a_tagged_folder_step_by_step(library, tmp_path):
     assert f"embedded {PHOTO_COUNT - 1} images" in migrated.stdout and "coffee.jpg" in migrated.stderr
     refused = columnist("model", "cutover", "--to", "mock", "--db", db, check=False)
     assert refused.returncode == 3 and "1 images lack the embedding of mock" in refused.stderr
+    checked = columnist("store", "check", "--db", db, check=False)  # mid-migration: what the views read is whole
+    assert checked.returncode == 0 and "(model tiny-clip)" in checked.stdout, checked.stdout
     (library / "coffee.moved").rename(library / "coffee.jpg")
     assert "mock covers every image" in columnist("model", "migrate", "--to", "mock", "--db", db).stdout
     page = tmp_path / "compare.html"
