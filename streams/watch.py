@@ -81,7 +81,8 @@ class WatchState:
         return tuple(row) if row else None
 
     def holders(self, image_id_: str) -> list[str]:
-        """The paths remembered under ``image_id_`` (one, but for a state an older watch wrote)."""
+        """The paths remembered under ``image_id_``: one file's, or one file's under several
+        paths (a folder and a link to it); more files only in a state an older watch wrote."""
         with self.lock:
             return [path for (path,) in self.db.execute("SELECT path FROM files WHERE image_id = ?", (image_id_,))]
 
@@ -130,7 +131,9 @@ class Watcher:
         """At start: publish what changed or appeared while nobody watched, and delete what went."""
         known, self.totals.skipped = self.state.known(), Counter()
         found = {str(path): path for folder in self.folders for path in self._files_under(folder)}
-        changed = [path for key, path in found.items() if self._differs(path, known.get(key))]
+        changed = [path for key, path in found.items()
+                   if self._differs(path, known.get(key)) or (key in known and known[key][0] != self._id_now(path))]
+        # (the second: an older watch gave it another id, a folder inside another taking its own)
         gone = [key for key in known if key not in found and self.folder_of(Path(key)) is not None]
         self._publish(changed, gone)
         return self.totals
@@ -141,6 +144,11 @@ class Watcher:
         found = walk([folder], follow_links=False)
         self.totals.skipped.update(found.skipped)
         return [path for _, path in found.files]
+
+    def _id_now(self, path: Path) -> str | None:
+        """The id the file at ``path`` has under these folders (None outside them)."""
+        folder = self.folder_of(path)
+        return image_id(path, folder, self.collection) if folder is not None else None
 
     def _differs(self, path: Path, was: tuple[str, int, int] | None) -> bool:
         try:
@@ -209,7 +217,10 @@ class Watcher:
     def _publish(self, files: list[Path], gone: list[str]) -> None:
         going = set(gone)
         images = self._without_clashes(files, going)
-        gone_ids = self._ids_gone(gone, going, images)
+        released = [(raw, was[0]) for raw in gone if (was := self.state.get(raw)) is not None]
+        released += [(str(path), was[0]) for identifier, path in images  # a file whose id changed lets the old go
+                     if (was := self.state.get(str(path))) is not None and was[0] != identifier]
+        gone_ids = self._ids_let_go(released, images)
         if not images and not gone_ids:
             return
         self.send(images, gone_ids)
@@ -228,23 +239,25 @@ class Watcher:
         for identifier in gone_ids:
             log.info("published the deletion of %s", identifier)
 
-    def _ids_gone(self, gone: list[str], going: set[str], images: list[tuple[str, Path]]) -> list[str]:
-        """The ids of the files gone that no other file holds now. An id published again in
-        this change (a file moved to the path another folder gives the same id) is not deleted;
-        one another remembered file still holds (the same file through a link, or a state an
-        older watch wrote) is published again from that file instead (appended to ``images``)."""
+    def _ids_let_go(self, released: list[tuple[str, str]], images: list[tuple[str, Path]]) -> list[str]:
+        """Of the ids ``released`` (path, id: files gone, and the former ids of files whose id
+        changed), those no file holds now, to delete. An id published again in this change (a
+        file moved to the path another folder gives the same id) is kept; one another file on
+        disk holds under today's rules (the same file through a link, a state an older watch
+        wrote) is published again from that file instead (appended to ``images``)."""
         published = {identifier for identifier, _ in images}
+        letting_go = {raw for raw, _ in released}
         gone_ids = []
-        for raw in gone:
-            was = self.state.get(raw)
-            if was is None or was[0] in published:
+        for _, old in released:
+            if old in published:
                 continue
-            still = [Path(p) for p in self.state.holders(was[0]) if p not in going and Path(p).is_file()]
+            still = [Path(p) for p in self.state.holders(old)
+                     if p not in letting_go and Path(p).is_file() and self._id_now(Path(p)) == old]
             if still:
-                images.append((was[0], still[0]))
+                images.append((old, still[0]))
             else:
-                gone_ids.append(was[0])
-            published.add(was[0])
+                gone_ids.append(old)
+            published.add(old)
         return gone_ids
 
     def _without_clashes(self, files: list[Path], going: set[str]) -> list[tuple[str, Path]]:
@@ -261,7 +274,7 @@ class Watcher:
                 continue
             image_id_ = image_id(path, folder, self.collection)
             others = [p for p in [taken.get(image_id_), *self.state.holders(image_id_)]
-                      if p is not None and p != str(path) and p not in going]
+                      if p is not None and p != str(path) and p not in going and self._id_now(Path(p)) == image_id_]
             other = next((p for p in others if _another_file(p, path)), None)
             if other is not None:
                 log.warning("not published: %s has the image id %s of %s too (watch those folders separately, "

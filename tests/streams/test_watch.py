@@ -278,3 +278,23 @@ def test_a_folder_inside_another_gives_its_files_the_outer_folders_ids_in_any_or
         caught = Watcher(folders, "trip", WatchState(tmp_path / f"state{n}.sqlite"),
                          lambda images, gone: sent.append(sorted(i for i, _ in images)), settle=0).catch_up()
         assert sent == [["trip/sub/x.jpg", "trip/x.jpg"]] and not caught.skipped
+
+
+def test_a_file_an_older_watch_gave_the_inner_folders_id_is_published_under_todays_and_the_old_id_deleted(tmp_path):
+    """Watched as [p/sub, p], an older watch gave p/sub/x.jpg the id trip/x.jpg; today's is
+    trip/sub/x.jpg: the next start publishes it under that and deletes trip/x.jpg (no file has
+    it any more), and a later deletion of the file deletes today's id."""
+    outer, sent = tmp_path / "p", []
+    (outer / "sub").mkdir(parents=True)
+    shutil.copy(PHOTOS / "moon.jpg", outer / "sub" / "x.jpg")
+    state = WatchState(tmp_path / "state.sqlite")
+    info = (outer / "sub" / "x.jpg").stat()
+    state.record([(str(outer / "sub" / "x.jpg"), "trip/x.jpg", info.st_size, info.st_mtime_ns)], [])
+    watched = Watcher([outer / "sub", outer], "trip", state,
+                      lambda images, gone: sent.append(([i for i, _ in images], list(gone))), settle=0)
+
+    watched.catch_up()
+    assert sent == [(["trip/sub/x.jpg"], ["trip/x.jpg"])]
+    (outer / "sub" / "x.jpg").unlink()
+    watched.changed([("deleted", str(outer / "sub" / "x.jpg"))])
+    assert sent[-1] == ([], ["trip/sub/x.jpg"])
