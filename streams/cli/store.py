@@ -37,9 +37,8 @@ def check(
     console = Console()
     try:
         vocabularies = store.applied_vocabularies()
-        state, models = store.model_state(), store.embedding_models()
-        model_name = state.serving if state is not None and state.serving else \
-            models[0] if models else (model or config.model)  # the model the views read, mid-migration too
+        state, models = store.model_state(), store.embedding_models()  # the model the views read, mid-migration too
+        model_name = (state.serving if state else "") or (models[0] if models else model or config.model)
         found = checks.find(store, model_name, vocabularies, grace)
         table = Table("what", "found", title=f"columnist store check: {store.dsn} (model {model_name})")
         for label, value in (("orphan embeddings (no images row)", found.orphan_embeddings),

@@ -175,10 +175,11 @@ def check_key(key: bytes | None, expected: str, what: str, how: str, empty_is_no
     deadletters` counts letters by them), and ends with the key and the event's ``what``."""
     if key is None or (empty_is_none and not key) or key == expected.encode("utf-8", "surrogatepass"):
         return
-    shown, wanted = printable(key.decode("utf-8", "backslashreplace"), 100), printable(expected, 100)
+    text = key.decode("utf-8", "backslashreplace")
+    shown, wanted = printable(text, 100), printable(expected, 100)
     if unicodedata.normalize("NFC", shown) == unicodedata.normalize("NFC", wanted):  # another Unicode form
         # of the same text (NFD, NFC), which a terminal shows alike: told apart by its code points
-        shown, wanted = ascii(key.decode("utf-8", "backslashreplace"))[1:-1][:100], ascii(expected)[1:-1][:100]
+        shown, wanted = ascii(text)[1:-1][:100], ascii(expected)[1:-1][:100]
     raise EventError(f"not keyed by its {what}: Kafka may reorder it with that {what}'s other events; key each "
                      f"event by its {what}, as {how} does (key '{shown}', {what} '{wanted}')")
 

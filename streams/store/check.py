@@ -8,9 +8,10 @@ Younger than GRACE_S they may be another worker's write in progress, so only old
 Found, per store: orphan embeddings and scores; images without an embedding, and videos
 without their frames' (nothing to score them from: publish or tag them again). Per applied
 vocabulary: images missing a score of a current attribute, scores older than their
-attribute's current definition (stale), and scores of attributes the vocabulary no longer has. ``mend`` deletes orphans and removed attributes'
-scores and re-scores the missing and stale ones in the engine from the stored embeddings (the
-replay's statements): nothing is decoded.
+attribute's current definition (stale), and scores of attributes the vocabulary no longer
+has. ``mend`` deletes orphans and removed attributes' scores and re-scores the missing and
+stale ones in the engine from the stored embeddings (the replay's statements): nothing is
+decoded.
 """
 
 from __future__ import annotations

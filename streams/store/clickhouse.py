@@ -540,8 +540,9 @@ class ClickHouseStore:
 
     def stored_content(self, model: str, image_ids: Sequence[str]) -> dict[str, str]:
         """image_id -> sha256 where the image row and the model's embedding agree on the content
-        (for a video: where every frame it was sampled at has the model's embedding). New ids, what a worker
-        mostly gets, cost one read by the images table's key; only ids found are checked."""
+        (for a video: where every frame it was sampled at has the model's embedding). New ids,
+        what a worker mostly gets, cost one read by the images table's key; only ids found are
+        checked."""
         _, found = self.query("SELECT DISTINCT image_id FROM columnist.images WHERE image_id IN {ids:Array(String)}",
                               {"ids": list(image_ids)})
         if not found:
