@@ -247,6 +247,16 @@ def _original(raw: bytes | None) -> dict[str, Any]:
             "event_sha256": hashlib.sha256(raw).hexdigest()}
 
 
+def _key_text(key: Any) -> str | None:
+    """A Kafka key as text in a dead letter, its first 1,024 bytes (Kafka's sources give bytes;
+    whatever else a source gives is shown as text: a letter is written whatever the event was)."""
+    if key is None:
+        return None
+    if isinstance(key, (bytes, bytearray)):
+        return bytes(key[:1024]).decode("utf-8", "backslashreplace")
+    return str(key)[:1024]
+
+
 def dead_letter(raw: bytes | None, topic: str, error: Exception, partition: int | None = None,
                 offset: int | None = None, image_id: str | None = None, group: str = "",
                 key: bytes | None = None) -> bytes:
@@ -255,7 +265,7 @@ def dead_letter(raw: bytes | None, topic: str, error: Exception, partition: int 
     size, whatever the event was."""
     return json.dumps({
         "schema": SCHEMA_VERSION, "topic": topic, "partition": partition, "offset": offset,
-        "key": key[:1024].decode("utf-8", "backslashreplace") if key is not None else None,
+        "key": _key_text(key),
         "image_id": image_id[:1024] if image_id else image_id, **_original(raw),
         "error": type(error).__name__, "reason": str(error)[:MAX_REASON],
         "worker": f"{socket.gethostname()}:{os.getpid()}", "group": group[:256],

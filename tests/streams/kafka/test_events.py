@@ -36,6 +36,7 @@ def test_dead_letter_keeps_the_original_and_names_the_error():
     assert binary["event"] == "ff00" and binary["key"] is None
     keyed = json.loads(dead_letter(b"{}", "t", ValueError("bad"), key=b"k\xff" + b"x" * 5000))
     assert keyed["key"] == "k\\xff" + "x" * 1022  # its first 1,024 bytes, as text
+    assert json.loads(dead_letter(b"{}", "t", ValueError("bad"), key="a str"))["key"] == "a str"  # not bytes: still a letter
 
 
 def test_an_event_is_keyed_by_its_id_or_not_at_all():
