@@ -48,7 +48,8 @@ def watch(
     except KeyboardInterrupt:
         stop.set()
         fail("stopped", INTERRUPTED)
-    typer.echo(f"stopped: {totals.images} images and {totals.deleted} deletions published", err=True)
+    skipped = f"; skipped: {skipped_summary(totals.skipped)}" if totals.skipped else ""  # each also named in the log
+    typer.echo(f"stopped: {totals.images} images and {totals.deleted} deletions published{skipped}", err=True)
 
 
 def register(app: typer.Typer) -> None:

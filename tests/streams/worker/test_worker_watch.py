@@ -33,6 +33,7 @@ def test_a_watched_folder_reaches_the_store_and_a_restart_publishes_only_the_new
     def stored() -> set[str]:
         return {i for (i,) in worker.query("SELECT image_id FROM columnist.images FINAL")}
 
+    (folder / "notes.txt").write_text("not a photo")  # not taken: counted when the watch catches up and stops
     watching = start_watch(watch_env, folder, log)
     wait_until(lambda: b"caught up" in (tmp_path / "watch.log").read_bytes(), 60, "the watch to start")
     shutil.copy(PHOTOS / "moon.jpg", folder / "moon.jpg")
@@ -45,6 +46,8 @@ def test_a_watched_folder_reaches_the_store_and_a_restart_publishes_only_the_new
     wait_until(lambda: stored() == {rocket}, 60, "the deleted photo to be forgotten")
     watching.send_signal(signal.SIGTERM)
     assert watching.wait(30) == 0
+    log.flush()
+    assert b"stopped: 2 images and 1 deletions published; skipped: 1 .txt" in (tmp_path / "watch.log").read_bytes()
 
     shutil.copy(PHOTOS / "coffee.jpg", folder / "coffee.jpg")  # while nobody watches
     watching = start_watch(watch_env, folder, log)
