@@ -269,7 +269,7 @@ class Service:
                                               on_retry=self._count_batch_retry)) is None:
                 log.info("the store now serves %s: a batch prepared for another model is prepared again",
                          self.encoder.name)
-                prepared = await self.prepare(batch.events)
+                prepared = await self.prepare(batch.events, again=True)
         finally:
             this.encoded.set()
         del prepared  # its pixels: three batches are under way at once
@@ -312,9 +312,11 @@ class Service:
 
     # -- ingest --------------------------------------------------------------------------
 
-    async def prepare(self, events: list[RawEvent]) -> Prepared:
+    async def prepare(self, events: list[RawEvent], again: bool = False) -> Prepared:
         """Fetch, decode and preprocess a batch (retried as a whole when the store cannot
-        say which contents it already has, or the worker is out of file descriptors)."""
+        say which contents it already has, or the worker is out of file descriptors).
+        ``again``: the batch was prepared before, for the model the store served then; its
+        events were counted that time, so only the decoding done again is counted."""
         async def attempt() -> Prepared:
             faults.point("ingest_batch")
             counted = Counters()  # an attempt given up counts nothing: its events are counted once
@@ -324,7 +326,7 @@ class Service:
                 log.warning("%d image events without a Kafka key: with more than one partition, one image's events "
                             "may be applied out of order; key each by its image_id (as `columnist publish` does)",
                             counted.events_unkeyed)
-            self.counters.add(counted)
+            self.counters.add(Counters(images_decoded=counted.images_decoded) if again else counted)
             return prepared
 
         return await until_done(attempt, self._describe_batch(events), on_retry=self._count_batch_retry)

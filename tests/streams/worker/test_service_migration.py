@@ -135,6 +135,7 @@ def test_a_batch_prepared_before_the_cutover_and_encoded_after_it_is_prepared_ag
     asyncio.run(asyncio.wait_for(service.run(source), WAIT))  # before: its known contents were retried for ever
 
     assert served.is_set() and source.letters == [] and service.encoder.name == "mock-256"
+    assert service.counters.events_unkeyed == 6  # the batch prepared twice counts its events once
     _, rows = store.query("SELECT image_id, length(embedding) FROM columnist.image_embedding FINAL "
                           "WHERE model = 'mock-256' AND image_id LIKE 'x%' ORDER BY image_id")
     assert rows == [("x000", 256), ("x001", 256), ("x002", 256)]
