@@ -36,6 +36,15 @@ def tsv_field(value: Any) -> str:
     return text
 
 
+def write_tsv(columns: Sequence[str], rows: Sequence[Sequence]) -> None:
+    """Rows as TabSeparatedWithNames on stdout: what a command prints when piped."""
+    import sys
+
+    sys.stdout.write("\t".join(map(tsv_field, columns)) + "\n")
+    for row in rows:
+        sys.stdout.write("\t".join(map(tsv_field, row)) + "\n")
+
+
 def print_rows(columns: Sequence[str], rows: Sequence[Sequence]) -> None:
     """A table with a header and the row count; vertical when the table would not fit."""
     from rich.console import Console

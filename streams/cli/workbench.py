@@ -86,11 +86,14 @@ def try_(
     db: Optional[str] = DbOption,
     model: Optional[str] = ModelOption,
 ) -> None:
-    """Score a description against every stored embedding (one matrix product) before adding it."""
+    """Score a description against every stored embedding (one matrix product) before adding it.
+    Piped: TSV (list, image_id, score, logit)."""
+    import sys
+
     from columnist.cli.common import fail
     from columnist.vocab.schema import check_template
     from columnist.workbench.gallery import Section, try_description, write_html
-    from columnist.cli.output import print_rows
+    from columnist.cli.output import print_rows, write_tsv
 
     if not description.strip():
         fail("give a description to try, e.g. 'a spacecraft window or porthole'", 2)
@@ -110,9 +113,13 @@ def try_(
         store.close()
     rows = lambda items: [[r.image_id, f"{r.score:.4f}", f"{r.logit:.3f}"] for r in items]  # noqa: E731
     typer.echo(f"{description!r} over {len(results.ids)} stored embeddings (centre {vocabulary.calibration.centre}, "
-               f"scale {vocabulary.calibration.scale}):")
-    print_rows(["top image", "score", "logit"], rows(best))
-    print_rows(["borderline image", "score", "logit"], rows(borderline))
+               f"scale {vocabulary.calibration.scale}):", err=not sys.stdout.isatty())
+    if not sys.stdout.isatty():  # piped: one TSV, each row saying which list it is in
+        write_tsv(["list", "image_id", "score", "logit"],
+                  [[name, *row] for name, items in (("top", best), ("borderline", borderline)) for row in rows(items)])
+    else:
+        print_rows(["top image", "score", "logit"], rows(best))
+        print_rows(["borderline image", "score", "logit"], rows(borderline))
     if html_out:
         sections = [Section("top", best, len(results.ids)), Section("borderline (score nearest 0.5)", borderline,
                                                                          len(results.ids))]
@@ -121,7 +128,7 @@ def try_(
             "templates": " | ".join(template or vocabulary.templates),
             "calibration": f"centre {vocabulary.calibration.centre}, scale {vocabulary.calibration.scale}",
             "images scored": str(len(results.ids))})
-        typer.echo(f"wrote {html_out}")
+        typer.echo(f"wrote {html_out}", err=not sys.stdout.isatty())
 
 
 def gallery(
@@ -170,7 +177,7 @@ def search(
     import sys
 
     from columnist.cli.common import fail, settings, vocabulary_in
-    from columnist.cli.output import print_rows, shown, tsv_field
+    from columnist.cli.output import print_rows, shown, write_tsv
     from columnist.cli.reader import Reader
     from columnist.models.registry import load_encoder
     from columnist.prompt_cache import PromptCache
@@ -198,9 +205,7 @@ def search(
     finally:
         reader.close()
     if not sys.stdout.isatty():
-        sys.stdout.write("\t".join(["rank", *columns]) + "\n")
-        for rank, row in enumerate(rows, start=1):
-            sys.stdout.write("\t".join(map(tsv_field, [rank, *row])) + "\n")
+        write_tsv(["rank", *columns], [[rank, *row] for rank, row in enumerate(rows, start=1)])
     else:
         print_rows(["rank", "probability", "logit", "image"], [[rank, p, lg, image_id]
                                                               for rank, (image_id, p, lg, _) in enumerate(rows, 1)])

@@ -87,7 +87,10 @@ def test_try_and_gallery_write_pages_of_the_expected_images(tagged_clip, tmp_pat
     tagged = tagged_clip
     page = tmp_path / "try.html"
     result = columnist("try", "a photo of the Moon", "--db", tagged, "--top", "7", "--html", str(page))
-    assert "top image" in result.stdout and "over 7 stored embeddings" in result.stdout
+    lines = [line.split("\t") for line in result.stdout.splitlines()]  # piped: one TSV, the heading on stderr
+    assert lines[0] == ["list", "image_id", "score", "logit"] and "over 7 stored embeddings" in result.stderr
+    assert [row[0] for row in lines[1:]] == ["top"] * 7 + ["borderline"] * 7
+    assert {row[1] for row in lines[1:]} == set(NAMES) and all(0 <= float(row[2]) <= 1 for row in lines[1:])
     listed = set(re.findall(r'data-image-id="([^"]+)"', page.read_text()))
     assert listed == set(NAMES)
     assert page.read_text().count("data:image/jpeg;base64,") >= 7
