@@ -50,3 +50,7 @@ class BadInput(ColumnistError):
 
 INTERRUPTED = 130
 """Exit code of a command stopped with Ctrl-C (what it had stored stays)."""
+
+TOWER_STUCK = 6
+"""Exit code of a worker whose image tower did not answer a batch in COLUMNIST_ENCODE_TIMEOUT
+(its runtime stuck in native code, which nothing in the process can interrupt)."""

@@ -2,7 +2,8 @@
 
 ``COLUMNIST_FAULTS="kill:after_embeddings:2,fail:store_write:3"`` makes the worker kill
 itself with SIGKILL the 2nd time it reaches the point ``after_embeddings``, and raise
-InjectedFault the first 3 times it reaches ``store_write``; ``slow:store_write:30`` makes every
+InjectedFault the first 3 times it reaches ``store_write``; ``hang:encode:2`` makes the 2nd
+call into the image tower never return (a stuck runtime); ``slow:store_write:30`` makes every
 write wait 30 ms first (a stand-in for a ClickHouse server's round trips, which the embedded
 engine does not have). Points are named where they sit in the code. With the variable unset
 every call is a dictionary lookup and nothing else.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections import Counter
 
@@ -40,6 +42,8 @@ def point(name: str) -> None:
     _hits[name] += 1
     if action == "kill" and _hits[name] == count:
         os.kill(os.getpid(), signal.SIGKILL)
+    if action == "hang" and _hits[name] == count:
+        threading.Event().wait()  # for ever, as a runtime deadlocked in native code
     if action == "slow":
         time.sleep(count / 1000)
     if action == "fail" and _hits[name] <= count:

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     """Seconds the worker waits to fill a batch before processing what it has."""
     session_timeout: float = 10.0
     """Seconds before Kafka gives a silent (crashed) worker's partitions to another."""
+    encode_timeout: float = Field(300.0, ge=0)
+    """Seconds the image tower may take for each batch_size inputs (images, video frames) of
+    a call; beyond, its runtime is taken as stuck and the worker exits (code 6) for its
+    supervisor to restart it, the batch unacked (it comes again). 0: no limit."""
 
     # where images may come from
     image_roots: str = ""

@@ -33,7 +33,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from columnist import faults, sidecars
-from columnist.errors import ConfigurationError
+from columnist.errors import TOWER_STUCK, ConfigurationError
 from columnist.kafka.events import MODEL_KEY, check_key, dead_letter, parse_vocab_event
 from columnist.models.registry import load_encoder
 from columnist.pipeline import SecondModel, Texts, embed_and_score_isolating, encoded_count
@@ -56,6 +56,9 @@ if TYPE_CHECKING:
     from columnist.models.encoder import Encoder
     from columnist.store import Store
     from columnist.worker.sources import Batch, Source
+
+_exit = os._exit
+"""How a worker whose image tower is stuck ends (no thread of it can be joined; tests replace it)."""
 
 log = logging.getLogger("columnist.worker")
 
@@ -151,6 +154,26 @@ class Service:
     async def run_blocking(self, function, *args):
         """On the work thread, in submission order (encoding, the store's small jobs)."""
         return await self.on(self.executor, function, *args)
+
+    async def run_tower(self, inputs: int, what: str, function, *args):
+        """run_blocking for a call into an image tower with ``inputs`` inputs, bounded by
+        COLUMNIST_ENCODE_TIMEOUT for each batch_size of them. A runtime stuck in native code
+        cannot be interrupted from Python, and a worker waiting on it consumes nothing for
+        ever while it looks alive (its heartbeats go on, its lag grows); so it exits instead,
+        the batch not acked, for its supervisor to start it again."""
+        call = asyncio.ensure_future(self.run_blocking(function, *args))
+        if self.settings.encode_timeout:
+            limit = self.settings.encode_timeout * max(1, -(-inputs // self.settings.batch_size))
+            done, _ = await asyncio.wait([call], timeout=limit)
+            if not done:
+                log.critical("the image tower (%s on %s) has not answered %d inputs of %s in %.0f s "
+                             "(COLUMNIST_ENCODE_TIMEOUT: %g s for each %d): its runtime is stuck; the worker exits "
+                             "(code %d) for its supervisor to restart it, and the batch, not acked, comes again",
+                             self.encoder.name, getattr(self.encoder, "runtime", "?"), inputs, what, limit,
+                             self.settings.encode_timeout, self.settings.batch_size, TOWER_STUCK)
+                logging.shutdown()  # the line above reaches the log: nothing else runs after _exit
+                _exit(TOWER_STUCK)
+        return await call
 
     @property
     def all_written(self) -> asyncio.Event:
@@ -371,8 +394,10 @@ class Service:
             if prepared.images:
                 started = time.perf_counter()
                 vocabularies = [(vocab, self.texts[name]) for name, vocab in self.vocabs.items()]
-                scored.batch, failed = await self.run_blocking(embed_and_score_isolating, prepared.images,
-                                                               vocabularies, self.encoder)
+                scored.batch, failed = await self.run_tower(encoded_count(prepared.images),
+                                                            self._describe_batch(prepared.events),
+                                                            embed_and_score_isolating, prepared.images, vocabularies,
+                                                            self.encoder)
                 for position, err in failed:
                     image_id = prepared.images[position].record.image_id
                     log.error("image %s: %s", printable(image_id), printable(err, 500))
@@ -381,8 +406,10 @@ class Service:
                 second = self.second if self.second and prepared.second_model == self.second.encoder.name else None
                 if scored.batch is not None and second is not None:
                     kept = set(scored.image_ids)
-                    scored.alongside = await self.run_blocking(second.score, [
-                        image for image in prepared.second if image.record.image_id in kept])
+                    alongside = [image for image in prepared.second if image.record.image_id in kept]
+                    scored.alongside = await self.run_tower(encoded_count(alongside),
+                                                            self._describe_batch(prepared.events), second.score,
+                                                            alongside)
                 if scored.batch is not None:
                     self.counters.images_encoded += encoded_count(prepared.images)
                 self.counters.encode_s += time.perf_counter() - started

@@ -233,6 +233,22 @@ def test_kill9_in_the_middle_of_an_ingest_batch(stream_env, start_worker):
     assert_invariant(worker, SPACE)
 
 
+def test_a_stuck_image_tower_ends_the_worker_and_its_batch_comes_again(stream_env, start_worker):
+    """A runtime that never returns (deadlocked in native code: no Python can interrupt it)
+    left the worker alive, consuming nothing, for ever; now it exits with code 6 and a line
+    naming the batch, and the next worker stores every event."""
+    env, settings = stream_env
+    ids = publish_copies(settings, 24)
+    stuck = start_worker(COLUMNIST_BATCH_SIZE=8, COLUMNIST_FAULTS="hang:encode:1", COLUMNIST_ENCODE_TIMEOUT=1)
+    assert stuck.wait_exit(120) == 6
+    assert "has not answered 7 inputs of batch of 8 events" in stuck.tail(200)  # 7 photos: 7 contents
+    worker = start_worker(COLUMNIST_BATCH_SIZE=8)
+    worker.wait_ready()
+    wait_for_scores(worker, len(ids) * len(SPACE.codes))
+    assert {i for (i,) in worker.query("SELECT image_id FROM columnist.images FINAL")} == set(ids)
+    assert_invariant(worker, SPACE)
+
+
 def test_kill9_in_the_middle_of_a_replay(stream_env, start_worker):
     env, settings = stream_env
     ids = publish_copies(settings, 40)
