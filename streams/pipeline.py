@@ -21,7 +21,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Sequence
 
-from columnist import faults
+from columnist import faults, tower_watch
 from columnist.errors import BadInput
 from columnist.models import media, video
 from columnist.models.images import ImageError, decode, decoded_pixels
@@ -249,8 +249,9 @@ def _encode(encoder: "Encoder", tensors: dict[str, "np.ndarray"]) -> dict[str, "
 
     if not tensors:
         return {}
-    faults.point("encode")
-    answer = encoder.encode_prepared(list(tensors.values()))
+    with tower_watch.bounded(encoder.name, len(tensors)):
+        faults.point("encode")
+        answer = encoder.encode_prepared(list(tensors.values()))
     finite = answer.shape == (len(tensors), encoder.dim) and bool(np.isfinite(answer).all())
     if not finite or (np.linalg.norm(answer, axis=1) < 0.5).any():
         problem = "not finite" if answer.shape == (len(tensors), encoder.dim) and not finite else \

@@ -61,9 +61,9 @@ class Settings(BaseSettings):
     session_timeout: float = 10.0
     """Seconds before Kafka gives a silent (crashed) worker's partitions to another."""
     encode_timeout: float = Field(300.0, ge=0)
-    """Seconds the image tower may take for each batch_size inputs (images, video frames) of
-    a call; beyond, its runtime is taken as stuck and the worker exits (code 6) for its
-    supervisor to restart it, the batch unacked (it comes again). 0: no limit."""
+    """Seconds one call into the image tower may take for each batch_size inputs (images,
+    video frames), from when it starts; beyond, its runtime is taken as stuck and the worker
+    (or `tag`) exits with code 6, a worker's batch unacked (it comes again). 0: no limit."""
 
     # where images may come from
     image_roots: str = ""

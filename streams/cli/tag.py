@@ -32,12 +32,14 @@ def tag(
     from rich.progress import Progress
     from rich.table import Table
 
+    from columnist import tower_watch
     from columnist.models.registry import load_encoder
     from columnist.store import ModelMismatch
     from columnist.tagger import TagRun, skipped_summary, tag as run_tag, walk
     from columnist.vocabulary_change import VocabularyConflict
 
     config = settings()
+    tower_watch.configure(config.encode_timeout, batch_size or config.batch_size)
     missing = [printable(p) + (" (a link to nothing, or a loop of links)" if p.is_symlink() else "")
                for p in paths if not p.exists()]
     if missing:

@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable
 
-from columnist import model_change
+from columnist import model_change, tower_watch
 from columnist.kafka.events import MODEL_KEY, EventError, parse_model_event
 from columnist.pipeline import SecondModel
 from columnist.printable import printable
@@ -243,7 +243,8 @@ class Migration:
 
     async def _locked(self, work):
         async with self.service.batches_settled():
-            return await self.service.run_blocking(work)
+            target = self.service.second.encoder.name if self.service.second else "the target"
+            return await self.service.run_blocking(tower_watch.doing(f"a batch of the re-embed job with {target}", work))
 
     async def stop(self) -> None:
         """End the re-embed job between two batches (what it wrote stays)."""

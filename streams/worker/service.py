@@ -33,7 +33,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from columnist import faults, sidecars
-from columnist.errors import TOWER_STUCK, ConfigurationError
+from columnist import tower_watch
+from columnist.errors import ConfigurationError
 from columnist.kafka.events import MODEL_KEY, check_key, dead_letter, parse_vocab_event
 from columnist.models.registry import load_encoder
 from columnist.pipeline import SecondModel, Texts, embed_and_score_isolating, encoded_count
@@ -56,9 +57,6 @@ if TYPE_CHECKING:
     from columnist.models.encoder import Encoder
     from columnist.store import Store
     from columnist.worker.sources import Batch, Source
-
-_exit = os._exit
-"""How a worker whose image tower is stuck ends (no thread of it can be joined; tests replace it)."""
 
 log = logging.getLogger("columnist.worker")
 
@@ -155,25 +153,10 @@ class Service:
         """On the work thread, in submission order (encoding, the store's small jobs)."""
         return await self.on(self.executor, function, *args)
 
-    async def run_tower(self, inputs: int, what: str, function, *args):
-        """run_blocking for a call into an image tower with ``inputs`` inputs, bounded by
-        COLUMNIST_ENCODE_TIMEOUT for each batch_size of them. A runtime stuck in native code
-        cannot be interrupted from Python, and a worker waiting on it consumes nothing for
-        ever while it looks alive (its heartbeats go on, its lag grows); so it exits instead,
-        the batch not acked, for its supervisor to start it again."""
-        call = asyncio.ensure_future(self.run_blocking(function, *args))
-        if self.settings.encode_timeout:
-            limit = self.settings.encode_timeout * max(1, -(-inputs // self.settings.batch_size))
-            done, _ = await asyncio.wait([call], timeout=limit)
-            if not done:
-                log.critical("the image tower (%s on %s) has not answered %d inputs of %s in %.0f s "
-                             "(COLUMNIST_ENCODE_TIMEOUT: %g s for each %d): its runtime is stuck; the worker exits "
-                             "(code %d) for its supervisor to restart it, and the batch, not acked, comes again",
-                             self.encoder.name, getattr(self.encoder, "runtime", "?"), inputs, what, limit,
-                             self.settings.encode_timeout, self.settings.batch_size, TOWER_STUCK)
-                logging.shutdown()  # the line above reaches the log: nothing else runs after _exit
-                _exit(TOWER_STUCK)
-        return await call
+    async def run_tower(self, events: list[RawEvent], function, *args):
+        """run_blocking for work that calls the image tower for these events' batch, which a
+        stuck call names (columnist.tower_watch)."""
+        return await self.run_blocking(tower_watch.doing(self._describe_batch(events), function), *args)
 
     @property
     def all_written(self) -> asyncio.Event:
@@ -218,6 +201,7 @@ class Service:
         """Refuse a store of another model (a model it moved away from: take the one it
         serves); take up every applied vocabulary (the accepted ones), a running migration's
         target, and apply the configured vocabulary if none of its name was applied yet."""
+        tower_watch.configure(self.settings.encode_timeout, self.settings.batch_size)
         if self.settings.sidecars != "off":
             sidecars.check_available()  # XmpUnavailable (exit 3) before the worker takes any work
         state = self.migration.check_serving()
@@ -292,7 +276,7 @@ class Service:
                                               on_retry=self._count_batch_retry)) is None:
                 log.info("the store now serves %s: a batch prepared for another model is prepared again",
                          self.encoder.name)
-                prepared = await self.prepare(batch.events, again=True)
+                prepared = await self.prepare(batch.events, before=prepared)
         finally:
             this.encoded.set()
         del prepared  # its pixels: three batches are under way at once
@@ -335,11 +319,11 @@ class Service:
 
     # -- ingest --------------------------------------------------------------------------
 
-    async def prepare(self, events: list[RawEvent], again: bool = False) -> Prepared:
+    async def prepare(self, events: list[RawEvent], before: Prepared | None = None) -> Prepared:
         """Fetch, decode and preprocess a batch (retried as a whole when the store cannot
         say which contents it already has, or the worker is out of file descriptors).
-        ``again``: the batch was prepared before, for the model the store served then; its
-        events were counted that time, so only the decoding done again is counted."""
+        ``before``: the batch prepared for the model the store served then; its events were
+        counted that time, so only the work done again and the events failing only now count."""
         async def attempt() -> Prepared:
             faults.point("ingest_batch")
             counted = Counters()  # an attempt given up counts nothing: its events are counted once
@@ -349,7 +333,7 @@ class Service:
                 log.warning("%d image events without a Kafka key: with more than one partition, one image's events "
                             "may be applied out of order; key each by its image_id (as `columnist publish` does)",
                             counted.events_unkeyed)
-            self.counters.add(Counters(images_decoded=counted.images_decoded) if again else counted)
+            self.counters.add(counted if before is None else _counted_again(counted, before, prepared))
             return prepared
 
         return await until_done(attempt, self._describe_batch(events), on_retry=self._count_batch_retry)
@@ -394,10 +378,8 @@ class Service:
             if prepared.images:
                 started = time.perf_counter()
                 vocabularies = [(vocab, self.texts[name]) for name, vocab in self.vocabs.items()]
-                scored.batch, failed = await self.run_tower(encoded_count(prepared.images),
-                                                            self._describe_batch(prepared.events),
-                                                            embed_and_score_isolating, prepared.images, vocabularies,
-                                                            self.encoder)
+                scored.batch, failed = await self.run_tower(prepared.events, embed_and_score_isolating,
+                                                            prepared.images, vocabularies, self.encoder)
                 for position, err in failed:
                     image_id = prepared.images[position].record.image_id
                     log.error("image %s: %s", printable(image_id), printable(err, 500))
@@ -406,10 +388,8 @@ class Service:
                 second = self.second if self.second and prepared.second_model == self.second.encoder.name else None
                 if scored.batch is not None and second is not None:
                     kept = set(scored.image_ids)
-                    alongside = [image for image in prepared.second if image.record.image_id in kept]
-                    scored.alongside = await self.run_tower(encoded_count(alongside),
-                                                            self._describe_batch(prepared.events), second.score,
-                                                            alongside)
+                    scored.alongside = await self.run_tower(prepared.events, second.score, [
+                        image for image in prepared.second if image.record.image_id in kept])
                 if scored.batch is not None:
                     self.counters.images_encoded += encoded_count(prepared.images)
                 self.counters.encode_s += time.perf_counter() - started
@@ -633,6 +613,14 @@ class Service:
             return await self.on(self.write_executor, self.store.model_state)
         except Exception:  # noqa: BLE001 - the status says what it can without the store
             return None
+
+
+def _counted_again(counted: Counters, before: Prepared, again: Prepared) -> Counters:
+    """What a batch prepared a second time adds to the counts: its decoding and time, and the
+    events that failed only this time (the others were counted by the first preparation)."""
+    failed_before = {id(rejected.event) for rejected in before.rejected}
+    return Counters(images_decoded=counted.images_decoded, fetch_decode_s=counted.fetch_decode_s,
+                    images_failed=sum(id(rejected.event) not in failed_before for rejected in again.rejected))
 
 
 def _store_away(err: BaseException) -> bool:

@@ -141,6 +141,39 @@ def test_a_batch_prepared_before_the_cutover_and_encoded_after_it_is_prepared_ag
     assert rows == [("x000", 256), ("x001", 256), ("x002", 256)]
 
 
+def test_an_image_failing_only_when_its_batch_is_prepared_again_is_counted(store, tmp_path):
+    """Found by review: a batch prepared again after the cutover counted only its decoding, so an
+    image that failed only then (its file changed meanwhile) was dead-lettered, not counted."""
+    import threading
+
+    from tests.streams.worker.test_service import StoreWrapper
+
+    served = threading.Event()
+    wrapper = StoreWrapper(store)
+    service = service_for(wrapper, tmp_path, space(1), load_model=loader(), replay_chunks=8)
+    photos = photo_events(tmp_path)
+    victim = sorted((tmp_path / "images").iterdir())[0]
+
+    def stored_content(model, ids):
+        if any(i.startswith("x") for i in ids) and model == "mock":
+            served.wait(WAIT)  # prepared for the old model; the cutover happens, and a file changes
+            victim.write_bytes(b"\xff\xd8\xff not a jpeg any more")
+        return store.stored_content(model, ids)
+
+    wrapper.stored_content = stored_content
+    switch = service.use_encoder
+    service.use_encoder = lambda encoder: (switch(encoder), served.set())
+    cutover = command(action="cutover", to="mock-256")
+    cutover.wait = False
+    source = ScriptedSource(copies(photos, "a", 3), command(action="migrate", to="mock-256"), caught_up(service),
+                            cutover, copies(photos, "x", 3))
+
+    asyncio.run(asyncio.wait_for(service.run(source), WAIT))
+
+    assert len(source.letters) == 1 and service.counters.images_failed == 1
+    assert service.counters.events_unkeyed == 6  # the other counts of the batch: once
+
+
 def test_a_worker_set_to_the_old_model_follows_the_store_and_a_bad_step_is_logged_not_fatal(store, tmp_path):
     first, _ = workers(store, tmp_path)
     photos = photo_events(tmp_path)
