@@ -8,6 +8,7 @@ readable precision (six significant digits: 5.999999848427251e-05 is 6e-05).
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Sequence
 
 from columnist.printable import controls_escaped
@@ -38,8 +39,6 @@ def tsv_field(value: Any) -> str:
 
 def write_tsv(columns: Sequence[str], rows: Sequence[Sequence]) -> None:
     """Rows as TabSeparatedWithNames on stdout: what a command prints when piped."""
-    import sys
-
     sys.stdout.write("\t".join(map(tsv_field, columns)) + "\n")
     for row in rows:
         sys.stdout.write("\t".join(map(tsv_field, row)) + "\n")

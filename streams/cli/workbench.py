@@ -112,11 +112,12 @@ def try_(
     finally:
         store.close()
     rows = lambda items: [[r.image_id, f"{r.score:.4f}", f"{r.logit:.3f}"] for r in items]  # noqa: E731
+    piped = not sys.stdout.isatty()
     typer.echo(f"{description!r} over {len(results.ids)} stored embeddings (centre {vocabulary.calibration.centre}, "
-               f"scale {vocabulary.calibration.scale}):", err=not sys.stdout.isatty())
-    if not sys.stdout.isatty():  # piped: one TSV, each row saying which list it is in
-        write_tsv(["list", "image_id", "score", "logit"],
-                  [[name, *row] for name, items in (("top", best), ("borderline", borderline)) for row in rows(items)])
+               f"scale {vocabulary.calibration.scale}):", err=piped)
+    if piped:  # one TSV, each row saying which list it is in
+        listed = [("top", row) for row in rows(best)] + [("borderline", row) for row in rows(borderline)]
+        write_tsv(["list", "image_id", "score", "logit"], [[name, *row] for name, row in listed])
     else:
         print_rows(["top image", "score", "logit"], rows(best))
         print_rows(["borderline image", "score", "logit"], rows(borderline))
@@ -128,7 +129,7 @@ def try_(
             "templates": " | ".join(template or vocabulary.templates),
             "calibration": f"centre {vocabulary.calibration.centre}, scale {vocabulary.calibration.scale}",
             "images scored": str(len(results.ids))})
-        typer.echo(f"wrote {html_out}", err=not sys.stdout.isatty())
+        typer.echo(f"wrote {html_out}", err=piped)
 
 
 def gallery(
