@@ -25,6 +25,17 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.kafka)
 
 
+@pytest.fixture(autouse=True)
+def no_tower_deadline():
+    """No deadline on tower calls unless a test sets one: a Service's start or a tag sets the
+    process's, which would outlive its test (and replace pytest's own faulthandler timer)."""
+    from columnist import tower_watch
+
+    tower_watch.configure(0, 32)
+    yield
+    tower_watch.configure(0, 32)
+
+
 @pytest.fixture(scope="session")
 def session_dsn(tmp_path_factory):
     """The one embedded database this test process may open (chdb: one path a process)."""

@@ -185,8 +185,10 @@ class Service:
             self.all_written.set()
 
     def _warm_up(self) -> None:
+        """The model's first run, before the first batch: the likeliest call to hang, so bounded too."""
         try:
-            self.encoder.warm_up()
+            with tower_watch.bounded(self.encoder.name, 1):
+                tower_watch.doing("the model's warm-up at start", self.encoder.warm_up)()
         except Exception as err:  # noqa: BLE001 - the first batch meets the same failure, and says it where it counts
             log.warning("warming the model up failed: %s: %s", type(err).__name__, printable(err, 300))
 

@@ -1,12 +1,12 @@
 """The deadline on tower calls: a stuck call ends the process with code 6 and says what it was
-doing; a call in time, or one queued behind other work, does not. The process's exit is the
-one stand-in here (replaced, or pytest would end); the Kafka test of the worker exits for real."""
+doing; a call in time, one queued behind other work, or one ending as its deadline comes does
+not. The process's exit and faulthandler's timer are the stand-ins here (replaced, or pytest
+would end); the Kafka test of the worker exits for real."""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -20,13 +20,37 @@ def exits(monkeypatch):
     """The codes the process would have exited with; each exit releases the stuck call."""
     released, codes = threading.Event(), []
     monkeypatch.setattr(tower_watch, "_exit", lambda code: (codes.append(code), released.set()))
-    yield codes, released
-    tower_watch.configure(0, 32)
+    return codes, released
+
+
+class Backstop:
+    """Records what is asked of faulthandler's one timer (a stand-in: the real one ends pytest)."""
+
+    def __init__(self):
+        self.armed: list[float | None] = []
+
+    def dump_traceback_later(self, timeout, exit, file):
+        self.armed.append(timeout)
+
+    def cancel_dump_traceback_later(self):
+        self.armed.append(None)
+
+
+@pytest.fixture
+def backstop(monkeypatch):
+    fake = Backstop()
+    monkeypatch.setattr(tower_watch, "faulthandler", fake)
+    return fake
 
 
 def stuck_call(released: threading.Event) -> None:
     with tower_watch.bounded("tiny-clip", 40):
         assert released.wait(10), "the deadline never came"
+
+
+def quick_call() -> str:
+    with tower_watch.bounded("m", 8):
+        return "done"
 
 
 def test_a_call_past_its_deadline_ends_the_process_naming_its_batch_and_where_it_hangs(exits, caplog):
@@ -37,39 +61,62 @@ def test_a_call_past_its_deadline_ends_the_process_naming_its_batch_and_where_it
     assert codes == [TOWER_STUCK]
     line = caplog.records[-1].getMessage()
     assert "tiny-clip has not answered 40 inputs of batch of 40 events (partition 0, offset 7) in 0.1 s" in line
-    assert "the batch, not acked, comes again" in line and "in stuck_call" in line  # the stuck thread's stack
+    assert "a worker's batch is not acked" in line and "in stuck_call" in line  # the stuck thread's stack
+    caplog.clear()
+    released.clear()
+    with caplog.at_level(logging.CRITICAL, "columnist.tower"):
+        stuck_call(released)  # tag's calls name no batch
+    assert codes == [TOWER_STUCK] * 2 and "has not answered 40 inputs in 0.1 s" in caplog.records[-1].getMessage()
 
 
-def quick_call() -> str:
-    with tower_watch.bounded("m", 8):
-        return "done"
+def test_the_clock_starts_when_the_call_does_not_when_it_is_queued(monkeypatch, exits):
+    """Time queued behind a warm-up or a store call on the work thread is not the call's."""
+    ahead_done, started_at = threading.Event(), []
 
+    class Clock(threading.Timer):
+        def __init__(self, *args, **kwargs):
+            started_at.append(ahead_done.is_set())
+            super().__init__(*args, **kwargs)
 
-def test_a_call_in_time_or_queued_behind_other_work_is_not_stuck(exits):
-    """The clock starts when the call does: a warm-up or a store call ahead of it on the work
-    thread is not its time (it was, when the bound was kept by the event loop)."""
-    codes, _ = exits
-    tower_watch.configure(0.3, 32)
+    monkeypatch.setattr(tower_watch.threading, "Timer", Clock)
+    tower_watch.configure(60, 32)
     with ThreadPoolExecutor(1) as work:  # the worker's one work thread
-        work.submit(time.sleep, 0.5)  # longer than the deadline, ahead of the call
+        work.submit(ahead_done.set)
         assert work.submit(tower_watch.doing("a batch", quick_call)).result(5) == "done"
-    timers = [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
-    for timer in timers:
-        timer.join(5)  # cancelled: it ends without firing
-    assert codes == [] and not any(t.is_alive() for t in timers)
+    assert started_at == [True] and exits[0] == []
 
 
-def test_the_deadline_grows_with_the_inputs_and_zero_means_none(exits):
+def test_overlapping_calls_keep_the_backstop_armed_for_the_latest_deadline(backstop):
+    tower_watch.configure(100, 32)
+    with tower_watch.bounded("m", 64):  # 200 s
+        with tower_watch.bounded("m", 1):  # 100 s, ends first
+            pass
+        assert backstop.armed[-1] is not None and backstop.armed[-1] > 200  # still armed for the first
+    assert backstop.armed[-1] is None  # cancelled once none is under way
+
+
+def test_a_failing_call_leaves_nothing_armed_and_a_late_deadline_does_nothing(backstop, exits):
+    tower_watch.configure(100, 32)
+    with pytest.raises(ValueError):
+        with tower_watch.bounded("m", 1):
+            raise ValueError("the runtime's own error")
+    assert backstop.armed[-1] is None and not tower_watch._under_way
+    tower_watch._stuck(object(), "m", 1, 100, None, threading.get_ident())  # its timer fired as it returned
+    assert exits[0] == []
+
+
+def test_the_deadline_grows_with_the_inputs_and_zero_means_none(monkeypatch):
     tower_watch.configure(300, 32)
     assert [tower_watch.deadline(n) for n in (0, 1, 32, 33, 64 * 32)] == [300, 300, 300, 600, 300 * 64]
+    tower_watch.configure(float("inf"), 32)  # "no limit" written as infinity: the longest kept
+    assert tower_watch.deadline(320) == tower_watch.LONGEST_S
     tower_watch.configure(0, 32)
     assert tower_watch.deadline(1000) == 0
-    before = threading.active_count()
-    with tower_watch.bounded("m", 8):
-        assert threading.active_count() == before  # no timer when unbounded
+    monkeypatch.setattr(tower_watch.threading, "Timer", None)  # no timer when unbounded
+    assert quick_call() == "done"
 
 
-def test_a_process_whose_stderr_is_no_file_is_bounded_too(exits, monkeypatch):
+def test_a_process_whose_stderr_is_no_file_is_bounded_too(monkeypatch):
     """Found in the worker: its sys.stderr is a logging proxy without a file descriptor, and
     arming the backstop there failed every batch (retried for ever)."""
     import io
