@@ -386,7 +386,7 @@ class Service:
                     image_id = prepared.images[position].record.image_id
                     log.error("image %s: %s", printable(image_id), printable(err, 500))
                     scored.rejected.append(Rejected(prepared.events[position], err, image_id))
-                    self.counters.images_failed += 1
+                self.counters.add(Counters(images_failed=len(failed)))  # the prepare thread adds to it too
                 second = self.second if self.second and prepared.second_model == self.second.encoder.name else None
                 if scored.batch is not None and second is not None:
                     kept = set(scored.image_ids)
