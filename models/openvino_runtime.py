@@ -57,10 +57,6 @@ def openvino_session(path: Path, threads: int = 0, precision: str | None = None)
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: model file not found")
-    core = ov.Core()
-    cache = Path.home() / ".cache" / "columnist" / "openvino"
-    cache.mkdir(parents=True, exist_ok=True)
-    core.set_property({"CACHE_DIR": str(cache)})
     config = {"INFERENCE_NUM_THREADS": threads or cpu_count(),
               "ENABLE_CPU_PINNING": False}  # pinning makes two workers on one machine share a core
     if precision is None:
@@ -73,7 +69,18 @@ def openvino_session(path: Path, threads: int = 0, precision: str | None = None)
         precision = "bf16" if cpu_flags() & set(FAST_UNITS) else None
     if precision:
         config["INFERENCE_PRECISION_HINT"] = precision
+    core = ov.Core()
+    core.set_property({"CACHE_DIR": str(compiled_cache(precision))})
     return OpenVINOSession(core.compile_model(core.read_model(str(path)), "CPU", config))
+
+
+def compiled_cache(precision: str | None) -> Path:
+    """Where compiled models are kept, a folder per precision: OpenVINO's cache key leaves the
+    precision out (2026.4, on a Xeon with AMX: a model compiled in f32 and then in bf16 by one
+    process shared one file, and the bf16 model answered NaN, then and at every later start)."""
+    cache = Path.home() / ".cache" / "columnist" / "openvino" / (precision or "default")
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
 
 
 def quantize_for_openvino(source: Path, out: Path, calibration: Sequence[Path], subset: int = 64) -> "Any":

@@ -17,6 +17,16 @@ def embeddings(encoder) -> tuple[np.ndarray, np.ndarray]:
     return encoder.encode_images(images), encoder.encode_texts(PROMPTS)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def fresh_compiled_cache(tmp_path_factory):
+    """Every run compiles anew, f32 first and then the CPU's default precision: the order in
+    which OpenVINO's cache, whose key leaves the precision out, gave the bf16 model the f32
+    one's file (it answered NaN, on a Xeon with AMX, until its cache was emptied)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def reference():
     return embeddings(load_encoder("tiny-clip", runtime="onnxruntime"))
@@ -31,6 +41,12 @@ def test_openvino_matches_onnxruntime(reference, runtime, at_least):
     images, texts = embeddings(load_encoder("tiny-clip", runtime=runtime))
     assert cosines(images, reference[0]).min() >= at_least
     assert cosines(texts, reference[1]).min() >= at_least
+
+
+def test_each_precision_keeps_its_compiled_models_apart():
+    from columnist.models.openvino_runtime import compiled_cache
+
+    assert len({compiled_cache("f32"), compiled_cache("bf16"), compiled_cache(None)}) == 3
 
 
 def test_an_openvino_int8_quantized_model_runs_on_openvino_and_stays_close(reference, tmp_path):
