@@ -244,7 +244,8 @@ class Migration:
     async def _locked(self, work):
         async with self.service.batches_settled():
             target = self.service.second.encoder.name if self.service.second else "the target"
-            return await self.service.run_blocking(tower_watch.doing(f"a batch of the re-embed job with {target}", work))
+            doing = f"a batch of the re-embed job with {target}"
+            return await self.service.run_blocking(tower_watch.doing(doing, work))
 
     async def stop(self) -> None:
         """End the re-embed job between two batches (what it wrote stays)."""

@@ -32,8 +32,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Awaitable, Callable
 
-from columnist import faults, sidecars
-from columnist import tower_watch
+from columnist import faults, sidecars, tower_watch
 from columnist.errors import ConfigurationError
 from columnist.kafka.events import MODEL_KEY, check_key, dead_letter, parse_vocab_event
 from columnist.models.registry import load_encoder
@@ -186,9 +185,11 @@ class Service:
 
     def _warm_up(self) -> None:
         """The model's first run, before the first batch: the likeliest call to hang, so bounded too."""
-        try:
+        def warm_up() -> None:
             with tower_watch.bounded(self.encoder.name, 1):
-                tower_watch.doing("the model's warm-up at start", self.encoder.warm_up)()
+                self.encoder.warm_up()
+        try:
+            tower_watch.doing("the model's warm-up at start", warm_up)()
         except Exception as err:  # noqa: BLE001 - the first batch meets the same failure, and says it where it counts
             log.warning("warming the model up failed: %s: %s", type(err).__name__, printable(err, 300))
 

@@ -725,3 +725,27 @@ def test_a_deleted_image_is_forgotten_and_the_last_event_of_an_id_in_a_batch_win
         assert store.scalar(f"SELECT count() FROM columnist.{table} WHERE image_id = {{i:String}}", {"i": gone}) == 0
     assert store.scalar("SELECT count() FROM columnist.image_columns") == len(photos) - 1
     assert (service.counters.images_deleted, service.counters.events_superseded) == (1, 1)
+
+
+def test_a_warm_up_that_never_returns_ends_the_worker_naming_it(store, tmp_path, monkeypatch, caplog):
+    """Found by review: the warm-up at start ran without a deadline, and the first batch,
+    queued behind it on the work thread, never started its clock: a worker whose runtime hung
+    on its first run waited for ever. The process's exit is the stand-in (pytest would end)."""
+    import logging
+
+    from columnist import tower_watch
+    from columnist.errors import TOWER_STUCK
+
+    released, codes = threading.Event(), []
+    monkeypatch.setattr(tower_watch, "_exit", lambda code: (codes.append(code), released.set()))
+
+    class HangingWarmUp(MockEncoder):
+        def warm_up(self):
+            released.wait(10)
+
+    with caplog.at_level(logging.CRITICAL, "columnist.tower"):
+        service = service_for(store, tmp_path, vocabulary_from_dict(yaml.safe_load(SPACE_YAML.read_text())),
+                              encoder=HangingWarmUp(), encode_timeout=0.05)
+        service.executor.submit(lambda: None).result(10)  # the warm-up ahead of it has ended
+    assert codes == [TOWER_STUCK]
+    assert "has not answered 1 inputs of the model's warm-up at start" in caplog.records[-1].getMessage()
