@@ -54,3 +54,7 @@ INTERRUPTED = 130
 TOWER_STUCK = 6
 """Exit code of a worker whose image tower did not answer a batch in COLUMNIST_ENCODE_TIMEOUT
 (its runtime stuck in native code, which nothing in the process can interrupt)."""
+
+DECODE_STUCK = 7
+"""Exit code of a process whose decoder did not finish one file in COLUMNIST_DECODE_TIMEOUT
+(the file's content is listed, and refused from then on: columnist.decode_watch)."""

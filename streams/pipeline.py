@@ -21,7 +21,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Sequence
 
-from columnist import faults, tower_watch
+from columnist import decode_watch, faults, tower_watch
 from columnist.errors import BadInput
 from columnist.models import media, video
 from columnist.models.images import ImageError, decode, decoded_pixels
@@ -74,19 +74,24 @@ def prepare(data: bytes, name: str, encoder: "Encoder", image_id: str, uri: str,
     if known is not None:
         record = ImageRecord(image_id, uri, collection, known.width, known.height, sha256)
         return PreparedImage(record, None, known.embedding)
+    if decode_watch.refused(sha256):
+        raise ImageError(name, "decoding this content overran COLUMNIST_DECODE_TIMEOUT before and ended the process; "
+                               f"it is not decoded again (listed in {decode_watch.stuck_file()})")
     kind = media.kind_of(data, uri if not uri.startswith("data:") else "")
     if kind != media.VIDEO and len(data) > limits.max_bytes:
         raise ImageError(name, f"{len(data):,} bytes, over the limit of {limits.max_bytes:,} for images")
     at_least = 2 * encoder.image_size  # decoded at the size needed where the codec allows
     if kind == media.VIDEO:
-        with _large_decode:  # one video at a time
+        with _large_decode, decode_watch.decoding(name, sha256, limits.decode_timeout and  # one video at a time
+                                                  limits.decode_timeout + limits.video_deadline):
             return _prepare_video(data, name, encoder, ImageRecord(image_id, uri, collection, 0, 0, sha256, "video"),
                                   limits, at_least)
-    large = decoded_pixels(data, at_least, limits.max_pixels) > LARGE_DECODE_PIXELS
-    with _large_decode if large else nullcontext():
-        decoded = decode(data, name, limits.max_pixels, at_least=at_least, kind=kind)
-        record = ImageRecord(image_id, uri, collection, decoded.width, decoded.height, sha256)
-        return PreparedImage(record, encoder.prepare_image(decoded.image))
+    with decode_watch.decoding(name, sha256, limits.decode_timeout):  # reading the header is decoding too
+        large = decoded_pixels(data, at_least, limits.max_pixels) > LARGE_DECODE_PIXELS
+        with _large_decode if large else nullcontext():
+            decoded = decode(data, name, limits.max_pixels, at_least=at_least, kind=kind)
+            record = ImageRecord(image_id, uri, collection, decoded.width, decoded.height, sha256)
+            return PreparedImage(record, encoder.prepare_image(decoded.image))
 
 
 def _prepare_video(data: bytes, name: str, encoder: "Encoder", record: ImageRecord, limits: ImageLimits,

@@ -39,6 +39,9 @@ class ImageLimits:
     """Seconds of one video decoded at most (the rest is not sampled)."""
     video_deadline: float = 120.0
     """Seconds of wall time one video's decoding may take."""
+    decode_timeout: float = 300.0
+    """Seconds one file's decoding may take (beyond a video's deadline) before its decoder is
+    taken as stuck (columnist.decode_watch); 0: no limit."""
 
 
 # -- what comes in ---------------------------------------------------------------------------

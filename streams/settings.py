@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     """Seconds one call into the image tower may take for each batch_size inputs (images,
     video frames), from when it starts; beyond, its runtime is taken as stuck and the worker
     (or `tag`) exits with code 6, a worker's batch unacked (it comes again). 0: no limit."""
+    decode_timeout: float = Field(300.0, ge=0)
+    """Seconds decoding one file may take (a video: beyond video_deadline); beyond, its decoder
+    is taken as stuck: the file's content is listed in <run_dir>/decode-stuck.txt and refused
+    from then on, and the process exits with code 7 (a worker's batch comes again without it)."""
 
     # where images may come from
     image_roots: str = ""
@@ -119,7 +123,8 @@ class Settings(BaseSettings):
     @property
     def image_limits(self) -> ImageLimits:
         return ImageLimits(self.max_image_bytes, self.max_image_pixels, self.decode_threads, self.max_video_bytes,
-                           self.video_frames, self.video_interval, self.video_seconds, self.video_deadline)
+                           self.video_frames, self.video_interval, self.video_seconds, self.video_deadline,
+                           self.decode_timeout)
 
     @property
     def roots(self) -> list[Path]:

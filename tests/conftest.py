@@ -36,6 +36,14 @@ def no_tower_deadline():
     tower_watch.configure(0, 32)
 
 
+@pytest.fixture(autouse=True)
+def own_stuck_decode_list(tmp_path):
+    """Each test's own list of contents whose decoding got stuck (not the user's run folder)."""
+    from columnist import decode_watch
+
+    decode_watch.configure(tmp_path / "run")
+
+
 @pytest.fixture(scope="session")
 def session_dsn(tmp_path_factory):
     """The one embedded database this test process may open (chdb: one path a process)."""

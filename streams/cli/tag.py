@@ -32,7 +32,7 @@ def tag(
     from rich.progress import Progress
     from rich.table import Table
 
-    from columnist import tower_watch
+    from columnist import decode_watch, tower_watch
     from columnist.models.registry import load_encoder
     from columnist.store import ModelMismatch
     from columnist.tagger import TagRun, skipped_summary, tag as run_tag, walk
@@ -40,6 +40,7 @@ def tag(
 
     config = settings()
     tower_watch.configure(config.encode_timeout, batch_size or config.batch_size)
+    decode_watch.configure(config.run_path)
     missing = [printable(p) + (" (a link to nothing, or a loop of links)" if p.is_symlink() else "")
                for p in paths if not p.exists()]
     if missing:

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Awaitable, Callable
 
-from columnist import faults, sidecars, tower_watch
+from columnist import decode_watch, faults, sidecars, tower_watch
 from columnist.errors import ConfigurationError
 from columnist.kafka.events import MODEL_KEY, check_key, dead_letter, parse_vocab_event
 from columnist.models.registry import load_encoder
@@ -205,6 +205,7 @@ class Service:
         serves); take up every applied vocabulary (the accepted ones), a running migration's
         target, and apply the configured vocabulary if none of its name was applied yet."""
         tower_watch.configure(self.settings.encode_timeout, self.settings.batch_size)
+        decode_watch.configure(self.settings.run_path)
         if self.settings.sidecars != "off":
             sidecars.check_available()  # XmpUnavailable (exit 3) before the worker takes any work
         state = self.migration.check_serving()

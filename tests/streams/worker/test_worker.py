@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -247,6 +248,34 @@ def test_a_stuck_image_tower_ends_the_worker_and_its_batch_comes_again(stream_en
     wait_for_scores(worker, len(ids) * len(SPACE.codes))
     assert {i for (i,) in worker.query("SELECT image_id FROM columnist.images FINAL")} == set(ids)
     assert_invariant(worker, SPACE)
+
+
+def test_a_file_that_hangs_its_decoder_ends_the_worker_once_and_then_is_a_dead_letter(stream_env, start_worker, tmp_path):
+    """A crafted file can loop a decoder for ever (LibRaw, libheif and Pillow's plugins have
+    had such bugs), and the worker waited on it for ever. Now it exits with code 7 naming the
+    file, whose content it lists; the next worker dead-letters the events of that content
+    without decoding them, and stores the rest. (The fault stands in for such a file: the
+    decoders installed here have no known one.)"""
+    env, settings = stream_env
+    ids = publish_copies(settings, 24)
+    run = {"COLUMNIST_RUN_DIR": str(tmp_path / "run"), "COLUMNIST_BATCH_SIZE": 8}
+    stuck = start_worker(**run, COLUMNIST_FAULTS="hang:decode:1", COLUMNIST_DECODE_TIMEOUT=1)
+    assert stuck.wait_exit(120) == 7
+    assert "did not end within its deadline (COLUMNIST_DECODE_TIMEOUT): its decoder is stuck" in stuck.tail(200)
+    sha, _ = (tmp_path / "run" / "decode-stuck.txt").read_text().split(maxsplit=1)
+    contents = [hashlib.sha256(PHOTO_FILES[n % len(PHOTO_FILES)].read_bytes()).hexdigest() for n in range(len(ids))]
+    listed = {i for i, content in zip(ids, contents) if content == sha}
+    assert listed
+    worker = start_worker(**run)
+    worker.wait_ready()
+    wait_for_scores(worker, (len(ids) - len(listed)) * len(SPACE.codes))
+    letters = consume_all(settings, settings.topic_deadletter, len(listed))
+    assert len(letters) == len(listed)
+    assert all("overran COLUMNIST_DECODE_TIMEOUT before" in letter["reason"] for letter in letters)
+    wait_until(lambda: worker.scalar("SELECT count() FROM columnist.images FINAL") == len(ids) - len(listed), 60,
+               "the images rows")
+    assert {i for (i,) in worker.query("SELECT image_id FROM columnist.images FINAL")} == set(ids) - listed
+    assert worker.counters()["dead_letters"] == len(listed)
 
 
 def test_kill9_in_the_middle_of_a_replay(stream_env, start_worker):

@@ -1,0 +1,137 @@
+"""A deadline on decoding each file (COLUMNIST_DECODE_TIMEOUT), and the list of files that broke it.
+
+A crafted file can send a decoder (LibRaw, libheif, a Pillow plugin, FFmpeg) into a loop that
+never ends; each of them has had such bugs. The thread cannot be stopped from Python, and a
+worker waiting on it consumes nothing for ever while it looks alive. So, as for a stuck image
+tower (tower_watch), the process names the file and exits, with code 7; but first it writes
+the file's content hash to ``<run_dir>/decode-stuck.txt``, and every process on this machine
+refuses that content from then on without decoding it (an ImageError: the worker's dead
+letter, tag's 'failed' line). The batch comes again and is stored without it, instead of a
+worker stopping on it at every start. Deleting a line lets that content be tried again.
+
+One watchdog thread looks at the decodes under way four times a second: a timer thread per
+file cost 0.2 ms (3% of a core at 150 images/s). It needs the GIL, so a decoder stuck
+holding it is not seen; Pillow's decoders, LibRaw and FFmpeg release it while they work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from columnist import faults
+from columnist.errors import DECODE_STUCK
+from columnist.printable import printable
+
+log = logging.getLogger("columnist.decode")
+
+STUCK_FILE = "decode-stuck.txt"
+POLL_S = 0.25
+LONGEST_S = 1e7
+"""The longest deadline kept: any larger setting, infinity included, is as good as none."""
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+_file: list[Path] = []
+_refused: dict[str, object] = {"stamp": None, "hashes": frozenset()}
+_under_way: dict[object, tuple[float, str, str, int]] = {}
+"""Each decode under way: (deadline on time.monotonic(), file name, content hash, thread)."""
+_lock = threading.Lock()
+_watchdog: list[threading.Thread] = []
+_exit = os._exit
+"""How a process whose decoder is stuck ends (its stuck thread cannot be joined; tests replace it)."""
+
+
+def configure(run_dir: Path) -> None:
+    """Keep the list in ``run_dir``. Unconfigured, a process takes COLUMNIST_RUN_DIR."""
+    _file[:] = [Path(run_dir).expanduser() / STUCK_FILE]
+    _refused.update(stamp=None, hashes=frozenset())
+
+
+def stuck_file() -> Path:
+    if not _file:
+        from columnist.settings import get_settings
+
+        configure(get_settings().run_path)
+    return _file[0]
+
+
+def refused(sha256: str) -> bool:
+    """Whether decoding this content overran its deadline before (the list is read again
+    when it changes: another worker on this machine may have added to it)."""
+    path = stuck_file()
+    try:
+        info = path.stat()
+        stamp = (info.st_mtime_ns, info.st_size)
+    except OSError:
+        return False
+    if stamp != _refused["stamp"]:
+        try:
+            with path.open("rb") as listed:
+                text = listed.read(4 << 20).decode("ascii", "replace")
+        except OSError:
+            return False
+        _refused.update(stamp=stamp, hashes=frozenset(
+            line.split()[0] for line in text.splitlines() if line.split() and _SHA256.fullmatch(line.split()[0])))
+    return sha256 in _refused["hashes"]
+
+
+@contextmanager
+def decoding(name: str, sha256: str, seconds: float) -> Iterator[None]:
+    """Around decoding one file of content ``sha256``, which may take ``seconds`` (0: unbounded)."""
+    if not seconds:
+        faults.point("decode")
+        yield
+        return
+    call = object()
+    with _lock:
+        _under_way[call] = (time.monotonic() + min(seconds, LONGEST_S), name, sha256, threading.get_ident())
+        if not _watchdog:
+            _watchdog.append(threading.Thread(target=_watch, name="columnist-decode-watchdog", daemon=True))
+            _watchdog[0].start()
+    try:
+        faults.point("decode")
+        yield
+    finally:
+        with _lock:
+            _under_way.pop(call, None)
+
+
+def _watch() -> None:
+    while True:
+        time.sleep(POLL_S)
+        now = time.monotonic()
+        with _lock:
+            late = [entry for entry in _under_way.values() if entry[0] <= now]
+        if late:
+            _stuck(*late[0])
+
+
+def _stuck(deadline: float, name: str, sha256: str, thread: int) -> None:
+    path = stuck_file()
+    try:
+        frame = sys._current_frames().get(thread)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(gone)\n"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as listed:
+                listed.write(f"{sha256} {printable(name, 200)}\n")
+                listed.flush()
+                os.fsync(listed.fileno())
+            kept = f"its content ({sha256[:12]}…) is listed in {printable(str(path))} and will not be decoded again"
+        except OSError as err:
+            kept = f"listing it in {printable(str(path))} failed ({printable(str(err), 200)}): it will be decoded again"
+        log.critical("decoding %s did not end within its deadline (COLUMNIST_DECODE_TIMEOUT): its decoder is stuck; "
+                     "%s; exiting with code %d (a worker's batch is not acked and comes again without it; a command run again takes the rest). The stuck "
+                     "decode:\n%s", printable(name, 200), kept, DECODE_STUCK, stack.rstrip())
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+    finally:
+        _exit(DECODE_STUCK)

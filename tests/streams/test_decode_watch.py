@@ -1,0 +1,75 @@
+"""The deadline on decoding a file: a stuck decode lists the file's content and ends the process
+with code 7, and from then on that content is refused without being decoded (the batch comes
+again and is stored without it). The process's exit is replaced here (or pytest would end);
+the Kafka test of the worker exits for real."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+
+from columnist import decode_watch
+from columnist.errors import DECODE_STUCK
+from columnist.models.images import ImageError
+from columnist.models.mock import MockEncoder
+from columnist.pipeline import BatchPreparer
+from columnist.records import ImageInput, ImageLimits
+
+PHOTOS = sorted((Path(__file__).resolve().parents[1] / "data" / "photos").glob("*.jpg"))
+
+
+@pytest.fixture
+def exits(monkeypatch):
+    """The codes the process would have exited with; each exit releases the stuck decode."""
+    released, codes = threading.Event(), []
+    monkeypatch.setattr(decode_watch, "_exit", lambda code: (codes.append(code), released.set()))
+    monkeypatch.setattr(decode_watch, "POLL_S", 0.02)
+    return codes, released
+
+
+def test_a_decode_past_its_deadline_lists_its_content_and_ends_the_process(exits, caplog, tmp_path):
+    codes, released = exits
+    decode_watch.configure(tmp_path / "run")
+    with caplog.at_level(logging.CRITICAL, "columnist.decode"):
+        with decode_watch.decoding("crafted\nname.heic", "ab" * 32, 0.05):
+            assert released.wait(10), "the deadline never came"
+    assert codes == [DECODE_STUCK]
+    line = caplog.records[-1].getMessage()
+    assert "decoding crafted\\nname.heic did not end within its deadline" in line
+    assert "will not be decoded again" in line and "in test_a_decode_past" in line  # the stuck thread's stack
+    assert (tmp_path / "run" / "decode-stuck.txt").read_text() == f"{'ab' * 32} crafted\\nname.heic\n"
+    assert decode_watch.refused("ab" * 32) and not decode_watch.refused("cd" * 32)
+
+
+def test_a_decode_in_time_or_unbounded_leaves_nothing(exits, tmp_path):
+    codes, _ = exits
+    for seconds in (5.0, 0.0, float("inf")):
+        with decode_watch.decoding("photo.jpg", "ab" * 32, seconds):
+            pass
+    assert codes == [] and not decode_watch._under_way
+    assert not (tmp_path / "run" / "decode-stuck.txt").exists() and not decode_watch.refused("ab" * 32)
+
+
+def test_the_list_is_read_again_when_another_process_adds_to_it(tmp_path):
+    listed = tmp_path / "run" / "decode-stuck.txt"
+    listed.parent.mkdir()
+    listed.write_text("not a hash at all\n\n" + "ef" * 32 + "\n")
+    assert decode_watch.refused("ef" * 32) and not decode_watch.refused("not")
+    listed.write_text(listed.read_text() + "12" * 32 + " raw.dng added by another worker\n")
+    assert decode_watch.refused("12" * 32)
+
+
+def test_a_listed_content_is_refused_without_decoding_and_the_rest_of_the_batch_is_prepared(tmp_path):
+    data = [path.read_bytes() for path in PHOTOS[:3]]
+    sha = [hashlib.sha256(d).hexdigest() for d in data]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "decode-stuck.txt").write_text(f"{sha[1]} {PHOTOS[1].name}\n")
+    items = [ImageInput(d, s, p.name, p.stem, p.as_uri()) for d, p, s in zip(data, PHOTOS, sha)]
+    outcome = BatchPreparer(MockEncoder(), {}, ImageLimits(decode_threads=1)).prepare_all(items)
+    assert isinstance(outcome[1], ImageError) and "overran COLUMNIST_DECODE_TIMEOUT before" in str(outcome[1])
+    assert PHOTOS[1].name in str(outcome[1])
+    assert [type(o).__name__ for o in outcome[::2]] == ["PreparedImage"] * 2
