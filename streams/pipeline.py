@@ -82,11 +82,10 @@ def prepare(data: bytes, name: str, encoder: "Encoder", image_id: str, uri: str,
         raise ImageError(name, f"{len(data):,} bytes, over the limit of {limits.max_bytes:,} for images")
     at_least = 2 * encoder.image_size  # decoded at the size needed where the codec allows
     if kind == media.VIDEO:
-        with _large_decode, decode_watch.decoding(name, sha256, limits.decode_timeout and  # one video at a time
-                                                  limits.decode_timeout + limits.video_deadline):
+        with _large_decode, decode_watch.decoding(name, sha256, limits.decode_deadline(video=True)):  # one at a time
             return _prepare_video(data, name, encoder, ImageRecord(image_id, uri, collection, 0, 0, sha256, "video"),
                                   limits, at_least)
-    with decode_watch.decoding(name, sha256, limits.decode_timeout):  # reading the header is decoding too
+    with decode_watch.decoding(name, sha256, limits.decode_deadline(video=False)):  # the header's read is in it
         large = decoded_pixels(data, at_least, limits.max_pixels) > LARGE_DECODE_PIXELS
         with _large_decode if large else nullcontext():
             decoded = decode(data, name, limits.max_pixels, at_least=at_least, kind=kind)

@@ -43,6 +43,10 @@ class ImageLimits:
     """Seconds one file's decoding may take (beyond a video's deadline) before its decoder is
     taken as stuck (columnist.decode_watch); 0: no limit."""
 
+    def decode_deadline(self, video: bool) -> float:
+        """Seconds decoding one file may take (0: no limit): a video has its own deadline on top."""
+        return self.decode_timeout and self.decode_timeout + (self.video_deadline if video else 0.0)
+
 
 # -- what comes in ---------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ both with an HTML page of thumbnails (the template is page.html beside this modu
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,7 @@ def thumbnail(image_id: str, uri: str, size: int = 160) -> str | None:
     The file is read within the settings' byte limits and decoded within their pixel limit."""
     from PIL import Image
 
+    from columnist import decode_watch
     from columnist.files import file_uri_path, read_regular_file
     from columnist.models.images import ImageError, open_image
     from columnist.models.video import VideoError, VideoLimits, frame_at, parse_frame_id
@@ -113,11 +115,15 @@ def thumbnail(image_id: str, uri: str, size: int = 160) -> str | None:
     path = Path(file_uri_path(urlparse(uri).path))
     frame = parse_frame_id(image_id)
     try:
-        if frame:
-            image = frame_at(read_regular_file(path, LIMITS.max_video_bytes), frame[1],
-                             VideoLimits(max_pixels=LIMITS.max_pixels), size)
-        else:
-            image = open_image(read_regular_file(path, LIMITS.max_bytes), str(path), LIMITS.max_pixels)
+        data = read_regular_file(path, LIMITS.max_video_bytes if frame else LIMITS.max_bytes)
+        sha256 = hashlib.sha256(data).hexdigest()
+        if decode_watch.refused(sha256):  # the file was changed since it was stored, into one that hangs its decoder
+            return None
+        with decode_watch.decoding(str(path), sha256, LIMITS.decode_deadline(video=bool(frame))):
+            if frame:
+                image = frame_at(data, frame[1], VideoLimits(max_pixels=LIMITS.max_pixels), size)
+            else:
+                image = open_image(data, str(path), LIMITS.max_pixels)
     except (OSError, ImageError, VideoError):
         return None
     image.thumbnail((size, size), Image.Resampling.BICUBIC)

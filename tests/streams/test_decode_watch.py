@@ -73,3 +73,14 @@ def test_a_listed_content_is_refused_without_decoding_and_the_rest_of_the_batch_
     assert isinstance(outcome[1], ImageError) and "overran COLUMNIST_DECODE_TIMEOUT before" in str(outcome[1])
     assert PHOTOS[1].name in str(outcome[1])
     assert [type(o).__name__ for o in outcome[::2]] == ["PreparedImage"] * 2
+
+
+def test_a_gallery_shows_no_thumbnail_of_a_listed_content(tmp_path):
+    """A stored file changed since into one whose decoding got stuck is not decoded for a page."""
+    from columnist.workbench.gallery import thumbnail
+
+    photo = PHOTOS[0]
+    assert thumbnail("a", photo.as_uri()).startswith("data:image/jpeg;base64,")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "decode-stuck.txt").write_text(f"{hashlib.sha256(photo.read_bytes()).hexdigest()} x\n")
+    assert thumbnail("a", photo.as_uri()) is None
