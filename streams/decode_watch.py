@@ -10,8 +10,10 @@ letter, tag's 'failed' line). The batch comes again and is stored without it, in
 worker stopping on it at every start. Deleting a line lets that content be tried again.
 
 One watchdog thread looks at the decodes under way four times a second: a timer thread per
-file cost 0.2 ms (3% of a core at 150 images/s). It needs the GIL, so a decoder stuck
-holding it is not seen; Pillow's decoders, LibRaw and FFmpeg release it while they work.
+file cost 0.2 ms (3% of a core at 150 images/s). Time the process was stopped (Ctrl-Z, a
+paused container or VM) is not counted against a decode: a file must not be listed for that.
+The watchdog needs the GIL, so a decoder stuck holding it is not seen; Pillow's decoders,
+LibRaw and FFmpeg release it while they work.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import sys
 import threading
 import time
@@ -35,18 +38,29 @@ log = logging.getLogger("columnist.decode")
 
 STUCK_FILE = "decode-stuck.txt"
 POLL_S = 0.25
+OVERSLEPT_S = 1.0
+"""A watchdog's wake this late means the process was stopped (or not run): deadlines move on by as much."""
 LONGEST_S = 1e7
 """The longest deadline kept: any larger setting, infinity included, is as good as none."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 _file: list[Path] = []
 _refused: dict[str, object] = {"stamp": None, "hashes": frozenset()}
-_under_way: dict[object, tuple[float, str, str, int]] = {}
-"""Each decode under way: (deadline on time.monotonic(), file name, content hash, thread)."""
+_under_way: dict[object, list] = {}
+"""Each decode under way: [deadline on time.monotonic(), file name, content hash, thread]."""
 _lock = threading.Lock()
 _watchdog: list[threading.Thread] = []
 _exit = os._exit
 """How a process whose decoder is stuck ends (its stuck thread cannot be joined; tests replace it)."""
+
+
+def _forget_after_fork() -> None:
+    """A child has none of its parent's threads: neither its decodes nor its watchdog."""
+    _under_way.clear()
+    _watchdog.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def configure(run_dir: Path) -> None:
@@ -64,23 +78,28 @@ def stuck_file() -> Path:
 
 
 def refused(sha256: str) -> bool:
-    """Whether decoding this content overran its deadline before (the list is read again
-    when it changes: another worker on this machine may have added to it)."""
+    """Whether decoding this content overran its deadline before."""
+    return sha256 in listed()
+
+
+def listed() -> frozenset[str]:
+    """The contents listed (read again when the file changes: another process on this machine
+    may have added to it; anything but a regular file is no list)."""
     path = stuck_file()
     try:
         info = path.stat()
-        stamp = (info.st_mtime_ns, info.st_size)
     except OSError:
-        return False
-    if stamp != _refused["stamp"]:
+        return frozenset()
+    stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+    if stamp != _refused["stamp"] and stat.S_ISREG(info.st_mode):
         try:
-            with path.open("rb") as listed:
-                text = listed.read(4 << 20).decode("ascii", "replace")
+            with path.open("rb") as lines:
+                hashes = frozenset(line[:64].decode("ascii", "replace") for line in lines
+                                   if _SHA256.fullmatch(line[:64].decode("ascii", "replace")))
         except OSError:
-            return False
-        _refused.update(stamp=stamp, hashes=frozenset(
-            line.split()[0] for line in text.splitlines() if line.split() and _SHA256.fullmatch(line.split()[0])))
-    return sha256 in _refused["hashes"]
+            return frozenset()
+        _refused.update(stamp=stamp, hashes=hashes)
+    return _refused["hashes"]
 
 
 @contextmanager
@@ -92,7 +111,7 @@ def decoding(name: str, sha256: str, seconds: float) -> Iterator[None]:
         return
     call = object()
     with _lock:
-        _under_way[call] = (time.monotonic() + min(seconds, LONGEST_S), name, sha256, threading.get_ident())
+        _under_way[call] = [time.monotonic() + min(seconds, LONGEST_S), name, sha256, threading.get_ident()]
         if not _watchdog:
             _watchdog.append(threading.Thread(target=_watch, name="columnist-decode-watchdog", daemon=True))
             _watchdog[0].start()
@@ -105,32 +124,42 @@ def decoding(name: str, sha256: str, seconds: float) -> Iterator[None]:
 
 
 def _watch() -> None:
+    woke = time.monotonic()
     while True:
         time.sleep(POLL_S)
         now = time.monotonic()
         with _lock:
-            late = [entry for entry in _under_way.values() if entry[0] <= now]
+            if now - woke > POLL_S + OVERSLEPT_S:  # the process was stopped: its decodes were not running
+                for entry in _under_way.values():
+                    entry[0] += now - woke - POLL_S
+            late = [(entry[0], call) for call, entry in _under_way.items() if entry[0] <= now]
+        woke = now
         if late:
-            _stuck(*late[0])
+            _stuck(min(late, key=lambda overdue: overdue[0])[1])  # the first to overrun its deadline
 
 
-def _stuck(deadline: float, name: str, sha256: str, thread: int) -> None:
+def _stuck(call: object) -> None:
+    with _lock:
+        if call not in _under_way:  # it ended as its deadline came
+            return
+        _, name, sha256, thread = _under_way[call]
     path = stuck_file()
     try:
         frame = sys._current_frames().get(thread)
         stack = "".join(traceback.format_stack(frame)) if frame is not None else "(gone)\n"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a") as listed:
-                listed.write(f"{sha256} {printable(name, 200)}\n")
-                listed.flush()
-                os.fsync(listed.fileno())
+            with path.open("a", encoding="utf-8", errors="replace") as lines:
+                lines.write(f"{sha256} {printable(name, 200)}\n")
+                lines.flush()
+                os.fsync(lines.fileno())
             kept = f"its content ({sha256[:12]}…) is listed in {printable(str(path))} and will not be decoded again"
-        except OSError as err:
+        except Exception as err:  # noqa: BLE001 - the line and the exit must come whatever the list does
             kept = f"listing it in {printable(str(path))} failed ({printable(str(err), 200)}): it will be decoded again"
         log.critical("decoding %s did not end within its deadline (COLUMNIST_DECODE_TIMEOUT): its decoder is stuck; "
-                     "%s; exiting with code %d (a worker's batch is not acked and comes again without it; a command run again takes the rest). The stuck "
-                     "decode:\n%s", printable(name, 200), kept, DECODE_STUCK, stack.rstrip())
+                     "%s; exiting with code %d (a worker's batch is not acked and comes again without it; a command "
+                     "run again takes the rest). The stuck decode:\n%s", printable(name, 200), kept, DECODE_STUCK,
+                     stack.rstrip())
         for handler in logging.getLogger().handlers:
             handler.flush()
     finally:

@@ -85,12 +85,13 @@ def prepare(data: bytes, name: str, encoder: "Encoder", image_id: str, uri: str,
         with _large_decode, decode_watch.decoding(name, sha256, limits.decode_deadline(video=True)):  # one at a time
             return _prepare_video(data, name, encoder, ImageRecord(image_id, uri, collection, 0, 0, sha256, "video"),
                                   limits, at_least)
-    with decode_watch.decoding(name, sha256, limits.decode_deadline(video=False)):  # the header's read is in it
+    deadline = limits.decode_deadline(video=False)
+    with decode_watch.decoding(name, sha256, deadline):  # reading a header is decoding too
         large = decoded_pixels(data, at_least, limits.max_pixels) > LARGE_DECODE_PIXELS
-        with _large_decode if large else nullcontext():
-            decoded = decode(data, name, limits.max_pixels, at_least=at_least, kind=kind)
-            record = ImageRecord(image_id, uri, collection, decoded.width, decoded.height, sha256)
-            return PreparedImage(record, encoder.prepare_image(decoded.image))
+    with _large_decode if large else nullcontext(), decode_watch.decoding(name, sha256, deadline):  # once its turn came
+        decoded = decode(data, name, limits.max_pixels, at_least=at_least, kind=kind)
+        record = ImageRecord(image_id, uri, collection, decoded.width, decoded.height, sha256)
+        return PreparedImage(record, encoder.prepare_image(decoded.image))
 
 
 def _prepare_video(data: bytes, name: str, encoder: "Encoder", record: ImageRecord, limits: ImageLimits,

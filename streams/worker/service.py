@@ -206,6 +206,9 @@ class Service:
         target, and apply the configured vocabulary if none of its name was applied yet."""
         tower_watch.configure(self.settings.encode_timeout, self.settings.batch_size)
         decode_watch.configure(self.settings.run_path)
+        if refused := decode_watch.listed():
+            log.warning("%d contents are refused without being decoded: decoding each of them got stuck before "
+                        "(listed in %s)", len(refused), decode_watch.stuck_file())
         if self.settings.sidecars != "off":
             sidecars.check_available()  # XmpUnavailable (exit 3) before the worker takes any work
         state = self.migration.check_serving()

@@ -84,3 +84,60 @@ def test_a_gallery_shows_no_thumbnail_of_a_listed_content(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "decode-stuck.txt").write_text(f"{hashlib.sha256(photo.read_bytes()).hexdigest()} x\n")
     assert thumbnail("a", photo.as_uri()) is None
+
+
+class StoppedClock:
+    """time for decode_watch, with a jump forward when the process 'is stopped' (SIGSTOP, a paused VM)."""
+
+    def __init__(self):
+        import time
+
+        self.real, self.stopped_for = time, 0.0
+
+    def monotonic(self) -> float:
+        return self.real.monotonic() + self.stopped_for
+
+    def sleep(self, seconds: float) -> None:
+        self.real.sleep(seconds)
+
+
+def test_time_the_process_was_stopped_is_not_counted_against_a_decode(exits, monkeypatch):
+    codes, released = exits
+    clock = StoppedClock()
+    monkeypatch.setattr(decode_watch, "time", clock)
+    with decode_watch.decoding("hubble.jpg", "ab" * 32, 1.0):
+        clock.stopped_for = 30.0  # Ctrl-Z for 30 s, then fg
+        assert not released.wait(0.5)  # the watchdog woke several times meanwhile
+    assert codes == [] and not decode_watch.refused("ab" * 32)
+
+
+def test_waiting_for_a_large_decode_before_it_is_not_counted(exits, monkeypatch):
+    """Large images and videos decode one at a time; the one waiting its turn is not stuck."""
+    import columnist.pipeline as pipeline
+
+    codes, released = exits
+    monkeypatch.setattr(pipeline, "LARGE_DECODE_PIXELS", 0)  # every image takes the large decodes' turn
+    done = []
+    with pipeline._large_decode:
+        waiting = threading.Thread(target=lambda: done.append(pipeline.prepare(
+            PHOTOS[0].read_bytes(), PHOTOS[0].name, MockEncoder(), "a", PHOTOS[0].as_uri(),
+            limits=ImageLimits(decode_timeout=0.3))))
+        waiting.start()
+        assert not released.wait(1.0)  # three deadlines' time in the queue
+    waiting.join(10)
+    assert codes == [] and len(done) == 1
+
+
+def test_the_whole_list_is_read_and_anything_but_a_file_is_no_list(tmp_path):
+    import os
+
+    listed = tmp_path / "run" / "decode-stuck.txt"
+    listed.parent.mkdir()
+    listed.write_text("garbage that is no hash at all\n" * 250_000 + "12" * 32 + " the last line\n")  # 7.8 MB
+    assert decode_watch.refused("12" * 32)
+    listed.unlink()
+    os.mkfifo(listed)  # opening it to read would wait for a writer for ever
+    asked = threading.Thread(target=lambda: decode_watch.refused("12" * 32), daemon=True)
+    asked.start()
+    asked.join(10)
+    assert not asked.is_alive()
