@@ -42,7 +42,7 @@ OVERSLEPT_S = 1.0
 """A watchdog's wake this late means the process was stopped (or not run): deadlines move on by as much."""
 LONGEST_S = 1e7
 """The longest deadline kept: any larger setting, infinity included, is as good as none."""
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+_SHA256 = re.compile(rb"[0-9a-f]{64}")
 
 _file: list[Path] = []
 _refused: dict[str, object] = {"stamp": None, "hashes": frozenset()}
@@ -94,8 +94,7 @@ def listed() -> frozenset[str]:
     if stamp != _refused["stamp"] and stat.S_ISREG(info.st_mode):
         try:
             with path.open("rb") as lines:
-                hashes = frozenset(line[:64].decode("ascii", "replace") for line in lines
-                                   if _SHA256.fullmatch(line[:64].decode("ascii", "replace")))
+                hashes = frozenset(line[:64].decode() for line in lines if _SHA256.fullmatch(line[:64]))
         except OSError:
             return frozenset()
         _refused.update(stamp=stamp, hashes=hashes)
