@@ -11,7 +11,9 @@ worker stopping on it at every start. Deleting a line lets that content be tried
 
 One watchdog thread looks at the decodes under way four times a second: a timer thread per
 file cost 0.2 ms (3% of a core at 150 images/s). Time the process was stopped (Ctrl-Z, a
-paused container or VM) is not counted against a decode: a file must not be listed for that.
+paused container or VM) is not counted against a decode beyond OVERSLEPT_S: a file must not be
+listed for that. The list is written from a thread of its own, given LISTING_S: the line and
+the exit come even when the list cannot be written (a FIFO there, a hung mount).
 The watchdog needs the GIL, so a decoder stuck holding it is not seen; Pillow's decoders,
 LibRaw and FFmpeg release it while they work.
 """
@@ -39,7 +41,10 @@ log = logging.getLogger("columnist.decode")
 STUCK_FILE = "decode-stuck.txt"
 POLL_S = 0.25
 OVERSLEPT_S = 1.0
-"""A watchdog's wake this late means the process was stopped (or not run): deadlines move on by as much."""
+"""A watchdog's wake this much late means the process was stopped (or not run): deadlines move
+on by the time beyond it (a starved host's decodes still age by this much a wake)."""
+LISTING_S = 10.0
+"""Seconds the list's write may take (a hung mount): the line and the exit come after it either way."""
 LONGEST_S = 1e7
 """The longest deadline kept: any larger setting, infinity included, is as good as none."""
 _SHA256 = re.compile(rb"[0-9a-f]{64}")
@@ -91,12 +96,14 @@ def listed() -> frozenset[str]:
     except OSError:
         return frozenset()
     stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
-    if stamp != _refused["stamp"] and stat.S_ISREG(info.st_mode):
-        try:
-            with path.open("rb") as lines:
-                hashes = frozenset(line[:64].decode() for line in lines if _SHA256.fullmatch(line[:64]))
-        except OSError:
-            return frozenset()
+    if stamp != _refused["stamp"]:
+        hashes: frozenset[str] = frozenset()
+        if stat.S_ISREG(info.st_mode):
+            try:
+                with path.open("rb") as lines:
+                    hashes = frozenset(line[:64].decode() for line in lines if _SHA256.fullmatch(line[:64]))
+            except OSError:
+                return frozenset()
         _refused.update(stamp=stamp, hashes=hashes)
     return _refused["hashes"]
 
@@ -130,7 +137,7 @@ def _watch() -> None:
         with _lock:
             if now - woke > POLL_S + OVERSLEPT_S:  # the process was stopped: its decodes were not running
                 for entry in _under_way.values():
-                    entry[0] += now - woke - POLL_S
+                    entry[0] += now - woke - POLL_S - OVERSLEPT_S
             late = [(entry[0], call) for call, entry in _under_way.items() if entry[0] <= now]
         woke = now
         if late:
@@ -146,15 +153,18 @@ def _stuck(call: object) -> None:
     try:
         frame = sys._current_frames().get(thread)
         stack = "".join(traceback.format_stack(frame)) if frame is not None else "(gone)\n"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a", encoding="utf-8", errors="replace") as lines:
-                lines.write(f"{sha256} {printable(name, 200)}\n")
-                lines.flush()
-                os.fsync(lines.fileno())
+        failed: list[BaseException] = []
+        listing = threading.Thread(target=_list, args=(path, f"{sha256} {printable(name, 200)}\n", failed),
+                                   name="columnist-decode-list", daemon=True)
+        listing.start()
+        listing.join(LISTING_S)
+        if listing.is_alive():
+            failed.append(TimeoutError(f"no answer in {LISTING_S:g} s"))
+        if failed:
+            kept = f"listing it in {printable(str(path))} failed ({printable(str(failed[0]), 200)}): it will be " \
+                   "decoded again"
+        else:
             kept = f"its content ({sha256[:12]}…) is listed in {printable(str(path))} and will not be decoded again"
-        except Exception as err:  # noqa: BLE001 - the line and the exit must come whatever the list does
-            kept = f"listing it in {printable(str(path))} failed ({printable(str(err), 200)}): it will be decoded again"
         log.critical("decoding %s did not end within its deadline (COLUMNIST_DECODE_TIMEOUT): its decoder is stuck; "
                      "%s; exiting with code %d (a worker's batch is not acked and comes again without it; a command "
                      "run again takes the rest). The stuck decode:\n%s", printable(name, 200), kept, DECODE_STUCK,
@@ -163,3 +173,20 @@ def _stuck(call: object) -> None:
             handler.flush()
     finally:
         _exit(DECODE_STUCK)
+
+
+def _list(path: Path, line: str, failed: list[BaseException]) -> None:
+    """Append ``line`` to the list: a regular file of this user's (0600 in a 0700 folder when
+    made here), never waiting on a FIFO that is there instead."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o600)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(f"{printable(str(path))} is not a regular file")
+            os.write(fd, line.encode("utf-8", "replace"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException as err:  # noqa: BLE001 - said in the stuck decode's line
+        failed.append(err)

@@ -108,22 +108,23 @@ def thumbnail(image_id: str, uri: str, size: int = 160) -> str | None:
     from columnist.files import file_uri_path, read_regular_file
     from columnist.models.images import ImageError, open_image
     from columnist.models.video import VideoError, VideoLimits, frame_at, parse_frame_id
-    from columnist.settings import LIMITS
+    from columnist.settings import get_settings
 
     if not uri.startswith("file:"):
         return None
     path = Path(file_uri_path(urlparse(uri).path))
     frame = parse_frame_id(image_id)
+    limits = get_settings().image_limits
     try:
-        data = read_regular_file(path, LIMITS.max_video_bytes if frame else LIMITS.max_bytes)
+        data = read_regular_file(path, limits.max_video_bytes if frame else limits.max_bytes)
         sha256 = hashlib.sha256(data).hexdigest()
         if decode_watch.refused(sha256):  # the file was changed since it was stored, into one that hangs its decoder
             return None
-        with decode_watch.decoding(str(path), sha256, LIMITS.decode_deadline(video=bool(frame))):
+        with decode_watch.decoding(str(path), sha256, limits.decode_deadline(video=bool(frame))):
             if frame:
-                image = frame_at(data, frame[1], VideoLimits(max_pixels=LIMITS.max_pixels), size)
+                image = frame_at(data, frame[1], VideoLimits(max_pixels=limits.max_pixels), size)
             else:
-                image = open_image(data, str(path), LIMITS.max_pixels)
+                image = open_image(data, str(path), limits.max_pixels)
     except (OSError, ImageError, VideoError):
         return None
     image.thumbnail((size, size), Image.Resampling.BICUBIC)

@@ -24,11 +24,13 @@ PHOTOS = sorted((Path(__file__).resolve().parents[1] / "data" / "photos").glob("
 
 @pytest.fixture
 def exits(monkeypatch):
-    """The codes the process would have exited with; each exit releases the stuck decode."""
-    released, codes = threading.Event(), []
-    monkeypatch.setattr(decode_watch, "_exit", lambda code: (codes.append(code), released.set()))
+    """The codes the process would have exited with; each exit releases the stuck decode, and
+    holds the watchdog (as a real exit would end it) until the test is over."""
+    released, over, codes = threading.Event(), threading.Event(), []
+    monkeypatch.setattr(decode_watch, "_exit", lambda code: (codes.append(code), released.set(), over.wait(30)))
     monkeypatch.setattr(decode_watch, "POLL_S", 0.02)
-    return codes, released
+    yield codes, released
+    over.set()
 
 
 def test_a_decode_past_its_deadline_lists_its_content_and_ends_the_process(exits, caplog, tmp_path):
@@ -75,12 +77,17 @@ def test_a_listed_content_is_refused_without_decoding_and_the_rest_of_the_batch_
     assert [type(o).__name__ for o in outcome[::2]] == ["PreparedImage"] * 2
 
 
-def test_a_gallery_shows_no_thumbnail_of_a_listed_content(tmp_path):
-    """A stored file changed since into one whose decoding got stuck is not decoded for a page."""
+def test_a_gallery_shows_no_thumbnail_of_a_listed_content(tmp_path, monkeypatch):
+    """A stored file changed since into one whose decoding got stuck is not decoded for a page;
+    the others are decoded within the deadline set."""
     from columnist.workbench.gallery import thumbnail
 
+    deadlines, decoding = [], decode_watch.decoding
+    monkeypatch.setattr(decode_watch, "decoding", lambda name, sha256, seconds: (deadlines.append(seconds),
+                                                                                 decoding(name, sha256, seconds))[1])
+    monkeypatch.setenv("COLUMNIST_DECODE_TIMEOUT", "7")
     photo = PHOTOS[0]
-    assert thumbnail("a", photo.as_uri()).startswith("data:image/jpeg;base64,")
+    assert thumbnail("a", photo.as_uri()).startswith("data:image/jpeg;base64,") and deadlines == [7.0]
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "decode-stuck.txt").write_text(f"{hashlib.sha256(photo.read_bytes()).hexdigest()} x\n")
     assert thumbnail("a", photo.as_uri()) is None
@@ -105,8 +112,8 @@ def test_time_the_process_was_stopped_is_not_counted_against_a_decode(exits, mon
     codes, released = exits
     clock = StoppedClock()
     monkeypatch.setattr(decode_watch, "time", clock)
-    with decode_watch.decoding("hubble.jpg", "ab" * 32, 1.0):
-        clock.stopped_for = 30.0  # Ctrl-Z for 30 s, then fg
+    with decode_watch.decoding("hubble.jpg", "ab" * 32, 3.0):
+        clock.stopped_for = 30.0  # Ctrl-Z for 30 s, then fg: at most OVERSLEPT_S of it counts
         assert not released.wait(0.5)  # the watchdog woke several times meanwhile
     assert codes == [] and not decode_watch.refused("ab" * 32)
 
@@ -137,7 +144,22 @@ def test_the_whole_list_is_read_and_anything_but_a_file_is_no_list(tmp_path):
     assert decode_watch.refused("12" * 32)
     listed.unlink()
     os.mkfifo(listed)  # opening it to read would wait for a writer for ever
-    asked = threading.Thread(target=lambda: decode_watch.refused("12" * 32), daemon=True)
+    answers = []
+    asked = threading.Thread(target=lambda: answers.append(decode_watch.refused("12" * 32)), daemon=True)
     asked.start()
     asked.join(10)
-    assert not asked.is_alive()
+    assert answers == [False]  # what the list said before is forgotten too
+
+
+def test_a_stuck_decode_ends_the_process_even_when_its_list_cannot_be_written(exits, caplog, tmp_path):
+    import os
+
+    codes, released = exits
+    (tmp_path / "run").mkdir()
+    os.mkfifo(tmp_path / "run" / "decode-stuck.txt")  # opening it to write would wait for a reader for ever
+    with caplog.at_level(logging.CRITICAL, "columnist.decode"):
+        with decode_watch.decoding("crafted.heic", "ab" * 32, 0.05):
+            assert released.wait(10), "the exit never came"
+    assert codes == [DECODE_STUCK]
+    line = caplog.records[-1].getMessage()  # no reader: "No such device or address"
+    assert "decode-stuck.txt failed (" in line and "): it will be decoded again" in line
