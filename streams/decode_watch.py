@@ -24,10 +24,8 @@ import logging
 import os
 import re
 import stat
-import sys
 import threading
 import time
-import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -35,6 +33,7 @@ from typing import Iterator
 from columnist import faults
 from columnist.errors import DECODE_STUCK
 from columnist.printable import printable
+from columnist.tower_watch import LONGEST_S, flush_logs, stack_of
 
 log = logging.getLogger("columnist.decode")
 
@@ -45,8 +44,6 @@ OVERSLEPT_S = 1.0
 on by the time beyond it (a starved host's decodes still age by this much a wake)."""
 LISTING_S = 10.0
 """Seconds the list's write may take (a hung mount): the line and the exit come after it either way."""
-LONGEST_S = 1e7
-"""The longest deadline kept: any larger setting, infinity included, is as good as none."""
 _SHA256 = re.compile(rb"[0-9a-f]{64}")
 
 _file: list[Path] = []
@@ -151,8 +148,7 @@ def _stuck(call: object) -> None:
         _, name, sha256, thread = _under_way[call]
     path = stuck_file()
     try:
-        frame = sys._current_frames().get(thread)
-        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(gone)\n"
+        stack = stack_of(thread)
         failed: list[BaseException] = []
         listing = threading.Thread(target=_list, args=(path, f"{sha256} {printable(name, 200)}\n", failed),
                                    name="columnist-decode-list", daemon=True)
@@ -168,9 +164,8 @@ def _stuck(call: object) -> None:
         log.critical("decoding %s did not end within its deadline (COLUMNIST_DECODE_TIMEOUT): its decoder is stuck; "
                      "%s; exiting with code %d (a worker's batch is not acked and comes again without it; a command "
                      "run again takes the rest). The stuck decode:\n%s", printable(name, 200), kept, DECODE_STUCK,
-                     stack.rstrip())
-        for handler in logging.getLogger().handlers:
-            handler.flush()
+                     stack)
+        flush_logs()
     finally:
         _exit(DECODE_STUCK)
 

@@ -123,14 +123,24 @@ def _stuck(call: object, model: str, inputs: int, limit: float, what: str | None
         if call not in _under_way:  # it returned as the deadline came
             return
     try:
-        frame = sys._current_frames().get(thread)
-        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(gone)\n"
+        stack = stack_of(thread)
         log.critical("the image tower of %s has not answered %d inputs%s in %.1f s (COLUMNIST_ENCODE_TIMEOUT: %g s "
                      "for each %d): its runtime is stuck; exiting with code %d (a worker's batch is not acked and "
                      "comes again to the worker its supervisor starts; a command run again resumes). The stuck "
                      "call:\n%s", printable(model, 200), inputs, f" of {printable(what, 300)}" if what else "", limit,
-                     _limit["seconds"], _limit["batch_size"], TOWER_STUCK, stack.rstrip())
-        for handler in logging.getLogger().handlers:
-            handler.flush()
+                     _limit["seconds"], _limit["batch_size"], TOWER_STUCK, stack)
+        flush_logs()
     finally:
         _exit(TOWER_STUCK)
+
+
+def stack_of(thread: int) -> str:
+    """Where ``thread`` is (what a stuck call's line shows)."""
+    frame = sys._current_frames().get(thread)
+    return "".join(traceback.format_stack(frame)).rstrip() if frame is not None else "(gone)"
+
+
+def flush_logs() -> None:
+    """Before an exit that skips Python's own clean-up (os._exit)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()

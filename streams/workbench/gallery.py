@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from columnist.models.encoder import Encoder
+    from columnist.records import ImageLimits
     from columnist.store import Store
 
 
@@ -99,9 +100,9 @@ def caption(image_id: str, uri: str) -> str:
     return name or image_id
 
 
-def thumbnail(image_id: str, uri: str, size: int = 160) -> str | None:
+def thumbnail(image_id: str, uri: str, size: int = 160, limits: "ImageLimits | None" = None) -> str | None:
     """A data: URI of a small JPEG of the image (or the video frame) at a file:// ``uri``, or None.
-    The file is read within the settings' byte limits and decoded within their pixel limit."""
+    The file is read within ``limits`` (the settings' by default): bytes, pixels, decoding time."""
     from PIL import Image
 
     from columnist import decode_watch
@@ -114,7 +115,7 @@ def thumbnail(image_id: str, uri: str, size: int = 160) -> str | None:
         return None
     path = Path(file_uri_path(urlparse(uri).path))
     frame = parse_frame_id(image_id)
-    limits = get_settings().image_limits
+    limits = limits or get_settings().image_limits
     try:
         data = read_regular_file(path, limits.max_video_bytes if frame else limits.max_bytes)
         sha256 = hashlib.sha256(data).hexdigest()
@@ -152,10 +153,13 @@ def write_html(path: Path, title: str, sections: list[Section], uris: dict[str, 
     import jinja2
 
     from columnist.models.video import parse_frame_id
+    from columnist.settings import get_settings
+
+    limits = get_settings().image_limits
 
     def tile(item: Scored) -> Tile:
         uri = uris.get(item.image_id, "")
-        preview = thumbnail(item.image_id, uri)
+        preview = thumbnail(item.image_id, uri, limits=limits)
         link = uri + item.image_id[item.image_id.rfind("#t="):] if parse_frame_id(item.image_id) else uri
         return Tile(item.image_id, caption(item.image_id, uri), item.score, item.logit, preview,
                     link if preview and uri.startswith("file:") else None)
