@@ -9,13 +9,12 @@ refuses that content from then on without decoding it (an ImageError: the worker
 letter, tag's 'failed' line). The batch comes again and is stored without it, instead of a
 worker stopping on it at every start. Deleting a line lets that content be tried again.
 
-One watchdog thread looks at the decodes under way four times a second: a timer thread per
-file cost 0.2 ms (3% of a core at 150 images/s). Time the process was stopped (Ctrl-Z, a
-paused container or VM) is not counted against a decode beyond OVERSLEPT_S: a file must not be
-listed for that. The list is written from a thread of its own, given LISTING_S: the line and
-the exit come even when the list cannot be written (a FIFO there, a hung mount).
-The watchdog needs the GIL, so a decoder stuck holding it is not seen; Pillow's decoders,
-LibRaw and FFmpeg release it while they work.
+One watchdog thread (columnist.watchdog) looks at the decodes under way four times a second;
+time the process was stopped (Ctrl-Z, a paused container or VM) is not counted against a
+decode: a file must not be listed for that. The list is written from a thread of its own,
+given LISTING_S: the line and the exit come even when the list cannot be written (a FIFO
+there, a hung mount). The watchdog needs the GIL, so a decoder stuck holding it is not seen;
+Pillow's decoders, LibRaw and FFmpeg release it while they work.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import os
 import re
 import stat
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -33,36 +31,28 @@ from typing import Iterator
 from columnist import faults
 from columnist.errors import DECODE_STUCK
 from columnist.printable import printable
-from columnist.tower_watch import LONGEST_S, flush_logs, stack_of
+from columnist.tower_watch import flush_logs, stack_of
+from columnist.watchdog import Watchdog
 
 log = logging.getLogger("columnist.decode")
 
 STUCK_FILE = "decode-stuck.txt"
-POLL_S = 0.25
-OVERSLEPT_S = 1.0
-"""A watchdog's wake this much late means the process was stopped (or not run): deadlines move
-on by the time beyond it (a starved host's decodes still age by this much a wake)."""
 LISTING_S = 10.0
 """Seconds the list's write may take (a hung mount): the line and the exit come after it either way."""
 _SHA256 = re.compile(rb"[0-9a-f]{64}")
 
 _file: list[Path] = []
 _refused: dict[str, object] = {"stamp": None, "hashes": frozenset()}
-_under_way: dict[object, list] = {}
-"""Each decode under way: [deadline on time.monotonic(), file name, content hash, thread]."""
-_lock = threading.Lock()
-_watchdog: list[threading.Thread] = []
 _exit = os._exit
 """How a process whose decoder is stuck ends (its stuck thread cannot be joined; tests replace it)."""
 
 
-def _forget_after_fork() -> None:
-    """A child has none of its parent's threads: neither its decodes nor its watchdog."""
-    _under_way.clear()
-    _watchdog.clear()
+def _stuck(call: object, details: tuple) -> None:
+    _list_and_exit(*details)
 
 
-os.register_at_fork(after_in_child=_forget_after_fork)
+_watchdog = Watchdog("columnist-decode-watchdog", _stuck)
+"""Each decode under way, with its file name, content hash and thread."""
 
 
 def configure(run_dir: Path) -> None:
@@ -112,40 +102,15 @@ def decoding(name: str, sha256: str, seconds: float) -> Iterator[None]:
         faults.point("decode")
         yield
         return
-    call = object()
-    with _lock:
-        _under_way[call] = [time.monotonic() + min(seconds, LONGEST_S), name, sha256, threading.get_ident()]
-        if not _watchdog:
-            _watchdog.append(threading.Thread(target=_watch, name="columnist-decode-watchdog", daemon=True))
-            _watchdog[0].start()
+    call = _watchdog.begin(seconds, name, sha256, threading.get_ident())
     try:
         faults.point("decode")
         yield
     finally:
-        with _lock:
-            _under_way.pop(call, None)
+        _watchdog.end(call)
 
 
-def _watch() -> None:
-    woke = time.monotonic()
-    while True:
-        time.sleep(POLL_S)
-        now = time.monotonic()
-        with _lock:
-            if now - woke > POLL_S + OVERSLEPT_S:  # the process was stopped: its decodes were not running
-                for entry in _under_way.values():
-                    entry[0] += now - woke - POLL_S - OVERSLEPT_S
-            late = [(entry[0], call) for call, entry in _under_way.items() if entry[0] <= now]
-        woke = now
-        if late:
-            _stuck(min(late, key=lambda overdue: overdue[0])[1])  # the first to overrun its deadline
-
-
-def _stuck(call: object) -> None:
-    with _lock:
-        if call not in _under_way:  # it ended as its deadline came
-            return
-        _, name, sha256, thread = _under_way[call]
+def _list_and_exit(name: str, sha256: str, thread: int) -> None:
     path = stuck_file()
     try:
         stack = stack_of(thread)

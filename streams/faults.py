@@ -3,9 +3,10 @@
 ``COLUMNIST_FAULTS="kill:after_embeddings:2,fail:store_write:3"`` makes the worker kill
 itself with SIGKILL the 2nd time it reaches the point ``after_embeddings``, and raise
 InjectedFault the first 3 times it reaches ``store_write``; ``hang:encode:2`` makes the 2nd
-call into the image tower never return (a stuck runtime); ``slow:store_write:30`` makes every
-write wait 30 ms first (a stand-in for a ClickHouse server's round trips, which the embedded
-engine does not have). Points are named where they sit in the code. With the variable unset
+call into the image tower never return (a stuck runtime); ``stop:encode:1`` stops the process
+(SIGSTOP: Ctrl-Z's uncatchable kin, a paused container) in its 1st tower call, until the test
+sends SIGCONT; ``slow:store_write:30`` makes every write wait 30 ms first (a stand-in for a
+ClickHouse server's round trips, which the embedded engine does not have). Points are named where they sit in the code. With the variable unset
 every call is a dictionary lookup and nothing else.
 """
 
@@ -42,6 +43,8 @@ def point(name: str) -> None:
     _hits[name] += 1
     if action == "kill" and _hits[name] == count:
         os.kill(os.getpid(), signal.SIGKILL)
+    if action == "stop" and _hits[name] == count:
+        os.kill(os.getpid(), signal.SIGSTOP)
     if action == "hang" and _hits[name] == count:
         threading.Event().wait()  # for ever, as a runtime deadlocked in native code
     if action == "slow":

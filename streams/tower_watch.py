@@ -7,10 +7,14 @@ makes it, from the moment it starts (time queued behind other work is not its), 
 overruns, the process logs what it was doing, with the stuck thread's stack, and exits with
 code 6: a worker's batch is not acked, so the worker its supervisor starts again takes it.
 
-The line and the exit come from a timer thread, which needs the GIL; the runtimes release it
-while they compute, and for one that would not, faulthandler (which needs no GIL) dumps the
-stacks and exits with code 1 a little later. faulthandler keeps one such timer per process:
-it is armed for the latest deadline of the calls under way, and cancelled when none is.
+The line and the exit come from a watchdog thread (columnist.watchdog), which needs the GIL
+and does not count time the process was stopped; the runtimes release the GIL while they
+compute, and for one that would not, faulthandler (which needs no GIL) dumps the stacks and
+exits with code 1 BACKSTOP_S later. faulthandler keeps one such timer per process: it is armed
+for the latest deadline of the calls under way, and cancelled when none is. It cannot tell a
+stopped process from a stuck one, so a terminal stop (Ctrl-Z: SIGTSTP) cancels it until the
+process is resumed; a stop it is not told of (SIGSTOP, a paused container) longer than the
+time to the latest deadline and BACKSTOP_S ends the process with code 1 when it is resumed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -26,8 +31,10 @@ from contextlib import contextmanager
 from functools import wraps
 from typing import Callable, Iterator, TypeVar
 
+from columnist import watchdog
 from columnist.errors import TOWER_STUCK
 from columnist.printable import printable
+from columnist.watchdog import LONGEST_S
 
 T = TypeVar("T")
 log = logging.getLogger("columnist.tower")
@@ -35,22 +42,43 @@ log = logging.getLogger("columnist.tower")
 BACKSTOP_S = 30.0
 """Seconds after the deadline at which faulthandler ends a process whose timer could not run."""
 
-LONGEST_S = 1e7
-"""The longest deadline kept (about four months): any larger setting, infinity included, is as good as none."""
-
 _limit: dict = {}
 _doing = threading.local()
-_under_way: dict[object, float] = {}
-"""Each call under way: its deadline (time.monotonic())."""
-_lock = threading.Lock()
+_backstop_lock = threading.RLock()
+"""Held while faulthandler's timer is armed or cancelled (re-entered by the Ctrl-Z handler on a thread holding it)."""
 _exit = os._exit
 """How a process whose tower is stuck ends (its stuck thread cannot be joined; tests replace it)."""
 
 
 def configure(seconds: float, batch_size: int) -> None:
     """Bound every tower call of this process: ``seconds`` for each ``batch_size`` inputs (0: none).
-    Unconfigured, a process takes COLUMNIST_ENCODE_TIMEOUT and COLUMNIST_BATCH_SIZE."""
+    Unconfigured, a process takes COLUMNIST_ENCODE_TIMEOUT and COLUMNIST_BATCH_SIZE. Called on
+    the main thread, it also takes Ctrl-Z (SIGTSTP) when nothing else does (stop_on_terminal_stop)."""
     _limit.update(seconds=seconds, batch_size=batch_size)
+    if threading.current_thread() is threading.main_thread():
+        stop_on_terminal_stop()
+
+
+def stop_on_terminal_stop() -> None:
+    """Ctrl-Z stops the process as before, with faulthandler's timer cancelled while it is
+    stopped and every deadline moved on by the time it was (the stop comes once the main
+    thread runs Python again: in `tag`, once the tower call under way returns). A handler
+    already set for SIGTSTP, or one ignoring it, is left as it is."""
+    if hasattr(signal, "SIGTSTP") and signal.getsignal(signal.SIGTSTP) == signal.SIG_DFL:
+        signal.signal(signal.SIGTSTP, _terminal_stop)
+
+
+def _terminal_stop(signum: int, frame: object, stop: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTSTP)
+                   ) -> None:
+    with _backstop_lock:
+        faulthandler.cancel_dump_traceback_later()
+    stopped = time.monotonic()
+    signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+    try:
+        stop()  # the default action: stopped here until SIGCONT
+    finally:
+        signal.signal(signal.SIGTSTP, _terminal_stop)
+        watchdog.discount_all(time.monotonic() - stopped)  # re-arms the backstop, for the moved deadlines
 
 
 def doing(what: str, function: Callable[..., T]) -> Callable[..., T]:
@@ -84,44 +112,28 @@ def bounded(model: str, inputs: int) -> Iterator[None]:
     if not limit:
         yield
         return
-    call = object()
-    timer = threading.Timer(limit, _stuck, (call, model, inputs, limit, getattr(_doing, "what", None),
-                                            threading.get_ident()))
-    timer.daemon = True
+    call = _watchdog.begin(limit, model, inputs, limit, getattr(_doing, "what", None), threading.get_ident())
+    _arm_backstop()
     try:
-        _begin(call, limit)
-        timer.start()
         yield
     finally:
-        timer.cancel()
-        _end(call)
-
-
-def _begin(call: object, limit: float) -> None:
-    with _lock:
-        _under_way[call] = time.monotonic() + limit
-        _arm_backstop()
-
-
-def _end(call: object) -> None:
-    with _lock:
-        _under_way.pop(call, None)
+        _watchdog.end(call)
         _arm_backstop()
 
 
 def _arm_backstop() -> None:
     """faulthandler's one timer, for the latest deadline under way (fd 2: a worker's sys.stderr
     is a logging proxy without a file descriptor)."""
-    if _under_way:
-        faulthandler.dump_traceback_later(max(_under_way.values()) - time.monotonic() + BACKSTOP_S, exit=True, file=2)
-    else:
-        faulthandler.cancel_dump_traceback_later()
+    with _backstop_lock:
+        latest = _watchdog.latest()
+        if latest is not None:
+            faulthandler.dump_traceback_later(latest - time.monotonic() + BACKSTOP_S, exit=True, file=2)
+        else:
+            faulthandler.cancel_dump_traceback_later()
 
 
-def _stuck(call: object, model: str, inputs: int, limit: float, what: str | None, thread: int) -> None:
-    with _lock:
-        if call not in _under_way:  # it returned as the deadline came
-            return
+def _stuck(call: object, details: tuple) -> None:
+    model, inputs, limit, what, thread = details
     try:
         stack = stack_of(thread)
         log.critical("the image tower of %s has not answered %d inputs%s in %.1f s (COLUMNIST_ENCODE_TIMEOUT: %g s "
@@ -132,6 +144,10 @@ def _stuck(call: object, model: str, inputs: int, limit: float, what: str | None
         flush_logs()
     finally:
         _exit(TOWER_STUCK)
+
+
+_watchdog = watchdog.Watchdog("columnist-tower-watchdog", _stuck, moved=_arm_backstop)
+"""Each tower call under way, with its model, inputs, deadline, batch and thread."""
 
 
 def stack_of(thread: int) -> str:

@@ -20,7 +20,7 @@ PACKAGE_DIRS = {"columnist": REPO / "streams", "columnist.models": REPO / "model
 LAYERS = [
     {"columnist", "columnist.records", "columnist.errors", "columnist.settings",
      "columnist.faults", "columnist.printable", "columnist.vectors", "columnist.retry", "columnist.files",
-     "columnist.lookup", "columnist.tower_watch", "columnist.decode_watch"},
+     "columnist.lookup", "columnist.watchdog", "columnist.tower_watch", "columnist.decode_watch"},
     {"columnist.models", "columnist.vocab"},
     {"columnist.store", "columnist.kafka"},
     {"columnist.pipeline", "columnist.prompt_cache", "columnist.tagger", "columnist.vocabulary_change",

@@ -142,6 +142,37 @@ def test_tag_with_the_default_model_over_good_and_bad_files(tmp_path):
     assert count(db, "SELECT count() AS n FROM columnist.feature_image_attribute FINAL WHERE source = 'clip'") > 0
 
 
+def test_a_tag_stopped_inside_a_tower_call_for_longer_than_its_deadline_goes_on_when_resumed(tmp_path):
+    """A process stopped (SIGSTOP, a paused container; Ctrl-Z is caught and waits for the call
+    to return) is not stuck: the time it was stopped is not counted against the call under
+    way, which ended the run with code 6 when it was resumed."""
+    import os
+    import signal
+    import time
+
+    db = f"chdb://{tmp_path / 'db'}"
+    env = {**os.environ, "COLUMNIST_FAULTS": "stop:encode:2", "COLUMNIST_ENCODE_TIMEOUT": "2"}
+    run = subprocess.Popen([sys.executable, "-m", "columnist", "tag", str(PHOTOS), "--db", db, "--batch-size", "2"],
+                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def stopped() -> bool:
+        with open(f"/proc/{run.pid}/status") as status:
+            return any(line.startswith("State:") and "T (stopped)" in line for line in status)
+
+    try:
+        deadline = time.monotonic() + 120
+        while not stopped():  # it stops itself inside its 2nd tower call
+            assert run.poll() is None and time.monotonic() < deadline, "it never reached its 2nd tower call"
+            time.sleep(0.05)
+        time.sleep(5)  # the stop itself: longer than the call's 2 s deadline (no synchronisation waits on it)
+        run.send_signal(signal.SIGCONT)
+        out, err = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 0, err
+    assert count(db, "SELECT count() AS n FROM columnist.image_embedding FINAL") == len(list(PHOTOS.glob("*.jpg")))
+
+
 def test_replay_and_backfill_by_hand(tmp_path, space_vocab):
     import yaml
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from columnist import decode_watch
+from columnist import decode_watch, watchdog
 from columnist.errors import DECODE_STUCK
 from columnist.models.images import ImageError
 from columnist.models.mock import MockEncoder
@@ -28,7 +28,7 @@ def exits(monkeypatch):
     holds the watchdog (as a real exit would end it) until the test is over."""
     released, over, codes = threading.Event(), threading.Event(), []
     monkeypatch.setattr(decode_watch, "_exit", lambda code: (codes.append(code), released.set(), over.wait(30)))
-    monkeypatch.setattr(decode_watch, "POLL_S", 0.02)
+    monkeypatch.setattr(watchdog, "POLL_S", 0.02)
     yield codes, released
     over.set()
 
@@ -52,7 +52,7 @@ def test_a_decode_in_time_or_unbounded_leaves_nothing(exits, tmp_path):
     for seconds in (5.0, 0.0, float("inf")):
         with decode_watch.decoding("photo.jpg", "ab" * 32, seconds):
             pass
-    assert codes == [] and not decode_watch._under_way
+    assert codes == [] and not decode_watch._watchdog.under_way
     assert not (tmp_path / "run" / "decode-stuck.txt").exists() and not decode_watch.refused("ab" * 32)
 
 
@@ -111,7 +111,7 @@ class StoppedClock:
 def test_time_the_process_was_stopped_is_not_counted_against_a_decode(exits, monkeypatch):
     codes, released = exits
     clock = StoppedClock()
-    monkeypatch.setattr(decode_watch, "time", clock)
+    monkeypatch.setattr(watchdog, "time", clock)
     with decode_watch.decoding("hubble.jpg", "ab" * 32, 3.0):
         clock.stopped_for = 30.0  # Ctrl-Z for 30 s, then fg: at most OVERSLEPT_S of it counts
         assert not released.wait(0.5)  # the watchdog woke several times meanwhile

@@ -72,13 +72,13 @@ def test_a_call_past_its_deadline_ends_the_process_naming_its_batch_and_where_it
 def test_the_clock_starts_when_the_call_does_not_when_it_is_queued(monkeypatch, exits):
     """Time queued behind a warm-up or a store call on the work thread is not the call's."""
     ahead_done, started_at = threading.Event(), []
+    begin = tower_watch._watchdog.begin
 
-    class Clock(threading.Timer):
-        def __init__(self, *args, **kwargs):
-            started_at.append(ahead_done.is_set())
-            super().__init__(*args, **kwargs)
+    def clock(*args):
+        started_at.append(ahead_done.is_set())
+        return begin(*args)
 
-    monkeypatch.setattr(tower_watch.threading, "Timer", Clock)
+    monkeypatch.setattr(tower_watch._watchdog, "begin", clock)
     tower_watch.configure(60, 32)
     with ThreadPoolExecutor(1) as work:  # the worker's one work thread
         work.submit(ahead_done.set)
@@ -100,9 +100,7 @@ def test_a_failing_call_leaves_nothing_armed_and_a_late_deadline_does_nothing(ba
     with pytest.raises(ValueError):
         with tower_watch.bounded("m", 1):
             raise ValueError("the runtime's own error")
-    assert backstop.armed[-1] is None and not tower_watch._under_way
-    tower_watch._stuck(object(), "m", 1, 100, None, threading.get_ident())  # its timer fired as it returned
-    assert exits[0] == []
+    assert backstop.armed[-1] is None and not tower_watch._watchdog.under_way
 
 
 def test_the_deadline_grows_with_the_inputs_and_zero_means_none(monkeypatch):
@@ -112,7 +110,7 @@ def test_the_deadline_grows_with_the_inputs_and_zero_means_none(monkeypatch):
     assert tower_watch.deadline(320) == tower_watch.LONGEST_S
     tower_watch.configure(0, 32)
     assert tower_watch.deadline(1000) == 0
-    monkeypatch.setattr(tower_watch.threading, "Timer", None)  # no timer when unbounded
+    monkeypatch.setattr(tower_watch._watchdog, "begin", None)  # nothing watched when unbounded
     assert quick_call() == "done"
 
 
@@ -125,3 +123,51 @@ def test_a_process_whose_stderr_is_no_file_is_bounded_too(monkeypatch):
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     tower_watch.configure(5, 32)
     assert quick_call() == "done"
+
+
+def test_a_stop_is_not_counted_against_a_call_and_ctrl_z_cancels_the_backstop_meanwhile(exits, backstop, monkeypatch):
+    """Ctrl-Z (SIGTSTP) during a call: faulthandler's timer, which cannot tell a stopped
+    process from a stuck one, is cancelled before the process stops, and armed again when it
+    is resumed, for the deadline moved on by the time it was stopped; the deadline's watchdog
+    does not count that time either."""
+    import signal
+
+    from columnist import watchdog
+
+    clock = StoppedClock()
+    monkeypatch.setattr(watchdog, "time", clock)
+    monkeypatch.setattr(tower_watch, "time", clock)
+    monkeypatch.setattr(watchdog, "POLL_S", 0.02)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # the test process keeps its own handlers
+    tower_watch.configure(2, 32)
+
+    def stopped_for_an_hour():
+        backstop.armed.append("stopped")
+        clock.stopped_for += 3600
+
+    with tower_watch.bounded("m", 8):
+        deadline = tower_watch._watchdog.latest()
+        tower_watch._terminal_stop(signal.SIGTSTP, None, stop=stopped_for_an_hour)
+        assert backstop.armed[-3:-1] == [None, "stopped"]  # cancelled, then stopped
+        # armed again after it, as far from now as before the stop (not an hour in the past)
+        assert 2 + tower_watch.BACKSTOP_S - 0.5 < backstop.armed[-1] <= 2 + tower_watch.BACKSTOP_S
+        assert tower_watch._watchdog.latest() - deadline >= 3600  # the deadline moved on
+        clock.stopped_for += 30  # then a SIGSTOP it is not told of: the watchdog sees it
+        assert not exits[1].wait(0.3)
+        assert tower_watch._watchdog.latest() - deadline >= 3600 + 30 - watchdog.OVERSLEPT_S - 0.1
+    assert exits[0] == []
+
+
+class StoppedClock:
+    """time for the watchdog, with a jump forward when the process 'is stopped'."""
+
+    def __init__(self):
+        import time
+
+        self.real, self.stopped_for = time, 0.0
+
+    def monotonic(self) -> float:
+        return self.real.monotonic() + self.stopped_for
+
+    def sleep(self, seconds: float) -> None:
+        self.real.sleep(seconds)
