@@ -22,7 +22,6 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -53,32 +52,9 @@ _exit = os._exit
 def configure(seconds: float, batch_size: int) -> None:
     """Bound every tower call of this process: ``seconds`` for each ``batch_size`` inputs (0: none).
     Unconfigured, a process takes COLUMNIST_ENCODE_TIMEOUT and COLUMNIST_BATCH_SIZE. Called on
-    the main thread, it also takes Ctrl-Z (SIGTSTP) when nothing else does (stop_on_terminal_stop)."""
+    the main thread, it also takes Ctrl-Z (watchdog.stop_on_terminal_stop)."""
     _limit.update(seconds=seconds, batch_size=batch_size)
-    if threading.current_thread() is threading.main_thread():
-        stop_on_terminal_stop()
-
-
-def stop_on_terminal_stop() -> None:
-    """Ctrl-Z stops the process as before, with faulthandler's timer cancelled while it is
-    stopped and every deadline moved on by the time it was (the stop comes once the main
-    thread runs Python again: in `tag`, once the tower call under way returns). A handler
-    already set for SIGTSTP, or one ignoring it, is left as it is."""
-    if hasattr(signal, "SIGTSTP") and signal.getsignal(signal.SIGTSTP) == signal.SIG_DFL:
-        signal.signal(signal.SIGTSTP, _terminal_stop)
-
-
-def _terminal_stop(signum: int, frame: object, stop: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTSTP)
-                   ) -> None:
-    with _backstop_lock:
-        faulthandler.cancel_dump_traceback_later()
-    stopped = time.monotonic()
-    signal.signal(signal.SIGTSTP, signal.SIG_DFL)
-    try:
-        stop()  # the default action: stopped here until SIGCONT
-    finally:
-        signal.signal(signal.SIGTSTP, _terminal_stop)
-        watchdog.discount_all(time.monotonic() - stopped)  # re-arms the backstop, for the moved deadlines
+    watchdog.stop_on_terminal_stop()
 
 
 def doing(what: str, function: Callable[..., T]) -> Callable[..., T]:
@@ -146,7 +122,13 @@ def _stuck(call: object, details: tuple) -> None:
         _exit(TOWER_STUCK)
 
 
-_watchdog = watchdog.Watchdog("columnist-tower-watchdog", _stuck, moved=_arm_backstop)
+def _cancel_backstop() -> None:
+    """Before the process stops for Ctrl-Z: a stopped process is not a stuck one."""
+    with _backstop_lock:
+        faulthandler.cancel_dump_traceback_later()
+
+
+_watchdog = watchdog.Watchdog("columnist-tower-watchdog", _stuck, moved=_arm_backstop, stopping=_cancel_backstop)
 """Each tower call under way, with its model, inputs, deadline, batch and thread."""
 
 

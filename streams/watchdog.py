@@ -16,6 +16,7 @@ discounted exactly. The watchdog needs the GIL, so a call stuck holding it is no
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from typing import Any, Callable
@@ -33,11 +34,12 @@ _all: list["Watchdog"] = []
 class Watchdog:
     """The calls of one kind under way, each with its deadline (time.monotonic()) and details;
     ``overrun(call, details)`` is called on the watchdog's thread for the first call to
-    overrun (it ends the process); ``moved()`` after deadlines moved for a stop."""
+    overrun (it ends the process); ``stopping()`` before a terminal stop, ``moved()`` after
+    deadlines moved for a stop."""
 
     def __init__(self, name: str, overrun: Callable[[object, tuple], None],
-                 moved: Callable[[], None] = lambda: None):
-        self.name, self.overrun, self.moved = name, overrun, moved
+                 moved: Callable[[], None] = lambda: None, stopping: Callable[[], None] = lambda: None):
+        self.name, self.overrun, self.moved, self.stopping = name, overrun, moved, stopping
         self.lock = threading.RLock()  # re-entered by a signal handler (tower_watch's Ctrl-Z) on a thread holding it
         self.under_way: dict[object, list] = {}
         """Each call under way: [deadline, *details]."""
@@ -115,6 +117,32 @@ def discount_all(seconds: float) -> None:
     """A stop of ``seconds`` the process knows of, for every watchdog."""
     for watchdog in _all:
         watchdog.discount(seconds)
+
+
+def stop_on_terminal_stop() -> None:
+    """Ctrl-Z (SIGTSTP) stops the process as it would by default, every watchdog told before
+    and after (the stop comes once the main thread runs Python again: in `tag`, once the tower
+    call under way returns). Only the main thread can set it; a handler the program set for
+    SIGTSTP, or SIGTSTP ignored, is left as it is. The embedded ClickHouse engine (chdb) takes
+    SIGTSTP for its own debugging when it loads, unseen by Python's signal module, and Ctrl-Z
+    then did nothing at all: a store's opening calls this again."""
+    if not hasattr(signal, "SIGTSTP") or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTSTP) in (signal.SIG_DFL, _terminal_stop):
+        signal.signal(signal.SIGTSTP, _terminal_stop)
+
+
+def _terminal_stop(signum: int, frame: object, stop: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTSTP)
+                   ) -> None:
+    for watchdog in _all:
+        watchdog.stopping()
+    stopped = time.monotonic()
+    signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+    try:
+        stop()  # the default action: stopped here until SIGCONT
+    finally:
+        signal.signal(signal.SIGTSTP, _terminal_stop)
+        discount_all(time.monotonic() - stopped)
 
 
 def _forget_after_fork() -> None:

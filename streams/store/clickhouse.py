@@ -24,6 +24,7 @@ from columnist.errors import UsageError
 from columnist.records import ImageRecord, KnownImage, ModelCalibration, ModelState, ScoredBatch, Scores
 from columnist.store import NoStore, QueryLimits, Rows, StoreLocked, StoreUnavailable
 from columnist.store.merge_priority import merges_yield
+from columnist.watchdog import stop_on_terminal_stop
 from columnist.vocab.prompts import render_prompts
 from columnist.vocab.schema import Attribute, Vocabulary, vocabulary_from_dict
 
@@ -201,6 +202,7 @@ class ClickHouseStore:
                 raise
         if dsn.startswith("chdb://"):
             merges_yield()  # the engine starts its merge threads with its first table
+            stop_on_terminal_stop()  # the engine took Ctrl-Z for its own debugging: give it back
         return store
 
     def close(self) -> None:

@@ -147,7 +147,7 @@ def test_a_stop_is_not_counted_against_a_call_and_ctrl_z_cancels_the_backstop_me
 
     with tower_watch.bounded("m", 8):
         deadline = tower_watch._watchdog.latest()
-        tower_watch._terminal_stop(signal.SIGTSTP, None, stop=stopped_for_an_hour)
+        watchdog._terminal_stop(signal.SIGTSTP, None, stop=stopped_for_an_hour)
         assert backstop.armed[-3:-1] == [None, "stopped"]  # cancelled, then stopped
         # armed again after it, as far from now as before the stop (not an hour in the past)
         assert 2 + tower_watch.BACKSTOP_S - 0.5 < backstop.armed[-1] <= 2 + tower_watch.BACKSTOP_S
