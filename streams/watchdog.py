@@ -45,6 +45,8 @@ class Watchdog:
         """Each call under way: [deadline, *details]."""
         self._thread: threading.Thread | None = None
         self._woke = 0.0
+        self._paused = False
+        """A terminal stop is under way: ``discount`` will move the deadlines on, exactly."""
         _all.append(self)
 
     def begin(self, seconds: float, *details: Any) -> object:
@@ -73,19 +75,25 @@ class Watchdog:
         with self.lock:
             return max((entry[0] for entry in self.under_way.values()), default=None)
 
+    def pause(self) -> None:
+        """The process is about to stop (Ctrl-Z): no deadline is looked at until ``discount``."""
+        with self.lock:
+            self._paused = True
+        self.stopping()
+
     def discount(self, seconds: float) -> None:
         """The process was stopped for ``seconds`` just now: every deadline moves on by them,
         and the watchdog's next wake does not count them again."""
         with self.lock:
             for entry in self.under_way.values():
                 entry[0] += seconds
-            self._woke = time.monotonic()
+            self._woke, self._paused = time.monotonic(), False
         self.moved()
 
     def forget(self) -> None:
         """A forked child has none of its parent's threads: neither its calls nor its watchdog."""
         self.under_way.clear()
-        self._thread = None
+        self._thread, self._paused = None, False
         self.lock = threading.RLock()
 
     def _watch(self) -> None:
@@ -99,6 +107,8 @@ class Watchdog:
         now = time.monotonic()
         with self.lock:
             gap, self._woke = now - self._woke, now
+            if self._paused:  # woken by the resumed process before its handler: it discounts the stop
+                return
             stopped = gap - POLL_S - OVERSLEPT_S
             if stopped > 0:  # the process was stopped: its calls were not running
                 for entry in self.under_way.values():
@@ -135,7 +145,7 @@ def stop_on_terminal_stop() -> None:
 def _terminal_stop(signum: int, frame: object, stop: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTSTP)
                    ) -> None:
     for watchdog in _all:
-        watchdog.stopping()
+        watchdog.pause()
     stopped = time.monotonic()
     signal.signal(signal.SIGTSTP, signal.SIG_DFL)
     try:

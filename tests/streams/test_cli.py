@@ -152,7 +152,7 @@ def test_a_tag_stopped_inside_a_tower_call_for_longer_than_its_deadline_goes_on_
     import time
 
     db = f"chdb://{tmp_path / 'db'}"
-    env = {**os.environ, "COLUMNIST_FAULTS": "stop:encode:2", "COLUMNIST_ENCODE_TIMEOUT": "2"}
+    env = {**os.environ, "COLUMNIST_FAULTS": "stop:encode:2", "COLUMNIST_ENCODE_TIMEOUT": "8"}
     run = subprocess.Popen([sys.executable, "-m", "columnist", "tag", str(PHOTOS), "--db", db, "--batch-size", "2"],
                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            process_group=0)  # as a shell's job: a group of its own, the shell beside it
@@ -169,11 +169,11 @@ def test_a_tag_stopped_inside_a_tower_call_for_longer_than_its_deadline_goes_on_
 
     try:
         until_stopped("SIGSTOP in its 2nd tower call")
-        time.sleep(3)  # the stop itself: longer than the call's 2 s deadline (nothing waits on it)
+        time.sleep(9)  # the stop itself: longer than the call's 8 s deadline (nothing waits on it)
         run.send_signal(signal.SIGCONT)
         run.send_signal(signal.SIGTSTP)  # Ctrl-Z, as the call goes on
         until_stopped("Ctrl-Z")
-        time.sleep(3)
+        time.sleep(9)
         run.send_signal(signal.SIGCONT)  # fg
         out, err = run.communicate(timeout=120)
     finally:
