@@ -31,8 +31,7 @@ from typing import Iterator
 from columnist import faults
 from columnist.errors import DECODE_STUCK
 from columnist.printable import printable
-from columnist.tower_watch import flush_logs, stack_of
-from columnist.watchdog import Watchdog
+from columnist.watchdog import Watchdog, flush_logs, stack_of
 
 log = logging.getLogger("columnist.decode")
 

@@ -22,10 +22,7 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
-import sys
 import threading
-import time
-import traceback
 from contextlib import contextmanager
 from functools import wraps
 from typing import Callable, Iterator, TypeVar
@@ -33,7 +30,7 @@ from typing import Callable, Iterator, TypeVar
 from columnist import watchdog
 from columnist.errors import TOWER_STUCK
 from columnist.printable import printable
-from columnist.watchdog import LONGEST_S
+from columnist.watchdog import LONGEST_S, flush_logs, stack_of
 
 T = TypeVar("T")
 log = logging.getLogger("columnist.tower")
@@ -43,8 +40,6 @@ BACKSTOP_S = 30.0
 
 _limit: dict = {}
 _doing = threading.local()
-_backstop_lock = threading.RLock()
-"""Held while faulthandler's timer is armed or cancelled (re-entered by the Ctrl-Z handler on a thread holding it)."""
 _exit = os._exit
 """How a process whose tower is stuck ends (its stuck thread cannot be joined; tests replace it)."""
 
@@ -99,13 +94,20 @@ def bounded(model: str, inputs: int) -> Iterator[None]:
 
 def _arm_backstop() -> None:
     """faulthandler's one timer, for the latest deadline under way (fd 2: a worker's sys.stderr
-    is a logging proxy without a file descriptor)."""
-    with _backstop_lock:
-        latest = _watchdog.latest()
-        if latest is not None:
-            faulthandler.dump_traceback_later(latest - time.monotonic() + BACKSTOP_S, exit=True, file=2)
+    is a logging proxy without a file descriptor). Under the watchdog's lock, so that arming and
+    cancelling never cross."""
+    with _watchdog.lock:
+        left = _watchdog.seconds_left()
+        if left is not None:
+            faulthandler.dump_traceback_later(max(left + BACKSTOP_S, 0.001), exit=True, file=2)
         else:
             faulthandler.cancel_dump_traceback_later()
+
+
+def _cancel_backstop() -> None:
+    """Before the process stops for Ctrl-Z: a stopped process is not a stuck one."""
+    with _watchdog.lock:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def _stuck(call: object, details: tuple) -> None:
@@ -122,23 +124,5 @@ def _stuck(call: object, details: tuple) -> None:
         _exit(TOWER_STUCK)
 
 
-def _cancel_backstop() -> None:
-    """Before the process stops for Ctrl-Z: a stopped process is not a stuck one."""
-    with _backstop_lock:
-        faulthandler.cancel_dump_traceback_later()
-
-
 _watchdog = watchdog.Watchdog("columnist-tower-watchdog", _stuck, moved=_arm_backstop, stopping=_cancel_backstop)
 """Each tower call under way, with its model, inputs, deadline, batch and thread."""
-
-
-def stack_of(thread: int) -> str:
-    """Where ``thread`` is (what a stuck call's line shows)."""
-    frame = sys._current_frames().get(thread)
-    return "".join(traceback.format_stack(frame)).rstrip() if frame is not None else "(gone)"
-
-
-def flush_logs() -> None:
-    """Before an exit that skips Python's own clean-up (os._exit)."""
-    for handler in logging.getLogger().handlers:
-        handler.flush()

@@ -200,9 +200,11 @@ class ClickHouseStore:
                     raise StoreLocked(f"the database {dsn} is in use by another process (a running worker?)") from None
                 sys.stderr.write(engine_said)
                 raise
+            finally:
+                if dsn.startswith("chdb://"):  # the engine, once loaded, took Ctrl-Z for its own debugging
+                    stop_on_terminal_stop()  # (opened or not: a locked store's command goes on)
         if dsn.startswith("chdb://"):
             merges_yield()  # the engine starts its merge threads with its first table
-            stop_on_terminal_stop()  # the engine took Ctrl-Z for its own debugging: give it back
         return store
 
     def close(self) -> None:

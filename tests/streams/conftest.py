@@ -123,3 +123,27 @@ def consume_all(settings, topic: str, expected: int, timeout: float = 30) -> lis
         return out
 
     return asyncio.run(read())
+
+
+class StoppedClock:
+    """time for columnist.watchdog, with a jump forward when the process 'is stopped'
+    (SIGSTOP, a paused VM): its threads still sleep for real."""
+
+    def __init__(self):
+        self.stopped_for = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.stopped_for
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+@pytest.fixture
+def stopped_clock(monkeypatch) -> StoppedClock:
+    """The watchdogs' clock, which the test moves on to stop the process."""
+    from columnist import watchdog
+
+    clock = StoppedClock()
+    monkeypatch.setattr(watchdog, "time", clock)
+    return clock

@@ -93,27 +93,10 @@ def test_a_gallery_shows_no_thumbnail_of_a_listed_content(tmp_path, monkeypatch)
     assert thumbnail("a", photo.as_uri()) is None
 
 
-class StoppedClock:
-    """time for decode_watch, with a jump forward when the process 'is stopped' (SIGSTOP, a paused VM)."""
-
-    def __init__(self):
-        import time
-
-        self.real, self.stopped_for = time, 0.0
-
-    def monotonic(self) -> float:
-        return self.real.monotonic() + self.stopped_for
-
-    def sleep(self, seconds: float) -> None:
-        self.real.sleep(seconds)
-
-
-def test_time_the_process_was_stopped_is_not_counted_against_a_decode(exits, monkeypatch):
+def test_time_the_process_was_stopped_is_not_counted_against_a_decode(exits, stopped_clock):
     codes, released = exits
-    clock = StoppedClock()
-    monkeypatch.setattr(watchdog, "time", clock)
     with decode_watch.decoding("hubble.jpg", "ab" * 32, 3.0):
-        clock.stopped_for = 30.0  # Ctrl-Z for 30 s, then fg: at most OVERSLEPT_S of it counts
+        stopped_clock.stopped_for = 30.0  # Ctrl-Z for 30 s, then fg: at most OVERSLEPT_S of it counts
         assert not released.wait(0.5)  # the watchdog woke several times meanwhile
     assert codes == [] and not decode_watch.refused("ab" * 32)
 
