@@ -5,7 +5,6 @@ both with an HTML page of thumbnails (the template is page.html beside this modu
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,9 +99,12 @@ def caption(image_id: str, uri: str) -> str:
     return name or image_id
 
 
-def thumbnail(image_id: str, uri: str, size: int = 160, limits: "ImageLimits | None" = None) -> str | None:
+def thumbnail(image_id: str, uri: str, size: int = 160, limits: "ImageLimits | None" = None,
+              digests: dict | None = None) -> str | None:
     """A data: URI of a small JPEG of the image (or the video frame) at a file:// ``uri``, or None.
-    The file is read within ``limits`` (the settings' by default): bytes, pixels, decoding time."""
+    The file is read within ``limits`` (the settings' by default): bytes, pixels, decoding time.
+    ``digests`` keeps each file's content hash for a page (a video's frames: one hash a video,
+    not one a frame of up to COLUMNIST_MAX_VIDEO_BYTES)."""
     from PIL import Image
 
     from columnist import decode_watch
@@ -117,8 +119,9 @@ def thumbnail(image_id: str, uri: str, size: int = 160, limits: "ImageLimits | N
     frame = parse_frame_id(image_id)
     limits = limits or get_settings().image_limits
     try:
+        seen = path.stat()
         data = read_regular_file(path, limits.max_video_bytes if frame else limits.max_bytes)
-        sha256 = hashlib.sha256(data).hexdigest()
+        sha256 = _digest(data, (str(path), seen.st_ino, seen.st_size, seen.st_mtime_ns), digests)
         if decode_watch.refused(sha256):  # the file was changed since it was stored, into one that hangs its decoder
             return None
         with decode_watch.decoding(str(path), sha256, limits.decode_deadline(video=bool(frame))):
@@ -132,6 +135,18 @@ def thumbnail(image_id: str, uri: str, size: int = 160, limits: "ImageLimits | N
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, "JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _digest(data: bytes, key: tuple, digests: dict | None) -> str:
+    """sha256_of ``data``, kept in ``digests`` under the file's identity (path, inode, size,
+    mtime) when the bytes read are as long as the file was."""
+    from columnist.pipeline import sha256_of
+
+    if digests is None or len(data) != key[2]:
+        return sha256_of(data)
+    if key not in digests:
+        digests[key] = sha256_of(data)
+    return digests[key]
 
 
 @dataclass(frozen=True)
@@ -155,11 +170,11 @@ def write_html(path: Path, title: str, sections: list[Section], uris: dict[str, 
     from columnist.models.video import parse_frame_id
     from columnist.settings import get_settings
 
-    limits = get_settings().image_limits
+    limits, digests = get_settings().image_limits, {}
 
     def tile(item: Scored) -> Tile:
         uri = uris.get(item.image_id, "")
-        preview = thumbnail(item.image_id, uri, limits=limits)
+        preview = thumbnail(item.image_id, uri, limits=limits, digests=digests)
         link = uri + item.image_id[item.image_id.rfind("#t="):] if parse_frame_id(item.image_id) else uri
         return Tile(item.image_id, caption(item.image_id, uri), item.score, item.logit, preview,
                     link if preview and uri.startswith("file:") else None)
