@@ -381,13 +381,13 @@ class ClickHouseStore:
         ids = [i.image_id for i in batch.images]
         videos = [i.image_id for i in batch.images if i.kind == "video"]
         if videos:
-            _, was_image = self.query("SELECT DISTINCT image_id FROM columnist.image_embedding "
+            was_image = self.rows("SELECT DISTINCT image_id FROM columnist.image_embedding "
                                       "WHERE image_id IN {v:Array(String)}", {"v": videos})
             if was_image:
                 self.command("DELETE FROM columnist.image_embedding WHERE image_id IN {v:Array(String)}",
                              {"v": [i for (i,) in was_image]})
         new = {f.frame_id for f in batch.frames}
-        _, rows = self.query("SELECT DISTINCT frame_id FROM columnist.video_frames WHERE video_id IN {ids:Array(String)}",
+        rows = self.rows("SELECT DISTINCT frame_id FROM columnist.video_frames WHERE video_id IN {ids:Array(String)}",
                              {"ids": ids})
         stale = sorted({frame for (frame,) in rows} - new)
         if stale:
@@ -411,7 +411,7 @@ class ClickHouseStore:
         """Forget images (and videos with their frames): the images rows first, so the views drop
         them at once, then every model's embeddings and scores."""
         ids = list(image_ids)
-        _, rows = self.query("SELECT frame_id FROM columnist.video_frames WHERE video_id IN {ids:Array(String)}",
+        rows = self.rows("SELECT frame_id FROM columnist.video_frames WHERE video_id IN {ids:Array(String)}",
                              {"ids": ids})
         everything = ids + [frame for (frame,) in rows]
         self.command("DELETE FROM columnist.images WHERE image_id IN {ids:Array(String)}", {"ids": ids})
@@ -547,11 +547,11 @@ class ClickHouseStore:
         (for a video: where every frame it was sampled at has the model's embedding). New ids,
         what a worker mostly gets, cost one read by the images table's key; only ids found are
         checked."""
-        _, found = self.query("SELECT DISTINCT image_id FROM columnist.images WHERE image_id IN {ids:Array(String)}",
+        found = self.rows("SELECT DISTINCT image_id FROM columnist.images WHERE image_id IN {ids:Array(String)}",
                               {"ids": list(image_ids)})
         if not found:
             return {}
-        _, rows = self.query(
+        rows = self.rows(
             "SELECT i.image_id, i.sha256 FROM "
             "(SELECT image_id, sha256, kind FROM columnist.images FINAL WHERE image_id IN {ids:Array(String)}) AS i "
             "WHERE (i.image_id, i.sha256) IN (SELECT image_id, sha256 FROM columnist.image_embedding FINAL "
@@ -584,7 +584,7 @@ class ClickHouseStore:
         if not embedded.num_rows:
             return {}
         candidates = list(zip(*(embedded.column(c).to_pylist() for c in ("image_id", "sha256", "embedding"))))
-        _, rows = self.query("SELECT image_id, sha256, width, height FROM columnist.images "
+        rows = self.rows("SELECT image_id, sha256, width, height FROM columnist.images "
                              "WHERE image_id IN {ids:Array(String)}", {"ids": sorted({i for i, _, _ in candidates})})
         sizes = {(image_id, sha): (width, height) for image_id, sha, width, height in rows}
         known = {}
@@ -799,6 +799,11 @@ class ClickHouseStore:
         result = self.client.query(sql, parameters=parameters or {})
         rows = [tuple(row) for row in result.result_rows]
         return _columns(self.client, result, sql, parameters), rows
+
+    def rows(self, sql: str, parameters: dict | None = None) -> list[tuple]:
+        """query's rows without their column names: an empty result costs no DESCRIBE (about
+        1.4 ms of CPU on the embedded engine, twice a batch on the ingest path)."""
+        return [tuple(row) for row in self.client.query(sql, parameters=parameters or {}).result_rows]
 
     def command(self, sql: str, parameters: dict | None = None, settings: dict | None = None) -> None:
         self.client.command(sql, parameters=parameters or {}, settings=settings or {})
