@@ -204,6 +204,29 @@ class ScoredBatch:
         return cls(model, images, [(i.image_id, i.sha256) for i in images], embeddings,
                    [i.image_id for i in images], scores)
 
+    def joins(self, other: "ScoredBatch") -> bool:
+        """Whether ``other`` can be written in one set of statements with this batch: the same
+        model, and scored with the same vocabularies (names, versions, attributes)."""
+        def shape(batch: "ScoredBatch") -> list:
+            return [(s.vocab_name, s.vocab_version, s.codes, [s.sources[c] for c in s.codes]) for s in batch.scores]
+        return self.model == other.model and shape(self) == shape(other)
+
+    @classmethod
+    def merged(cls, batches: "list[ScoredBatch]") -> "ScoredBatch":
+        """Batches that all ``joins`` the first, as one (rows in the batches' order)."""
+        import numpy as np
+
+        first = batches[0]
+        if len(batches) == 1:
+            return first
+        scores = [Scores(s.vocab_name, s.vocab_version,
+                         {c: np.concatenate([b.scores[n].scores[c] for b in batches]) for c in s.codes},
+                         {c: np.concatenate([b.scores[n].logits[c] for b in batches]) for c in s.codes},
+                         dict(s.sources)) for n, s in enumerate(first.scores)]
+        return cls(first.model, [i for b in batches for i in b.images], [e for b in batches for e in b.embedded],
+                   np.concatenate([b.embeddings for b in batches]), [i for b in batches for i in b.scored], scores,
+                   [f for b in batches for f in b.frames])
+
 
 # -- what a run counts -------------------------------------------------------------------------
 

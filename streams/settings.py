@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     """Partitions of the images topic (the vocabulary and dead-letter topics have one)."""
     batch_within: float = 1.0
     """Seconds the worker waits to fill a batch before processing what it has."""
+    write_group: int = Field(4, ge=1, le=64)
+    """Most batches a busy worker writes in one set of statements: a scored batch waits (up to
+    a second) for the batches already on their way after it. 1: every batch on its own."""
     session_timeout: float = 10.0
     """Seconds before Kafka gives a silent (crashed) worker's partitions to another."""
     encode_timeout: float = Field(300.0, ge=0)

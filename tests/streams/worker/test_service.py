@@ -13,13 +13,14 @@ import threading
 
 import yaml
 
-from columnist.kafka.events import vocab_event
+from columnist.kafka.events import delete_event, vocab_event
 from columnist.models.mock import MockEncoder
 from columnist.records import RawEvent
 from columnist.settings import Settings
 from columnist.store import StoreUnavailable
 from columnist.vocab.schema import vocabulary_from_dict
 from columnist.worker.fetch import FetchPolicy
+from columnist.worker import service as service_module
 from columnist.worker.service import Service
 from tests.conftest import PHOTOS, SPACE_YAML
 from tests.hostile import MAX_BYTES, event
@@ -157,7 +158,7 @@ def test_a_batch_is_acked_only_after_it_is_stored_and_a_failed_write_is_retried(
         return store.write(batch)
 
     wrapper.write = write
-    service = service_for(wrapper, tmp_path, space(1))
+    service = service_for(wrapper, tmp_path, space(1), write_group=1)  # each batch written on its own
     source = ScriptedSource(photo_events(tmp_path)[:3], photo_events(tmp_path, "b-")[:3],
                             on_ack=lambda _: seen_at_ack.append(len(stored_ids(store))))
 
@@ -215,7 +216,8 @@ def test_the_next_batch_is_encoded_while_this_one_is_written(store, tmp_path):
         return store.write(batch)
 
     wrapper.write = write
-    service = service_for(wrapper, tmp_path, space(1), encoder=SignallingEncoder())
+    service = service_for(wrapper, tmp_path, space(1), encoder=SignallingEncoder(),
+                          write_group=1)  # each batch written on its own
     source = ScriptedSource(photo_events(tmp_path, "a-")[:3], photo_events(tmp_path, "b-")[:3],
                             photo_events(tmp_path, "c-")[:3])
 
@@ -331,13 +333,122 @@ def test_a_batch_whose_write_fails_holds_back_the_ones_after_it(store, tmp_path)
         return store.write(batch)
 
     wrapper.write = write
-    service = service_for(wrapper, tmp_path, space(1))
+    service = service_for(wrapper, tmp_path, space(1), write_group=1)  # each batch written on its own
     source = ScriptedSource(photo_events(tmp_path, "a-")[:3], photo_events(tmp_path, "b-")[:3])
 
     asyncio.run(service.run(source))
 
     assert written == ["a-", "b-"] and source.acked == [0, 1] and service.counters.store_retries == 2
 
+
+def test_a_busy_worker_writes_the_batches_on_their_way_together_and_retries_them_as_one(store, tmp_path,
+                                                                                      monkeypatch):
+    """Eight batches all waiting in the source: a scored batch waits for those already on
+    their way, and up to four are written in one set of statements (the first attempt
+    refused, the group retried whole); each batch is acked in order once its rows are stored,
+    and every image's scores are its own (the same photo scores the same in any batch)."""
+    monkeypatch.setattr(service_module, "GROUP_WAIT_S", 10 * WAIT)  # no write goes early by the clock
+    writes, failures, missing_at_ack = [], [StoreUnavailable("connection refused (injected)")], []
+    wrapper = StoreWrapper(store)
+
+    def write(batch):
+        if failures:
+            raise failures.pop()
+        writes.append([image.image_id for image in batch.images])
+        return store.write(batch)
+
+
+    def on_ack(position):
+        ids = {json.loads(e.value)["image_id"] for e in batches[position]}
+        missing_at_ack.append(sorted(ids - set(stored_ids(store))))
+
+    wrapper.write = write
+    service = service_for(wrapper, tmp_path, space(1), write_group=4)
+    batches = [(photo_events(tmp_path, f"{p}-", 10 * n) * 2)[n:n + 3] for n, p in enumerate("abcdefgh")]  # photos vary
+    source = ScriptedSource(*batches, on_ack=on_ack)
+
+    asyncio.run(service.run(source))
+
+    assert [len(w) for w in writes] == [12, 12]  # four batches a write, in the batches' order
+    assert [i for w in writes for i in w] == [json.loads(e.value)["image_id"] for b in batches for e in b]
+    assert source.acked == list(range(8)) and missing_at_ack == [[]] * 8 and service.counters.store_retries == 1
+    assert service.counters.images_stored == 24 and len(stored_ids(store)) == 24
+    for code in space(1).codes[:3]:
+        by_photo = {}
+        for image_id, score, _ in store.attribute_scores("space", code):
+            by_photo.setdefault(image_id.split("-", 1)[1], []).append(score)
+        assert len(by_photo) == 7 and all(max(s) - min(s) < 1e-5 for s in by_photo.values()), by_photo
+
+
+def test_an_idle_worker_writes_each_batch_at_once(store, tmp_path, monkeypatch):
+    """Each batch comes only once the one before is acked: nothing is on its way, so no write
+    waits (were one to wait for a batch that is not coming, the gate would time out)."""
+    monkeypatch.setattr(service_module, "GROUP_WAIT_S", 10 * WAIT)
+    writes = []
+    wrapper = StoreWrapper(store)
+    wrapper.write = lambda batch: (writes.append(len(batch.images)), store.write(batch))[1]
+    service = service_for(wrapper, tmp_path, space(1), write_group=4)
+
+    async def run():
+        events = {position: asyncio.Event() for position in (0, 2, 4)}  # by position in the script
+        def acked(position):
+            return Gate(lambda: asyncio.wait_for(events[position].wait(), WAIT))
+        source = ScriptedSource(photo_events(tmp_path, "a-")[:3], acked(0), photo_events(tmp_path, "b-")[:3], acked(2),
+                                photo_events(tmp_path, "c-")[:3], on_ack=lambda position: events[position].set())
+        await service.run(source)
+        return source
+
+    source = asyncio.run(run())
+
+    assert writes == [3, 3, 3] and source.acked == [0, 2, 4]
+
+
+def test_a_batch_that_deletes_is_not_written_with_the_batch_before_it(store, tmp_path, monkeypatch):
+    """A group's deletions go before its rows: a batch deleting an image the batch before it
+    stores must not join that batch's write, or the image would be stored after its deletion."""
+    monkeypatch.setattr(service_module, "GROUP_WAIT_S", 10 * WAIT)
+    writes = []
+    wrapper = StoreWrapper(store)
+    wrapper.write = lambda batch: (writes.append(len(batch.images)), store.write(batch))[1]
+    service = service_for(wrapper, tmp_path, space(1), write_group=4)
+    first = photo_events(tmp_path, "a-")[:3]
+    gone = json.loads(first[1].value)["image_id"]
+    deleting = [RawEvent(delete_event(gone), 0, 3, gone.encode())] + photo_events(tmp_path, "b-", 4)[:2]
+    source = ScriptedSource(first, deleting, photo_events(tmp_path, "c-", 6)[:2])
+
+    asyncio.run(service.run(source))
+
+    assert gone not in stored_ids(store) and len(stored_ids(store)) == 6
+    assert writes == [3, 4] and source.acked == [0, 1, 2]  # the deleting batch and the one after it together
+
+
+def test_a_vocabulary_change_does_not_wait_for_a_write_gathering_batches(store, tmp_path, monkeypatch):
+    """The first batch's write waits for the second, whose preparation here waits for v2 to be
+    applied; v2's switch waits for the first batch's write. The switch tells the write to go:
+    without that, the three would wait on each other until the write's time ran out."""
+    monkeypatch.setattr(service_module, "GROUP_WAIT_S", 10 * WAIT)
+    applied, waited = threading.Event(), []
+    wrapper = StoreWrapper(store)
+
+    def apply_vocabulary(vocab, *args, **kwargs):
+        store.apply_vocabulary(vocab, *args, **kwargs)
+        if vocab.version == 2:
+            applied.set()
+
+    def stored_content(model, ids):
+        if any(i.startswith("b-") for i in ids):
+            waited.append(applied.wait(WAIT))
+        return store.stored_content(model, ids)
+
+    wrapper.apply_vocabulary, wrapper.stored_content = apply_vocabulary, stored_content
+    service = service_for(wrapper, tmp_path, space(1), write_group=4)
+    source = ScriptedSource(photo_events(tmp_path, "a-")[:3], Vocab(vocabulary(with_porthole()).event, wait=False),
+                            photo_events(tmp_path, "b-")[:3])
+
+    asyncio.run(asyncio.wait_for(service.run(source), 2 * WAIT))
+
+    assert waited == [True] and source.acked == [0, 2] and service.vocab.version == 2
+    assert store.count_scores("space", ["porthole_view"]) == 6  # the first batch by v2's replay, the second encoded
 
 def test_dead_letters_leave_in_the_order_of_their_events_when_sending_is_slow(store, tmp_path):
     """Found attacking the write thread: with a producer slow to answer, a batch sent its dead
@@ -359,7 +470,7 @@ def test_dead_letters_leave_in_the_order_of_their_events_when_sending_is_slow(st
             await super().dead_letter(letter)
 
     wrapper.write = write
-    service = service_for(wrapper, tmp_path, space(1))
+    service = service_for(wrapper, tmp_path, space(1), write_group=1)  # each batch written on its own
     batches = [[RawEvent(photo_events(tmp_path, prefix)[0].value, 0, offset)] +
                [RawEvent(b"{not json", 0, offset + k) for k in (1, 2, 3)] for prefix, offset in (("a-", 0), ("b-", 10))]
     source = SlowLetters(*batches)
