@@ -42,7 +42,7 @@ def stills(encoder) -> tuple[dict, dict]:
     files = {"jpeg": media.camera_jpeg(), "heic": media.heic(photo, quality=80), "avif": media.avif(photo, 70),
              "jxl": media.jxl(photo, 85), "dng (preview)": media.dng(photo, preview_side=4000),
              "dng (half-size develop)": media.dng(photo, preview_side=None)}
-    at_least = 2 * encoder.image_size
+    at_least = encoder.image_size
     ms = {kind: 1000 * seconds_per_image(data, encoder, at_least, f"photo.{kind.split()[0]}", rounds=5 if
                                          "dng" in kind else 7) for kind, data in files.items()}
     ms["jpeg (full decode)"] = 1000 * seconds_per_image(files["jpeg"], encoder, 0, "photo.jpg")

@@ -49,13 +49,13 @@ def decode_raw(data: bytes, name: str, max_pixels: int, at_least: int = 0) -> "D
 
 
 def _preview(raw, name: str, max_pixels: int, at_least: int):
-    """The embedded preview as an image, when there is one at least ``at_least`` on its
-    short side; else None."""
+    """The embedded preview as an image, when there is one at least STAND_IN_MARGIN times
+    ``at_least`` (the model's side) on its short side; else None."""
     import numpy as np
     import rawpy
     from PIL import Image
 
-    from columnist.models.images import ImageError, decode
+    from columnist.models.images import STAND_IN_MARGIN, ImageError, decode
 
     try:
         thumb = raw.extract_thumb()
@@ -70,4 +70,4 @@ def _preview(raw, name: str, max_pixels: int, at_least: int):
     else:
         image = Image.fromarray(np.asarray(thumb.data, dtype=np.uint8))
         full = image.size
-    return image if min(full) >= at_least else None
+    return image if min(full) >= STAND_IN_MARGIN * at_least else None

@@ -80,11 +80,11 @@ def prepare(data: bytes, name: str, encoder: "Encoder", image_id: str, uri: str,
     kind = media.kind_of(data, uri if not uri.startswith("data:") else "")
     if kind != media.VIDEO and len(data) > limits.max_bytes:
         raise ImageError(name, f"{len(data):,} bytes, over the limit of {limits.max_bytes:,} for images")
-    at_least = 2 * encoder.image_size  # decoded at the size needed where the codec allows
+    at_least = encoder.image_size  # decoded at the size needed where the codec allows
     if kind == media.VIDEO:
         with _large_decode, decode_watch.decoding(name, sha256, limits.decode_deadline(video=True)):  # one at a time
             return _prepare_video(data, name, encoder, ImageRecord(image_id, uri, collection, 0, 0, sha256, "video"),
-                                  limits, at_least)
+                                  limits, 2 * at_least)  # frames scaled to twice the model's side
     deadline = limits.decode_deadline(video=False)
     with decode_watch.decoding(name, sha256, deadline):  # reading a header is decoding too
         large = decoded_pixels(data, at_least, limits.max_pixels) > LARGE_DECODE_PIXELS

@@ -53,21 +53,29 @@ def test_a_heic_rotated_by_its_container_is_upright():
     assert decode(data, "portrait.heic").image.size == (200, 320)
 
 
+def test_a_heic_thumbnail_stands_in_only_from_twice_the_models_side():
+    """A HEIC's embedded thumbnail is another, more compressed picture: decoding for a 224-pixel
+    model uses one only when its short side is 448 pixels or more."""
+    photo = PHOTO.resize((1200, 900))
+    assert decode(made.heic(photo, thumbnails=[400]), "small-thumb.heic", at_least=224).image.size == (1200, 900)
+    assert decode(made.heic(photo, thumbnails=[400, 1000]), "thumbs.heic", at_least=224).image.size == (1000, 750)
+
+
 def test_a_camera_raw_uses_its_preview_when_large_enough_else_a_half_size_develop():
     big = PHOTO.resize((1200, 900))
     with_preview = made.dng(big, preview_side=1200)
     assert media.kind_of(with_preview, "IMG_0001.dng") == media.RAW
-    decoded = decode(with_preview, "IMG_0001.dng", at_least=448)
+    decoded = decode(with_preview, "IMG_0001.dng", at_least=224)
     embedded = Image.open(io.BytesIO(_preview_jpeg(with_preview)))
-    embedded.draft("RGB", (448, 448))
+    embedded.draft("RGB", (224, 224))
     assert np.array_equal(np.asarray(decoded.image), np.asarray(embedded.convert("RGB")))  # the preview itself
     assert (decoded.width, decoded.height) == (1200, 900)  # the sensor's size is the photo's
-    developed = decode(made.dng(big, preview_side=None), "no-preview.dng", at_least=448)
+    developed = decode(made.dng(big, preview_side=None), "no-preview.dng", at_least=224)
     assert developed.image.size == (600, 450) and (developed.width, developed.height) == (1200, 900)
     grey = [np.asarray(i.convert("L"), np.float32).ravel() for i in (developed.image, big.resize((600, 450)))]
     assert np.corrcoef(*grey)[0, 1] > 0.9  # the camera's colour processing, not the photo's levels: the same picture
-    small_preview = decode(made.dng(big, preview_side=200), "thumb-only.dng", at_least=448)
-    assert small_preview.image.size == (600, 450)  # a preview smaller than the model needs is not used
+    small_preview = decode(made.dng(big, preview_side=400), "thumb-only.dng", at_least=224)
+    assert small_preview.image.size == (600, 450)  # a preview under twice the model's side is not used
 
 
 def _preview_jpeg(dng: bytes) -> bytes:
@@ -135,7 +143,7 @@ def test_bombs_and_broken_files_of_each_format_are_refused_quickly(name, data, r
     if data is None:  # a DNG whose sensor claims 20000 x 20000
         data = dng_claiming(20_000)
     with pytest.raises(ImageError, match=reason):
-        decode(data, name, max_pixels=60_000_000, at_least=448)
+        decode(data, name, max_pixels=60_000_000, at_least=224)
 
 
 @pytest.mark.parametrize("make, reason", [
