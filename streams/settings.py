@@ -60,7 +60,8 @@ class Settings(BaseSettings):
     """Seconds the worker waits to fill a batch before processing what it has."""
     write_group: int = Field(4, ge=1, le=64)
     """Most batches a busy worker writes in one set of statements: a scored batch waits (up to
-    a second) for the batches already on their way after it. 1: every batch on its own."""
+    a second) for the full batches already on their way after it (a backlog). 1: every batch
+    on its own."""
     session_timeout: float = 10.0
     """Seconds before Kafka gives a silent (crashed) worker's partitions to another."""
     encode_timeout: float = Field(300.0, ge=0)

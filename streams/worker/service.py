@@ -160,7 +160,8 @@ class Service:
         self._unwritten = 0
         """Batches scored and not yet written (or given up at shutdown)."""
         self._coming = 0
-        """Batches taken from the source that have not reached the store yet."""
+        """Full batches taken from the source that have not reached the store yet (a backlog:
+        a worker that keeps up takes batches before they fill)."""
         self._gathering: _Write | None = None
         """The write waiting for those batches to join it."""
         self._settling = 0
@@ -299,7 +300,7 @@ class Service:
         self._coming = 0
         try:
             async for batch in source.batches():
-                self._coming += 1
+                self._coming += self._full(batch.events)
                 taken = time.perf_counter()
                 prepared = await self.prepare(batch.events)  # decoding this batch while the previous one encodes
                 self.timings.stage.labels("fetch_decode").observe(time.perf_counter() - taken)
@@ -332,7 +333,7 @@ class Service:
                          self.encoder.name)
                 prepared = await self.prepare(batch.events, before=prepared)
         except BaseException:
-            self._coming -= 1  # it will not reach the store
+            self._coming -= self._full(batch.events)  # it will not reach the store
             self._nudge()
             raise
         finally:
@@ -400,12 +401,13 @@ class Service:
                            before: _Storing | None) -> None:
         """Write a scored batch after the batches before it (retried until done).
 
-        While the batches after it are already on their way (taken from the source, being
-        decoded or encoded), it waits for them, up to COLUMNIST_WRITE_GROUP batches and
+        While full batches are on their way after it (taken from the source, being decoded or
+        encoded: a backlog), it waits for them, up to COLUMNIST_WRITE_GROUP batches and
         GROUP_WAIT_S seconds, and they are written together: a busy worker pays the store's
         cost per statement (about 15 ms of CPU on the embedded engine, a round trip to a
-        server) and makes its parts once a group; an idle worker writes each batch at once."""
-        self._coming -= 1
+        server) and makes its parts once a group; a worker that keeps up writes each batch at
+        once."""
+        self._coming -= self._full(events)
         previous = before.write if before is not None else None
         if previous is not None and previous.takes(scored, self.settings.write_group):
             this.write = previous
@@ -435,6 +437,9 @@ class Service:
             write.open = False
             write.ended.set()
             self._count_unwritten(-1)
+
+    def _full(self, events: list[RawEvent]) -> bool:
+        return len(events) >= self.settings.batch_size
 
     async def _gather(self, write: _Write) -> None:
         """Keep ``write`` open while batches are on their way to join it."""

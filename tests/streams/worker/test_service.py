@@ -343,8 +343,8 @@ def test_a_batch_whose_write_fails_holds_back_the_ones_after_it(store, tmp_path)
 
 def test_a_busy_worker_writes_the_batches_on_their_way_together_and_retries_them_as_one(store, tmp_path,
                                                                                       monkeypatch):
-    """Eight batches all waiting in the source: a scored batch waits for those already on
-    their way, and up to four are written in one set of statements (the first attempt
+    """Eight full batches all waiting in the source (a backlog): a scored batch waits for those
+    already on their way, and up to four are written in one set of statements (the first attempt
     refused, the group retried whole); each batch is acked in order once its rows are stored,
     and every image's scores are its own (the same photo scores the same in any batch)."""
     monkeypatch.setattr(service_module, "GROUP_WAIT_S", 10 * WAIT)  # no write goes early by the clock
@@ -363,7 +363,7 @@ def test_a_busy_worker_writes_the_batches_on_their_way_together_and_retries_them
         missing_at_ack.append(sorted(ids - set(stored_ids(store))))
 
     wrapper.write = write
-    service = service_for(wrapper, tmp_path, space(1), write_group=4)
+    service = service_for(wrapper, tmp_path, space(1), write_group=4, batch_size=3)
     batches = [(photo_events(tmp_path, f"{p}-", 10 * n) * 2)[n:n + 3] for n, p in enumerate("abcdefgh")]  # photos vary
     source = ScriptedSource(*batches, on_ack=on_ack)
 
@@ -387,7 +387,7 @@ def test_an_idle_worker_writes_each_batch_at_once(store, tmp_path, monkeypatch):
     writes = []
     wrapper = StoreWrapper(store)
     wrapper.write = lambda batch: (writes.append(len(batch.images)), store.write(batch))[1]
-    service = service_for(wrapper, tmp_path, space(1), write_group=4)
+    service = service_for(wrapper, tmp_path, space(1), write_group=4, batch_size=3)
 
     async def run():
         events = {position: asyncio.Event() for position in (0, 2, 4)}  # by position in the script
@@ -403,6 +403,20 @@ def test_an_idle_worker_writes_each_batch_at_once(store, tmp_path, monkeypatch):
     assert writes == [3, 3, 3] and source.acked == [0, 2, 4]
 
 
+def test_a_worker_that_keeps_up_does_not_wait_for_batches_that_came_before_they_filled(store, tmp_path, monkeypatch):
+    """Batches of two where three fill one: the source had no backlog (Kafka gave what it had),
+    so however many are on their way, each batch is written at once, alone."""
+    monkeypatch.setattr(service_module, "GROUP_WAIT_S", 10 * WAIT)
+    writes = []
+    wrapper = StoreWrapper(store)
+    wrapper.write = lambda batch: (writes.append(len(batch.images)), store.write(batch))[1]
+    service = service_for(wrapper, tmp_path, space(1), write_group=4, batch_size=3)
+    source = ScriptedSource(*[photo_events(tmp_path, f"{p}-", 10 * n)[:2] for n, p in enumerate("abcd")])
+
+    asyncio.run(service.run(source))
+
+    assert writes == [2, 2, 2, 2] and source.acked == [0, 1, 2, 3]
+
 def test_a_batch_that_deletes_is_not_written_with_the_batch_before_it(store, tmp_path, monkeypatch):
     """A group's deletions go before its rows: a batch deleting an image the batch before it
     stores must not join that batch's write, or the image would be stored after its deletion."""
@@ -410,16 +424,16 @@ def test_a_batch_that_deletes_is_not_written_with_the_batch_before_it(store, tmp
     writes = []
     wrapper = StoreWrapper(store)
     wrapper.write = lambda batch: (writes.append(len(batch.images)), store.write(batch))[1]
-    service = service_for(wrapper, tmp_path, space(1), write_group=4)
+    service = service_for(wrapper, tmp_path, space(1), write_group=4, batch_size=3)
     first = photo_events(tmp_path, "a-")[:3]
     gone = json.loads(first[1].value)["image_id"]
     deleting = [RawEvent(delete_event(gone), 0, 3, gone.encode())] + photo_events(tmp_path, "b-", 4)[:2]
-    source = ScriptedSource(first, deleting, photo_events(tmp_path, "c-", 6)[:2])
+    source = ScriptedSource(first, deleting, photo_events(tmp_path, "c-", 6)[:3])
 
     asyncio.run(service.run(source))
 
-    assert gone not in stored_ids(store) and len(stored_ids(store)) == 6
-    assert writes == [3, 4] and source.acked == [0, 1, 2]  # the deleting batch and the one after it together
+    assert gone not in stored_ids(store) and len(stored_ids(store)) == 7
+    assert writes == [3, 5] and source.acked == [0, 1, 2]  # the deleting batch and the one after it together
 
 
 def test_a_vocabulary_change_does_not_wait_for_a_write_gathering_batches(store, tmp_path, monkeypatch):
@@ -441,7 +455,7 @@ def test_a_vocabulary_change_does_not_wait_for_a_write_gathering_batches(store, 
         return store.stored_content(model, ids)
 
     wrapper.apply_vocabulary, wrapper.stored_content = apply_vocabulary, stored_content
-    service = service_for(wrapper, tmp_path, space(1), write_group=4)
+    service = service_for(wrapper, tmp_path, space(1), write_group=4, batch_size=3)
     source = ScriptedSource(photo_events(tmp_path, "a-")[:3], Vocab(vocabulary(with_porthole()).event, wait=False),
                             photo_events(tmp_path, "b-")[:3])
 
