@@ -14,8 +14,8 @@ from columnist.records import RawEvent
 from tests.hostile import event
 from tests.streams.test_model_change import other_model, view
 from tests.streams.worker.scripted_source import Gate, ScriptedSource, Vocab
-from tests.streams.worker.test_service import WAIT, photo_events, service_for, space, stored_ids, with_porthole, \
-    vocabulary
+from tests.streams.worker.test_service import WAIT, StoreWrapper, photo_events, service_for, space, stored_ids, \
+    with_porthole, vocabulary
 
 PHOTOS_PER_BATCH = 7
 
@@ -104,6 +104,24 @@ def test_two_workers_move_their_store_to_another_model_without_a_gap(store, tmp_
     assert store.scalar("SELECT count() FROM columnist.image_embedding WHERE model = 'mock'") == 0
     assert view(store) == (every, 0)
 
+
+def test_batches_written_together_during_a_migration_carry_the_target_models_rows(store, tmp_path):
+    """Eight full batches in a row while a migration runs: written several at a time, and every
+    image with the target model's embedding and scores as well (its view whole)."""
+    writes = []
+    wrapper = StoreWrapper(store)
+    wrapper.write = lambda batch: (writes.append(len(batch.images)), store.write(batch))[1]
+    service = service_for(wrapper, tmp_path, space(1), load_model=loader(), replay_chunks=8, batch_size=7,
+                          write_group=4)
+    photos = photo_events(tmp_path)
+    batches = [copies(photos, f"g{n}", 7) for n in range(8)]
+
+    asyncio.run(service.run(ScriptedSource(command(action="migrate", to="mock-256"), caught_up(service), *batches)))
+
+    assert len(writes) < 8 and sum(writes) == 56 and len(stored_ids(store)) == 56
+    assert store.scalar("SELECT count() FROM columnist.image_embedding FINAL WHERE model = 'mock-256'") == 56
+    assert store.scalar("SELECT count() FROM columnist.feature_image_attribute FINAL WHERE model = 'mock-256' "
+                        "AND attribute = 'earth'") == 56
 
 def test_a_batch_prepared_before_the_cutover_and_encoded_after_it_is_prepared_again(store, tmp_path):
     """Found attacking the write thread (older than it): a batch looked up and preprocessed for
