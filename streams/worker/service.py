@@ -3,10 +3,11 @@
 ``start`` (blocking, before any source is read) checks the store's model and takes up the
 applied vocabularies. ``run(source)`` is the loop production and the in-process tests share:
 batch N+2 is fetched and decoded while batch N+1 is encoded and batch N written (both cores
-busy, the model never waiting for the store), batches are written and acked in order, a
-batch is acked only once every event of it is stored or dead-lettered, a batch that fails as
-a whole is retried with backoff until it is stored (never acked meanwhile, never skipped),
-and vocabulary documents are applied beside ingest as they arrive.
+busy, the model never waiting for the store), batches are written and acked in order (a busy
+worker writes several in one set of statements: store_scored), a batch is acked only once
+every event of it is stored or dead-lettered, a batch that fails as a whole is retried with
+backoff until it is stored (never acked meanwhile, never skipped), and vocabulary documents
+are applied beside ingest as they arrive.
 
 Blocking work runs on threads: decoding the next batch on one, encoding on another, writing
 on a third, encoding a new vocabulary's prompts on a fourth. Scoring a batch holds the
