@@ -89,8 +89,6 @@ class Scored:
 class _Write:
     """One set of statements that writes one or more scored batches, in order (store_scored)."""
 
-    after: "_Write | None"
-    """The write before it: this one starts once that one has ended."""
     events: list[RawEvent]
     """The first batch's events (to name the write)."""
     scored: list[Scored] = field(default_factory=list)
@@ -105,11 +103,16 @@ class _Write:
 
     def takes(self, scored: Scored, most: int) -> bool:
         """Whether ``scored`` can join: it is open and not full, and ``scored`` deletes nothing
-        (deletions go before a write's rows) and was scored with the same model and vocabularies."""
+        (deletions go before a write's rows), stores no image id the write stores already (a
+        batch's own events are one per id; across batches, one write would hold both versions:
+        a video's frames and the still that replaced it), and was scored with the same model
+        and vocabularies."""
         def joins(a: ScoredBatch | None, b: ScoredBatch | None) -> bool:
             return a is None or b is None or a.joins(b)
-        return self.open and len(self.scored) < most and not scored.deleted and all(
-            joins(s.batch, scored.batch) and joins(s.alongside, scored.alongside) for s in self.scored)
+        ids = {image_id for s in self.scored for image_id in s.image_ids}
+        return self.open and len(self.scored) < most and not scored.deleted \
+            and ids.isdisjoint(scored.image_ids) and all(
+                joins(s.batch, scored.batch) and joins(s.alongside, scored.alongside) for s in self.scored)
 
 
 @dataclass
@@ -339,7 +342,7 @@ class Service:
             raise
         finally:
             this.encoded.set()
-        del prepared  # its pixels: three batches are under way at once
+        del prepared  # its pixels: three batches hold theirs at once (decoding, waiting, encoding)
         await self.store_scored(batch.events, scored, this, before)
         if before is not None:
             await asyncio.wait([before.task])
@@ -424,7 +427,7 @@ class Service:
         if previous is not None and previous.open:
             previous.open = False  # this batch cannot join it: it waits for no more
             previous.changed.set()
-        this.write = write = _Write(previous, events, [scored])
+        this.write = write = _Write(events, [scored])
         try:
             await self._gather(write)
             if previous is not None:
@@ -510,7 +513,8 @@ class Service:
 
     async def _write(self, group: list[Scored]) -> None:
         """Deletions, then the batches' rows (a migration's target's first: an image row means
-        every model's rows are there), on the write thread; only a group's first batch deletes."""
+        every model's rows are there), on the write thread. Only a group's first batch may
+        delete (_Write.takes), so every deletion comes before the rows of the batches after it."""
         deleted = [image_id for scored in group for image_id in scored.deleted]
         if deleted:
             await self.on(self.write_executor, self.store.delete_images, deleted)

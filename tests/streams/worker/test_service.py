@@ -13,6 +13,7 @@ import threading
 
 import yaml
 
+from bench import media as made
 from columnist.kafka.events import delete_event, vocab_event
 from columnist.models.mock import MockEncoder
 from columnist.records import RawEvent
@@ -435,6 +436,80 @@ def test_a_batch_that_deletes_is_not_written_with_the_batch_before_it(store, tmp
     assert gone not in stored_ids(store) and len(stored_ids(store)) == 7
     assert writes == [3, 5] and source.acked == [0, 1, 2]  # the deleting batch and the one after it together
 
+
+def test_a_batch_storing_an_id_the_write_before_it_stores_is_not_written_with_it(store, tmp_path, monkeypatch):
+    """Found in review: a video, then a still under the same id in the next batch. Written in one
+    write, the video's frames counted as the new ones and stayed (with their embeddings and
+    scores) beside a still. One write never holds an id twice, so the still replaces them."""
+    monkeypatch.setattr(service_module, "GROUP_WAIT_S", 10 * WAIT)
+    writes = []
+    wrapper = StoreWrapper(store)
+    wrapper.write = lambda batch: (writes.append(len(batch.images)), store.write(batch))[1]
+    service = service_for(wrapper, tmp_path, space(1), write_group=4, batch_size=2)
+    clip = made.video(tmp_path / "images" / "launch.mp4")
+    photos = photo_events(tmp_path)
+    still = json.loads(photos[1].value)["uri"]
+    first = [RawEvent(event("x", clip.as_uri()), 0, 0, b"x"), photos[0]]
+    second = [RawEvent(event("x", still), 0, 2, b"x"), photos[2]]
+
+    source = ScriptedSource(first, second)
+
+    asyncio.run(service.run(source))
+
+    assert store.query("SELECT count() FROM columnist.video_frames FINAL WHERE video_id = 'x'")[1] == [(0,)]
+    assert store.query("SELECT kind FROM columnist.images FINAL WHERE image_id = 'x'")[1] == [("image",)]
+    assert writes == [2, 2] and source.acked == [0, 1]
+
+
+def test_dead_letters_of_batches_written_together_leave_in_the_order_of_their_events(store, tmp_path, monkeypatch):
+    """Four full batches, each a photo and three broken events, written together: every batch's
+    letters are sent once the write is done, batch after batch, in offset order."""
+    monkeypatch.setattr(service_module, "GROUP_WAIT_S", 10 * WAIT)
+    writes = []
+    wrapper = StoreWrapper(store)
+    wrapper.write = lambda batch: (writes.append(len(batch.images)), store.write(batch))[1]
+    service = service_for(wrapper, tmp_path, space(1), write_group=4, batch_size=4)
+    photos = photo_events(tmp_path)
+    batches = [[RawEvent(photos[n].value, 0, 10 * n)] + [RawEvent(b"{not json", 0, 10 * n + k) for k in (1, 2, 3)]
+               for n in range(4)]
+    source = ScriptedSource(*batches)
+
+    asyncio.run(service.run(source))
+
+    assert writes == [4] and source.acked == [0, 1, 2, 3]
+    assert [letter["offset"] for letter in source.letters] == [10 * n + k for n in range(4) for k in (1, 2, 3)]
+
+
+def test_a_worker_stopped_while_a_write_gathers_acks_and_writes_nothing(store, tmp_path, monkeypatch):
+    """Two batches wait in a write for a third, whose preparation is held: stopping the worker
+    then writes nothing and acks nothing (the source delivers all three again)."""
+    monkeypatch.setattr(service_module, "GROUP_WAIT_S", 10 * WAIT)
+    third_preparing, release, writes = threading.Event(), threading.Event(), []
+    wrapper = StoreWrapper(store)
+
+    def stored_content(model, ids):
+        if any(i.startswith("c-") for i in ids):
+            third_preparing.set()
+            release.wait(WAIT)
+        return store.stored_content(model, ids)
+
+    wrapper.stored_content = stored_content
+    wrapper.write = lambda batch: (writes.append(len(batch.images)), store.write(batch))[1]
+    service = service_for(wrapper, tmp_path, space(1), write_group=4, batch_size=3)
+    source = ScriptedSource(*[photo_events(tmp_path, f"{p}-", 3 * n)[:3] for n, p in enumerate("abc")])
+
+    async def stop_while_gathering():
+        running = asyncio.create_task(service.run(source))
+        assert await asyncio.get_running_loop().run_in_executor(None, third_preparing.wait, WAIT)
+        running.cancel()
+        await asyncio.wait_for(asyncio.gather(running, return_exceptions=True), WAIT)
+
+    try:
+        asyncio.run(stop_while_gathering())
+    finally:
+        release.set()
+
+    assert source.acked == [] and writes == [] and stored_ids(store) == []
 
 def test_a_vocabulary_change_does_not_wait_for_a_write_gathering_batches(store, tmp_path, monkeypatch):
     """The first batch's write waits for the second, whose preparation here waits for v2 to be

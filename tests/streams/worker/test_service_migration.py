@@ -114,14 +114,21 @@ def test_batches_written_together_during_a_migration_carry_the_target_models_row
     service = service_for(wrapper, tmp_path, space(1), load_model=loader(), replay_chunks=8, batch_size=7,
                           write_group=4)
     photos = photo_events(tmp_path)
-    batches = [copies(photos, f"g{n}", 7) for n in range(8)]
+    batches = [copies(photos[n % 7:] + photos[:n % 7], f"g{n}", 7) for n in range(8)]  # photos in varied order
+    photo_of = {json.loads(e.value)["image_id"]: json.loads(e.value)["uri"] for b in batches for e in b}
 
     asyncio.run(service.run(ScriptedSource(command(action="migrate", to="mock-256"), caught_up(service), *batches)))
 
     assert len(writes) < 8 and sum(writes) == 56 and len(stored_ids(store)) == 56
     assert store.scalar("SELECT count() FROM columnist.image_embedding FINAL WHERE model = 'mock-256'") == 56
-    assert store.scalar("SELECT count() FROM columnist.feature_image_attribute FINAL WHERE model = 'mock-256' "
-                        "AND attribute = 'earth'") == 56
+    for model in ("mock", "mock-256"):  # each image's own scores: the same photo scores the same in any batch
+        rows = store.query("SELECT image_id, score FROM columnist.feature_image_attribute FINAL "
+                           f"WHERE model = '{model}' AND attribute = 'earth'")[1]
+        by_photo: dict[str, list[float]] = {}
+        for image_id, score in rows:
+            by_photo.setdefault(photo_of[image_id], []).append(score)
+        assert len(rows) == 56 and len(by_photo) == 7, model
+        assert all(max(scores) - min(scores) < 1e-5 for scores in by_photo.values()), (model, by_photo)
 
 def test_a_batch_prepared_before_the_cutover_and_encoded_after_it_is_prepared_again(store, tmp_path):
     """Found attacking the write thread (older than it): a batch looked up and preprocessed for
