@@ -174,6 +174,8 @@ def image_cases(root: Path, outside: Path) -> list[Case]:
         Case("schema 2", b'{"schema": 2, "image_id": "s", "uri": "file:///a"}', "schema"),
         Case("no uri", b'{"schema": 1, "image_id": "u"}', "uri: missing"),
         Case("deleted, but not a boolean", b'{"schema": 1, "image_id": "u", "deleted": "maybe"}', "valid boolean"),
+        Case("deleted as the word yes", b'{"schema": 1, "image_id": "u", "deleted": "yes"}', "valid boolean"),
+        Case("deleted as the number 1", b'{"schema": 1, "image_id": "u", "deleted": 1}', "valid boolean"),
         Case("image_id not a string", b'{"schema": 1, "image_id": 5, "uri": "file:///a"}', "image_id"),
         Case("meta too large", event("mb", "file:///a", meta={"x": "a" * 20_000}), "meta"),
         Case("700 kB of escaped quotes", event("quotes", "file:///a", meta={"q": '"' * 350_000}), "meta"),

@@ -17,7 +17,7 @@ import unicodedata
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from columnist.errors import BadInput
 from columnist.printable import printable
@@ -48,8 +48,9 @@ class ImageEvent(BaseModel):
     uri: str = ""
     collection: str = Field("", max_length=256)
     meta: dict[str, Any] = {}
-    deleted: bool = False
-    """The image is gone (`columnist watch` saw its file deleted or moved): its rows are deleted."""
+    deleted: StrictBool = False
+    """The image is gone (`columnist watch` saw its file deleted or moved): its rows are deleted.
+    JSON true or false only: a deletion is not inferred from "yes", "on" or 1."""
 
     @model_validator(mode="after")
     def _uri_unless_deleted(self) -> "ImageEvent":
