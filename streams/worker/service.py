@@ -518,9 +518,9 @@ class Service:
         deleted = [image_id for scored in group for image_id in scored.deleted]
         if deleted:
             await self.on(self.write_executor, self.store.delete_images, deleted)
-            self.counters.images_deleted += len(deleted)
         batches = [scored.batch for scored in group if scored.batch is not None]
         if not batches:
+            self.counters.images_deleted += len(deleted)
             return
         alongside = [scored.alongside for scored in group if scored.alongside is not None]
         started = time.perf_counter()
@@ -531,6 +531,7 @@ class Service:
         except StoreUnavailable:
             self.counters.store_retries += 1
             raise
+        self.counters.images_deleted += len(deleted)  # once the whole write went through: a retry deletes again
         self.counters.images_stored += sum(len(scored.image_ids) for scored in group)
         self.counters.score_rows += rows
         self.counters.write_s += time.perf_counter() - started

@@ -927,6 +927,27 @@ def test_a_deleted_image_is_forgotten_and_the_last_event_of_an_id_in_a_batch_win
     assert (service.counters.images_deleted, service.counters.events_superseded) == (1, 1)
 
 
+def test_a_deletion_whose_write_is_retried_is_counted_once(store, tmp_path):
+    """Found attacking the worker: a batch deleting an image, whose rows' write found the store
+    away twice, counted its deletion at every attempt."""
+    failures = [StoreUnavailable("connection refused (injected)")] * 2
+    wrapper = StoreWrapper(store)
+
+    def write(batch):
+        if any(image.image_id.startswith("b-") for image in batch.images) and failures:
+            raise failures.pop()
+        return store.write(batch)
+
+    wrapper.write = write
+    service = service_for(wrapper, tmp_path, space(1))
+    first = photo_events(tmp_path, "a-")[:2]
+    gone = json.loads(first[0].value)["image_id"]
+    asyncio.run(service.run(ScriptedSource(first, [RawEvent(delete_event(gone), 0, 2, gone.encode())]
+                                           + photo_events(tmp_path, "b-", 3)[:1])))
+
+    assert gone not in stored_ids(store) and service.counters.store_retries == 2
+    assert service.counters.images_deleted == 1
+
 def test_a_warm_up_that_never_returns_ends_the_worker_naming_it(store, tmp_path, monkeypatch, caplog):
     """Found by review: the warm-up at start ran without a deadline, and the first batch,
     queued behind it on the work thread, never started its clock: a worker whose runtime hung
