@@ -27,7 +27,7 @@ from columnist.printable import printable
 from columnist.pipeline import (SecondModel, TakenBatch, embed_and_score_isolating, encoded_count, sha256_of,
                                 take_batch)
 from columnist.prompt_cache import PromptCache
-from columnist.records import Counters, ImageInput, ImageLimits
+from columnist.records import Counters, ImageInput, ImageLimits, ScoredBatch
 from columnist.store import check_model
 from columnist.store.check import delete_orphans
 from columnist.vocab.prompts import text_embeddings
@@ -244,14 +244,17 @@ def tag(
     run: TagRun | None = None,
     limits: ImageLimits | None = None,
     target: "Encoder | None" = None,
+    write_group: int = 4,
 ) -> TagRun:
     """Encode, score and store every new file; return what was written, skipped and failed.
     ``run`` is filled as the run goes (for a caller that is interrupted); ``limits``: the
     largest file and image accepted, and the decode threads (the worker's settings);
     ``target``: the model the store is moving to (columnist.model_change), encoded with too.
-    The next batch is read and decoded while this one encodes and the one before it is
-    written, so content repeated within the next two batches may be encoded again (the same
-    embedding, stored for each name; further on it is reused)."""
+    The next batch is read and decoded while this one encodes, and every ``write_group``
+    batches are written in one set of statements while the next ones encode (the store's cost
+    is mostly per statement), so content repeated within the next few batches may be encoded
+    again (the same embedding, stored for each name; further on it is reused); an interrupted
+    run leaves at most that many batches' work unwritten (the next run does it again)."""
     check_model(store, encoder.name)
     _open_tower_soon_if_it_will_encode(encoder, store, files[:batch_size], force)
     delete_orphans(store)  # what a killed run left, older than check.GRACE_S
@@ -276,6 +279,17 @@ def tag(
             store.write_model_rows(alongside)
         run.counters.add(Counters(score_rows=store.write(scored), images_stored=images, images_encoded=encoded))
 
+    group: list[tuple[ScoredBatch, ScoredBatch | None, int, int]] = []
+
+    def write_scored() -> None:
+        """The batches scored since the last write, in one (a run's ids are one per file)."""
+        if group:
+            alongside = [a for _, a, _, _ in group if a is not None]
+            writes.submit(write, ScoredBatch.merged([s for s, _, _, _ in group]),
+                          ScoredBatch.merged(alongside) if alongside else None,
+                          sum(images for _, _, images, _ in group), sum(encoded for _, _, _, encoded in group))
+            group.clear()
+
     with _OneBehind() as writes, closing(_one_ahead(take, list(_batches(files, batch_size)))) as taken_batches:
         for batch, inputs, taken, counted, unread in taken_batches:
             writes.raise_if_failed()  # a store that refused the last write stops the run here
@@ -291,7 +305,10 @@ def tag(
                     kept = [p for position, p in enumerate(taken.prepared_from) if position not in bad]
                     alongside = second.score(second.take([inputs[p] for p in kept], store, limits)) \
                         if second is not None else None
-                    writes.submit(write, scored, alongside, len(kept), encoded_count(taken.prepared))
+                    group.append((scored, alongside, len(kept), encoded_count(taken.prepared)))
+                    if len(group) >= write_group:
+                        write_scored()
             if on_progress:
                 on_progress(len(batch))
+        write_scored()
     return run

@@ -74,7 +74,7 @@ def tag(
             task = progress.add_task(f"tagging with {encoder.name}{also}", total=len(files))
             run_tag(files, vocabulary, encoder, store, batch_size or config.batch_size, collection,
                     on_progress=lambda n: progress.advance(task, n), force=force, default_view=default_view,
-                    run=run, limits=config.image_limits, target=target)
+                    run=run, limits=config.image_limits, target=target, write_group=config.write_group)
     except (VocabularyConflict, ModelMismatch) as err:
         store.close()
         fail(f"{err}; nothing was tagged", err.exit_code)

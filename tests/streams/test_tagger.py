@@ -5,7 +5,9 @@ import threading
 import pytest
 
 from columnist.models.mock import MockEncoder
+from columnist.pipeline import embed_and_score, prepare
 from columnist.tagger import _one_ahead, _OneBehind, find_images, skipped_summary, tag, walk
+from columnist.vocab.prompts import text_embeddings
 from tests.conftest import PHOTOS
 
 pytestmark = pytest.mark.integration
@@ -218,6 +220,35 @@ def test_the_same_content_in_the_next_batch_is_stored_for_both_names(store, spac
 PETS = {"name": "pets", "version": 1, "attributes": [
     {"code": "earth", "description": "a dog digging in the earth"}, {"code": "cat", "description": "a cat"}]}
 
+
+def test_batches_are_written_a_group_at_a_time_each_image_with_its_own_scores(store, space_vocab):
+    """Seven photos in batches of two, written three batches at a time: two writes, every photo
+    stored once with the scores it gets written on its own."""
+    class Counting:  # the real store, its writes counted (a test double around it)
+        def __init__(self, inner):
+            self.inner, self.writes = inner, []
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def write(self, batch):
+            self.writes.append(len(batch.images))
+            return self.inner.write(batch)
+
+    counting = Counting(store)
+    run = tag(find_images([PHOTOS]), space_vocab, MockEncoder(), counting, batch_size=2, write_group=3)
+
+    assert counting.writes == [6, 1] and run.counters.images_stored == 7
+    alone = MockEncoder()
+    texts = [(space_vocab, text_embeddings(alone, space_vocab))]
+    for code in space_vocab.codes[:3]:
+        stored = {image_id: score for image_id, score, _ in store.attribute_scores(space_vocab.name, code)}
+        assert len(stored) == 7
+        for photo in sorted(PHOTOS.glob("*.jpg")):
+            image_id = next(i for i in stored if i.endswith(photo.name))
+            own = embed_and_score([prepare(photo.read_bytes(), photo.name, alone, image_id, photo.as_uri())], texts,
+                                  alone)
+            assert abs(own.scores[0].scores[code][0] - stored[image_id]) < 1e-5, (photo.name, code)
 
 def test_two_vocabularies_sharing_a_code_keep_both_scores_and_views(store, space_vocab):
     from columnist.vocab.schema import vocabulary_from_dict
