@@ -31,6 +31,9 @@ MAX_JPEG_SCANS = 100
 """A progressive JPEG has about 10 scans; thousands of empty ones keep the decoder busy for minutes."""
 SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "HEIF", "AVIF", "JXL")  # JPEG covers MPO (multi-picture JPEGs)
+"""The formats photo collections hold; Pillow is told to try no other. Some of its other
+plugins decode pixels inside ``Image.open`` (an ICO holding a 13000x13000 PNG, whatever its
+file name says), before any size check could refuse them."""
 JPEG_FORMATS = ("JPEG", "MPO")
 """What Pillow calls a JPEG it opened: a phone photo with a gain map is an MPO."""
 READS = "JPEG, PNG, GIF, BMP, TIFF, WebP, HEIC, AVIF, JPEG XL, camera RAW and video"
@@ -43,9 +46,6 @@ short side is at least this many times the model's: it is another, more compress
 JPEG's DCT scaling needs no margin: it averages the picture's own 8x8 blocks (12-megapixel
 photos decoded to at least 224 px against whole: embedding cosine >= 0.99999, 5 ms less of
 CPU each than to at least 448 px)."""
-"""The formats photo collections hold; Pillow is told to try no other. Some of its other
-plugins decode pixels inside ``Image.open`` (an ICO holding a 13000x13000 PNG, whatever its
-file name says), before any size check could refuse them."""
 
 
 class ImageError(BadInput, ValueError):

@@ -382,13 +382,13 @@ class ClickHouseStore:
         videos = [i.image_id for i in batch.images if i.kind == "video"]
         if videos:
             was_image = self.rows("SELECT DISTINCT image_id FROM columnist.image_embedding "
-                                      "WHERE image_id IN {v:Array(String)}", {"v": videos})
+                                  "WHERE image_id IN {v:Array(String)}", {"v": videos})
             if was_image:
                 self.command("DELETE FROM columnist.image_embedding WHERE image_id IN {v:Array(String)}",
                              {"v": [i for (i,) in was_image]})
         new = {f.frame_id for f in batch.frames}
         rows = self.rows("SELECT DISTINCT frame_id FROM columnist.video_frames WHERE video_id IN {ids:Array(String)}",
-                             {"ids": ids})
+                         {"ids": ids})
         stale = sorted({frame for (frame,) in rows} - new)
         if stale:
             for table, column in (("image_embedding", "image_id"), ("feature_image_attribute", "image_id"),
@@ -412,7 +412,7 @@ class ClickHouseStore:
         them at once, then every model's embeddings and scores."""
         ids = list(image_ids)
         rows = self.rows("SELECT frame_id FROM columnist.video_frames WHERE video_id IN {ids:Array(String)}",
-                             {"ids": ids})
+                         {"ids": ids})
         everything = ids + [frame for (frame,) in rows]
         self.command("DELETE FROM columnist.images WHERE image_id IN {ids:Array(String)}", {"ids": ids})
         for table, column in (("feature_image_attribute", "image_id"), ("image_embedding", "image_id"),
@@ -548,7 +548,7 @@ class ClickHouseStore:
         what a worker mostly gets, cost one read by the images table's key; only ids found are
         checked."""
         found = self.rows("SELECT DISTINCT image_id FROM columnist.images WHERE image_id IN {ids:Array(String)}",
-                              {"ids": list(image_ids)})
+                          {"ids": list(image_ids)})
         if not found:
             return {}
         rows = self.rows(
@@ -585,7 +585,7 @@ class ClickHouseStore:
             return {}
         candidates = list(zip(*(embedded.column(c).to_pylist() for c in ("image_id", "sha256", "embedding"))))
         rows = self.rows("SELECT image_id, sha256, width, height FROM columnist.images "
-                             "WHERE image_id IN {ids:Array(String)}", {"ids": sorted({i for i, _, _ in candidates})})
+                         "WHERE image_id IN {ids:Array(String)}", {"ids": sorted({i for i, _, _ in candidates})})
         sizes = {(image_id, sha): (width, height) for image_id, sha, width, height in rows}
         known = {}
         for image_id, sha, embedding in candidates:
